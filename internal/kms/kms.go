@@ -1,0 +1,61 @@
+// Package kms defines what kseal needs from a key management service. KEKs
+// never leave the KMS: kseal asks it for fresh data keys (DEKs) and to unwrap
+// encrypted DEKs (EDEKs). Providers live in sub-packages, one each (local,
+// vault, aws, azure), and register themselves by name.
+//
+// Implementations must never log key material or EDEK plaintext.
+package kms
+
+import (
+	"context"
+	"errors"
+)
+
+// ErrKeyNotFound means the KEK does not exist (or was deleted or destroyed).
+// It is not retried, and callers may remember it briefly.
+var ErrKeyNotFound = errors.New("kms: key not found")
+
+// ErrUnavailable wraps transient failures (timeouts, 5xx, connection refused)
+// that are worth retrying.
+var ErrUnavailable = errors.New("kms: unavailable")
+
+// KEKRef identifies a resolved key-encryption key: Name is what policy
+// selected (e.g. "KEK-orders"), ID what the KMS calls it (an alias resolves
+// to a key id).
+type KEKRef struct {
+	Name string
+	ID   string
+}
+
+// DEK is a fresh data key: Key is the 32-byte AES-256 key in plaintext (the
+// caller wipes it when done), EDEK the same key wrapped by the KEK, in a
+// provider-specific self-contained encoding that DecryptDEK accepts.
+type DEK struct {
+	Key  []byte
+	EDEK []byte
+}
+
+// EDEKInfo is what can be read from an EDEK without calling the KMS.
+type EDEKInfo struct {
+	KEK     string // KEK name or id as the provider records it
+	Version string // KEK version, "" when the provider does not record one
+}
+
+// KMS is a key management service.
+type KMS interface {
+	// ResolveKEK checks that the named KEK exists and returns its reference.
+	// It returns an error wrapping ErrKeyNotFound when it does not exist.
+	ResolveKEK(ctx context.Context, name string) (KEKRef, error)
+	// GenerateDEK returns a new 256-bit DEK wrapped by the current version of kek.
+	GenerateDEK(ctx context.Context, kek KEKRef) (DEK, error)
+	// DecryptDEK unwraps an EDEK produced by GenerateDEK under any version of
+	// its KEK that still exists, returning the 32-byte key.
+	DecryptDEK(ctx context.Context, edek []byte) ([]byte, error)
+	// DescribeEDEK parses an EDEK offline (no KMS call), for inspection tools.
+	DescribeEDEK(edek []byte) (EDEKInfo, error)
+}
+
+// Closer is implemented by providers holding resources.
+type Closer interface {
+	Close() error
+}
