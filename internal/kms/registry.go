@@ -1,0 +1,76 @@
+package kms
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+)
+
+// Config is one provider's configuration. The config loader decodes the
+// provider's YAML section into the value NewConfig returns (strictly: unknown
+// keys are errors), calls Validate, and only then Open, so a config that
+// `kseal validate` accepts is one `kseal run` can open.
+type Config interface {
+	// Validate checks the decoded values without touching files or the
+	// network. Its errors name the bad key relative to the provider's section
+	// ("masterKeyFile: ..."); the loader adds the path of the section.
+	Validate() error
+	// Open connects to or loads the KMS. The result may implement Closer.
+	Open(ctx context.Context, logger *slog.Logger) (KMS, error)
+}
+
+// Provider makes configurations for one kind of KMS.
+type Provider interface {
+	// NewConfig returns a fresh pointer to a config holding the provider's
+	// defaults, ready to be decoded into.
+	NewConfig() Config
+}
+
+// ProviderFunc adapts a function to Provider.
+type ProviderFunc func() Config
+
+// NewConfig calls f.
+func (f ProviderFunc) NewConfig() Config { return f() }
+
+var (
+	providersMu sync.RWMutex
+	providers   = map[string]Provider{}
+)
+
+// Register makes a provider available under name, the value of the config's
+// `type:` key. Providers call it from init; it panics on an empty or
+// duplicate name or a nil provider, since either is a programming error.
+func Register(name string, p Provider) {
+	if name == "" || p == nil {
+		panic("kms: Register with empty name or nil provider")
+	}
+	providersMu.Lock()
+	defer providersMu.Unlock()
+	if _, dup := providers[name]; dup {
+		panic(fmt.Sprintf("kms: provider %q registered twice", name))
+	}
+	providers[name] = p
+}
+
+// Lookup returns the provider registered under name.
+func Lookup(name string) (Provider, bool) {
+	providersMu.RLock()
+	defer providersMu.RUnlock()
+	p, ok := providers[name]
+	return p, ok
+}
+
+// Names returns the registered provider names, sorted, for error messages
+// such as `kms.type: unknown "vualt" (known: local, vault)`.
+func Names() []string {
+	providersMu.RLock()
+	defer providersMu.RUnlock()
+	names := make([]string, 0, len(providers))
+	for n := range providers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
