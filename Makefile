@@ -1,0 +1,37 @@
+# kseal — the few targets a newcomer needs.
+GO ?= go
+STATICCHECK_VERSION ?= v0.8.2
+FUZZTIME ?= 10s
+
+.PHONY: build run test unit fuzz integration lint bench soak clean
+
+build:
+	$(GO) build -o bin/kseal ./cmd/kseal
+
+# The README's run command.
+run: build
+	./bin/kseal run --config kseal.example.yaml
+
+# Unit tests (with fuzz seed corpora), short fuzz runs, then the integration
+# suite against a real Apache Kafka cluster (installed into .cache/ on first use).
+test: lint unit fuzz integration
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+fuzz:
+	scripts/fuzz.sh $(FUZZTIME)
+
+integration:
+	scripts/test-integration.sh
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+bench:
+	scripts/bench.sh
+
+clean:
+	rm -rf bin

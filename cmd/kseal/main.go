@@ -1,0 +1,147 @@
+// Command kseal is a Kafka proxy that encrypts record values at rest.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/kseal/kseal/internal/config"
+	"github.com/kseal/kseal/internal/proxy"
+)
+
+const usage = `kseal: a Kafka proxy that encrypts record values at rest.
+
+Usage:
+  kseal run --config FILE        start the proxy
+  kseal validate --config FILE   check a config file and report every problem
+  kseal version                  print version and build information
+`
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(args[1:], stderr)
+	case "validate":
+		return cmdValidate(args[1:], stdout, stderr)
+	case "version":
+		printVersion(stdout)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "kseal: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+}
+
+func configFlag(name string, args []string, stderr io.Writer) (string, bool) {
+	fs := flag.NewFlagSet("kseal "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "kseal.yaml", "path to the YAML config file")
+	if err := fs.Parse(args); err != nil {
+		return "", false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "kseal %s: unexpected argument %q\n", name, fs.Arg(0))
+		return "", false
+	}
+	return *path, true
+}
+
+func cmdValidate(args []string, stdout, stderr io.Writer) int {
+	path, ok := configFlag("validate", args, stderr)
+	if !ok {
+		return 2
+	}
+	if _, err := config.Load(path); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", path, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", path)
+	return 0
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func cmdRun(args []string, stderr io.Writer) int {
+	path, ok := configFlag("run", args, stderr)
+	if !ok {
+		return 2
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", path, err)
+		return 1
+	}
+	log := newLogger(cfg.Log, stderr)
+	srv, err := proxy.New(cfg, log, nil, nil)
+	if err != nil {
+		log.Error("cannot start", "error", err.Error())
+		return 1
+	}
+	if err := srv.Start(); err != nil {
+		log.Error("cannot start", "error", err.Error())
+		return 1
+	}
+	log.Info("kseal started", "version", version)
+
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	s := <-sig
+	log.Info("shutting down: draining connections", "signal", s.String(), "drainTimeout", cfg.DrainTimeout.Std().String())
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		// A second signal skips the drain.
+		<-sig
+		cancel()
+	}()
+	start := time.Now()
+	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		log.Warn("shutdown was not clean", "error", err.Error())
+		return 1
+	}
+	log.Info("stopped", "took", time.Since(start).Round(time.Millisecond).String())
+	return 0
+}
+
+func printVersion(w io.Writer) {
+	fmt.Fprintf(w, "kseal %s\n", version)
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		fmt.Fprintf(w, "go %s\n", bi.GoVersion)
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision", "vcs.time", "vcs.modified", "GOOS", "GOARCH":
+				fmt.Fprintf(w, "%s %s\n", s.Key, s.Value)
+			}
+		}
+	}
+}

@@ -1,0 +1,301 @@
+// Package config is kseal's one configuration tree: a YAML file decoded
+// strictly (unknown keys are errors), defaulted, and validated as a whole
+// before anything starts, so `kseal validate` and `kseal run` agree. Every
+// problem is reported with the key path that has it.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole file.
+type Config struct {
+	Log             Log              `yaml:"log"`
+	Admin           Admin            `yaml:"admin"`
+	DrainTimeout    Duration         `yaml:"drainTimeout"`
+	VirtualClusters []VirtualCluster `yaml:"virtualClusters"`
+}
+
+// Log configures structured logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text, json
+}
+
+// Admin is the HTTP listener for metrics and health endpoints.
+type Admin struct {
+	Listen string `yaml:"listen"` // host:port; empty disables it
+}
+
+// VirtualCluster is one upstream Kafka cluster presented to clients
+// through its own set of proxy ports.
+type VirtualCluster struct {
+	Name       string      `yaml:"name"`
+	Upstream   Upstream    `yaml:"upstream"`
+	Gateway    Gateway     `yaml:"gateway"`
+	Limits     Limits      `yaml:"limits"`
+	Encryption *Encryption `yaml:"encryption"`
+}
+
+// Upstream is how the proxy reaches the real cluster.
+type Upstream struct {
+	BootstrapServers []string `yaml:"bootstrapServers"`
+	DialTimeout      Duration `yaml:"dialTimeout"`
+}
+
+// Gateway is how clients reach the proxy: a bootstrap port, and one port per
+// broker node id (node N is served on BrokerPortStart+N, for
+// 0 <= N < BrokerPortCount).
+type Gateway struct {
+	BindAddress     string `yaml:"bindAddress"`
+	AdvertisedHost  string `yaml:"advertisedHost"`
+	BootstrapPort   int    `yaml:"bootstrapPort"`
+	BrokerPortStart int    `yaml:"brokerPortStart"`
+	BrokerPortCount int    `yaml:"brokerPortCount"`
+}
+
+// Limits bound what one client connection can make the proxy hold.
+type Limits struct {
+	MaxFrameBytes            int `yaml:"maxFrameBytes"`
+	MaxInFlightPerConnection int `yaml:"maxInFlightPerConnection"`
+}
+
+// Encryption is filled in by the encryption feature; its sub-trees are
+// decoded by the packages that own them.
+type Encryption struct {
+	KMS    KMS       `yaml:"kms"`
+	Policy yaml.Node `yaml:"policy"`
+	DEK    yaml.Node `yaml:"dek"`
+}
+
+// KMS selects a provider by name; Config is decoded by that provider.
+type KMS struct {
+	Type   string    `yaml:"type"`
+	Config yaml.Node `yaml:"config"`
+}
+
+// Duration is a time.Duration written as "1h30m" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML parses Go duration syntax.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (e.g. 30s, 5m, 1h)", n.Line, s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the Go duration syntax.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// Std returns the time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+// Defaults.
+const (
+	DefaultMaxFrameBytes            = 100 << 20
+	DefaultMaxInFlightPerConnection = 128
+	DefaultBrokerPortCount          = 100
+	DefaultDialTimeout              = 10 * time.Second
+	DefaultDrainTimeout             = 30 * time.Second
+)
+
+// Load reads, decodes, defaults and validates a config file.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(b)
+}
+
+// Parse decodes, defaults and validates a config document.
+func Parse(b []byte) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("config is empty")
+		}
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c.applyDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) applyDefaults() {
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = Duration(DefaultDrainTimeout)
+	}
+	for i := range c.VirtualClusters {
+		vc := &c.VirtualClusters[i]
+		if vc.Upstream.DialTimeout == 0 {
+			vc.Upstream.DialTimeout = Duration(DefaultDialTimeout)
+		}
+		if vc.Gateway.BindAddress == "" {
+			vc.Gateway.BindAddress = "0.0.0.0"
+		}
+		if vc.Gateway.AdvertisedHost == "" {
+			vc.Gateway.AdvertisedHost = "localhost"
+		}
+		if vc.Gateway.BrokerPortCount == 0 {
+			vc.Gateway.BrokerPortCount = DefaultBrokerPortCount
+		}
+		if vc.Gateway.BrokerPortStart == 0 && vc.Gateway.BootstrapPort != 0 {
+			vc.Gateway.BrokerPortStart = vc.Gateway.BootstrapPort + 1
+		}
+		if vc.Limits.MaxFrameBytes == 0 {
+			vc.Limits.MaxFrameBytes = DefaultMaxFrameBytes
+		}
+		if vc.Limits.MaxInFlightPerConnection == 0 {
+			vc.Limits.MaxInFlightPerConnection = DefaultMaxInFlightPerConnection
+		}
+	}
+}
+
+// Errors collects every validation problem, each naming its key.
+type Errors []error
+
+func (e Errors) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "invalid config (%d problem", len(e))
+	if len(e) != 1 {
+		b.WriteString("s")
+	}
+	b.WriteString("):")
+	for _, err := range e {
+		b.WriteString("\n  - ")
+		b.WriteString(err.Error())
+	}
+	return b.String()
+}
+
+// Unwrap lets errors.Is/As look inside.
+func (e Errors) Unwrap() []error { return e }
+
+// Validate reports every problem in the tree.
+func (c *Config) Validate() error {
+	var errs Errors
+	add := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		add("log.format", "%q is not one of text, json", c.Log.Format)
+	}
+	if c.Admin.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
+			add("admin.listen", "%q is not host:port", c.Admin.Listen)
+		}
+	}
+	if c.DrainTimeout < 0 {
+		add("drainTimeout", "must not be negative")
+	}
+	if len(c.VirtualClusters) == 0 {
+		add("virtualClusters", "at least one virtual cluster is required")
+	}
+	names := map[string]bool{}
+	for i := range c.VirtualClusters {
+		vc := &c.VirtualClusters[i]
+		p := fmt.Sprintf("virtualClusters[%d]", i)
+		if vc.Name == "" {
+			add(p+".name", "is required")
+		} else if names[vc.Name] {
+			add(p+".name", "%q is used twice", vc.Name)
+		}
+		names[vc.Name] = true
+		if len(vc.Upstream.BootstrapServers) == 0 {
+			add(p+".upstream.bootstrapServers", "at least one host:port is required")
+		}
+		for j, s := range vc.Upstream.BootstrapServers {
+			if _, port, err := net.SplitHostPort(s); err != nil || port == "" {
+				add(fmt.Sprintf("%s.upstream.bootstrapServers[%d]", p, j), "%q is not host:port", s)
+			}
+		}
+		if vc.Upstream.DialTimeout < 0 {
+			add(p+".upstream.dialTimeout", "must be positive")
+		}
+		g := vc.Gateway
+		if net.ParseIP(g.BindAddress) == nil && g.BindAddress != "localhost" {
+			add(p+".gateway.bindAddress", "%q is not an IP address", g.BindAddress)
+		}
+		if strings.ContainsAny(g.AdvertisedHost, " :/") {
+			add(p+".gateway.advertisedHost", "%q is not a host name", g.AdvertisedHost)
+		}
+		if g.BootstrapPort < 1 || g.BootstrapPort > 65535 {
+			add(p+".gateway.bootstrapPort", "%d is not a port (1-65535)", g.BootstrapPort)
+		}
+		if g.BrokerPortCount < 1 {
+			add(p+".gateway.brokerPortCount", "must be at least 1")
+		}
+		if g.BrokerPortStart < 1 || g.BrokerPortStart+g.BrokerPortCount-1 > 65535 {
+			add(p+".gateway.brokerPortStart", "ports %d..%d are not all valid ports", g.BrokerPortStart, g.BrokerPortStart+g.BrokerPortCount-1)
+		}
+		if g.BootstrapPort >= g.BrokerPortStart && g.BootstrapPort < g.BrokerPortStart+g.BrokerPortCount {
+			add(p+".gateway.bootstrapPort", "%d falls inside the broker port range %d..%d", g.BootstrapPort, g.BrokerPortStart, g.BrokerPortStart+g.BrokerPortCount-1)
+		}
+		if vc.Limits.MaxFrameBytes < 1024 {
+			add(p+".limits.maxFrameBytes", "%d is too small (minimum 1024)", vc.Limits.MaxFrameBytes)
+		}
+		if vc.Limits.MaxInFlightPerConnection < 1 {
+			add(p+".limits.maxInFlightPerConnection", "must be at least 1")
+		}
+		if vc.Encryption != nil && vc.Encryption.KMS.Type == "" {
+			add(p+".encryption.kms.type", "is required")
+		}
+	}
+	// Port ranges of different virtual clusters must not overlap.
+	for i := range c.VirtualClusters {
+		for j := i + 1; j < len(c.VirtualClusters); j++ {
+			a, b := c.VirtualClusters[i].Gateway, c.VirtualClusters[j].Gateway
+			if overlaps(a, b) {
+				add(fmt.Sprintf("virtualClusters[%d].gateway", j), "ports overlap with virtualClusters[%d] (%s)", i, c.VirtualClusters[i].Name)
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+func overlaps(a, b Gateway) bool {
+	in := func(p int, g Gateway) bool {
+		return p == g.BootstrapPort || (p >= g.BrokerPortStart && p < g.BrokerPortStart+g.BrokerPortCount)
+	}
+	if in(a.BootstrapPort, b) || in(b.BootstrapPort, a) {
+		return true
+	}
+	return a.BrokerPortStart < b.BrokerPortStart+b.BrokerPortCount && b.BrokerPortStart < a.BrokerPortStart+a.BrokerPortCount
+}

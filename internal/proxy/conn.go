@@ -1,0 +1,251 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/kseal/kseal/internal/frame"
+)
+
+// Buffers larger than this are dropped after use instead of being kept for
+// the connection's next frame, so one huge fetch does not pin memory.
+const maxRetainedBuffer = 4 << 20
+
+// conn is one client connection and its upstream connection. Requests are
+// read, filtered and forwarded by one goroutine; responses are read,
+// filtered and written back by another, in request order. The in-flight
+// queue between them is bounded: when it is full the request side stops
+// reading, so a client (or a slow consumer) pushes back through TCP instead
+// of growing the proxy's memory.
+type conn struct {
+	vc       *virtualCluster
+	client   net.Conn
+	upstream net.Conn
+	log      *slog.Logger
+
+	inflight chan *Exchange
+	dead     chan struct{} // closed when both sockets are closed
+	closeOne sync.Once
+	draining chan struct{}
+
+	// Request side buffers (owned by the request goroutine).
+	reqBuf []byte
+	// Response side buffers (owned by the response goroutine).
+	respBuf []byte
+	// Filter scratch, per side.
+	scratchReq  [2][]byte
+	scratchResp [2][]byte
+}
+
+// errClientGone and friends end a connection without a log line at error
+// level: they are the normal ways connections end.
+var errDraining = errors.New("draining")
+
+func (c *conn) serve(ctx context.Context) {
+	defer c.vc.srv.metrics.connClosed(c.vc.name)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		err := c.responses(ctx)
+		c.finish("response side", err)
+	}()
+	err := c.requests(ctx)
+	if !errors.Is(err, errDraining) {
+		c.finish("request side", err)
+	}
+	// The request side is the only sender: closing lets the response side
+	// deliver what is in flight (or fail fast on closed sockets) and return.
+	close(c.inflight)
+	<-done
+	c.close()
+}
+
+// finish logs why the connection ended (once) and closes both sides.
+func (c *conn) finish(side string, err error) {
+	first := false
+	c.closeOne.Do(func() {
+		first = true
+		c.closeSockets()
+	})
+	if !first || err == nil || isClosed(err) {
+		return
+	}
+	c.log.Warn("closing client connection", "side", side, "error", err.Error())
+}
+
+func (c *conn) close() {
+	c.closeOne.Do(c.closeSockets)
+}
+
+func (c *conn) closeSockets() {
+	c.client.Close()
+	c.upstream.Close()
+	close(c.dead)
+}
+
+func isClosed(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)
+}
+
+func (c *conn) requests(ctx context.Context) error {
+	r := bufio.NewReaderSize(c.client, 32<<10)
+	w := c.upstream
+	var sizeBuf [4]byte
+	for {
+		body, err := c.readFrame(r, &c.reqBuf, frame.MinRequestSize)
+		if err != nil {
+			select {
+			case <-c.draining:
+				return errDraining
+			default:
+			}
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("read request: %w", err)
+		}
+		start := time.Now()
+		h, err := frame.ParseRequestHeader(body)
+		if err != nil {
+			return fmt.Errorf("request header: %w", err)
+		}
+		x := &Exchange{
+			APIKey:        h.APIKey,
+			APIVersion:    h.APIVersion,
+			CorrelationID: h.CorrelationID,
+			HeaderLen:     h.Len,
+			Request:       body,
+			conn:          c,
+			scratch:       &c.scratchReq,
+			started:       start,
+		}
+		for _, f := range c.vc.filters[h.APIKey] {
+			if err := f.OnRequest(ctx, x); err != nil {
+				return fmt.Errorf("%s v%d request (correlation id %d): %w", apiName(h.APIKey), h.APIVersion, h.CorrelationID, err)
+			}
+			if x.Local {
+				break
+			}
+		}
+		c.vc.srv.metrics.request(c.vc.name, h.APIKey, len(body))
+		if !x.NoResponse || x.Local {
+			// Blocks when the queue is full: backpressure on the client.
+			select {
+			case c.inflight <- x:
+			case <-c.dead:
+				return net.ErrClosed
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		if !x.Local {
+			binary.BigEndian.PutUint32(sizeBuf[:], uint32(len(x.Request)))
+			if _, err := (&net.Buffers{sizeBuf[:], x.Request}).WriteTo(w); err != nil {
+				return fmt.Errorf("write upstream: %w", err)
+			}
+		}
+		c.reclaim(&c.reqBuf, &c.scratchReq, x.Request)
+		x.Request = nil
+	}
+}
+
+func (c *conn) responses(ctx context.Context) error {
+	r := bufio.NewReaderSize(c.upstream, 64<<10)
+	w := c.client
+	var sizeBuf [4]byte
+	for x := range c.inflight {
+		if !x.Local {
+			body, err := c.readFrame(r, &c.respBuf, frame.MinResponseSize)
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					return fmt.Errorf("broker closed the connection with %d request(s) in flight", len(c.inflight)+1)
+				}
+				return fmt.Errorf("read response: %w", err)
+			}
+			if len(body) < 4 {
+				return fmt.Errorf("response frame of %d bytes has no correlation id", len(body))
+			}
+			if got := int32(binary.BigEndian.Uint32(body)); got != x.CorrelationID {
+				return fmt.Errorf("broker answered correlation id %d, expected %d (%s)", got, x.CorrelationID, apiName(x.APIKey))
+			}
+			x.Response = body
+			x.scratch = &c.scratchResp
+			filters := c.vc.filters[x.APIKey]
+			if len(filters) > 0 {
+				rh, err := frame.ParseResponseHeader(body, x.APIKey, x.APIVersion)
+				if err != nil {
+					return fmt.Errorf("%s v%d response: %w", apiName(x.APIKey), x.APIVersion, err)
+				}
+				x.RespHeaderLen = rh.Len
+			}
+			for _, f := range filters {
+				if err := f.OnResponse(ctx, x); err != nil {
+					return fmt.Errorf("%s v%d response (correlation id %d): %w", apiName(x.APIKey), x.APIVersion, x.CorrelationID, err)
+				}
+			}
+		}
+		binary.BigEndian.PutUint32(sizeBuf[:], uint32(len(x.Response)))
+		if _, err := (&net.Buffers{sizeBuf[:], x.Response}).WriteTo(w); err != nil {
+			return fmt.Errorf("write to client: %w", err)
+		}
+		c.vc.srv.metrics.response(c.vc.name, x.APIKey, len(x.Response), time.Since(x.started))
+		c.reclaim(&c.respBuf, &c.scratchResp, x.Response)
+		x.Response = nil
+	}
+	return nil
+}
+
+// readFrame reads one size-prefixed frame into *buf (growing it as needed,
+// bounded by the virtual cluster's maximum frame size) and returns the
+// message after the size prefix.
+func (c *conn) readFrame(r *bufio.Reader, buf *[]byte, minSize int) ([]byte, error) {
+	b, err := frame.ReadFrame(r, *buf, minSize, c.vc.cfg.Limits.MaxFrameBytes)
+	if cap(b) <= maxRetainedBuffer {
+		*buf = b[:0]
+	}
+	if err != nil {
+		return nil, err
+	}
+	return b[frame.SizeLen:], nil
+}
+
+// reclaim keeps a filter-built buffer for reuse by later exchanges.
+func (c *conn) reclaim(read *[]byte, scratch *[2][]byte, b []byte) {
+	if cap(b) == 0 || cap(b) > maxRetainedBuffer || aliases(b, *read) {
+		return
+	}
+	for i := range scratch {
+		if aliases(b, scratch[i]) {
+			if cap(b) > cap(scratch[i]) {
+				scratch[i] = b[:0]
+			}
+			return
+		}
+	}
+	// A filter allocated a fresh buffer: keep it in place of the smaller slot.
+	i := 0
+	if cap(scratch[1]) < cap(scratch[0]) {
+		i = 1
+	}
+	if cap(b) > cap(scratch[i]) {
+		scratch[i] = b[:0]
+	}
+}
+
+// drain stops reading new requests; what is in flight is still answered.
+func (c *conn) drain() {
+	select {
+	case <-c.draining:
+	default:
+		close(c.draining)
+		c.client.SetReadDeadline(time.Now())
+	}
+}

@@ -1,0 +1,85 @@
+package proxy
+
+import (
+	"context"
+	"time"
+)
+
+// An Exchange is one request and its response on a client connection, as
+// the filter chain sees it. Frames are Kafka frames without the 4-byte size
+// prefix: header then body.
+type Exchange struct {
+	APIKey        int16
+	APIVersion    int16
+	CorrelationID int32
+	// HeaderLen is the length of the request header within Request.
+	HeaderLen int
+
+	// Request is the request frame to forward. A request filter may replace
+	// it (writing into Scratch) or answer locally by setting Response.
+	Request []byte
+	// Response is the response frame for the client. For a locally answered
+	// request a request filter sets it; for a forwarded one the plumbing sets
+	// it when the broker answers, before the response filters run.
+	Response []byte
+	// Local is set by a request filter that answered with Response; the
+	// request is then not forwarded.
+	Local bool
+	// NoResponse marks a request the broker will not answer (Produce with
+	// acks=0); the plumbing then expects no response frame.
+	NoResponse bool
+	// RespHeaderLen is the length of the response header within Response.
+	RespHeaderLen int
+
+	// State carries what a filter learned from the request to its response
+	// side (e.g. which partitions were rejected locally).
+	State any
+
+	conn    *conn
+	scratch *[2][]byte
+	turn    int
+	started time.Time
+}
+
+// Filter transforms the messages of the API keys it registers for. Filters
+// are shared by all connections and must be safe for concurrent use; per
+// exchange state goes in Exchange.State.
+type Filter interface {
+	// APIKeys lists the API keys the filter wants to see.
+	APIKeys() []int16
+	// OnRequest runs before the request is forwarded.
+	OnRequest(ctx context.Context, x *Exchange) error
+	// OnResponse runs before the response is written to the client.
+	OnResponse(ctx context.Context, x *Exchange) error
+}
+
+// Scratch returns an empty buffer owned by the connection that does not
+// alias the current request or response, for a filter to build a new frame
+// in. The buffer is reused: it is valid until the next call of Scratch on
+// this exchange.
+func (x *Exchange) Scratch() []byte {
+	for i := 0; i < 2; i++ {
+		x.turn ^= 1
+		b := x.scratch[x.turn]
+		if !aliases(b, x.Request) && !aliases(b, x.Response) {
+			return b[:0]
+		}
+	}
+	return nil
+}
+
+func aliases(a, b []byte) bool {
+	if cap(a) == 0 || cap(b) == 0 {
+		return false
+	}
+	return &a[:1][0] == &b[:1][0]
+}
+
+// NopFilter can be embedded to implement only one side.
+type NopFilter struct{}
+
+// OnRequest does nothing.
+func (NopFilter) OnRequest(context.Context, *Exchange) error { return nil }
+
+// OnResponse does nothing.
+func (NopFilter) OnResponse(context.Context, *Exchange) error { return nil }

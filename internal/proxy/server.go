@@ -1,0 +1,392 @@
+// Package proxy is kseal's connection plumbing: it listens on a bootstrap
+// port and one port per upstream broker, pairs every client connection with
+// an upstream connection to the broker that port stands for, and forwards
+// size-prefixed Kafka frames both ways in order. Messages pass through as
+// bytes unless a Filter registered for their API key changes them; address
+// rewriting and encryption are such filters. This package knows nothing
+// about encryption.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kseal/kseal/internal/config"
+)
+
+// Server runs every virtual cluster of a config.
+type Server struct {
+	log      *slog.Logger
+	clusters []*virtualCluster
+	metrics  *Metrics
+	drain    time.Duration
+
+	mu       sync.Mutex
+	conns    map[*conn]struct{}
+	closing  bool
+	connsWG  sync.WaitGroup
+	acceptWG sync.WaitGroup
+	ctx      context.Context
+	cancel   context.CancelFunc
+}
+
+// ClusterOptions are what the caller adds to a virtual cluster besides its
+// config: extra filters (encryption) run after the built-in ones on
+// requests and before them on responses.
+type ClusterOptions struct {
+	Filters []Filter
+}
+
+// New builds a server; nothing listens until Start.
+func New(cfg *config.Config, log *slog.Logger, metrics *Metrics, opts map[string]ClusterOptions) (*Server, error) {
+	if metrics == nil {
+		metrics = NewMetrics(nil)
+	}
+	s := &Server{
+		log:     log,
+		metrics: metrics,
+		drain:   cfg.DrainTimeout.Std(),
+		conns:   map[*conn]struct{}{},
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	for _, vcCfg := range cfg.VirtualClusters {
+		vc := newVirtualCluster(s, vcCfg, opts[vcCfg.Name].Filters)
+		s.clusters = append(s.clusters, vc)
+	}
+	return s, nil
+}
+
+// Start binds every bootstrap port and starts learning the upstream brokers
+// (binding their ports as they are discovered). It returns once the
+// bootstrap ports listen.
+func (s *Server) Start() error {
+	for _, vc := range s.clusters {
+		if err := vc.start(); err != nil {
+			s.closeListeners()
+			return err
+		}
+	}
+	return nil
+}
+
+// Ready reports whether every virtual cluster has reached its upstream
+// cluster at least once since start.
+func (s *Server) Ready() error {
+	for _, vc := range s.clusters {
+		if !vc.reachedUpstream.Load() {
+			return fmt.Errorf("virtual cluster %q: upstream not reached yet", vc.name)
+		}
+	}
+	return nil
+}
+
+// Shutdown stops accepting connections, lets in-flight requests finish for
+// up to the drain timeout (or ctx), then closes every connection.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	s.closeListeners()
+	s.acceptWG.Wait()
+	for _, c := range conns {
+		c.drain()
+	}
+	done := make(chan struct{})
+	go func() { s.connsWG.Wait(); close(done) }()
+	timer := time.NewTimer(s.drain)
+	defer timer.Stop()
+	var err error
+	select {
+	case <-done:
+	case <-timer.C:
+		err = fmt.Errorf("drain timeout %s passed with connections open", s.drain)
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	s.cancel()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.close()
+	}
+	s.mu.Unlock()
+	<-done
+	return err
+}
+
+func (s *Server) closeListeners() {
+	for _, vc := range s.clusters {
+		vc.closeListeners()
+	}
+}
+
+// track registers a new connection unless the server is closing.
+func (s *Server) track(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.connsWG.Add(1)
+	return true
+}
+
+func (s *Server) untrack(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.connsWG.Done()
+}
+
+// BootstrapAddr returns the address the named virtual cluster's bootstrap
+// port listens on (useful when the config asked for port 0 in tests).
+func (s *Server) BootstrapAddr(name string) string {
+	for _, vc := range s.clusters {
+		if vc.name == name {
+			return vc.bootstrapAddr
+		}
+	}
+	return ""
+}
+
+// virtualCluster is one upstream cluster and its proxy ports.
+type virtualCluster struct {
+	srv     *Server
+	name    string
+	cfg     config.VirtualCluster
+	log     *slog.Logger
+	filters map[int16][]Filter
+
+	bootstrapAddr   string
+	nextBootstrap   atomic.Uint32
+	reachedUpstream atomic.Bool
+
+	mu        sync.RWMutex
+	brokers   map[int32]string // node id -> upstream host:port
+	listeners map[int]net.Listener
+	closed    bool
+	warned    map[int32]bool
+
+	refreshMu sync.Mutex // one metadata refresh at a time
+}
+
+func newVirtualCluster(s *Server, cfg config.VirtualCluster, extra []Filter) *virtualCluster {
+	vc := &virtualCluster{
+		srv:       s,
+		name:      cfg.Name,
+		cfg:       cfg,
+		log:       s.log.With("virtualCluster", cfg.Name),
+		brokers:   map[int32]string{},
+		listeners: map[int]net.Listener{},
+		warned:    map[int32]bool{},
+		filters:   map[int16][]Filter{},
+	}
+	for _, f := range append(builtinFilters(vc), extra...) {
+		for _, k := range f.APIKeys() {
+			vc.filters[k] = append(vc.filters[k], f)
+		}
+	}
+	return vc
+}
+
+func (vc *virtualCluster) start() error {
+	addr := net.JoinHostPort(vc.cfg.Gateway.BindAddress, strconv.Itoa(vc.cfg.Gateway.BootstrapPort))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("virtual cluster %q: bootstrap listener: %w", vc.name, err)
+	}
+	vc.bootstrapAddr = ln.Addr().String()
+	vc.mu.Lock()
+	vc.listeners[vc.cfg.Gateway.BootstrapPort] = ln
+	vc.mu.Unlock()
+	vc.serve(ln, -1)
+	vc.log.Info("listening", "bootstrap", vc.bootstrapAddr, "advertisedHost", vc.cfg.Gateway.AdvertisedHost,
+		"brokerPorts", fmt.Sprintf("%d-%d", vc.cfg.Gateway.BrokerPortStart, vc.cfg.Gateway.BrokerPortStart+vc.cfg.Gateway.BrokerPortCount-1),
+		"upstream", vc.cfg.Upstream.BootstrapServers)
+	// Learn the brokers now so their ports listen before any client asks.
+	go vc.discover()
+	return nil
+}
+
+// discover refreshes metadata until it succeeds once (with backoff), so
+// broker ports are bound early even when the cluster starts after kseal.
+func (vc *virtualCluster) discover() {
+	backoff := 250 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(vc.srv.ctx, vc.cfg.Upstream.DialTimeout.Std())
+		err := vc.refreshMetadata(ctx)
+		cancel()
+		if err == nil || vc.srv.ctx.Err() != nil {
+			return
+		}
+		vc.log.Warn("cannot reach upstream cluster yet", "error", err.Error(), "retryIn", backoff.String())
+		select {
+		case <-time.After(backoff):
+		case <-vc.srv.ctx.Done():
+			return
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+// serve accepts connections on ln for node (-1 = bootstrap).
+func (vc *virtualCluster) serve(ln net.Listener, node int32) {
+	vc.srv.acceptWG.Add(1)
+	go func() {
+		defer vc.srv.acceptWG.Done()
+		var delay time.Duration
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				// Temporary failures (EMFILE...): back off, keep serving.
+				delay = max(5*time.Millisecond, min(delay*2, time.Second))
+				vc.log.Error("accept failed", "error", err.Error(), "retryIn", delay.String())
+				time.Sleep(delay)
+				continue
+			}
+			delay = 0
+			go vc.handle(c, node)
+		}
+	}()
+}
+
+func (vc *virtualCluster) handle(client net.Conn, node int32) {
+	log := vc.log.With("client", client.RemoteAddr().String())
+	if node >= 0 {
+		log = log.With("node", node)
+	}
+	target, err := vc.upstreamFor(node)
+	if err != nil {
+		log.Warn("rejecting client connection", "error", err.Error())
+		client.Close()
+		return
+	}
+	d := net.Dialer{Timeout: vc.cfg.Upstream.DialTimeout.Std(), KeepAlive: 30 * time.Second}
+	up, err := d.DialContext(vc.srv.ctx, "tcp", target)
+	if err != nil {
+		log.Warn("rejecting client connection: upstream unreachable", "upstream", target, "error", err.Error())
+		client.Close()
+		return
+	}
+	vc.reachedUpstream.Store(true)
+	c := &conn{
+		vc:       vc,
+		client:   client,
+		upstream: up,
+		log:      log,
+		inflight: make(chan *Exchange, vc.cfg.Limits.MaxInFlightPerConnection),
+		draining: make(chan struct{}),
+		dead:     make(chan struct{}),
+	}
+	if !vc.srv.track(c) {
+		c.close()
+		return
+	}
+	defer vc.srv.untrack(c)
+	vc.srv.metrics.connOpened(vc.name)
+	c.serve(vc.srv.ctx)
+}
+
+// upstreamFor picks the upstream address for a connection to node's port.
+func (vc *virtualCluster) upstreamFor(node int32) (string, error) {
+	if node < 0 {
+		servers := vc.cfg.Upstream.BootstrapServers
+		i := vc.nextBootstrap.Add(1)
+		return servers[int(i)%len(servers)], nil
+	}
+	if addr, ok := vc.brokerAddr(node); ok {
+		return addr, nil
+	}
+	// A client may hold metadata from before a restart of kseal, or from a
+	// broker we have not seen yet: learn the cluster again.
+	ctx, cancel := context.WithTimeout(vc.srv.ctx, vc.cfg.Upstream.DialTimeout.Std())
+	defer cancel()
+	if err := vc.refreshMetadata(ctx); err != nil {
+		return "", fmt.Errorf("node %d unknown and metadata refresh failed: %w", node, err)
+	}
+	if addr, ok := vc.brokerAddr(node); ok {
+		return addr, nil
+	}
+	return "", fmt.Errorf("node %d is not in the upstream cluster's metadata", node)
+}
+
+func (vc *virtualCluster) brokerAddr(node int32) (string, bool) {
+	vc.mu.RLock()
+	defer vc.mu.RUnlock()
+	a, ok := vc.brokers[node]
+	return a, ok
+}
+
+// MapBroker records an upstream broker's address and returns the proxy
+// address that stands for it, binding its port on first sight. It is the
+// codec.AddressMapper for every response that names brokers.
+func (vc *virtualCluster) MapBroker(node int32, host string, port int32) (string, int32, bool) {
+	g := vc.cfg.Gateway
+	if node < 0 || int(node) >= g.BrokerPortCount {
+		vc.warnUnmapped(node, fmt.Sprintf("node id outside 0..%d (gateway.brokerPortCount)", g.BrokerPortCount-1))
+		return "", 0, false
+	}
+	proxyPort := g.BrokerPortStart + int(node)
+	upstream := net.JoinHostPort(host, strconv.Itoa(int(port)))
+
+	vc.mu.RLock()
+	known := vc.brokers[node] == upstream
+	_, bound := vc.listeners[proxyPort]
+	vc.mu.RUnlock()
+	if known && bound {
+		return g.AdvertisedHost, int32(proxyPort), true
+	}
+
+	vc.mu.Lock()
+	defer vc.mu.Unlock()
+	if old, ok := vc.brokers[node]; ok && old != upstream {
+		vc.log.Info("broker address changed", "node", node, "from", old, "to", upstream)
+	}
+	vc.brokers[node] = upstream
+	if _, ok := vc.listeners[proxyPort]; !ok {
+		if vc.closed {
+			return "", 0, false
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort(g.BindAddress, strconv.Itoa(proxyPort)))
+		if err != nil {
+			vc.log.Error("cannot listen for broker", "node", node, "port", proxyPort, "error", err.Error())
+			return "", 0, false
+		}
+		vc.listeners[proxyPort] = ln
+		vc.serve(ln, node)
+		vc.log.Info("serving broker", "node", node, "port", proxyPort, "upstream", upstream)
+	}
+	return g.AdvertisedHost, int32(proxyPort), true
+}
+
+func (vc *virtualCluster) warnUnmapped(node int32, why string) {
+	vc.mu.Lock()
+	defer vc.mu.Unlock()
+	if !vc.warned[node] {
+		vc.warned[node] = true
+		vc.log.Error("broker cannot be served: it is hidden from clients", "node", node, "reason", why)
+	}
+}
+
+func (vc *virtualCluster) closeListeners() {
+	vc.mu.Lock()
+	defer vc.mu.Unlock()
+	vc.closed = true
+	for _, ln := range vc.listeners {
+		ln.Close()
+	}
+}
