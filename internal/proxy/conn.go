@@ -117,6 +117,11 @@ func (c *conn) requests(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("request header: %w", err)
 		}
+		if _, known := frame.MaxVersion(h.APIKey); !known {
+			// Never advertised by ApiVersions, so no conforming client
+			// sends it; forwarding unknown bytes helps nobody.
+			return fmt.Errorf("request with unknown API key %d (correlation id %d)", h.APIKey, h.CorrelationID)
+		}
 		x := &Exchange{
 			APIKey:        h.APIKey,
 			APIVersion:    h.APIVersion,

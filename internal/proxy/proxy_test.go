@@ -1,0 +1,255 @@
+package proxy
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kseal/kseal/internal/config"
+)
+
+// freePortRange finds n consecutive free loopback ports.
+func freePortRange(t *testing.T, n int) int {
+	t.Helper()
+	for try := 0; try < 50; try++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if base+n > 65000 {
+			continue
+		}
+		ok := true
+		var held []net.Listener
+		for p := base; p < base+n; p++ {
+			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+			if err != nil {
+				ok = false
+				break
+			}
+			held = append(held, l)
+		}
+		for _, l := range held {
+			l.Close()
+		}
+		if ok {
+			return base
+		}
+	}
+	t.Fatal("no free port range")
+	return 0
+}
+
+type testProxy struct {
+	srv       *Server
+	bootstrap string
+	base      int
+	count     int
+}
+
+func startProxy(t *testing.T, upstream []string, mutate func(*config.VirtualCluster)) *testProxy {
+	t.Helper()
+	const count = 8
+	base := freePortRange(t, count+1)
+	vc := config.VirtualCluster{
+		Name:     "test",
+		Upstream: config.Upstream{BootstrapServers: upstream},
+		Gateway: config.Gateway{
+			BindAddress:     "127.0.0.1",
+			AdvertisedHost:  "127.0.0.1",
+			BootstrapPort:   base,
+			BrokerPortStart: base + 1,
+			BrokerPortCount: count,
+		},
+	}
+	if mutate != nil {
+		mutate(&vc)
+	}
+	doc := fmt.Sprintf(`
+virtualClusters:
+  - name: test
+    upstream: {bootstrapServers: [%s]}
+    gateway: {bindAddress: 127.0.0.1, advertisedHost: 127.0.0.1, bootstrapPort: %d, brokerPortStart: %d, brokerPortCount: %d}
+    limits: {maxFrameBytes: %d}
+`, strings.Join(upstream, ","), base, base+1, count, max(vc.Limits.MaxFrameBytes, 1<<20))
+	cfg, err := config.Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	srv, err := New(cfg, log, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	return &testProxy{srv: srv, bootstrap: srv.BootstrapAddr("test"), base: base, count: count}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func (p *testProxy) isProxyAddr(host string, port int32) bool {
+	return host == "127.0.0.1" && int(port) >= p.base && int(port) <= p.base+p.count
+}
+
+func newFake(t *testing.T) *kfake.Cluster {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.SeedTopics(6, "t1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func TestRoundTripThroughProxy(t *testing.T) {
+	fake := newFake(t)
+	p := startProxy(t, fake.ListenAddrs()[:1], nil)
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(p.bootstrap), kgo.ConsumeTopics("t1"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.ProducerLinger(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const n = 200
+	for i := 0; i < n; i++ {
+		r := &kgo.Record{Topic: "t1", Key: []byte(strconv.Itoa(i)), Value: []byte("value-" + strconv.Itoa(i)),
+			Headers: []kgo.RecordHeader{{Key: "h", Value: []byte("v")}}}
+		cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
+			if err != nil {
+				t.Errorf("produce: %v", err)
+			}
+		})
+	}
+	if err := cl.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for len(seen) < n {
+		fs := cl.PollFetches(ctx)
+		if err := fs.Err0(); err != nil {
+			t.Fatalf("fetch: %v (seen %d)", err, len(seen))
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			if string(r.Value) != "value-"+string(r.Key) || len(r.Headers) != 1 {
+				t.Errorf("record %q = %q %v", r.Key, r.Value, r.Headers)
+			}
+			seen[string(r.Key)] = true
+		})
+	}
+
+	// Every broker address the client learned is a proxy address.
+	adm := kadm.NewClient(cl)
+	md, err := adm.BrokerMetadata(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(md.Brokers) != 3 {
+		t.Errorf("brokers = %v, want 3", md.Brokers)
+	}
+	for _, b := range md.Brokers {
+		if !p.isProxyAddr(b.Host, b.Port) {
+			t.Errorf("broker %d advertised as %s:%d: not a proxy address", b.NodeID, b.Host, b.Port)
+		}
+	}
+	if _, err := adm.DescribeGroups(ctx, "g"); err != nil {
+		t.Errorf("describe groups (find coordinator through proxy): %v", err)
+	}
+}
+
+// rawConn dials the proxy and returns the connection.
+func rawConn(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// expectClosed asserts the proxy closes c within d.
+func expectClosed(t *testing.T, c net.Conn, d time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(d))
+	_, err := io.ReadAll(c)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("connection still open after %s", d)
+	}
+	return time.Since(start)
+}
+
+func TestBadInputClosesOnlyThatConnection(t *testing.T) {
+	fake := newFake(t)
+	p := startProxy(t, fake.ListenAddrs()[:1], nil)
+
+	frameOf := func(body []byte) []byte {
+		b := binary.BigEndian.AppendUint32(nil, uint32(len(body)))
+		return append(b, body...)
+	}
+	cases := map[string][]byte{
+		"oversized":       binary.BigEndian.AppendUint32(nil, 200<<20),
+		"negative size":   binary.BigEndian.AppendUint32(nil, 0xffffffff),
+		"tiny frame":      frameOf([]byte{0, 1}),
+		"garbage header":  frameOf([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}),
+		"truncated frame": append(binary.BigEndian.AppendUint32(nil, 100), 0, 18, 0, 3),
+		// ApiVersions v3 uses request header v2: a client id, then a tag
+		// count of 2^32-1 with nothing behind it (the kmsg DoS shape).
+		"huge tag count": frameOf([]byte{0, 18, 0, 3, 0, 0, 0, 1, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}),
+	}
+	for name, data := range cases {
+		t.Run(name, func(t *testing.T) {
+			c := rawConn(t, p.bootstrap)
+			if _, err := c.Write(data); err != nil {
+				t.Fatal(err)
+			}
+			if name == "truncated frame" {
+				c.(*net.TCPConn).CloseWrite()
+			}
+			if took := expectClosed(t, c, 3*time.Second); name == "huge tag count" && took > 500*time.Millisecond {
+				t.Errorf("huge tag count rejected after %s", took)
+			}
+		})
+	}
+	// The proxy still serves everyone else.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(p.bootstrap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "t1", Value: []byte("after")}).FirstErr(); err != nil {
+		t.Fatalf("produce after bad input: %v", err)
+	}
+}
