@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -133,13 +134,29 @@ func Parse(b []byte) (*Config, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, errors.New("config is empty")
 		}
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, yamlError(err)
 	}
 	c.applyDefaults()
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
 	return &c, nil
+}
+
+var unknownField = regexp.MustCompile(`field (\S+) not found in type config\.(\w+)`)
+
+// yamlError rewrites yaml.v3's messages in terms of the file, not Go types.
+func yamlError(err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return fmt.Errorf("invalid config: %w", err)
+	}
+	var errs Errors
+	for _, m := range te.Errors {
+		m = unknownField.ReplaceAllString(m, "unknown key \"$1\" (in a $2 section)")
+		errs = append(errs, errors.New(m))
+	}
+	return errs
 }
 
 func (c *Config) applyDefaults() {
