@@ -1,14 +1,126 @@
 package proxy
 
-import "context"
+import (
+	"context"
+	"fmt"
+	"net"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kseal/kseal/internal/codec"
+	"github.com/kseal/kseal/internal/frame"
+)
 
 // builtinFilters are the filters every virtual cluster runs: broker address
 // rewriting and ApiVersions intersection.
 func builtinFilters(vc *virtualCluster) []Filter {
+	return []Filter{&addressFilter{vc: vc}}
+}
+
+// addressFilter rewrites every broker address in responses to the proxy's,
+// so clients never learn (or use) a real broker address.
+type addressFilter struct {
+	NopFilter
+	vc *virtualCluster
+}
+
+func (f *addressFilter) APIKeys() []int16 {
+	return []int16{
+		int16(kmsg.Metadata), int16(kmsg.FindCoordinator), int16(kmsg.DescribeCluster),
+		int16(kmsg.Fetch), int16(kmsg.ShareFetch),
+	}
+}
+
+type rewriteFunc func(dst, body []byte, version int16, m codec.AddressMapper) ([]byte, bool, error)
+
+var fetchWalkerKey, shareFetchWalkerKey = new(int), new(int)
+
+func (f *addressFilter) OnResponse(_ context.Context, x *Exchange) error {
+	var rewrite rewriteFunc
+	switch kmsg.Key(x.APIKey) {
+	case kmsg.Metadata:
+		rewrite = codec.RewriteMetadataResponse
+	case kmsg.FindCoordinator:
+		rewrite = codec.RewriteFindCoordinatorResponse
+	case kmsg.DescribeCluster:
+		rewrite = codec.RewriteDescribeClusterResponse
+	case kmsg.Fetch:
+		w := x.ConnState(fetchWalkerKey, func() any { return &codec.FetchWalker{Mapper: f.vc} }).(*codec.FetchWalker)
+		rewrite = func(dst, body []byte, v int16, _ codec.AddressMapper) ([]byte, bool, error) {
+			return w.Walk(dst, body, v, nil)
+		}
+	case kmsg.ShareFetch:
+		w := x.ConnState(shareFetchWalkerKey, func() any { return &codec.ShareFetchWalker{Mapper: f.vc} }).(*codec.ShareFetchWalker)
+		rewrite = func(dst, body []byte, v int16, _ codec.AddressMapper) ([]byte, bool, error) {
+			return w.Walk(dst, body, v, nil)
+		}
+	default:
+		return nil
+	}
+	return x.RewriteResponse(func(dst, body []byte) ([]byte, bool, error) {
+		return rewrite(dst, body, x.APIVersion, f.vc)
+	})
+}
+
+// refreshMetadata asks the upstream cluster for its brokers and records
+// them (binding their proxy ports) through MapBroker.
+func (vc *virtualCluster) refreshMetadata(ctx context.Context) error {
+	vc.refreshMu.Lock()
+	defer vc.refreshMu.Unlock()
+	var lastErr error
+	for _, addr := range vc.cfg.Upstream.BootstrapServers {
+		if lastErr = vc.fetchBrokers(ctx, addr); lastErr == nil {
+			vc.reachedUpstream.Store(true)
+			return nil
+		}
+	}
+	return lastErr
+}
+
+const metadataVersion = 12
+
+func (vc *virtualCluster) fetchBrokers(ctx context.Context, addr string) error {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	req := kmsg.NewPtrMetadataRequest()
+	req.SetVersion(metadataVersion)
+	req.Topics = []kmsg.MetadataRequestTopic{} // brokers only
+	msg, start := frame.StartFrame(nil)
+	msg = appendRequestHeader(msg, int16(kmsg.Metadata), metadataVersion, 1, "kseal")
+	msg = req.AppendTo(msg)
+	if err := frame.FinishFrame(msg, start); err != nil {
+		return err
+	}
+	if _, err := c.Write(msg); err != nil {
+		return fmt.Errorf("metadata request to %s: %w", addr, err)
+	}
+	resp, err := frame.ReadResponse(c, nil, vc.cfg.Limits.MaxFrameBytes)
+	if err != nil {
+		return fmt.Errorf("metadata response from %s: %w", addr, err)
+	}
+	resp = resp[frame.SizeLen:]
+	h, err := frame.ParseResponseHeader(resp, int16(kmsg.Metadata), metadataVersion)
+	if err != nil {
+		return fmt.Errorf("metadata response from %s: %w", addr, err)
+	}
+	if _, _, err := codec.RewriteMetadataResponse(nil, resp[h.Len:], metadataVersion, vc); err != nil {
+		return fmt.Errorf("metadata response from %s: %w", addr, err)
+	}
 	return nil
 }
 
-// refreshMetadata asks the upstream cluster for its brokers and records them.
-func (vc *virtualCluster) refreshMetadata(ctx context.Context) error {
-	return nil
+// appendRequestHeader appends a request header v2 (flexible requests).
+func appendRequestHeader(dst []byte, key, version int16, corr int32, clientID string) []byte {
+	dst = append(dst, byte(key>>8), byte(key), byte(version>>8), byte(version))
+	dst = append(dst, byte(corr>>24), byte(corr>>16), byte(corr>>8), byte(corr))
+	dst = append(dst, byte(len(clientID)>>8), byte(len(clientID)))
+	dst = append(dst, clientID...)
+	return append(dst, 0) // no tagged fields
 }

@@ -43,6 +43,9 @@ type conn struct {
 	// Filter scratch, per side.
 	scratchReq  [2][]byte
 	scratchResp [2][]byte
+	// Filter state, per side (see Exchange.ConnState).
+	stateReq  map[any]any
+	stateResp map[any]any
 }
 
 // errClientGone and friends end a connection without a log line at error
@@ -130,6 +133,7 @@ func (c *conn) requests(ctx context.Context) error {
 			Request:       body,
 			conn:          c,
 			scratch:       &c.scratchReq,
+			state:         &c.stateReq,
 			started:       start,
 		}
 		for _, f := range c.vc.filters[h.APIKey] {
@@ -183,6 +187,7 @@ func (c *conn) responses(ctx context.Context) error {
 			}
 			x.Response = body
 			x.scratch = &c.scratchResp
+			x.state = &c.stateResp
 			filters := c.vc.filters[x.APIKey]
 			if len(filters) > 0 {
 				rh, err := frame.ParseResponseHeader(body, x.APIKey, x.APIVersion)

@@ -37,6 +37,7 @@ type Exchange struct {
 
 	conn    *conn
 	scratch *[2][]byte
+	state   *map[any]any
 	turn    int
 	started time.Time
 }
@@ -66,6 +67,50 @@ func (x *Exchange) Scratch() []byte {
 		}
 	}
 	return nil
+}
+
+// RewriteResponse runs fn over the response body with a scratch buffer
+// that already holds the response header; if fn reports a change, its
+// output becomes the response.
+func (x *Exchange) RewriteResponse(fn func(dst, body []byte) ([]byte, bool, error)) error {
+	out := append(x.Scratch(), x.Response[:x.RespHeaderLen]...)
+	out, changed, err := fn(out, x.Response[x.RespHeaderLen:])
+	if err != nil {
+		return err
+	}
+	if changed {
+		x.Response = out
+	}
+	return nil
+}
+
+// RewriteRequest is RewriteResponse for the request.
+func (x *Exchange) RewriteRequest(fn func(dst, body []byte) ([]byte, bool, error)) error {
+	out := append(x.Scratch(), x.Request[:x.HeaderLen]...)
+	out, changed, err := fn(out, x.Request[x.HeaderLen:])
+	if err != nil {
+		return err
+	}
+	if changed {
+		x.Request = out
+	}
+	return nil
+}
+
+// ConnState returns the connection's value for key on this exchange's side
+// (request or response), creating it with mk on first use. Filters keep
+// reusable, non-thread-safe helpers there (walkers, buffers).
+func (x *Exchange) ConnState(key any, mk func() any) any {
+	m := x.state
+	if v, ok := (*m)[key]; ok {
+		return v
+	}
+	if *m == nil {
+		*m = map[any]any{}
+	}
+	v := mk()
+	(*m)[key] = v
+	return v
 }
 
 func aliases(a, b []byte) bool {
