@@ -1,0 +1,36 @@
+package codec
+
+import "fmt"
+
+// RewriteMetadataResponse rewrites the brokers of a Metadata response body
+// (api key 3, versions 0 to MetadataMaxVersion) through m and appends the new
+// body to dst. Brokers m cannot map are dropped. Everything after the brokers
+// array (cluster id, controller, topics, tags) is copied byte for byte.
+//
+// m sees every upstream broker as (node id, host, port): that is how the proxy
+// learns the cluster's addresses.
+//
+// When nothing changes, changed is false and out is dst unchanged: forward
+// the original bytes.
+func RewriteMetadataResponse(dst, body []byte, version int16, m AddressMapper) (out []byte, changed bool, err error) {
+	if version < 0 || version > MetadataMaxVersion {
+		return dst, false, fmt.Errorf("metadata response v%d: %w", version, ErrUnknownVersion)
+	}
+	r := newBodyReader(body, version >= metadataFirstFlexible)
+	if version >= 3 {
+		r.Int32() // throttle
+	}
+	start := r.off()
+	if !r.Ok() {
+		return dst, false, fmt.Errorf("metadata response v%d: truncated before brokers: %w", version, ErrMalformed)
+	}
+	out = append(dst, body[:start]...)
+	out, changed = rewriteEndpoints(out, &r, m, endpointLayout{rack: version >= 1})
+	if !r.Ok() {
+		return dst, false, fmt.Errorf("metadata response v%d: brokers array: %w", version, ErrMalformed)
+	}
+	if !changed {
+		return dst, false, nil
+	}
+	return append(out, r.Src...), true, nil
+}
