@@ -48,7 +48,7 @@ func parseEDEK(edek []byte) (name []byte, version uint64, wrapped []byte, err er
 	}
 	rest := edek[1:]
 	n, k := binary.Uvarint(rest)
-	if k <= 0 || n == 0 || n > maxNameLen || n > uint64(len(rest)-k) {
+	if k <= 0 || k != uvarintLen(n) || n == 0 || n > maxNameLen || n > uint64(len(rest)-k) {
 		return nil, 0, nil, fmt.Errorf("%w: bad KEK name length", errMalformedEDEK)
 	}
 	rest = rest[k:]
@@ -57,7 +57,7 @@ func parseEDEK(edek []byte) (name []byte, version uint64, wrapped []byte, err er
 		return nil, 0, nil, fmt.Errorf("%w: bad KEK name", errMalformedEDEK)
 	}
 	version, k = binary.Uvarint(rest)
-	if k <= 0 || version == 0 {
+	if k <= 0 || k != uvarintLen(version) || version == 0 {
 		return nil, 0, nil, fmt.Errorf("%w: bad KEK version", errMalformedEDEK)
 	}
 	rest = rest[k:]
@@ -65,6 +65,16 @@ func parseEDEK(edek []byte) (name []byte, version uint64, wrapped []byte, err er
 		return nil, 0, nil, fmt.Errorf("%w: wrapped key is %d bytes, want %d", errMalformedEDEK, len(rest), wrappedLen)
 	}
 	return name, version, rest, nil
+}
+
+// uvarintLen is the size of v's minimal encoding: EDEKs accept only that, so
+// one EDEK has one byte form (caches may key on the bytes).
+func uvarintLen(v uint64) int {
+	n := 1
+	for ; v >= 0x80; v >>= 7 {
+		n++
+	}
+	return n
 }
 
 // validName reports whether s may name a KEK: 1 to 255 bytes of ASCII
