@@ -234,7 +234,9 @@ func TestOpenRefuses(t *testing.T) {
 			editStore(t, cfg, func(s string) string { return strings.Replace(s, `"primary": 2`, `"primary": 1`, 1) })
 		}, ErrTampered, ""},
 		{"version disabled by hand", func(t *testing.T, cfg *Config) {
-			editStore(t, cfg, func(s string) string { return strings.Replace(s, `"version": 1,`, `"version": 1, "disabled": true,`, 1) })
+			editStore(t, cfg, func(s string) string {
+				return strings.Replace(s, `"version": 1,`, `"version": 1, "disabled": true,`, 1)
+			})
 		}, ErrTampered, ""},
 		{"material swapped between KEKs", func(t *testing.T, cfg *Config) {
 			swapMaterial(t, cfg)
