@@ -165,7 +165,7 @@ func TestRewriteFindCoordinatorErrors(t *testing.T) {
 }
 
 func TestFindCoordinatorHugeTagCountRejectedFast(t *testing.T) {
-	body := kbin.AppendInt32(nil, 0)            // throttle
+	body := kbin.AppendInt32(nil, 0)           // throttle
 	body = kbin.AppendCompactArrayLen(body, 1) // one coordinator
 	body = kbin.AppendCompactString(body, "k")
 	body = kbin.AppendInt32(body, 1)

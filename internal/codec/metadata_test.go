@@ -116,7 +116,7 @@ func TestRewriteMetadataResponseErrors(t *testing.T) {
 }
 
 func TestMetadataHugeTagCountRejectedFast(t *testing.T) {
-	body := kbin.AppendInt32(nil, 0)            // throttle
+	body := kbin.AppendInt32(nil, 0)           // throttle
 	body = kbin.AppendCompactArrayLen(body, 1) // one broker
 	body = kbin.AppendInt32(body, 1)
 	body = kbin.AppendCompactString(body, "h")
