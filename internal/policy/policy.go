@@ -1,0 +1,355 @@
+// Package policy decides, per topic, which KEK encrypts its records: rules
+// matching exact names, prefixes or regular expressions, evaluated in order,
+// the first match winning, each naming a KEK (possibly built from the topic
+// name) or passthrough. It also maps MirrorMaker 2 replica topics to the
+// topic their records were first written to, whose name the record
+// encryption binds (AAD).
+//
+// It never talks to a KMS: whether the KEK a rule names exists is the
+// caller's question, and so is applying UnresolvedKeyPolicy when it does
+// not. Select and AADTopic are on the hot path: results are cached per topic,
+// and a cache hit neither allocates nor takes a contended lock.
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// UnresolvedKeyPolicy says what happens to records of a topic no rule
+// matches, or whose KEK does not exist.
+type UnresolvedKeyPolicy string
+
+const (
+	// PassthroughUnencrypted forwards such records unencrypted (the default).
+	PassthroughUnencrypted UnresolvedKeyPolicy = "PASSTHROUGH_UNENCRYPTED"
+	// Reject refuses to produce such records.
+	Reject UnresolvedKeyPolicy = "REJECT"
+)
+
+// DefaultCacheSize is the default bound of each per-topic cache.
+const DefaultCacheSize = 10000
+
+// Config is the `encryption.policy` section.
+type Config struct {
+	// Rules are tried in order; the first that matches the topic decides.
+	Rules []RuleConfig `yaml:"rules"`
+	// UnresolvedKeyPolicy applies when no rule matches or the KEK named does
+	// not exist: PASSTHROUGH_UNENCRYPTED (default) or REJECT.
+	UnresolvedKeyPolicy UnresolvedKeyPolicy `yaml:"unresolvedKeyPolicy"`
+	// Replicas map replica topics (MirrorMaker 2) to their origin topic.
+	Replicas []ReplicaConfig `yaml:"replicas"`
+	// CacheSize bounds how many topics' results are remembered (0: default).
+	CacheSize int `yaml:"cacheSize"`
+}
+
+// RuleConfig is one rule: exactly one of Topics, TopicPrefix, TopicRegex
+// says what it matches, and exactly one of KEK, Passthrough what it does.
+type RuleConfig struct {
+	Topics      []string `yaml:"topics"`      // exact topic names
+	TopicPrefix string   `yaml:"topicPrefix"` // names starting with this
+	TopicRegex  string   `yaml:"topicRegex"`  // RE2 syntax, matching the whole name
+	KEK         string   `yaml:"kek"`         // KEK name template
+	Passthrough bool     `yaml:"passthrough"` // leave matching topics unencrypted
+}
+
+// ReplicaConfig maps topics matching TopicRegex to the origin topic
+// OriginTopic builds (a template, e.g. "$1").
+type ReplicaConfig struct {
+	TopicRegex  string `yaml:"topicRegex"`
+	OriginTopic string `yaml:"originTopic"`
+}
+
+// Action is what a Selection tells the caller to do.
+type Action uint8
+
+const (
+	// Unresolved: no rule matched (or the KEK name came out empty); apply
+	// the UnresolvedKeyPolicy.
+	Unresolved Action = iota
+	// Encrypt under Selection.KEK; if it does not exist, apply the
+	// UnresolvedKeyPolicy.
+	Encrypt
+	// Passthrough: a rule says to leave the topic unencrypted.
+	Passthrough
+)
+
+func (a Action) String() string {
+	switch a {
+	case Encrypt:
+		return "encrypt"
+	case Passthrough:
+		return "passthrough"
+	}
+	return "unresolved"
+}
+
+// Selection is the policy's answer for one topic.
+type Selection struct {
+	Action Action
+	KEK    string // set when Action is Encrypt
+	Rule   int    // index of the matching rule in Config.Rules, -1 for none
+}
+
+// Policy is a compiled Config. It is safe for concurrent use.
+type Policy struct {
+	rules      []rule
+	unresolved UnresolvedKeyPolicy
+	replicas   []replica
+	kekCache   *cache[Selection]
+	aadCache   *cache[string]
+}
+
+type rule struct {
+	exact       map[string]struct{}
+	prefix      string
+	re          *regexp.Regexp
+	kek         template
+	passthrough bool
+}
+
+type replica struct {
+	re     *regexp.Regexp
+	origin template
+}
+
+// Validate checks the config; its errors name keys relative to the section
+// ("rules[2].topicRegex: ...").
+func (c *Config) Validate() error {
+	_, err := Compile(c)
+	return err
+}
+
+// Compile checks cfg and builds the Policy. All problems are reported
+// together, each prefixed by its key path.
+func Compile(cfg *Config) (*Policy, error) {
+	var errs []error
+	bad := func(path string, err error) { errs = append(errs, fmt.Errorf("%s: %w", path, err)) }
+	p := &Policy{unresolved: cfg.UnresolvedKeyPolicy}
+
+	switch cfg.UnresolvedKeyPolicy {
+	case "":
+		p.unresolved = PassthroughUnencrypted
+	case PassthroughUnencrypted, Reject:
+	default:
+		bad("unresolvedKeyPolicy", fmt.Errorf("%q is neither %s nor %s", cfg.UnresolvedKeyPolicy, PassthroughUnencrypted, Reject))
+	}
+
+	for i, rc := range cfg.Rules {
+		path := fmt.Sprintf("rules[%d]", i)
+		var r rule
+		kinds := 0
+		if rc.Topics != nil {
+			kinds++
+			if len(rc.Topics) == 0 {
+				bad(path+".topics", errors.New("empty list"))
+			}
+			r.exact = make(map[string]struct{}, len(rc.Topics))
+			for j, t := range rc.Topics {
+				if err := checkTopicName(t, false); err != nil {
+					bad(fmt.Sprintf("%s.topics[%d]", path, j), err)
+				}
+				r.exact[t] = struct{}{}
+			}
+		}
+		if rc.TopicPrefix != "" {
+			kinds++
+			if err := checkTopicName(rc.TopicPrefix, true); err != nil {
+				bad(path+".topicPrefix", err)
+			}
+			r.prefix = rc.TopicPrefix
+		}
+		if rc.TopicRegex != "" {
+			kinds++
+			re, err := compileWhole(rc.TopicRegex)
+			if err != nil {
+				bad(path+".topicRegex", err)
+			}
+			r.re = re
+		}
+		if kinds != 1 {
+			bad(path, errors.New("set exactly one of topics, topicPrefix, topicRegex (for every topic: topicRegex: '.*')"))
+		}
+		switch {
+		case rc.Passthrough && rc.KEK != "":
+			bad(path, errors.New("set either kek or passthrough, not both"))
+		case rc.Passthrough:
+			r.passthrough = true
+		case rc.KEK == "":
+			bad(path+".kek", errors.New("required (or passthrough: true)"))
+		case rc.TopicRegex != "" && r.re == nil:
+			// The regex failed; its groups are unknown.
+		default:
+			t, err := parseTemplate(rc.KEK, r.re)
+			if err != nil {
+				bad(path+".kek", err)
+			}
+			r.kek = t
+		}
+		p.rules = append(p.rules, r)
+	}
+
+	for i, rc := range cfg.Replicas {
+		path := fmt.Sprintf("replicas[%d]", i)
+		if rc.TopicRegex == "" {
+			bad(path+".topicRegex", errors.New("required"))
+			continue
+		}
+		re, err := compileWhole(rc.TopicRegex)
+		if err != nil {
+			bad(path+".topicRegex", err)
+			continue
+		}
+		if rc.OriginTopic == "" {
+			bad(path+".originTopic", errors.New("required (e.g. '$1')"))
+			continue
+		}
+		t, err := parseTemplate(rc.OriginTopic, re)
+		if err != nil {
+			bad(path+".originTopic", err)
+			continue
+		}
+		p.replicas = append(p.replicas, replica{re: re, origin: t})
+	}
+
+	size := cfg.CacheSize
+	switch {
+	case size < 0:
+		bad("cacheSize", fmt.Errorf("%d is negative", size))
+	case size == 0:
+		size = DefaultCacheSize
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	p.kekCache = newCache[Selection](size)
+	p.aadCache = newCache[string](size)
+	return p, nil
+}
+
+// compileWhole compiles an RE2 expression that must match a whole topic
+// name, as Java's Pattern.matches does for MirrorMaker 2's filters: "orders"
+// does not match "old-orders". The expression is compiled alone first, so
+// its error message shows it as written and a wrapper cannot be escaped.
+func compileWhole(expr string) (*regexp.Regexp, error) {
+	if _, err := regexp.Compile(expr); err != nil {
+		return nil, err
+	}
+	return regexp.Compile(`^(?:` + expr + `)$`)
+}
+
+// checkTopicName applies Kafka's rule for topic names (1 to 249 of
+// a-z A-Z 0-9 . _ -), so that a typo in a name is a config error rather than
+// a rule that silently never matches.
+func checkTopicName(s string, prefix bool) error {
+	if s == "" {
+		return errors.New("empty topic name")
+	}
+	if len(s) > 249 {
+		return fmt.Errorf("%d bytes, longer than a Kafka topic name can be (249)", len(s))
+	}
+	if !prefix && (s == "." || s == "..") {
+		return fmt.Errorf("%q is not a valid Kafka topic name", s)
+	}
+	for _, c := range []byte(s) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("%q has %q, which Kafka topic names cannot contain", s, c)
+		}
+	}
+	return nil
+}
+
+// UnresolvedKeyPolicy returns the configured policy (defaulted).
+func (p *Policy) UnresolvedKeyPolicy() UnresolvedKeyPolicy { return p.unresolved }
+
+// Select decides what to do with records of topic.
+func (p *Policy) Select(topic string) Selection {
+	if s, ok := p.kekCache.get(topic); ok {
+		return s
+	}
+	s := p.evaluate(topic)
+	p.kekCache.put(topic, s)
+	return s
+}
+
+// SelectBytes is Select for a topic name still in wire bytes; a cache hit
+// does not allocate.
+func (p *Policy) SelectBytes(topic []byte) Selection {
+	if s, ok := p.kekCache.getBytes(topic); ok {
+		return s
+	}
+	return p.Select(string(topic))
+}
+
+func (p *Policy) evaluate(topic string) Selection {
+	for i := range p.rules {
+		r := &p.rules[i]
+		var match []int
+		switch {
+		case r.exact != nil:
+			if _, ok := r.exact[topic]; !ok {
+				continue
+			}
+		case r.re != nil:
+			if match = r.re.FindStringSubmatchIndex(topic); match == nil {
+				continue
+			}
+		default:
+			if !strings.HasPrefix(topic, r.prefix) {
+				continue
+			}
+		}
+		if r.passthrough {
+			return Selection{Action: Passthrough, Rule: i}
+		}
+		kek := r.kek.expand(topic, match)
+		if kek == "" {
+			return Selection{Action: Unresolved, Rule: i}
+		}
+		return Selection{Action: Encrypt, KEK: kek, Rule: i}
+	}
+	return Selection{Action: Unresolved, Rule: -1}
+}
+
+// AADTopic returns the topic name that records of topic are bound to: for
+// a replica topic, the origin topic its first matching replicas rule builds
+// (if that comes out empty, topic itself); otherwise topic itself. Both
+// encryption and decryption should bind to it, so that a replica topic
+// behaves the same whether records arrived by replication or by a producer.
+func (p *Policy) AADTopic(topic string) string {
+	if len(p.replicas) == 0 {
+		return topic
+	}
+	if s, ok := p.aadCache.get(topic); ok {
+		return s
+	}
+	s := p.origin(topic)
+	p.aadCache.put(topic, s)
+	return s
+}
+
+// AADTopicBytes is AADTopic for a topic name still in wire bytes. A cache
+// hit does not allocate; without replicas rules it returns string(topic).
+func (p *Policy) AADTopicBytes(topic []byte) string {
+	if len(p.replicas) > 0 {
+		if s, ok := p.aadCache.getBytes(topic); ok {
+			return s
+		}
+	}
+	return p.AADTopic(string(topic))
+}
+
+func (p *Policy) origin(topic string) string {
+	for _, r := range p.replicas {
+		if m := r.re.FindStringSubmatchIndex(topic); m != nil {
+			if o := r.origin.expand(topic, m); o != "" {
+				return o
+			}
+			break
+		}
+	}
+	// Cached values must not alias the caller's (possibly reused) bytes.
+	return strings.Clone(topic)
+}
