@@ -1,0 +1,380 @@
+package codec
+
+import (
+	"fmt"
+
+	"github.com/twmb/franz-go/pkg/kbin"
+)
+
+// produceFirstNodeEndpoints is the first Produce response version whose
+// top-level tag 0 holds the KIP-951 node endpoints (node id, host, port,
+// rack): real broker addresses that must not reach the client.
+const produceFirstNodeEndpoints int16 = 10
+
+// nodeEndpointsTag is the top-level tag of the node endpoints.
+const nodeEndpointsTag = 0
+
+// BuildProduceErrorResponse appends a Produce response body answering every
+// partition of req with the error code errorFor returns (throttle 0, offsets
+// -1, no error message), in req's version. It is how a request is refused
+// without forwarding it.
+func BuildProduceErrorResponse(dst []byte, req *ProduceRequest, errorFor func(t *ProduceTopic, partition int32) int16) []byte {
+	return req.appendResponse(dst, func(t *ProduceTopic, p *ProducePartition) (int16, string, bool) {
+		return errorFor(t, p.Partition), "", true
+	})
+}
+
+// AppendRejectedResponse appends a Produce response body holding only the
+// partitions rejected with ProducePartition.Reject. It is the whole answer
+// when every partition was rejected; otherwise RewriteProduceResponse merges
+// the same entries into the broker's response.
+func (r *ProduceRequest) AppendRejectedResponse(dst []byte) []byte {
+	return r.appendResponse(dst, func(_ *ProduceTopic, p *ProducePartition) (int16, string, bool) {
+		return p.errCode, p.errMsg, p.rejected
+	})
+}
+
+// appendResponse encodes a response for the partitions pick selects, in
+// request order, one topic entry per request topic entry with a selection.
+func (r *ProduceRequest) appendResponse(dst []byte, pick func(*ProduceTopic, *ProducePartition) (int16, string, bool)) []byte {
+	flex := r.Version >= produceFirstFlexible
+	topics := 0
+	for i := range r.Topics {
+		t := &r.Topics[i]
+		for j := range t.Partitions {
+			if _, _, ok := pick(t, &t.Partitions[j]); ok {
+				topics++
+				break
+			}
+		}
+	}
+	dst = appendArrayLen(dst, topics, flex)
+	for i := range r.Topics {
+		t := &r.Topics[i]
+		n := 0
+		for j := range t.Partitions {
+			if _, _, ok := pick(t, &t.Partitions[j]); ok {
+				n++
+			}
+		}
+		if n == 0 {
+			continue
+		}
+		dst = appendProduceTopicKey(dst, t, r.Version)
+		dst = appendArrayLen(dst, n, flex)
+		for j := range t.Partitions {
+			p := &t.Partitions[j]
+			if code, msg, ok := pick(t, p); ok {
+				dst = appendProducePartitionError(dst, r.Version, p.Partition, code, msg)
+			}
+		}
+		if flex {
+			dst = append(dst, 0) // topic tags
+		}
+	}
+	if r.Version >= 1 {
+		dst = kbin.AppendInt32(dst, 0) // throttle
+	}
+	if flex {
+		dst = append(dst, 0) // top-level tags
+	}
+	return dst
+}
+
+func appendProduceTopicKey(dst []byte, t *ProduceTopic, version int16) []byte {
+	if version >= produceFirstTopicID {
+		return kbin.AppendUuid(dst, t.ID)
+	}
+	return appendStr(dst, bytesString(t.Name), version >= produceFirstFlexible)
+}
+
+// appendProducePartitionError encodes one partition response the way a broker
+// answers a failed partition: offsets and timestamps -1, no record errors.
+func appendProducePartitionError(dst []byte, version int16, partition int32, code int16, msg string) []byte {
+	flex := version >= produceFirstFlexible
+	dst = kbin.AppendInt32(dst, partition)
+	dst = kbin.AppendInt16(dst, code)
+	dst = kbin.AppendInt64(dst, -1) // base offset
+	if version >= 2 {
+		dst = kbin.AppendInt64(dst, -1) // log append time
+	}
+	if version >= 5 {
+		dst = kbin.AppendInt64(dst, -1) // log start offset
+	}
+	if version >= 8 {
+		dst = appendArrayLen(dst, 0, flex) // record errors
+		if msg == "" {
+			dst = appendNullableStr(dst, nil, flex)
+		} else {
+			dst = appendNullableStr(dst, &msg, flex)
+		}
+	}
+	if flex {
+		dst = append(dst, 0) // tags
+	}
+	return dst
+}
+
+// RewriteProduceResponse rewrites a Produce response body from the broker
+// and appends the result to dst:
+//
+//   - from v10, the node endpoints (top-level tag 0) go through m; nodes m
+//     cannot map are dropped (a nil m drops them all);
+//   - when req is not nil, the partitions rejected in req are merged in:
+//     into the broker's entry for the same topic (by name, or id from v13)
+//     or as new topic entries.
+//
+// Every other byte (partition tags such as the current leader, unknown tags,
+// throttle) is copied as it came. When there is nothing to do, changed is
+// false, out is dst unchanged and nothing was allocated: forward the original
+// bytes. req must be the request the response answers (same version).
+func RewriteProduceResponse(dst, body []byte, version int16, m AddressMapper, req *ProduceRequest) (out []byte, changed bool, err error) {
+	if version < 0 || version > ProduceMaxVersion {
+		return dst, false, fmt.Errorf("produce response v%d: %w", version, ErrUnknownVersion)
+	}
+	w := produceResponseWalker{body: body, version: version, m: m}
+	if req != nil {
+		if req.Version != version {
+			return dst, false, fmt.Errorf("produce response v%d merged with request v%d: %w", version, req.Version, ErrUnknownVersion)
+		}
+		if _, rejected := req.Counts(); rejected > 0 {
+			req.sortRejectedTopics()
+			w.req = req
+		}
+	}
+	endpoints, err := w.scan()
+	if err != nil {
+		return dst, false, fmt.Errorf("produce response v%d: %w", version, err)
+	}
+	if w.req == nil && !endpoints {
+		return dst, false, nil
+	}
+	out, changed, err = w.emit(dst)
+	if err != nil {
+		return dst, false, fmt.Errorf("produce response v%d: %w", version, err)
+	}
+	if !changed {
+		return dst, false, nil
+	}
+	return out, true, nil
+}
+
+type produceResponseWalker struct {
+	body    []byte
+	version int16
+	m       AddressMapper
+	req     *ProduceRequest // nil when nothing is merged
+}
+
+// topic is where one response topic entry lies in the body.
+type produceRespTopic struct {
+	start, partsAt, partsStart, partsEnd, end int
+	key                                       []byte
+	parts                                     int
+}
+
+// readTopic reads one topic entry, leaving r invalid on bad input.
+func (w *produceResponseWalker) readTopic(r *bodyReader) (t produceRespTopic, ok bool) {
+	t.start = r.off()
+	if w.version >= produceFirstTopicID {
+		t.key = r.Span(16)
+	} else {
+		t.key = r.str()
+	}
+	t.partsAt = r.off()
+	n, null := r.arrayLen()
+	if !r.Ok() || null {
+		return t, false
+	}
+	t.parts = n
+	t.partsStart = r.off()
+	for j := 0; j < n && r.Ok(); j++ {
+		r.Int32() // partition
+		r.Int16() // error code
+		r.Int64() // base offset
+		if w.version >= 2 {
+			r.Int64() // log append time
+		}
+		if w.version >= 5 {
+			r.Int64() // log start offset
+		}
+		if w.version >= 8 {
+			ne, _ := r.arrayLen() // record errors
+			for k := 0; k < ne && r.Ok(); k++ {
+				r.Int32()
+				r.nullableStr()
+				r.skipTags()
+			}
+			r.nullableStr() // error message
+		}
+		r.skipTags() // current leader (tag 0) and unknown tags
+	}
+	t.partsEnd = r.off()
+	r.skipTags()
+	t.end = r.off()
+	return t, r.Ok()
+}
+
+// scan validates the body, matches rejected request topics to response
+// topics, and reports whether node endpoints are present.
+func (w *produceResponseWalker) scan() (endpoints bool, err error) {
+	flex := w.version >= produceFirstFlexible
+	r := newBodyReader(w.body, flex)
+	n, null := r.arrayLen()
+	if !r.Ok() || null {
+		return false, fmt.Errorf("topics array: %w", ErrMalformed)
+	}
+	for i := 0; i < n; i++ {
+		t, ok := w.readTopic(&r)
+		if !ok {
+			return false, fmt.Errorf("topic entry %d: %w", i, ErrMalformed)
+		}
+		if w.req != nil {
+			for _, l := range w.req.rejectedTopics(t.key) {
+				if lt := &w.req.Topics[l]; lt.match < 0 {
+					lt.match = i
+				}
+			}
+		}
+	}
+	if w.version >= 1 {
+		r.Int32() // throttle
+	}
+	if flex {
+		nt := r.Uvarint()
+		if !r.Ok() || int64(nt) > int64(len(r.Src))/2 {
+			return false, fmt.Errorf("tagged fields: %w", ErrMalformed)
+		}
+		for ; nt > 0 && r.Ok(); nt-- {
+			key := r.Uvarint()
+			size := r.Uvarint()
+			r.Span(int(size))
+			if key == nodeEndpointsTag && w.version >= produceFirstNodeEndpoints {
+				endpoints = true
+			}
+		}
+	}
+	if !r.Ok() || len(r.Src) != 0 {
+		return false, fmt.Errorf("after topics: %w", ErrMalformed)
+	}
+	return endpoints, nil
+}
+
+// emit writes the rewritten body. scan must have succeeded first.
+func (w *produceResponseWalker) emit(dst []byte) (out []byte, changed bool, err error) {
+	flex := w.version >= produceFirstFlexible
+	body := w.body
+	r := newBodyReader(body, flex)
+	n, _ := r.arrayLen()
+	out = dst
+	unmatched := 0
+	if w.req != nil {
+		changed = true
+		for _, l := range w.req.order {
+			if w.req.Topics[l].match < 0 {
+				unmatched++
+			}
+		}
+	}
+	out = appendArrayLen(out, n+unmatched, flex)
+	for i := 0; i < n; i++ {
+		t, ok := w.readTopic(&r)
+		if !ok {
+			return dst, false, fmt.Errorf("topic entry %d: %w", i, ErrMalformed)
+		}
+		if w.req == nil {
+			out = append(out, body[t.start:t.end]...)
+			continue
+		}
+		locals := w.req.rejectedTopics(t.key)
+		extra := 0
+		for _, l := range locals {
+			if lt := &w.req.Topics[l]; lt.match == i {
+				extra += lt.countRejected()
+			}
+		}
+		if extra == 0 {
+			out = append(out, body[t.start:t.end]...)
+			continue
+		}
+		out = append(out, body[t.start:t.partsAt]...)
+		out = appendArrayLen(out, t.parts+extra, flex)
+		out = append(out, body[t.partsStart:t.partsEnd]...)
+		for _, l := range locals {
+			if lt := &w.req.Topics[l]; lt.match == i {
+				out = appendRejectedPartitions(out, lt, w.version)
+			}
+		}
+		out = append(out, body[t.partsEnd:t.end]...)
+	}
+	if w.req != nil {
+		for _, l := range w.req.order {
+			lt := &w.req.Topics[l]
+			if lt.match >= 0 {
+				continue
+			}
+			out = appendProduceTopicKey(out, lt, w.version)
+			out = appendArrayLen(out, lt.countRejected(), flex)
+			out = appendRejectedPartitions(out, lt, w.version)
+			if flex {
+				out = append(out, 0)
+			}
+		}
+	}
+	if !flex {
+		return append(out, r.Src...), changed, nil
+	}
+	throttleAt := r.off()
+	if w.version >= 1 {
+		r.Int32()
+	}
+	out = append(out, body[throttleAt:r.off()]...)
+	nt := r.Uvarint()
+	out = kbin.AppendUvarint(out, nt)
+	for ; nt > 0; nt-- {
+		key := r.Uvarint()
+		data := r.Span(int(r.Uvarint()))
+		if key != nodeEndpointsTag || w.version < produceFirstNodeEndpoints {
+			out = kbin.AppendUvarint(out, key)
+			out = kbin.AppendUvarint(out, uint32(len(data)))
+			out = append(out, data...)
+			continue
+		}
+		var ch bool
+		out, ch, err = appendNodeEndpointsTag(out, data, w.m)
+		if err != nil {
+			return dst, false, err
+		}
+		changed = changed || ch
+	}
+	return out, changed, nil
+}
+
+func appendRejectedPartitions(dst []byte, t *ProduceTopic, version int16) []byte {
+	for j := range t.Partitions {
+		if p := &t.Partitions[j]; p.rejected {
+			dst = appendProducePartitionError(dst, version, p.Partition, p.errCode, p.errMsg)
+		}
+	}
+	return dst
+}
+
+// appendNodeEndpointsTag appends tag 0 holding the node endpoints in data
+// rewritten through m. The tag's size precedes its data, so the widest size
+// prefix is reserved and the gap closed once the size is known.
+func appendNodeEndpointsTag(dst, data []byte, m AddressMapper) (out []byte, changed bool, err error) {
+	out = kbin.AppendUvarint(dst, nodeEndpointsTag)
+	sizeAt := len(out)
+	const reserved = 5
+	out = append(out, 0, 0, 0, 0, 0)
+	r := newBodyReader(data, true)
+	out, changed = rewriteEndpoints(out, &r, m, endpointLayout{rack: true})
+	if !r.Ok() || len(r.Src) != 0 {
+		return dst, false, fmt.Errorf("node endpoints: %w", ErrMalformed)
+	}
+	var size [reserved]byte
+	used := len(kbin.AppendUvarint(size[:0], uint32(len(out)-sizeAt-reserved)))
+	copy(out[sizeAt:], size[:used])
+	copy(out[sizeAt+used:], out[sizeAt+reserved:])
+	return out[:len(out)-(reserved-used)], changed, nil
+}
