@@ -314,8 +314,15 @@ func (c *Codecs) finishStream(w io.WriteCloser, src []byte) ([]byte, error) {
 	return out, err
 }
 
-// appendXerial appends src as a xerial-framed snappy stream.
+// appendXerial appends src as a xerial-framed snappy stream. Empty input
+// becomes an empty raw block instead: a header-only stream is what
+// snappy-java writes, but franz-go mistakes it for a raw block and fails,
+// while every reader takes the one-byte raw block. (Rewrite never compresses
+// nothing: a batch with records has at least 7 bytes of them.)
 func appendXerial(dst, src []byte) []byte {
+	if len(src) == 0 {
+		return append(dst, 0)
+	}
 	dst = append(dst, xerialHeader...)
 	for len(src) > 0 {
 		n := min(len(src), xerialBlockSize)
