@@ -194,7 +194,7 @@ func TestZipBombInBatch(t *testing.T) {
 	recs[0].Value = big
 	raw := buildBatch(t, sampleHeader(), CodecZstd, recs)
 	b, _ := ParseBatch(raw)
-	if err := NewProcessor(WithMaxDecompressed(1<<20)).Reset(&b); !errors.Is(err, ErrTooLarge) {
+	if err := NewProcessor(WithMaxDecompressed(1 << 20)).Reset(&b); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("Reset = %v, want ErrTooLarge", err)
 	}
 	if err := NewProcessor().Reset(&b); err != nil {
