@@ -168,11 +168,11 @@ func (w *FetchWalker) partition(r *bodyReader, version int16, fn FetchFunc) erro
 		return err
 	}
 	if p.setError && p.newError != p.ErrorCode {
-		w.sp.replace(errAt, errAt+2, len(r.body))
+		w.sp.replace(errAt, errAt+2, 2)
 		w.sp.out = kbin.AppendInt16(w.sp.out, p.newError)
 	}
 	if p.setRecords {
-		w.sp.replace(recordsAt, recordsEnd, len(r.body)+len(p.newRecords))
+		w.sp.replace(recordsAt, recordsEnd, len(p.newRecords)+5)
 		w.sp.out = appendNullableBytes(w.sp.out, p.newRecords, r.flex)
 	}
 	p.Records, p.newRecords = nil, nil
@@ -209,7 +209,7 @@ func (w *FetchWalker) topLevelTags(r *bodyReader) {
 			return
 		}
 		if changed {
-			w.sp.replace(sizeAt, r.off(), 0)
+			w.sp.replace(sizeAt, r.off(), len(w.scratch)+5)
 			w.sp.out = kbin.AppendUvarint(w.sp.out, uint32(len(w.scratch)))
 			w.sp.out = append(w.sp.out, w.scratch...)
 		}
@@ -232,12 +232,13 @@ func (s *splicer) start(dst, body []byte) {
 }
 
 // replace copies the body up to from, then skips the original body[from:to];
-// the caller appends the replacement to s.out. hint is the expected final
-// size of the new body, used to size out once on the first replacement.
-func (s *splicer) replace(from, to, hint int) {
+// the caller appends a replacement of about n bytes to s.out. The first
+// replacement sizes out for the whole new body as if it were the only one,
+// so a caller's reused buffer is not reallocated in steady state.
+func (s *splicer) replace(from, to, n int) {
 	if !s.dirty {
 		s.dirty = true
-		s.out = slices.Grow(s.out, max(hint, len(s.body)))
+		s.out = slices.Grow(s.out, len(s.body)-(to-from)+n)
 	}
 	s.out = append(s.out, s.body[s.copied:from]...)
 	s.copied = to

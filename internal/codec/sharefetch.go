@@ -103,7 +103,7 @@ func (w *ShareFetchWalker) walk(body []byte, version int16, fn ShareFetchFunc) e
 		return fmt.Errorf("share fetch response v%d: node endpoints: %w", version, ErrMalformed)
 	}
 	if changed {
-		w.sp.replace(endpointsAt, r.off(), 0)
+		w.sp.replace(endpointsAt, r.off(), len(w.scratch))
 		w.sp.out = append(w.sp.out, w.scratch...)
 	}
 	r.skipTags()
@@ -152,11 +152,11 @@ func (w *ShareFetchWalker) partition(r *bodyReader, fn ShareFetchFunc) error {
 		return err
 	}
 	if p.setError && p.newError != p.ErrorCode {
-		w.sp.replace(errAt, errAt+2, len(r.body))
+		w.sp.replace(errAt, errAt+2, 2)
 		w.sp.out = kbin.AppendInt16(w.sp.out, p.newError)
 	}
 	if p.setRecords {
-		w.sp.replace(recordsAt, recordsEnd, len(r.body)+len(p.newRecords))
+		w.sp.replace(recordsAt, recordsEnd, len(p.newRecords)+5)
 		w.sp.out = appendNullableBytes(w.sp.out, p.newRecords, true)
 	}
 	p.Records, p.newRecords = nil, nil
