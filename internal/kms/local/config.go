@@ -87,6 +87,10 @@ func Init(ctx context.Context, cfg *Config) (InitResult, error) {
 	}
 	if cfg.MasterKeyFile != "" {
 		if _, err := os.Stat(cfg.MasterKeyFile); errors.Is(err, fs.ErrNotExist) {
+			if _, err := os.Stat(cfg.KeyStore); err == nil {
+				// A new master key could never open the existing store.
+				return res, fmt.Errorf("master key file %s is missing but key store %s exists: restore the master key from its backup", cfg.MasterKeyFile, cfg.KeyStore)
+			}
 			if err := WriteMasterKeyFile(cfg.MasterKeyFile); err != nil {
 				return res, err
 			}

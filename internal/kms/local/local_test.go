@@ -330,6 +330,14 @@ func TestStoreFile(t *testing.T) {
 	if l, _ := k.List(context.Background()); len(l) != 1 {
 		t.Fatalf("second Init lost keys: %+v", l)
 	}
+	// Init never makes a master key for an existing store.
+	os.Remove(cfg.MasterKeyFile)
+	if _, err := Init(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "restore the master key") {
+		t.Fatalf("Init with a lost master key: %v", err)
+	}
+	if _, err := os.Stat(cfg.MasterKeyFile); err == nil {
+		t.Fatal("Init wrote a new master key for an existing store")
+	}
 }
 
 func TestMasterKeyFromEnv(t *testing.T) {
