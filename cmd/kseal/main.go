@@ -14,8 +14,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kseal/kseal/internal/app"
 	"github.com/kseal/kseal/internal/config"
-	"github.com/kseal/kseal/internal/proxy"
 )
 
 const usage = `kseal: a Kafka proxy that encrypts record values at rest.
@@ -74,7 +76,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 2
 	}
-	if _, err := config.Load(path); err != nil {
+	if _, err := app.Load(path); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", path, err)
 		return 1
 	}
@@ -97,17 +99,19 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if !ok {
 		return 2
 	}
-	cfg, err := config.Load(path)
+	cfg, err := app.Load(path)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", path, err)
 		return 1
 	}
 	log := newLogger(cfg.Log, stderr)
-	srv, err := proxy.New(cfg, log, nil, nil)
+	a, err := app.Build(context.Background(), cfg, log, prometheus.DefaultRegisterer)
 	if err != nil {
 		log.Error("cannot start", "error", err.Error())
 		return 1
 	}
+	defer a.Close()
+	srv := a.Server
 	if err := srv.Start(); err != nil {
 		log.Error("cannot start", "error", err.Error())
 		return 1

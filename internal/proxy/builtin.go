@@ -13,8 +13,48 @@ import (
 
 // builtinFilters are the filters every virtual cluster runs: broker address
 // rewriting and ApiVersions intersection.
-func builtinFilters(vc *virtualCluster) []Filter {
-	return []Filter{&addressFilter{vc: vc}}
+func builtinFilters(vc *virtualCluster, caps map[int16]int16) []Filter {
+	return []Filter{apiVersionsFilter{caps: caps}, &addressFilter{vc: vc}}
+}
+
+// apiVersionsFilter intersects what the broker offers with what kseal can
+// decode (see codec.LimitVersions), so clients only pick versions kseal
+// understands.
+type apiVersionsFilter struct {
+	caps map[int16]int16
+}
+
+func (f apiVersionsFilter) limit(key, minV, maxV int16) (int16, bool) {
+	newMax, keep := codec.LimitVersions(key, minV, maxV)
+	if c, ok := f.caps[key]; ok && keep {
+		newMax = min(newMax, c)
+		keep = newMax >= minV
+	}
+	return newMax, keep
+}
+
+func (apiVersionsFilter) APIKeys() []int16 { return []int16{int16(kmsg.ApiVersions)} }
+
+func (apiVersionsFilter) OnRequest(_ context.Context, x *Exchange) error {
+	if x.APIVersion <= codec.ApiVersionsMaxVersion {
+		return nil
+	}
+	// A version kseal cannot read the answer of: answer as a broker does,
+	// with UNSUPPORTED_VERSION and the versions to retry with.
+	msg, start := frame.StartResponse(x.Scratch(), x.CorrelationID, 0)
+	msg = codec.AppendApiVersionsUnsupported(msg, codec.ApiVersionsMaxVersion)
+	if err := frame.FinishFrame(msg, start); err != nil {
+		return err
+	}
+	x.Response = msg[frame.SizeLen:]
+	x.Local = true
+	return nil
+}
+
+func (f apiVersionsFilter) OnResponse(_ context.Context, x *Exchange) error {
+	return x.RewriteResponse(func(dst, body []byte) ([]byte, bool, error) {
+		return codec.RewriteApiVersionsResponse(dst, body, x.APIVersion, f.limit)
+	})
 }
 
 // addressFilter rewrites every broker address in responses to the proxy's,
@@ -26,8 +66,8 @@ type addressFilter struct {
 
 func (f *addressFilter) APIKeys() []int16 {
 	return []int16{
-		int16(kmsg.Metadata), int16(kmsg.FindCoordinator), int16(kmsg.DescribeCluster),
-		int16(kmsg.Fetch), int16(kmsg.ShareFetch),
+		int16(kmsg.Produce), int16(kmsg.Metadata), int16(kmsg.FindCoordinator), int16(kmsg.DescribeCluster),
+		int16(kmsg.Fetch), int16(kmsg.ShareFetch), int16(kmsg.ShareAcknowledge),
 	}
 }
 
@@ -44,6 +84,12 @@ func (f *addressFilter) OnResponse(_ context.Context, x *Exchange) error {
 		rewrite = codec.RewriteFindCoordinatorResponse
 	case kmsg.DescribeCluster:
 		rewrite = codec.RewriteDescribeClusterResponse
+	case kmsg.Produce:
+		rewrite = func(dst, body []byte, v int16, m codec.AddressMapper) ([]byte, bool, error) {
+			return codec.RewriteProduceResponse(dst, body, v, m, nil)
+		}
+	case kmsg.ShareAcknowledge:
+		rewrite = codec.RewriteShareAcknowledgeResponse
 	case kmsg.Fetch:
 		w := x.ConnState(fetchWalkerKey, func() any { return &codec.FetchWalker{Mapper: f.vc} }).(*codec.FetchWalker)
 		rewrite = func(dst, body []byte, v int16, _ codec.AddressMapper) ([]byte, bool, error) {

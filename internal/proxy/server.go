@@ -42,6 +42,9 @@ type Server struct {
 // requests and before them on responses.
 type ClusterOptions struct {
 	Filters []Filter
+	// VersionCaps lowers the highest version ApiVersions advertises for
+	// some APIs (e.g. to keep topic names in Produce and Fetch).
+	VersionCaps map[int16]int16
 }
 
 // New builds a server; nothing listens until Start.
@@ -57,7 +60,7 @@ func New(cfg *config.Config, log *slog.Logger, metrics *Metrics, opts map[string
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	for _, vcCfg := range cfg.VirtualClusters {
-		vc := newVirtualCluster(s, vcCfg, opts[vcCfg.Name].Filters)
+		vc := newVirtualCluster(s, vcCfg, opts[vcCfg.Name])
 		s.clusters = append(s.clusters, vc)
 	}
 	return s, nil
@@ -181,7 +184,7 @@ type virtualCluster struct {
 	refreshMu sync.Mutex // one metadata refresh at a time
 }
 
-func newVirtualCluster(s *Server, cfg config.VirtualCluster, extra []Filter) *virtualCluster {
+func newVirtualCluster(s *Server, cfg config.VirtualCluster, opts ClusterOptions) *virtualCluster {
 	vc := &virtualCluster{
 		srv:       s,
 		name:      cfg.Name,
@@ -192,7 +195,7 @@ func newVirtualCluster(s *Server, cfg config.VirtualCluster, extra []Filter) *vi
 		warned:    map[int32]bool{},
 		filters:   map[int16][]Filter{},
 	}
-	for _, f := range append(builtinFilters(vc), extra...) {
+	for _, f := range append(builtinFilters(vc, opts.VersionCaps), opts.Filters...) {
 		for _, k := range f.APIKeys() {
 			vc.filters[k] = append(vc.filters[k], f)
 		}

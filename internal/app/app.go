@@ -1,0 +1,232 @@
+// Package app assembles a running kseal from its config tree: the proxy
+// plumbing of every virtual cluster and, where configured, its KMS, policy,
+// DEK manager and encryption filter. `kseal run`, `kseal validate` and the
+// tests all go through it, so a config that validates is one that runs.
+package app
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"gopkg.in/yaml.v3"
+
+	"github.com/kseal/kseal/internal/config"
+	"github.com/kseal/kseal/internal/dek"
+	"github.com/kseal/kseal/internal/encrypt"
+	"github.com/kseal/kseal/internal/kms"
+	_ "github.com/kseal/kseal/internal/kms/local" // registers "local"
+	"github.com/kseal/kseal/internal/policy"
+	"github.com/kseal/kseal/internal/proxy"
+)
+
+// DEKConfig is the `encryption.dek` section.
+type DEKConfig struct {
+	RefreshAfterWrite    config.Duration `yaml:"refreshAfterWrite"`
+	ExpireAfterWrite     config.Duration `yaml:"expireAfterWrite"`
+	MaxEncryptionsPerDEK uint64          `yaml:"maxEncryptionsPerDek"`
+	DecryptCacheSize     int             `yaml:"decryptCacheSize"`
+	DecryptCacheTTL      config.Duration `yaml:"decryptCacheTtl"`
+	NotFoundTTL          config.Duration `yaml:"notFoundTtl"`
+	KMSTimeout           config.Duration `yaml:"kmsTimeout"`
+	KMSAttempts          int             `yaml:"kmsAttempts"`
+}
+
+func (c DEKConfig) options() dek.Options {
+	return dek.Options{
+		RefreshAfterWrite:    c.RefreshAfterWrite.Std(),
+		ExpireAfterWrite:     c.ExpireAfterWrite.Std(),
+		MaxEncryptionsPerDEK: c.MaxEncryptionsPerDEK,
+		DecryptCacheSize:     c.DecryptCacheSize,
+		DecryptCacheTTL:      c.DecryptCacheTTL.Std(),
+		NotFoundTTL:          c.NotFoundTTL.Std(),
+		KMSTimeout:           c.KMSTimeout.Std(),
+		KMSAttempts:          c.KMSAttempts,
+	}
+}
+
+func (c DEKConfig) validate() error {
+	var errs []string
+	if c.RefreshAfterWrite < 0 || c.ExpireAfterWrite < 0 || c.DecryptCacheTTL < 0 || c.NotFoundTTL < 0 || c.KMSTimeout < 0 {
+		errs = append(errs, "durations must not be negative")
+	}
+	if c.RefreshAfterWrite > 0 && c.ExpireAfterWrite > 0 && c.ExpireAfterWrite < c.RefreshAfterWrite {
+		errs = append(errs, "expireAfterWrite must not be shorter than refreshAfterWrite")
+	}
+	if c.MaxEncryptionsPerDEK > dek.MaxEncryptionsCeiling {
+		errs = append(errs, fmt.Sprintf("maxEncryptionsPerDek: at most %d (GCM's limit per key)", uint64(dek.MaxEncryptionsCeiling)))
+	}
+	if c.DecryptCacheSize < 0 || c.KMSAttempts < 0 {
+		errs = append(errs, "decryptCacheSize and kmsAttempts must not be negative")
+	}
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// Encryption is one virtual cluster's compiled encryption section.
+type Encryption struct {
+	KMSConfig kms.Config
+	Policy    *policy.Policy
+	DEK       DEKConfig
+}
+
+// decodeStrict decodes a YAML node into v, refusing unknown keys.
+func decodeStrict(n *yaml.Node, v any) error {
+	if n == nil || n.Kind == 0 {
+		return nil
+	}
+	b, err := yaml.Marshal(n)
+	if err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}
+
+
+// Compile checks a virtual cluster's encryption section (without opening
+// the KMS) and returns its parts. Errors name the key.
+func Compile(vcIndex int, e *config.Encryption) (*Encryption, error) {
+	p := fmt.Sprintf("virtualClusters[%d].encryption", vcIndex)
+	var errs config.Errors
+	out := &Encryption{}
+	prov, ok := kms.Lookup(e.KMS.Type)
+	if !ok {
+		errs = append(errs, fmt.Errorf("%s.kms.type: unknown %q (known: %s)", p, e.KMS.Type, strings.Join(kms.Names(), ", ")))
+	} else {
+		out.KMSConfig = prov.NewConfig()
+		if err := decodeStrict(&e.KMS.Config, out.KMSConfig); err != nil {
+			errs = append(errs, fmt.Errorf("%s.kms.config: %v", p, err))
+		} else if err := out.KMSConfig.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("%s.kms.config.%v", p, err))
+		}
+	}
+	var pc policy.Config
+	if err := decodeStrict(&e.Policy, &pc); err != nil {
+		errs = append(errs, fmt.Errorf("%s.policy: %v", p, err))
+	} else if pol, err := policy.Compile(&pc); err != nil {
+		errs = append(errs, fmt.Errorf("%s.policy.%v", p, err))
+	} else {
+		out.Policy = pol
+	}
+	if err := decodeStrict(&e.DEK, &out.DEK); err != nil {
+		errs = append(errs, fmt.Errorf("%s.dek: %v", p, err))
+	} else if err := out.DEK.validate(); err != nil {
+		errs = append(errs, fmt.Errorf("%s.dek: %v", p, err))
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return out, nil
+}
+
+// Validate checks the whole tree, encryption sections included.
+func Validate(cfg *config.Config) error {
+	var errs config.Errors
+	for i := range cfg.VirtualClusters {
+		if e := cfg.VirtualClusters[i].Encryption; e != nil {
+			if _, err := Compile(i, e); err != nil {
+				var ce config.Errors
+				if errors.As(err, &ce) {
+					errs = append(errs, ce...)
+				} else {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+// Load reads and validates a config file completely.
+func Load(path string) (*config.Config, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := Validate(cfg); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// App is a built kseal: the server plus what must be closed with it.
+type App struct {
+	Server  *proxy.Server
+	closers []func()
+}
+
+// Close releases KMS clients and background loops (after Server.Shutdown).
+func (a *App) Close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
+	}
+}
+
+// Build opens every KMS and assembles the server. reg may be nil.
+func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*App, error) {
+	a := &App{}
+	opts := map[string]proxy.ClusterOptions{}
+	var encMetrics *encrypt.Metrics
+	for i := range cfg.VirtualClusters {
+		vc := &cfg.VirtualClusters[i]
+		if vc.Encryption == nil {
+			continue
+		}
+		enc, err := Compile(i, vc.Encryption)
+		if err != nil {
+			a.Close()
+			return nil, err
+		}
+		vlog := log.With("virtualCluster", vc.Name)
+		k, err := enc.KMSConfig.Open(ctx, vlog.With("kms", vc.Encryption.KMS.Type))
+		if err != nil {
+			a.Close()
+			return nil, fmt.Errorf("virtual cluster %q: open KMS %q: %w", vc.Name, vc.Encryption.KMS.Type, err)
+		}
+		if c, ok := k.(kms.Closer); ok {
+			a.closers = append(a.closers, func() { c.Close() })
+		}
+		mgr, err := dek.New(k, enc.DEK.options())
+		if err != nil {
+			a.Close()
+			return nil, fmt.Errorf("virtual cluster %q: %w", vc.Name, err)
+		}
+		runCtx, cancel := context.WithCancel(context.Background())
+		go mgr.Run(runCtx, time.Minute)
+		a.closers = append(a.closers, cancel)
+		if encMetrics == nil {
+			encMetrics = encrypt.NewMetrics(reg)
+		}
+		f := encrypt.New(encrypt.Options{
+			Policy:     enc.Policy,
+			Keys:       keys{mgr: mgr, kms: k},
+			Log:        vlog,
+			KMSTimeout: enc.DEK.KMSTimeout.Std(),
+			Metrics:    encMetrics,
+		})
+		opts[vc.Name] = proxy.ClusterOptions{Filters: []proxy.Filter{f}, VersionCaps: encrypt.MaxVersions}
+	}
+	srv, err := proxy.New(cfg, log, proxy.NewMetrics(reg), opts)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	a.Server = srv
+	return a, nil
+}

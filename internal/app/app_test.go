@@ -1,0 +1,278 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kseal/kseal/internal/config"
+	"github.com/kseal/kseal/internal/kms/local"
+	"github.com/kseal/kseal/internal/recordcrypt"
+)
+
+func freePorts(t *testing.T, n int) int {
+	t.Helper()
+	for try := 0; try < 50; try++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		ok := true
+		for p := base; p < base+n && ok; p++ {
+			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+			if err != nil {
+				ok = false
+				continue
+			}
+			l.Close()
+		}
+		if ok && base+n < 65000 {
+			return base
+		}
+	}
+	t.Fatal("no free ports")
+	return 0
+}
+
+type env struct {
+	fake      *kfake.Cluster
+	kms       *local.KMS
+	bootstrap string
+	logs      *bytes.Buffer
+}
+
+// startEncrypting starts kfake, a local KMS with KEK-orders, and kseal with a
+// policy encrypting every topic under KEK-$(topicName).
+func startEncrypting(t *testing.T, unresolved string) *env {
+	t.Helper()
+	fake, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.SeedTopics(3, "orders", "plain", "other"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fake.Close)
+	dir := t.TempDir()
+	kcfg := local.NewConfig()
+	kcfg.KeyStore = filepath.Join(dir, "keys.json")
+	kcfg.MasterKeyFile = filepath.Join(dir, "master.key")
+	ctx := context.Background()
+	if _, err := local.Init(ctx, kcfg); err != nil {
+		t.Fatal(err)
+	}
+	k, err := local.New(ctx, kcfg, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k.Close() })
+	if _, err := k.Create(ctx, "KEK-orders"); err != nil {
+		t.Fatal(err)
+	}
+	base := freePorts(t, 10)
+	doc := fmt.Sprintf(`
+virtualClusters:
+  - name: test
+    upstream: {bootstrapServers: [%s]}
+    gateway: {bindAddress: 127.0.0.1, advertisedHost: 127.0.0.1, bootstrapPort: %d, brokerPortStart: %d, brokerPortCount: 8}
+    encryption:
+      kms:
+        type: local
+        config: {keyStore: %q, masterKeyFile: %q, reloadInterval: 100ms}
+      policy:
+        rules:
+          - topics: [plain]
+            passthrough: true
+          - topicRegex: '.*'
+            kek: 'KEK-$(topicName)'
+        unresolvedKeyPolicy: %s
+`, fake.ListenAddrs()[0], base, base+1, kcfg.KeyStore, kcfg.MasterKeyFile, unresolved)
+	cfg, err := config.Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Validate(cfg); err != nil {
+		t.Fatal(err)
+	}
+	logs := &bytes.Buffer{}
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), nil))
+	a, err := Build(ctx, cfg, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		a.Server.Shutdown(sctx)
+		a.Close()
+	})
+	return &env{fake: fake, kms: k, bootstrap: a.Server.BootstrapAddr("test"), logs: logs}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func client(t *testing.T, addr string, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addr), kgo.ProducerLinger(0),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.RecordRetries(3)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+func consumeN(t *testing.T, cl *kgo.Client, n int) []*kgo.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	var out []*kgo.Record
+	for len(out) < n {
+		fs := cl.PollFetches(ctx)
+		if err := fs.Err0(); err != nil {
+			t.Fatalf("fetch after %d records: %v", len(out), err)
+		}
+		out = append(out, fs.Records()...)
+	}
+	return out
+}
+
+const canary = "CANARY-plaintext-4c1e"
+
+func TestEncryptsAtRestAndDecryptsThroughProxy(t *testing.T) {
+	codecs := map[string]kgo.CompressionCodec{"none": kgo.NoCompression(), "gzip": kgo.GzipCompression(),
+		"snappy": kgo.SnappyCompression(), "lz4": kgo.Lz4Compression(), "zstd": kgo.ZstdCompression()}
+	for name, codec := range codecs {
+		t.Run(name, func(t *testing.T) {
+			e := startEncrypting(t, "PASSTHROUGH_UNENCRYPTED")
+			ctx := context.Background()
+			p := client(t, e.bootstrap, kgo.ProducerBatchCompression(codec))
+			var want []*kgo.Record
+			for i := 0; i < 50; i++ {
+				r := &kgo.Record{Topic: "orders", Key: []byte("k" + strconv.Itoa(i)), Value: []byte(canary + strconv.Itoa(i)),
+					Headers: []kgo.RecordHeader{{Key: "h", Value: []byte("v")}}}
+				if i == 7 {
+					r.Value = nil // tombstone
+				}
+				want = append(want, r)
+			}
+			if err := p.ProduceSync(ctx, want...).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+			// Directly from the broker: ciphertext, marker header, no canary.
+			raw := consumeN(t, client(t, e.fake.ListenAddrs()[0], kgo.ConsumeTopics("orders")), len(want))
+			for _, r := range raw {
+				if bytes.Contains(r.Value, []byte(canary)) {
+					t.Fatalf("plaintext at rest: %q", r.Value)
+				}
+				if string(r.Key) == "k7" {
+					if r.Value != nil || len(r.Headers) != 1 {
+						t.Errorf("tombstone changed at rest: %q %v", r.Value, r.Headers)
+					}
+					continue
+				}
+				if len(r.Headers) != 2 || r.Headers[1].Key != recordcrypt.HeaderKey {
+					t.Fatalf("headers at rest = %v", r.Headers)
+				}
+				if _, err := recordcrypt.Parse(r.Value); err != nil {
+					t.Fatalf("value at rest is not an envelope: %v", err)
+				}
+			}
+			// Through the proxy: the plaintext, keys, headers, offsets.
+			got := consumeN(t, client(t, e.bootstrap, kgo.ConsumeTopics("orders")), len(want))
+			byOffset := map[string]*kgo.Record{}
+			for _, r := range raw {
+				byOffset[fmt.Sprint(r.Partition, r.Offset)] = r
+			}
+			for _, r := range got {
+				i, _ := strconv.Atoi(strings.TrimPrefix(string(r.Key), "k"))
+				w := want[i]
+				if !bytes.Equal(r.Value, w.Value) || (r.Value == nil) != (w.Value == nil) {
+					t.Errorf("record %s: value %q, want %q", r.Key, r.Value, w.Value)
+				}
+				if len(r.Headers) != 1 || r.Headers[0].Key != "h" {
+					t.Errorf("record %s: headers %v", r.Key, r.Headers)
+				}
+				rawR := byOffset[fmt.Sprint(r.Partition, r.Offset)]
+				if rawR == nil || string(rawR.Key) != string(r.Key) || !rawR.Timestamp.Equal(r.Timestamp) {
+					t.Errorf("record %s: offset/timestamp differ from the broker's", r.Key)
+				}
+			}
+		})
+	}
+}
+
+func TestPolicyPassthroughRejectAndMissingKEK(t *testing.T) {
+	e := startEncrypting(t, "REJECT")
+	ctx := context.Background()
+	p := client(t, e.bootstrap)
+	// "plain" is passthrough by rule: stored as is.
+	if err := p.ProduceSync(ctx, &kgo.Record{Topic: "plain", Value: []byte(canary)}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	raw := consumeN(t, client(t, e.fake.ListenAddrs()[0], kgo.ConsumeTopics("plain")), 1)
+	if string(raw[0].Value) != canary {
+		t.Errorf("passthrough topic stored %q", raw[0].Value)
+	}
+	// "other" has no KEK-other and the policy is REJECT.
+	err := p.ProduceSync(ctx, &kgo.Record{Topic: "other", Value: []byte(canary)}).FirstErr()
+	if err != kerr.PolicyViolation {
+		t.Errorf("produce to topic without KEK: %v, want POLICY_VIOLATION", err)
+	}
+	if n := len(e.fake.PartitionInfos("other")); n == 0 {
+		t.Fatal("no partitions")
+	}
+	for _, pi := range e.fake.PartitionInfos("other") {
+		if pi.HighWatermark != 0 {
+			t.Errorf("rejected records reached the broker: partition %d hwm %d", pi.Partition, pi.HighWatermark)
+		}
+	}
+	// Encrypt, then delete the KEK: fetch gets RESOURCE_NOT_FOUND for that partition.
+	if err := p.ProduceSync(ctx, &kgo.Record{Topic: "orders", Partition: 0, Value: []byte(canary)}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.kms.Delete(ctx, "KEK-orders"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // the proxy's KMS reloads the store
+	c := client(t, e.bootstrap, kgo.ConsumeTopics("orders"))
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		fs := c.PollFetches(fctx)
+		if fctx.Err() != nil {
+			t.Fatal("no RESOURCE_NOT_FOUND seen")
+		}
+		if len(fs.Records()) > 0 {
+			t.Fatalf("records returned although their KEK is gone: %q", fs.Records()[0].Value)
+		}
+		if fe := fs.Errors(); len(fe) > 0 {
+			if fe[0].Err != kerr.ResourceNotFound {
+				t.Fatalf("fetch error %v, want RESOURCE_NOT_FOUND", fe[0].Err)
+			}
+			break
+		}
+	}
+	if !strings.Contains(e.logs.String(), "cannot decrypt records: partition answered with an error\" virtualCluster=test topic=orders partition=") {
+		t.Errorf("no log line naming the partition:\n%s", e.logs.String())
+	}
+}

@@ -1,0 +1,208 @@
+package encrypt
+
+import (
+	"bytes"
+	"context"
+	"crypto/cipher"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/kseal/kseal/internal/codec"
+	"github.com/kseal/kseal/internal/kms"
+	"github.com/kseal/kseal/internal/proxy"
+	"github.com/kseal/kseal/internal/recordcrypt"
+	"github.com/kseal/kseal/internal/records"
+)
+
+// fetchState is one connection's reusable fetch-side state.
+type fetchState struct {
+	walker codec.FetchWalker
+	iter   records.BatchIter
+	proc   *records.Processor
+	out    []byte // the partition's rebuilt record set
+	value  []byte // one decrypted value
+
+	// The last EDEK seen and its AEAD: consecutive records almost always
+	// share a DEK, so most records skip the cache lookup.
+	lastEDEK []byte
+	lastAEAD cipher.AEAD
+}
+
+var fetchStateKey = new(int)
+
+func (f *Filter) fetchState(x *proxy.Exchange) *fetchState {
+	return x.ConnState(fetchStateKey, func() any {
+		return &fetchState{proc: records.NewProcessor(records.WithMaxDecompressed(f.opts.MaxDecompressed))}
+	}).(*fetchState)
+}
+
+// decryptError is a record that cannot be decrypted.
+type decryptError struct {
+	code   *kerr.Error
+	reason string
+	offset int64
+	dekID  recordcrypt.DEKID
+	kek    string
+	err    error
+}
+
+func (e *decryptError) Error() string { return e.err.Error() }
+
+func (f *Filter) fetch(ctx context.Context, x *proxy.Exchange) error {
+	st := f.fetchState(x)
+	ctx, cancel := context.WithTimeout(ctx, f.opts.KMSTimeout)
+	defer cancel()
+	return x.RewriteResponse(func(dst, body []byte) ([]byte, bool, error) {
+		return st.walker.Walk(dst, body, x.APIVersion, func(p *codec.FetchPartition) error {
+			f.fetchPartition(ctx, st, p)
+			return nil
+		})
+	})
+}
+
+// fetchPartition decrypts the partition's encrypted records. Batches with
+// no encrypted record are copied as they came, never re-encoded; if no
+// batch has one, the partition is left untouched. A partition that cannot
+// be decrypted gets an error code and no records; the others are unaffected.
+func (f *Filter) fetchPartition(ctx context.Context, st *fetchState, p *codec.FetchPartition) {
+	if p.ErrorCode != 0 || len(p.Records) == 0 || !bytes.Contains(p.Records, markerKey) && !anyCompressed(p.Records) {
+		return
+	}
+	st.out = st.out[:0]
+	building := false
+	rebuilt := 0
+	var aadTopic string
+	st.iter.Reset(p.Records)
+	for st.iter.Next() {
+		b := st.iter.Batch()
+		if b.Kind != records.KindBatch || b.Control() || b.NumRecords == 0 || st.proc.Reset(b) != nil {
+			// Partial trailing batches, old formats, control batches and
+			// batches kseal cannot read are forwarded as the broker sent them.
+			if building {
+				st.out = append(st.out, b.Raw...)
+			}
+			continue
+		}
+		has, err := st.proc.HasHeader(recordcrypt.HeaderKey)
+		if err != nil || !has {
+			if building {
+				st.out = append(st.out, b.Raw...)
+			}
+			continue
+		}
+		if !building {
+			building = true
+			st.out = append(st.out, p.Records[:st.iter.Offset()]...)
+			aadTopic = f.opts.Policy.AADTopic(p.Topic)
+		}
+		var derr *decryptError
+		st.out, err = st.proc.Rewrite(st.out, func(r *records.Record) error {
+			if e := f.decryptRecord(ctx, st, aadTopic, b.BaseOffset, r); e != nil {
+				derr = e
+				return e
+			}
+			return nil
+		})
+		if err != nil {
+			if derr == nil {
+				derr = &decryptError{code: errTampered, reason: "corrupt", offset: b.BaseOffset, err: err}
+			}
+			f.failPartition(p, derr)
+			return
+		}
+		rebuilt++
+	}
+	if !building {
+		return
+	}
+	f.m.decryptedBatches.Add(float64(rebuilt))
+	p.SetRecords(st.out)
+}
+
+// anyCompressed reports whether a batch of a record set is compressed (then
+// the marker cannot be seen without decompressing it).
+func anyCompressed(set []byte) bool {
+	it := records.NewBatchIter(set)
+	for it.Next() {
+		if b := it.Batch(); b.Kind == records.KindBatch && b.Codec() != records.CodecNone {
+			return true
+		}
+	}
+	return false
+}
+
+func (f *Filter) failPartition(p *codec.FetchPartition, e *decryptError) {
+	p.SetErrorCode(e.code.Code)
+	p.SetRecords([]byte{})
+	f.m.errors.WithLabelValues("fetch", e.reason).Inc()
+	f.log.Error("cannot decrypt records: partition answered with an error",
+		"topic", p.Topic, "partition", p.Partition, "batchOffset", e.offset,
+		"kek", e.kek, "dek", e.dekID.String(), "error", e.code.Message, "reason", e.err.Error())
+}
+
+func (f *Filter) decryptRecord(ctx context.Context, st *fetchState, aadTopic string, base int64, r *records.Record) *decryptError {
+	i := -1
+	for j := range r.Headers {
+		if string(r.Headers[j].Key) == recordcrypt.HeaderKey {
+			i = j
+			break
+		}
+	}
+	if i < 0 {
+		return nil // a plaintext record (written before the topic was encrypted)
+	}
+	offset := base + int64(r.OffsetDelta)
+	fail := func(code *kerr.Error, reason string, err error) *decryptError {
+		return &decryptError{code: code, reason: reason, offset: offset, err: err}
+	}
+	if r.Value == nil {
+		return fail(errTampered, "tampered", errors.New("marker header on a null value"))
+	}
+	env, err := recordcrypt.Parse(r.Value)
+	if err == nil {
+		err = recordcrypt.CheckMarker(r.Headers[i].Value, env)
+	}
+	if err != nil {
+		return fail(errTampered, "tampered", err)
+	}
+	aead := st.lastAEAD
+	if aead == nil || !bytes.Equal(env.EDEK, st.lastEDEK) {
+		aead, err = f.opts.Keys.Decryptor(ctx, env.EDEK)
+		if err != nil {
+			e := fail(errFetchKMS, "kms", err)
+			if errors.Is(err, kms.ErrKeyNotFound) {
+				e = fail(errKEKMissing, "kek_missing", err)
+			}
+			e.dekID = env.DEKID()
+			e.kek = f.describeKEK(env.EDEK)
+			return e
+		}
+		st.lastEDEK = append(st.lastEDEK[:0], env.EDEK...)
+		st.lastAEAD = aead
+	}
+	v, err := recordcrypt.Open(st.value[:0], aead, env, recordcrypt.Binding{Topic: aadTopic, Key: r.Key})
+	if err != nil {
+		e := fail(errTampered, "tampered", fmt.Errorf("record at offset %d: %w", offset, err))
+		e.dekID = env.DEKID()
+		return e
+	}
+	st.value = v
+	r.Value = v
+	r.Headers = append(r.Headers[:i], r.Headers[i+1:]...)
+	return nil
+}
+
+// describeKEK names the KEK an EDEK belongs to, for log lines.
+func (f *Filter) describeKEK(edek []byte) string {
+	if d, ok := f.opts.Keys.(interface {
+		DescribeEDEK([]byte) (kms.EDEKInfo, error)
+	}); ok {
+		if info, err := d.DescribeEDEK(edek); err == nil {
+			return strings.TrimSpace(info.KEK + " " + info.Version)
+		}
+	}
+	return "unknown"
+}
