@@ -95,7 +95,6 @@ func decodeStrict(n *yaml.Node, v any) error {
 	return nil
 }
 
-
 // Compile checks a virtual cluster's encryption section (without opening
 // the KMS) and returns its parts. Errors name the key.
 func Compile(vcIndex int, e *config.Encryption) (*Encryption, error) {
