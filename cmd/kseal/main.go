@@ -25,6 +25,7 @@ const usage = `kseal: a Kafka proxy that encrypts record values at rest.
 Usage:
   kseal run --config FILE        start the proxy
   kseal validate --config FILE   check a config file and report every problem
+  kseal kms COMMAND ...          manage the built-in local KMS (init, create, rotate, list, delete)
   kseal version                  print version and build information
 `
 
@@ -45,6 +46,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "validate":
 		return cmdValidate(args[1:], stdout, stderr)
+	case "kms":
+		return cmdKMS(args[1:], stdout, stderr)
 	case "version":
 		printVersion(stdout)
 		return 0
