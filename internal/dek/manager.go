@@ -1,0 +1,375 @@
+package dek
+
+import (
+	"context"
+	"crypto/cipher"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kseal/kseal/internal/kms"
+)
+
+// Manager holds the DEKs of one KMS (one per virtual cluster). It is safe
+// for concurrent use.
+type Manager struct {
+	kms  kms.KMS
+	opts Options
+
+	encMu sync.RWMutex
+	enc   map[kms.KEKRef]*encEntry
+
+	decMu      sync.RWMutex
+	dec        map[string]*decEntry // by EDEK bytes
+	decFlights map[string]*call[cipher.AEAD]
+
+	resMu sync.RWMutex
+	res   map[string]*resEntry // by KEK name
+
+	stats counters
+}
+
+// New makes a Manager over k.
+func New(k kms.KMS, opts Options) (*Manager, error) {
+	if k == nil {
+		return nil, errors.New("dek: nil KMS")
+	}
+	opts = opts.withDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, fmt.Errorf("dek: options: %w", err)
+	}
+	return &Manager{
+		kms:        k,
+		opts:       opts,
+		enc:        make(map[kms.KEKRef]*encEntry),
+		dec:        make(map[string]*decEntry),
+		decFlights: make(map[string]*call[cipher.AEAD]),
+		res:        make(map[string]*resEntry),
+	}, nil
+}
+
+// encEntry is the active DEK of one KEK.
+type encEntry struct {
+	key atomic.Pointer[Key] // nil until the first DEK arrives
+
+	mu      sync.Mutex
+	flight  *call[*Key] // the GenerateDEK in progress, if any
+	retryAt time.Time   // no background refresh before this, after a failure
+	lastFP  [16]byte    // fingerprint of the last DEK, see ErrReusedDEK
+	hasFP   bool
+}
+
+// Current returns the active DEK for kek, making one if there is none or it
+// expired or is exhausted. It waits only when there is no usable DEK, and
+// never longer than ctx allows (nor than KMSTimeout). Every error means "no
+// DEK": the Produce must fail with a retriable code, never pass plaintext.
+// Errors wrap ErrUnavailable, or kms.ErrKeyNotFound if the KEK is gone.
+//
+// A caller sealing many records calls Current once per batch, and again if
+// Seal fails with ErrExhausted (at most once more per batch).
+func (m *Manager) Current(ctx context.Context, kek kms.KEKRef) (*Key, error) {
+	e := m.encEntry(kek)
+	now := m.opts.Now()
+	if k := e.key.Load(); k != nil && m.usable(k, now) {
+		m.stats.encHits.Add(1)
+		if m.stale(k, now) {
+			m.refresh(e, kek, now)
+		}
+		return k, nil
+	}
+	m.stats.encMisses.Add(1)
+	e.mu.Lock()
+	c := e.flight
+	if c == nil {
+		c = m.startGenerate(e, kek)
+	}
+	e.mu.Unlock()
+	k, err := c.wait(ctx)
+	if err != nil {
+		if !errors.Is(err, kms.ErrKeyNotFound) && !errors.Is(err, ErrUnavailable) {
+			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		return nil, fmt.Errorf("dek: data key for KEK %q: %w", kek.Name, err)
+	}
+	return k, nil
+}
+
+func (m *Manager) encEntry(kek kms.KEKRef) *encEntry {
+	m.encMu.RLock()
+	e := m.enc[kek]
+	m.encMu.RUnlock()
+	if e != nil {
+		return e
+	}
+	m.encMu.Lock()
+	defer m.encMu.Unlock()
+	if e = m.enc[kek]; e == nil {
+		e = &encEntry{}
+		m.enc[kek] = e
+	}
+	return e
+}
+
+func (m *Manager) usable(k *Key, now time.Time) bool {
+	return now.Sub(k.created) < m.opts.ExpireAfterWrite && !k.Exhausted()
+}
+
+// stale reports whether a background refresh is due: by age, or because 7/8
+// of the counters are used (so the cap is rarely hit with nothing ready).
+func (m *Manager) stale(k *Key, now time.Time) bool {
+	return now.Sub(k.created) >= m.opts.RefreshAfterWrite || k.Used() >= k.limit-k.limit/8
+}
+
+// refresh starts a background GenerateDEK unless one is running or a recent
+// one failed. It never waits.
+func (m *Manager) refresh(e *encEntry, kek kms.KEKRef, now time.Time) {
+	e.mu.Lock()
+	if e.flight == nil && !now.Before(e.retryAt) {
+		m.stats.refreshes.Add(1)
+		m.startGenerate(e, kek)
+	}
+	e.mu.Unlock()
+}
+
+// startGenerate starts the one GenerateDEK flight of e. Call with e.mu held.
+func (m *Manager) startGenerate(e *encEntry, kek kms.KEKRef) *call[*Key] {
+	c := newCall[*Key]()
+	e.flight = c
+	go m.generate(e, kek, c)
+	return c
+}
+
+func (m *Manager) generate(e *encEntry, kek kms.KEKRef, c *call[*Key]) {
+	ctx, cancel := context.WithTimeout(context.Background(), m.opts.KMSTimeout)
+	defer cancel()
+	d, err := callKMS(ctx, m, OpGenerateDEK, func(ctx context.Context) (kms.DEK, error) {
+		return m.kms.GenerateDEK(ctx, kek)
+	}, func(d kms.DEK) { clear(d.Key) })
+
+	var k *Key
+	var fp [16]byte
+	if err == nil {
+		fp = fingerprint(d.Key)
+		var aead cipher.AEAD
+		aead, err = newAEAD(d.Key)
+		clear(d.Key)
+		if err == nil && len(d.EDEK) == 0 {
+			err = errors.New("dek: KMS returned an empty EDEK")
+		}
+		if err == nil {
+			k = &Key{
+				aead:    aead,
+				edek:    d.EDEK,
+				kek:     kek,
+				created: m.opts.Now(),
+				limit:   m.opts.MaxEncryptionsPerDEK,
+			}
+		}
+	}
+
+	e.mu.Lock()
+	if err == nil && e.hasFP && e.lastFP == fp {
+		err = ErrReusedDEK
+	}
+	if err == nil {
+		e.lastFP, e.hasFP = fp, true
+		e.key.Store(k)
+		e.retryAt = time.Time{}
+		m.stats.generated.Add(1)
+	} else {
+		k = nil
+		e.retryAt = m.opts.Now().Add(m.opts.KMSBackoffMax)
+		m.stats.generateFailures.Add(1)
+	}
+	e.flight = nil
+	e.mu.Unlock()
+	c.finish(k, classify(err))
+}
+
+// call is one in-flight KMS operation that any number of callers wait for.
+type call[T any] struct {
+	done chan struct{}
+	val  T
+	err  error
+}
+
+func newCall[T any]() *call[T] { return &call[T]{done: make(chan struct{})} }
+
+func (c *call[T]) finish(v T, err error) {
+	c.val, c.err = v, err
+	close(c.done)
+}
+
+// wait returns the call's result, or gives up when ctx ends; the call goes
+// on for the other waiters and its result is cached for the next caller.
+func (c *call[T]) wait(ctx context.Context) (T, error) {
+	select {
+	case <-c.done:
+		return c.val, c.err
+	default:
+	}
+	select {
+	case <-c.done:
+		return c.val, c.err
+	case <-ctx.Done():
+		var zero T
+		return zero, fmt.Errorf("%w: waiting for the KMS: %w", ErrUnavailable, ctx.Err())
+	}
+}
+
+// callKMS runs f with retries (only for kms.ErrUnavailable, with jittered
+// exponential backoff) and reports each attempt to the hooks. It returns by
+// ctx's deadline even if f ignores ctx: the attempt is then abandoned and
+// discard receives its late result (to wipe key bytes).
+func callKMS[T any](ctx context.Context, m *Manager, op Op, f func(context.Context) (T, error), discard func(T)) (T, error) {
+	backoff := m.opts.KMSBackoff
+	for attempt := 1; ; attempt++ {
+		start := time.Now()
+		v, err := attemptKMS(ctx, f, discard)
+		m.stats.kmsCalls.Add(1)
+		if h := m.opts.Hooks.OnKMSCall; h != nil {
+			h(op, time.Since(start), err)
+		}
+		if err == nil {
+			return v, nil
+		}
+		m.stats.kmsErrors.Add(1)
+		if attempt >= m.opts.KMSAttempts || !errors.Is(err, kms.ErrUnavailable) || ctx.Err() != nil {
+			return v, err
+		}
+		// Full jitter in [backoff/2, backoff) keeps many proxies from retrying
+		// in lockstep against a recovering KMS.
+		pause := backoff/2 + rand.N(backoff/2+1)
+		t := time.NewTimer(pause)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return v, err
+		}
+		backoff = min(2*backoff, m.opts.KMSBackoffMax)
+	}
+}
+
+func attemptKMS[T any](ctx context.Context, f func(context.Context) (T, error), discard func(T)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		v, err := f(ctx)
+		ch <- result{v, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-ch; r.err == nil && discard != nil {
+				discard(r.v)
+			}
+		}()
+		var zero T
+		return zero, fmt.Errorf("KMS call abandoned: %w", ctx.Err())
+	}
+}
+
+// Stats are cumulative counters (and the decrypt cache's current size) for
+// metrics.
+type Stats struct {
+	EncryptHits      uint64 // Current served an active DEK
+	EncryptMisses    uint64 // Current had to wait for a DEK
+	Refreshes        uint64 // background refreshes started
+	DEKsGenerated    uint64
+	GenerateFailures uint64
+
+	DecryptHits         uint64
+	DecryptMisses       uint64 // had to unwrap (or wait for an unwrap)
+	DecryptNegativeHits uint64 // answered from a remembered refusal
+	DecryptEvictions    uint64 // dropped for size or TTL
+	DecryptCached       int    // entries now cached
+
+	ResolveHits   uint64
+	ResolveMisses uint64
+
+	KMSCalls  uint64 // attempts, including retries
+	KMSErrors uint64
+}
+
+type counters struct {
+	encHits, encMisses, refreshes, generated, generateFailures atomic.Uint64
+	decHits, decMisses, decNegHits, decEvictions               atomic.Uint64
+	resHits, resMisses                                         atomic.Uint64
+	kmsCalls, kmsErrors                                        atomic.Uint64
+}
+
+// Stats returns a snapshot of the counters.
+func (m *Manager) Stats() Stats {
+	m.decMu.RLock()
+	cached := len(m.dec)
+	m.decMu.RUnlock()
+	s := &m.stats
+	return Stats{
+		EncryptHits: s.encHits.Load(), EncryptMisses: s.encMisses.Load(),
+		Refreshes: s.refreshes.Load(), DEKsGenerated: s.generated.Load(),
+		GenerateFailures: s.generateFailures.Load(),
+		DecryptHits:      s.decHits.Load(), DecryptMisses: s.decMisses.Load(),
+		DecryptNegativeHits: s.decNegHits.Load(), DecryptEvictions: s.decEvictions.Load(),
+		DecryptCached: cached,
+		ResolveHits:   s.resHits.Load(), ResolveMisses: s.resMisses.Load(),
+		KMSCalls: s.kmsCalls.Load(), KMSErrors: s.kmsErrors.Load(),
+	}
+}
+
+// Sweep drops everything expired: encryption DEKs past ExpireAfterWrite,
+// decryption DEKs unused for DecryptCacheTTL, remembered refusals and KEK
+// names past their TTL. Lookups ignore expired entries anyway; sweeping
+// releases them (and their key schedules) without waiting for a lookup.
+func (m *Manager) Sweep() {
+	now := m.opts.Now()
+
+	m.encMu.Lock()
+	for ref, e := range m.enc {
+		e.mu.Lock()
+		if k := e.key.Load(); e.flight == nil && (k == nil || !m.usable(k, now)) {
+			delete(m.enc, ref)
+		}
+		e.mu.Unlock()
+	}
+	m.encMu.Unlock()
+
+	m.decMu.Lock()
+	for edek, e := range m.dec {
+		if m.decExpired(e, now) {
+			delete(m.dec, edek)
+			m.stats.decEvictions.Add(1)
+		}
+	}
+	m.decMu.Unlock()
+
+	m.resMu.Lock()
+	for name, e := range m.res {
+		if e.flight == nil && m.resExpired(e, now) {
+			delete(m.res, name)
+		}
+	}
+	m.resMu.Unlock()
+}
+
+// Run sweeps every interval until ctx ends.
+func (m *Manager) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			m.Sweep()
+		}
+	}
+}

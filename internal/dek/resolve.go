@@ -1,0 +1,129 @@
+package dek
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/kseal/kseal/internal/kms"
+)
+
+// resEntry is a resolved KEK name, a remembered "not found", or (neither
+// set) a first resolution still in flight.
+type resEntry struct {
+	ref    kms.KEKRef
+	err    error     // a non-transient refusal, remembered for NotFoundTTL
+	at     time.Time // when ref or err was learned
+	known  bool      // ref or err is set
+	flight *call[kms.KEKRef]
+}
+
+// Resolve maps a KEK name chosen by policy to the KMS's reference, caching
+// it: found names are re-resolved in the background after KEKRefreshAfter
+// and not used after KEKExpireAfter; "not found" is remembered for
+// NotFoundTTL. Errors wrap kms.ErrKeyNotFound or ErrUnavailable like
+// Decryptor's.
+func (m *Manager) Resolve(ctx context.Context, name string) (kms.KEKRef, error) {
+	now := m.opts.Now()
+	m.resMu.RLock()
+	e := m.res[name]
+	var ref kms.KEKRef
+	var err error
+	hit, refresh := false, false
+	if e != nil && e.known && !m.resExpired(e, now) {
+		hit = true
+		ref, err = e.ref, e.err
+		refresh = err == nil && now.Sub(e.at) >= m.opts.KEKRefreshAfter && e.flight == nil
+	}
+	m.resMu.RUnlock()
+	if hit {
+		m.stats.resHits.Add(1)
+		if refresh {
+			m.resMu.Lock()
+			if e.flight == nil {
+				m.startResolve(name, e)
+			}
+			m.resMu.Unlock()
+		}
+		return ref, err
+	}
+
+	m.stats.resMisses.Add(1)
+	m.resMu.Lock()
+	if e = m.res[name]; e == nil {
+		e = &resEntry{}
+		m.insertRes(name, e, now)
+	}
+	c := e.flight
+	if c == nil {
+		c = m.startResolve(name, e)
+	}
+	m.resMu.Unlock()
+	return c.wait(ctx)
+}
+
+func (m *Manager) resExpired(e *resEntry, now time.Time) bool {
+	if !e.known {
+		return true
+	}
+	if e.err != nil {
+		return now.Sub(e.at) >= m.opts.NotFoundTTL
+	}
+	return now.Sub(e.at) >= m.opts.KEKExpireAfter
+}
+
+// startResolve starts e's flight. Call with resMu held.
+func (m *Manager) startResolve(name string, e *resEntry) *call[kms.KEKRef] {
+	c := newCall[kms.KEKRef]()
+	e.flight = c
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), m.opts.KMSTimeout)
+		defer cancel()
+		ref, err := callKMS(ctx, m, OpResolveKEK, func(ctx context.Context) (kms.KEKRef, error) {
+			return m.kms.ResolveKEK(ctx, name)
+		}, nil)
+		if err != nil {
+			err = fmt.Errorf("dek: resolve KEK %q: %w", name, classify(err))
+		}
+		now := m.opts.Now()
+		m.resMu.Lock()
+		e.flight = nil
+		switch {
+		case err == nil:
+			e.ref, e.err, e.at, e.known = ref, nil, now, true
+		case !transient(err):
+			e.ref, e.err, e.at, e.known = kms.KEKRef{}, err, now, true
+		default:
+			// Transient: a still-valid earlier answer keeps serving until it
+			// expires; nothing new is remembered.
+		}
+		if m.res[name] != e && e.known {
+			m.insertRes(name, e, now) // evicted while in flight; put it back
+		}
+		m.resMu.Unlock()
+		c.finish(ref, err)
+	}()
+	return c
+}
+
+// insertRes adds an entry, making room first: expired entries go, then
+// arbitrary ones (names are cheap to resolve again; the bound exists so a
+// client naming endless topics cannot grow the cache). Call with resMu held.
+func (m *Manager) insertRes(name string, e *resEntry, now time.Time) {
+	if len(m.res) >= m.opts.KEKCacheSize {
+		for k, old := range m.res {
+			if old.flight == nil && m.resExpired(old, now) {
+				delete(m.res, k)
+			}
+		}
+		for k, old := range m.res {
+			if len(m.res) < m.opts.KEKCacheSize {
+				break
+			}
+			if old.flight == nil {
+				delete(m.res, k)
+			}
+		}
+	}
+	m.res[name] = e
+}
