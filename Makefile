@@ -8,9 +8,10 @@ FUZZTIME ?= 10s
 build:
 	$(GO) build -o bin/kseal ./cmd/kseal
 
-# The README's run command.
+# The README's run command: no external service needed (in-memory broker,
+# local KMS, proxy, and a demo).
 run: build
-	./bin/kseal run --config kseal.example.yaml
+	./bin/kseal dev
 
 # Unit tests (with fuzz seed corpora), short fuzz runs, then the integration
 # suite against a real Apache Kafka cluster (installed into .cache/ on first use).

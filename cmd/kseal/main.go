@@ -23,6 +23,7 @@ import (
 const usage = `kseal: a Kafka proxy that encrypts record values at rest.
 
 Usage:
+  kseal dev [--demo=false]       try kseal: in-memory broker + local KMS + proxy, no setup
   kseal run --config FILE        start the proxy
   kseal validate --config FILE   check a config file and report every problem
   kseal kms COMMAND ...          manage the built-in local KMS (init, create, rotate, list, delete)
@@ -46,6 +47,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "validate":
 		return cmdValidate(args[1:], stdout, stderr)
+	case "dev":
+		return cmdDev(args[1:], stdout, stderr)
 	case "kms":
 		return cmdKMS(args[1:], stdout, stderr)
 	case "version":

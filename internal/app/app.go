@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -131,9 +132,17 @@ func Compile(vcIndex int, e *config.Encryption) (*Encryption, error) {
 	return out, nil
 }
 
-// Validate checks the whole tree, encryption sections included.
+// Validate checks the whole tree, encryption sections included, and
+// reports every problem.
 func Validate(cfg *config.Config) error {
 	var errs config.Errors
+	if err := cfg.Validate(); err != nil {
+		var ce config.Errors
+		if !errors.As(err, &ce) {
+			return err
+		}
+		errs = append(errs, ce...)
+	}
 	for i := range cfg.VirtualClusters {
 		if e := cfg.VirtualClusters[i].Encryption; e != nil {
 			if _, err := Compile(i, e); err != nil {
@@ -154,7 +163,11 @@ func Validate(cfg *config.Config) error {
 
 // Load reads and validates a config file completely.
 func Load(path string) (*config.Config, error) {
-	cfg, err := config.Load(path)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := config.Decode(b)
 	if err != nil {
 		return nil, err
 	}

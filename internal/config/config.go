@@ -127,6 +127,19 @@ func Load(path string) (*Config, error) {
 
 // Parse decodes, defaults and validates a config document.
 func Parse(b []byte) (*Config, error) {
+	c, err := Decode(b)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Decode decodes and defaults a config document without validating it, for
+// callers that add their own checks to Validate's.
+func Decode(b []byte) (*Config, error) {
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
@@ -137,9 +150,6 @@ func Parse(b []byte) (*Config, error) {
 		return nil, yamlError(err)
 	}
 	c.applyDefaults()
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
 	return &c, nil
 }
 
