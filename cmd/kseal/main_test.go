@@ -38,7 +38,6 @@ func TestDevModeDemo(t *testing.T) {
 	}
 }
 
-
 func TestValidateReportsEveryProblem(t *testing.T) {
 	var out, errOut bytes.Buffer
 	if code := run([]string{"validate", "--config", "testdata/bad.yaml"}, &out, &errOut); code != 1 {
