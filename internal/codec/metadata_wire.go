@@ -22,15 +22,19 @@ var ErrUnknownVersion = errors.New("unknown message version")
 // kmsg v1.15.0; a kmsg upgrade that adds a version fails a test until the new
 // layout has been checked here.
 const (
-	MetadataMaxVersion          int16 = 13
-	FindCoordinatorMaxVersion   int16 = 6
-	DescribeClusterMaxVersion   int16 = 2
-	FetchMaxVersion             int16 = 18
-	ShareFetchMaxVersion        int16 = 2
-	ShareAcknowledgeMaxVersion  int16 = 2
+	MetadataMaxVersion         int16 = 13
+	FindCoordinatorMaxVersion  int16 = 6
+	DescribeClusterMaxVersion  int16 = 2
+	FetchMaxVersion            int16 = 18
+	ShareFetchMaxVersion       int16 = 2
+	ShareAcknowledgeMaxVersion int16 = 2
+)
+
+// Versions where layouts change.
+const (
 	metadataFirstFlexible       int16 = 9
 	findCoordinatorFirstFlex    int16 = 3
-	findCoordinatorFirstBatched int16 = 4
+	findCoordinatorFirstBatched int16 = 4 // KIP-699 coordinators array
 	fetchFirstFlexible          int16 = 12
 	fetchFirstTopicID           int16 = 13
 )
