@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/kseal/kseal/internal/admin"
 	"github.com/kseal/kseal/internal/app"
 	"github.com/kseal/kseal/internal/config"
 )
@@ -111,7 +113,9 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return 1
 	}
 	log := newLogger(cfg.Log, stderr)
-	a, err := app.Build(context.Background(), cfg, log, prometheus.DefaultRegisterer)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a, err := app.Build(context.Background(), cfg, log, reg)
 	if err != nil {
 		log.Error("cannot start", "error", err.Error())
 		return 1
@@ -121,6 +125,14 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if err := srv.Start(); err != nil {
 		log.Error("cannot start", "error", err.Error())
 		return 1
+	}
+	if cfg.Admin.Listen != "" {
+		adm, err := admin.Listen(cfg.Admin.Listen, reg, func(context.Context) error { return srv.Ready() }, log)
+		if err != nil {
+			log.Error("cannot start", "error", err.Error())
+			return 1
+		}
+		defer adm.Close(context.Background())
 	}
 	log.Info("kseal started", "version", version)
 

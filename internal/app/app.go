@@ -195,6 +195,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 	a := &App{}
 	opts := map[string]proxy.ClusterOptions{}
 	var encMetrics *encrypt.Metrics
+	var km *kmsMetrics
 	for i := range cfg.VirtualClusters {
 		vc := &cfg.VirtualClusters[i]
 		if vc.Encryption == nil {
@@ -214,10 +215,18 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 		if c, ok := k.(kms.Closer); ok {
 			a.closers = append(a.closers, func() { c.Close() })
 		}
-		mgr, err := dek.New(k, enc.DEK.options())
+		if km == nil {
+			km = newKMSMetrics(reg)
+		}
+		dopts := enc.DEK.options()
+		dopts.Hooks.OnKMSCall = km.hook(vc.Name, vc.Encryption.KMS.Type)
+		mgr, err := dek.New(k, dopts)
 		if err != nil {
 			a.Close()
 			return nil, fmt.Errorf("virtual cluster %q: %w", vc.Name, err)
+		}
+		if reg != nil {
+			reg.MustRegister(dekCollector{vc: vc.Name, mgr: mgr})
 		}
 		runCtx, cancel := context.WithCancel(context.Background())
 		go mgr.Run(runCtx, time.Minute)

@@ -7,17 +7,21 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kseal/kseal/internal/admin"
 	"github.com/kseal/kseal/internal/config"
+	"github.com/kseal/kseal/internal/proxy"
 	"github.com/kseal/kseal/internal/kms/local"
 	"github.com/kseal/kseal/internal/recordcrypt"
 )
@@ -53,6 +57,8 @@ type env struct {
 	kms       *local.KMS
 	bootstrap string
 	logs      *bytes.Buffer
+	reg       *prometheus.Registry
+	srv       *proxy.Server
 }
 
 // startEncrypting starts kfake, a local KMS with KEK-orders, and kseal with a
@@ -107,7 +113,8 @@ virtualClusters:
 	}
 	logs := &bytes.Buffer{}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), nil))
-	a, err := Build(ctx, cfg, log, nil)
+	reg := prometheus.NewRegistry()
+	a, err := Build(ctx, cfg, log, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +127,7 @@ virtualClusters:
 		a.Server.Shutdown(sctx)
 		a.Close()
 	})
-	return &env{fake: fake, kms: k, bootstrap: a.Server.BootstrapAddr("test"), logs: logs}
+	return &env{fake: fake, kms: k, bootstrap: a.Server.BootstrapAddr("test"), logs: logs, reg: reg, srv: a.Server}
 }
 
 type testWriter struct{ t *testing.T }
@@ -274,5 +281,50 @@ func TestPolicyPassthroughRejectAndMissingKEK(t *testing.T) {
 	}
 	if !strings.Contains(e.logs.String(), "cannot decrypt records: partition answered with an error\" virtualCluster=test topic=orders partition=") {
 		t.Errorf("no log line naming the partition:\n%s", e.logs.String())
+	}
+}
+
+func TestMetricsAndHealthEndpoints(t *testing.T) {
+	e := startEncrypting(t, "PASSTHROUGH_UNENCRYPTED")
+	adm, err := admin.Listen("127.0.0.1:0", e.reg, func(context.Context) error { return e.srv.Ready() }, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close(context.Background())
+	ctx := context.Background()
+	p := client(t, e.bootstrap)
+	if err := p.ProduceSync(ctx, &kgo.Record{Topic: "orders", Value: []byte("x")}, &kgo.Record{Topic: "plain", Value: []byte("y")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	consumeN(t, client(t, e.bootstrap, kgo.ConsumeTopics("orders")), 1)
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + adm.Addr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get("/healthz"); code != 200 {
+		t.Errorf("/healthz = %d", code)
+	}
+	if code, body := get("/readyz"); code != 200 {
+		t.Errorf("/readyz = %d %s", code, body)
+	}
+	_, metrics := get("/metrics")
+	for _, want := range []string{
+		`kseal_records_total{direction="produce",outcome="encrypted",topic="orders"} 1`,
+		`kseal_records_total{direction="produce",outcome="plaintext",topic="plain"} 1`,
+		`kseal_kms_operations_total{operation="generate_dek",outcome="success",provider="local",virtual_cluster="test"} 1`,
+		`kseal_kms_operations_total{operation="decrypt_dek",outcome="success",provider="local",virtual_cluster="test"}`,
+		`kseal_dek_cache_hits_total{cache="encrypt",virtual_cluster="test"}`,
+		`kseal_client_connections{virtual_cluster="test"}`,
+		`kseal_requests_total{api="Produce",virtual_cluster="test"}`,
+		`kseal_request_duration_seconds_bucket{api="Fetch"`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 }

@@ -1,0 +1,93 @@
+package app
+
+import (
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kseal/kseal/internal/dek"
+	"github.com/kseal/kseal/internal/kms"
+)
+
+// kmsMetrics are the KMS and DEK cache metrics of every virtual cluster.
+type kmsMetrics struct {
+	calls    *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newKMSMetrics(reg prometheus.Registerer) *kmsMetrics {
+	m := &kmsMetrics{
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kseal_kms_operations_total",
+			Help: "KMS operation attempts (retries included), by provider, operation (resolve_kek, generate_dek, decrypt_dek) and outcome (success, not_found, error).",
+		}, []string{"virtual_cluster", "provider", "operation", "outcome"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "kseal_kms_operation_duration_seconds",
+			Help:    "Latency of KMS operation attempts.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 12),
+		}, []string{"virtual_cluster", "provider", "operation"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.calls, m.duration)
+	}
+	return m
+}
+
+func (m *kmsMetrics) hook(vc, provider string) func(op dek.Op, d time.Duration, err error) {
+	return func(op dek.Op, d time.Duration, err error) {
+		outcome := "success"
+		switch {
+		case errors.Is(err, kms.ErrKeyNotFound):
+			outcome = "not_found"
+		case err != nil:
+			outcome = "error"
+		}
+		m.calls.WithLabelValues(vc, provider, string(op), outcome).Inc()
+		m.duration.WithLabelValues(vc, provider, string(op)).Observe(d.Seconds())
+	}
+}
+
+// dekCollector exposes a Manager's counters.
+type dekCollector struct {
+	vc  string
+	mgr *dek.Manager
+}
+
+var (
+	dekHitsDesc = prometheus.NewDesc("kseal_dek_cache_hits_total",
+		"DEK cache lookups answered from the cache, by cache (encrypt: active DEK; decrypt: unwrapped DEKs; resolve: KEK names).",
+		[]string{"virtual_cluster", "cache"}, nil)
+	dekMissesDesc = prometheus.NewDesc("kseal_dek_cache_misses_total",
+		"DEK cache lookups that needed the KMS, by cache.", []string{"virtual_cluster", "cache"}, nil)
+	dekEvictionsDesc = prometheus.NewDesc("kseal_dek_cache_evictions_total",
+		"Unwrapped DEKs dropped from the decrypt cache for size or TTL (their bytes are wiped).", []string{"virtual_cluster"}, nil)
+	dekEntriesDesc = prometheus.NewDesc("kseal_dek_cache_entries",
+		"Unwrapped DEKs now in the decrypt cache.", []string{"virtual_cluster"}, nil)
+	dekGeneratedDesc = prometheus.NewDesc("kseal_deks_generated_total",
+		"Data keys generated (each wrapped by its KEK in the KMS).", []string{"virtual_cluster"}, nil)
+)
+
+func (c dekCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- dekHitsDesc
+	ch <- dekMissesDesc
+	ch <- dekEvictionsDesc
+	ch <- dekEntriesDesc
+	ch <- dekGeneratedDesc
+}
+
+func (c dekCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.mgr.Stats()
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append([]string{c.vc}, labels...)...)
+	}
+	counter(dekHitsDesc, s.EncryptHits, "encrypt")
+	counter(dekHitsDesc, s.DecryptHits+s.DecryptNegativeHits, "decrypt")
+	counter(dekHitsDesc, s.ResolveHits, "resolve")
+	counter(dekMissesDesc, s.EncryptMisses, "encrypt")
+	counter(dekMissesDesc, s.DecryptMisses, "decrypt")
+	counter(dekMissesDesc, s.ResolveMisses, "resolve")
+	counter(dekEvictionsDesc, s.DecryptEvictions)
+	counter(dekGeneratedDesc, s.DEKsGenerated)
+	ch <- prometheus.MustNewConstMetric(dekEntriesDesc, prometheus.GaugeValue, float64(s.DecryptCached), c.vc)
+}
