@@ -48,13 +48,12 @@ type Codecs struct {
 	src bytes.Reader // what the stream decoders read from
 	out appendWriter // what the stream encoders write to
 
-	gzr    gzip.Reader
-	gzrSet bool
-	gzw    *gzip.Writer
-	lzr    *lz4.Reader
-	lzw    *lz4.Writer
-	zr     *zstd.Decoder
-	zw     *zstd.Encoder
+	gzr gzip.Reader
+	gzw *gzip.Writer
+	lzr *lz4.Reader
+	lzw *lz4.Writer
+	zr  *zstd.Decoder
+	zw  *zstd.Encoder
 }
 
 // NewCodecs returns codec state that refuses to decompress past
@@ -116,7 +115,6 @@ func (c *Codecs) decompress(dst, src []byte, codec Codec) ([]byte, error) {
 		if err := c.gzr.Reset(&c.src); err != nil {
 			return dst, fmt.Errorf("%w: %w", ErrCorrupt, err)
 		}
-		c.gzrSet = true
 		return readBounded(dst, &c.gzr, c.max, len(src))
 	case CodecSnappy:
 		return c.unsnappy(dst, src)
