@@ -21,8 +21,8 @@ import (
 
 	"github.com/kseal/kseal/internal/admin"
 	"github.com/kseal/kseal/internal/config"
-	"github.com/kseal/kseal/internal/proxy"
 	"github.com/kseal/kseal/internal/kms/local"
+	"github.com/kseal/kseal/internal/proxy"
 	"github.com/kseal/kseal/internal/recordcrypt"
 )
 

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/kseal/kseal/internal/tlsconfig"
 )
 
 // Config is the whole file.
@@ -49,8 +51,9 @@ type VirtualCluster struct {
 
 // Upstream is how the proxy reaches the real cluster.
 type Upstream struct {
-	BootstrapServers []string `yaml:"bootstrapServers"`
-	DialTimeout      Duration `yaml:"dialTimeout"`
+	BootstrapServers []string         `yaml:"bootstrapServers"`
+	DialTimeout      Duration         `yaml:"dialTimeout"`
+	TLS              tlsconfig.Client `yaml:"tls"`
 }
 
 // Gateway is how clients reach the proxy: a bootstrap port, and one port per
@@ -62,7 +65,25 @@ type Gateway struct {
 	BootstrapPort   int    `yaml:"bootstrapPort"`
 	BrokerPortStart int    `yaml:"brokerPortStart"`
 	BrokerPortCount int    `yaml:"brokerPortCount"`
+	// TLS makes the client-facing ports TLS listeners.
+	TLS *tlsconfig.Server `yaml:"tls"`
+	// SNI serves the whole cluster on the bootstrap port alone, choosing
+	// the broker from the TLS server name (TLS required).
+	SNI *SNI `yaml:"sni"`
 }
+
+// SNI is SNI-routing: clients reach broker N at BrokerHostPattern with
+// $(nodeId) replaced by N, and the bootstrap at BootstrapHost, all on one
+// port (AdvertisedPort, default the bootstrap port: set it when a load
+// balancer in front listens on another port).
+type SNI struct {
+	BootstrapHost     string `yaml:"bootstrapHost"`
+	BrokerHostPattern string `yaml:"brokerHostPattern"`
+	AdvertisedPort    int    `yaml:"advertisedPort"`
+}
+
+// NodeIDPlaceholder is what SNI.BrokerHostPattern must contain.
+const NodeIDPlaceholder = "$(nodeId)"
 
 // Limits bound what one client connection can make the proxy hold.
 type Limits struct {
@@ -193,6 +214,9 @@ func (c *Config) applyDefaults() {
 		if vc.Gateway.BrokerPortCount == 0 {
 			vc.Gateway.BrokerPortCount = DefaultBrokerPortCount
 		}
+		if sni := vc.Gateway.SNI; sni != nil && sni.AdvertisedPort == 0 {
+			sni.AdvertisedPort = vc.Gateway.BootstrapPort
+		}
 		if vc.Gateway.BrokerPortStart == 0 && vc.Gateway.BootstrapPort != 0 {
 			vc.Gateway.BrokerPortStart = vc.Gateway.BootstrapPort + 1
 		}
@@ -288,6 +312,28 @@ func (c *Config) Validate() error {
 		}
 		if g.BrokerPortStart < 1 || g.BrokerPortStart+g.BrokerPortCount-1 > 65535 {
 			add(p+".gateway.brokerPortStart", "ports %d..%d are not all valid ports", g.BrokerPortStart, g.BrokerPortStart+g.BrokerPortCount-1)
+		}
+		if g.TLS != nil {
+			for _, e := range g.TLS.Validate() {
+				add(p+".gateway.tls", "%s", e)
+			}
+		}
+		for _, e := range vc.Upstream.TLS.Validate() {
+			add(p+".upstream.tls", "%s", e)
+		}
+		if sni := g.SNI; sni != nil {
+			if g.TLS == nil {
+				add(p+".gateway.sni", "needs gateway.tls: the server name is only known from a TLS handshake")
+			}
+			if strings.Count(sni.BrokerHostPattern, NodeIDPlaceholder) != 1 {
+				add(p+".gateway.sni.brokerHostPattern", "%q must contain %s exactly once", sni.BrokerHostPattern, NodeIDPlaceholder)
+			}
+			if sni.BootstrapHost == "" {
+				add(p+".gateway.sni.bootstrapHost", "is required")
+			}
+			if sni.AdvertisedPort < 1 || sni.AdvertisedPort > 65535 {
+				add(p+".gateway.sni.advertisedPort", "%d is not a port", sni.AdvertisedPort)
+			}
 		}
 		if g.BootstrapPort >= g.BrokerPortStart && g.BootstrapPort < g.BrokerPortStart+g.BrokerPortCount {
 			add(p+".gateway.bootstrapPort", "%d falls inside the broker port range %d..%d", g.BootstrapPort, g.BrokerPortStart, g.BrokerPortStart+g.BrokerPortCount-1)

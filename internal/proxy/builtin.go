@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"fmt"
-	"net"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -126,8 +125,7 @@ func (vc *virtualCluster) refreshMetadata(ctx context.Context) error {
 const metadataVersion = 12
 
 func (vc *virtualCluster) fetchBrokers(ctx context.Context, addr string) error {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
+	c, err := vc.dialUpstream(ctx, addr)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -60,7 +61,10 @@ func New(cfg *config.Config, log *slog.Logger, metrics *Metrics, opts map[string
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	for _, vcCfg := range cfg.VirtualClusters {
-		vc := newVirtualCluster(s, vcCfg, opts[vcCfg.Name])
+		vc, err := newVirtualCluster(s, vcCfg, opts[vcCfg.Name])
+		if err != nil {
+			return nil, err
+		}
 		s.clusters = append(s.clusters, vc)
 	}
 	return s, nil
@@ -182,9 +186,13 @@ type virtualCluster struct {
 	warned    map[int32]bool
 
 	refreshMu sync.Mutex // one metadata refresh at a time
+
+	tlsServer   *tls.Config // nil: plaintext listeners
+	tlsUpstream *tls.Config // nil: plaintext to brokers
+	sni         *sniRouter  // nil: port per broker
 }
 
-func newVirtualCluster(s *Server, cfg config.VirtualCluster, opts ClusterOptions) *virtualCluster {
+func newVirtualCluster(s *Server, cfg config.VirtualCluster, opts ClusterOptions) (*virtualCluster, error) {
 	vc := &virtualCluster{
 		srv:       s,
 		name:      cfg.Name,
@@ -200,7 +208,38 @@ func newVirtualCluster(s *Server, cfg config.VirtualCluster, opts ClusterOptions
 			vc.filters[k] = append(vc.filters[k], f)
 		}
 	}
-	return vc
+	var err error
+	if cfg.Gateway.TLS != nil {
+		if vc.tlsServer, err = cfg.Gateway.TLS.Config(); err != nil {
+			return nil, fmt.Errorf("virtual cluster %q: gateway.tls: %w", cfg.Name, err)
+		}
+	}
+	if vc.tlsUpstream, err = cfg.Upstream.TLS.Config(""); err != nil {
+		return nil, fmt.Errorf("virtual cluster %q: upstream.tls: %w", cfg.Name, err)
+	}
+	if cfg.Upstream.TLS.InsecureSkipVerify {
+		vc.log.Warn("upstream.tls.insecureSkipVerify is set: broker certificates are NOT verified")
+	}
+	if cfg.Gateway.SNI != nil {
+		vc.sni = newSNIRouter(cfg.Gateway.SNI)
+	}
+	return vc, nil
+}
+
+// dialUpstream connects to a broker, over TLS when configured.
+func (vc *virtualCluster) dialUpstream(ctx context.Context, addr string) (net.Conn, error) {
+	d := &net.Dialer{Timeout: vc.cfg.Upstream.DialTimeout.Std(), KeepAlive: 30 * time.Second}
+	if vc.tlsUpstream == nil {
+		return d.DialContext(ctx, "tcp", addr)
+	}
+	cfg := vc.tlsUpstream
+	if cfg.ServerName == "" {
+		host, _, _ := net.SplitHostPort(addr)
+		cfg = cfg.Clone()
+		cfg.ServerName = host
+	}
+	td := &tls.Dialer{NetDialer: d, Config: cfg}
+	return td.DialContext(ctx, "tcp", addr)
 }
 
 func (vc *virtualCluster) start() error {
@@ -269,6 +308,27 @@ func (vc *virtualCluster) serve(ln net.Listener, node int32) {
 
 func (vc *virtualCluster) handle(client net.Conn, node int32) {
 	log := vc.log.With("client", client.RemoteAddr().String())
+	if vc.tlsServer != nil {
+		tc := tls.Server(client, vc.tlsServer)
+		ctx, cancel := context.WithTimeout(vc.srv.ctx, 10*time.Second)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			log.Warn("rejecting client connection: TLS handshake failed", "error", err.Error())
+			client.Close()
+			return
+		}
+		client = tc
+		if vc.sni != nil {
+			name := tc.ConnectionState().ServerName
+			var ok bool
+			if node, ok = vc.sni.route(name); !ok {
+				log.Warn("rejecting client connection: TLS server name matches neither the bootstrap host nor the broker pattern", "serverName", name)
+				client.Close()
+				return
+			}
+		}
+	}
 	if node >= 0 {
 		log = log.With("node", node)
 	}
@@ -278,8 +338,7 @@ func (vc *virtualCluster) handle(client net.Conn, node int32) {
 		client.Close()
 		return
 	}
-	d := net.Dialer{Timeout: vc.cfg.Upstream.DialTimeout.Std(), KeepAlive: 30 * time.Second}
-	up, err := d.DialContext(vc.srv.ctx, "tcp", target)
+	up, err := vc.dialUpstream(vc.srv.ctx, target)
 	if err != nil {
 		log.Warn("rejecting client connection: upstream unreachable", "upstream", target, "error", err.Error())
 		client.Close()
@@ -339,6 +398,22 @@ func (vc *virtualCluster) brokerAddr(node int32) (string, bool) {
 // codec.AddressMapper for every response that names brokers.
 func (vc *virtualCluster) MapBroker(node int32, host string, port int32) (string, int32, bool) {
 	g := vc.cfg.Gateway
+	if vc.sni != nil {
+		if node < 0 {
+			return "", 0, false
+		}
+		upstream := net.JoinHostPort(host, strconv.Itoa(int(port)))
+		vc.mu.RLock()
+		known := vc.brokers[node] == upstream
+		vc.mu.RUnlock()
+		if !known {
+			vc.mu.Lock()
+			vc.brokers[node] = upstream
+			vc.mu.Unlock()
+			vc.log.Info("serving broker by SNI", "node", node, "host", vc.sni.host(node), "upstream", upstream)
+		}
+		return vc.sni.host(node), int32(g.SNI.AdvertisedPort), true
+	}
 	if node < 0 || int(node) >= g.BrokerPortCount {
 		vc.warnUnmapped(node, fmt.Sprintf("node id outside 0..%d (gateway.brokerPortCount)", g.BrokerPortCount-1))
 		return "", 0, false
