@@ -136,9 +136,18 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	log.Info("kseal started", "version", version)
 
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	s := <-sig
+	var s os.Signal
+	for s == nil {
+		select {
+		case s = <-sig:
+		case <-hup:
+			reload(path, a, log)
+		}
+	}
 	log.Info("shutting down: draining connections", "signal", s.String(), "drainTimeout", cfg.DrainTimeout.Std().String())
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
@@ -153,6 +162,22 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	log.Info("stopped", "took", time.Since(start).Round(time.Millisecond).String())
 	return 0
+}
+
+// reload applies the config file's encryption policy and KMS settings; an
+// invalid file leaves the running config in force.
+func reload(path string, a *app.App, log *slog.Logger) {
+	cfg, err := app.Load(path)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		err = a.Reload(ctx, cfg)
+		cancel()
+	}
+	if err != nil {
+		log.Error("reload refused: the running config stays in force", "config", path, "error", err.Error())
+		return
+	}
+	log.Info("reloaded encryption policy and KMS settings", "config", path)
 }
 
 func printVersion(w io.Writer) {

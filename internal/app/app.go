@@ -12,7 +12,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"reflect"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -179,23 +181,57 @@ func Load(path string) (*config.Config, error) {
 
 // App is a built kseal: the server plus what must be closed with it.
 type App struct {
-	Server  *proxy.Server
-	closers []func()
+	Server *proxy.Server
+
+	cfg      *config.Config
+	log      *slog.Logger
+	km       *kmsMetrics
+	clusters map[string]*encCluster
+}
+
+// encCluster is one virtual cluster's encryption, swappable on reload.
+type encCluster struct {
+	filter *encrypt.Filter
+	mgr    atomic.Pointer[dek.Manager]
+	close  func() // closes the KMS and stops the manager's loop
 }
 
 // Close releases KMS clients and background loops (after Server.Shutdown).
 func (a *App) Close() {
-	for i := len(a.closers) - 1; i >= 0; i-- {
-		a.closers[i]()
+	for _, c := range a.clusters {
+		c.close()
 	}
+}
+
+// openKeys opens a virtual cluster's KMS and DEK manager.
+func (a *App) openKeys(ctx context.Context, vc *config.VirtualCluster, enc *Encryption) (keys, func(), error) {
+	vlog := a.log.With("virtualCluster", vc.Name)
+	k, err := enc.KMSConfig.Open(ctx, vlog.With("kms", vc.Encryption.KMS.Type))
+	if err != nil {
+		return keys{}, nil, fmt.Errorf("virtual cluster %q: open KMS %q: %w", vc.Name, vc.Encryption.KMS.Type, err)
+	}
+	closeKMS := func() {
+		if c, ok := k.(kms.Closer); ok {
+			c.Close()
+		}
+	}
+	dopts := enc.DEK.options()
+	dopts.Hooks.OnKMSCall = a.km.hook(vc.Name, vc.Encryption.KMS.Type)
+	mgr, err := dek.New(k, dopts)
+	if err != nil {
+		closeKMS()
+		return keys{}, nil, fmt.Errorf("virtual cluster %q: %w", vc.Name, err)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	go mgr.Run(runCtx, time.Minute)
+	return keys{mgr: mgr, kms: k}, func() { cancel(); closeKMS() }, nil
 }
 
 // Build opens every KMS and assembles the server. reg may be nil.
 func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*App, error) {
-	a := &App{}
+	a := &App{cfg: cfg, log: log, km: newKMSMetrics(reg), clusters: map[string]*encCluster{}}
 	opts := map[string]proxy.ClusterOptions{}
-	var encMetrics *encrypt.Metrics
-	var km *kmsMetrics
+	encMetrics := encrypt.NewMetrics(reg)
 	for i := range cfg.VirtualClusters {
 		vc := &cfg.VirtualClusters[i]
 		if vc.Encryption == nil {
@@ -206,42 +242,25 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 			a.Close()
 			return nil, err
 		}
-		vlog := log.With("virtualCluster", vc.Name)
-		k, err := enc.KMSConfig.Open(ctx, vlog.With("kms", vc.Encryption.KMS.Type))
+		ks, closeKeys, err := a.openKeys(ctx, vc, enc)
 		if err != nil {
 			a.Close()
-			return nil, fmt.Errorf("virtual cluster %q: open KMS %q: %w", vc.Name, vc.Encryption.KMS.Type, err)
+			return nil, err
 		}
-		if c, ok := k.(kms.Closer); ok {
-			a.closers = append(a.closers, func() { c.Close() })
-		}
-		if km == nil {
-			km = newKMSMetrics(reg)
-		}
-		dopts := enc.DEK.options()
-		dopts.Hooks.OnKMSCall = km.hook(vc.Name, vc.Encryption.KMS.Type)
-		mgr, err := dek.New(k, dopts)
-		if err != nil {
-			a.Close()
-			return nil, fmt.Errorf("virtual cluster %q: %w", vc.Name, err)
-		}
-		if reg != nil {
-			reg.MustRegister(dekCollector{vc: vc.Name, mgr: mgr})
-		}
-		runCtx, cancel := context.WithCancel(context.Background())
-		go mgr.Run(runCtx, time.Minute)
-		a.closers = append(a.closers, cancel)
-		if encMetrics == nil {
-			encMetrics = encrypt.NewMetrics(reg)
-		}
-		f := encrypt.New(encrypt.Options{
+		ec := &encCluster{close: closeKeys}
+		ec.mgr.Store(ks.mgr)
+		ec.filter = encrypt.New(encrypt.Options{
 			Policy:     enc.Policy,
-			Keys:       keys{mgr: mgr, kms: k},
-			Log:        vlog,
+			Keys:       ks,
+			Log:        log.With("virtualCluster", vc.Name),
 			KMSTimeout: enc.DEK.KMSTimeout.Std(),
 			Metrics:    encMetrics,
 		})
-		opts[vc.Name] = proxy.ClusterOptions{Filters: []proxy.Filter{f}, VersionCaps: encrypt.MaxVersions}
+		a.clusters[vc.Name] = ec
+		if reg != nil {
+			reg.MustRegister(dekCollector{vc: vc.Name, mgr: &ec.mgr})
+		}
+		opts[vc.Name] = proxy.ClusterOptions{Filters: []proxy.Filter{ec.filter}, VersionCaps: encrypt.MaxVersions}
 	}
 	srv, err := proxy.New(cfg, log, proxy.NewMetrics(reg), opts)
 	if err != nil {
@@ -250,4 +269,89 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 	}
 	a.Server = srv
 	return a, nil
+}
+
+// reloadGrace is how long replaced KMS clients stay open for requests that
+// started before a reload.
+const reloadGrace = 30 * time.Second
+
+// Reload applies a new config's encryption policy and KMS settings without
+// touching connections. Everything is opened first; if anything fails, or
+// the new config changes what cannot change while running (listeners,
+// upstreams, limits, which clusters encrypt), nothing changes and the old
+// config stays in force.
+func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
+	if err := Validate(cfg); err != nil {
+		return err
+	}
+	if err := a.restartNeeded(cfg); err != nil {
+		return err
+	}
+	type swap struct {
+		ec    *encCluster
+		pol   *policy.Policy
+		keys  keys
+		close func()
+	}
+	var swaps []swap
+	fail := func(err error) error {
+		for _, s := range swaps {
+			s.close()
+		}
+		return err
+	}
+	for i := range cfg.VirtualClusters {
+		vc := &cfg.VirtualClusters[i]
+		if vc.Encryption == nil {
+			continue
+		}
+		enc, err := Compile(i, vc.Encryption)
+		if err != nil {
+			return fail(err)
+		}
+		ks, closeKeys, err := a.openKeys(ctx, vc, enc)
+		if err != nil {
+			return fail(err)
+		}
+		swaps = append(swaps, swap{ec: a.clusters[vc.Name], pol: enc.Policy, keys: ks, close: closeKeys})
+	}
+	for _, s := range swaps {
+		s.ec.filter.Swap(s.pol, s.keys)
+		s.ec.mgr.Store(s.keys.mgr)
+		old := s.ec.close
+		s.ec.close = s.close
+		time.AfterFunc(reloadGrace, old)
+	}
+	a.cfg = cfg
+	return nil
+}
+
+// restartNeeded reports the parts of cfg that differ from the running
+// config and cannot be applied by Reload.
+func (a *App) restartNeeded(cfg *config.Config) error {
+	var errs config.Errors
+	if len(cfg.VirtualClusters) != len(a.cfg.VirtualClusters) {
+		errs = append(errs, errors.New("virtualClusters: adding or removing a virtual cluster needs a restart"))
+		return errs
+	}
+	for i := range cfg.VirtualClusters {
+		n, o := &cfg.VirtualClusters[i], &a.cfg.VirtualClusters[i]
+		p := fmt.Sprintf("virtualClusters[%d]", i)
+		switch {
+		case n.Name != o.Name:
+			errs = append(errs, fmt.Errorf("%s.name: renaming needs a restart", p))
+		case !reflect.DeepEqual(n.Upstream, o.Upstream):
+			errs = append(errs, fmt.Errorf("%s.upstream: changes need a restart", p))
+		case !reflect.DeepEqual(n.Gateway, o.Gateway):
+			errs = append(errs, fmt.Errorf("%s.gateway: changes need a restart", p))
+		case n.Limits != o.Limits:
+			errs = append(errs, fmt.Errorf("%s.limits: changes need a restart", p))
+		case (n.Encryption == nil) != (o.Encryption == nil):
+			errs = append(errs, fmt.Errorf("%s.encryption: turning encryption on or off needs a restart", p))
+		}
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
 }

@@ -59,6 +59,8 @@ type env struct {
 	logs      *bytes.Buffer
 	reg       *prometheus.Registry
 	srv       *proxy.Server
+	app       *App
+	doc       string
 }
 
 // startEncrypting starts kfake, a local KMS with KEK-orders, and kseal with a
@@ -127,7 +129,7 @@ virtualClusters:
 		a.Server.Shutdown(sctx)
 		a.Close()
 	})
-	return &env{fake: fake, kms: k, bootstrap: a.Server.BootstrapAddr("test"), logs: logs, reg: reg, srv: a.Server}
+	return &env{fake: fake, kms: k, bootstrap: a.Server.BootstrapAddr("test"), logs: logs, reg: reg, srv: a.Server, app: a, doc: doc}
 }
 
 type testWriter struct{ t *testing.T }
@@ -326,5 +328,62 @@ func TestMetricsAndHealthEndpoints(t *testing.T) {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+}
+
+func TestForgedMarkerRejected(t *testing.T) {
+	e := startEncrypting(t, "PASSTHROUGH_UNENCRYPTED")
+	p := client(t, e.bootstrap)
+	err := p.ProduceSync(context.Background(), &kgo.Record{Topic: "orders", Value: []byte("x"),
+		Headers: []kgo.RecordHeader{{Key: recordcrypt.HeaderKey, Value: []byte{1}}}}).FirstErr()
+	if err != kerr.InvalidRecord {
+		t.Fatalf("record with a forged marker: %v, want INVALID_RECORD", err)
+	}
+}
+
+func TestReloadSwapsPolicyKeepsConnections(t *testing.T) {
+	e := startEncrypting(t, "PASSTHROUGH_UNENCRYPTED")
+	ctx := context.Background()
+	p := client(t, e.bootstrap)
+	produce := func(topic string) error {
+		return p.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: []byte(canary)}).FirstErr()
+	}
+	if err := produce("orders"); err != nil {
+		t.Fatal(err)
+	}
+	// New policy: REJECT unresolved, and "plain" is no longer passthrough.
+	doc := strings.Replace(e.doc, "unresolvedKeyPolicy: PASSTHROUGH_UNENCRYPTED", "unresolvedKeyPolicy: REJECT", 1)
+	doc = strings.Replace(doc, "topics: [plain]", "topics: [nothing]", 1)
+	cfg, err := config.Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.app.Reload(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := produce("plain"); err != kerr.PolicyViolation {
+		t.Errorf("after reload, produce to plain: %v, want POLICY_VIOLATION", err)
+	}
+	if err := produce("orders"); err != nil {
+		t.Errorf("after reload, produce to orders on the same client: %v", err)
+	}
+	// Records from before the reload still decrypt (new manager, same KMS).
+	got := consumeN(t, client(t, e.bootstrap, kgo.ConsumeTopics("orders")), 2)
+	for _, r := range got {
+		if string(r.Value) != canary {
+			t.Errorf("after reload consumed %q", r.Value)
+		}
+	}
+	// An invalid config and one changing the listeners are refused.
+	bad, _ := config.Decode([]byte(strings.Replace(doc, "kek: 'KEK-$(topicName)'", "kek: ''", 1)))
+	if err := e.app.Reload(ctx, bad); err == nil {
+		t.Error("reload accepted an invalid policy")
+	}
+	moved, _ := config.Parse([]byte(strings.Replace(doc, "brokerPortCount: 8", "brokerPortCount: 7", 1)))
+	if err := e.app.Reload(ctx, moved); err == nil || !strings.Contains(err.Error(), "gateway: changes need a restart") {
+		t.Errorf("reload of gateway change: %v", err)
+	}
+	if err := produce("plain"); err != kerr.PolicyViolation {
+		t.Errorf("refused reloads changed the policy: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package app
 
 import (
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,7 +52,7 @@ func (m *kmsMetrics) hook(vc, provider string) func(op dek.Op, d time.Duration, 
 // dekCollector exposes a Manager's counters.
 type dekCollector struct {
 	vc  string
-	mgr *dek.Manager
+	mgr *atomic.Pointer[dek.Manager] // the current one, across reloads
 }
 
 var (
@@ -77,7 +78,7 @@ func (c dekCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c dekCollector) Collect(ch chan<- prometheus.Metric) {
-	s := c.mgr.Stats()
+	s := c.mgr.Load().Stats()
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append([]string{c.vc}, labels...)...)
 	}

@@ -53,11 +53,12 @@ func (e *decryptError) Error() string { return e.err.Error() }
 
 func (f *Filter) fetch(ctx context.Context, x *proxy.Exchange) error {
 	st := f.fetchState(x)
+	cur := f.state.Load()
 	ctx, cancel := context.WithTimeout(ctx, f.opts.KMSTimeout)
 	defer cancel()
 	return x.RewriteResponse(func(dst, body []byte) ([]byte, bool, error) {
 		return st.walker.Walk(dst, body, x.APIVersion, func(p *codec.FetchPartition) error {
-			f.fetchPartition(ctx, st, p)
+			f.fetchPartition(ctx, cur, st, p)
 			return nil
 		})
 	})
@@ -67,7 +68,7 @@ func (f *Filter) fetch(ctx context.Context, x *proxy.Exchange) error {
 // no encrypted record are copied as they came, never re-encoded; if no
 // batch has one, the partition is left untouched. A partition that cannot
 // be decrypted gets an error code and no records; the others are unaffected.
-func (f *Filter) fetchPartition(ctx context.Context, st *fetchState, p *codec.FetchPartition) {
+func (f *Filter) fetchPartition(ctx context.Context, cur *state, st *fetchState, p *codec.FetchPartition) {
 	if p.ErrorCode != 0 || len(p.Records) == 0 || !bytes.Contains(p.Records, markerKey) && !anyCompressed(p.Records) {
 		return
 	}
@@ -96,11 +97,11 @@ func (f *Filter) fetchPartition(ctx context.Context, st *fetchState, p *codec.Fe
 		if !building {
 			building = true
 			st.out = append(st.out, p.Records[:st.iter.Offset()]...)
-			aadTopic = f.opts.Policy.AADTopic(p.Topic)
+			aadTopic = cur.policy.AADTopic(p.Topic)
 		}
 		var derr *decryptError
 		st.out, err = st.proc.Rewrite(st.out, func(r *records.Record) error {
-			if e := f.decryptRecord(ctx, st, aadTopic, b.BaseOffset, r); e != nil {
+			if e := f.decryptRecord(ctx, cur, st, aadTopic, b.BaseOffset, r); e != nil {
 				derr = e
 				return e
 			}
@@ -143,7 +144,7 @@ func (f *Filter) failPartition(p *codec.FetchPartition, e *decryptError) {
 		"kek", e.kek, "dek", e.dekID.String(), "error", e.code.Message, "reason", e.err.Error())
 }
 
-func (f *Filter) decryptRecord(ctx context.Context, st *fetchState, aadTopic string, base int64, r *records.Record) *decryptError {
+func (f *Filter) decryptRecord(ctx context.Context, cur *state, st *fetchState, aadTopic string, base int64, r *records.Record) *decryptError {
 	i := -1
 	for j := range r.Headers {
 		if string(r.Headers[j].Key) == recordcrypt.HeaderKey {
@@ -170,14 +171,14 @@ func (f *Filter) decryptRecord(ctx context.Context, st *fetchState, aadTopic str
 	}
 	aead := st.lastAEAD
 	if aead == nil || !bytes.Equal(env.EDEK, st.lastEDEK) {
-		aead, err = f.opts.Keys.Decryptor(ctx, env.EDEK)
+		aead, err = cur.keys.Decryptor(ctx, env.EDEK)
 		if err != nil {
 			e := fail(errFetchKMS, "kms", err)
 			if errors.Is(err, kms.ErrKeyNotFound) {
 				e = fail(errKEKMissing, "kek_missing", err)
 			}
 			e.dekID = env.DEKID()
-			e.kek = f.describeKEK(env.EDEK)
+			e.kek = describeKEK(cur.keys, env.EDEK)
 			return e
 		}
 		st.lastEDEK = append(st.lastEDEK[:0], env.EDEK...)
@@ -196,8 +197,8 @@ func (f *Filter) decryptRecord(ctx context.Context, st *fetchState, aadTopic str
 }
 
 // describeKEK names the KEK an EDEK belongs to, for log lines.
-func (f *Filter) describeKEK(edek []byte) string {
-	if d, ok := f.opts.Keys.(interface {
+func describeKEK(keys Keys, edek []byte) string {
+	if d, ok := keys.(interface {
 		DescribeEDEK([]byte) (kms.EDEKInfo, error)
 	}); ok {
 		if info, err := d.DescribeEDEK(edek); err == nil {

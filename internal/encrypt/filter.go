@@ -14,6 +14,7 @@ import (
 	"context"
 	"crypto/cipher"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -43,6 +44,9 @@ var (
 	// errNoKey: a DEK could not be had (KMS down or slow). Retriable, so
 	// clients retry and recover by themselves when the KMS returns.
 	errNoKey = kerr.RequestTimedOut
+	// errForgedMarker: a client sent a record already carrying kseal's
+	// marker header; accepting it would let it plant a fake envelope.
+	errForgedMarker = kerr.InvalidRecord
 	// errOldFormat: magic 0/1 records for an encrypted topic.
 	errOldFormat = kerr.UnsupportedForMessageFormat
 	// errCorrupt: a batch kseal cannot parse.
@@ -69,9 +73,22 @@ type Options struct {
 
 // Filter is the encryption filter; one per virtual cluster.
 type Filter struct {
-	opts Options
-	log  *slog.Logger
-	m    *Metrics
+	opts  Options
+	log   *slog.Logger
+	m     *Metrics
+	state atomic.Pointer[state]
+}
+
+// state is what a reload swaps: every request uses one consistent state.
+type state struct {
+	policy *policy.Policy
+	keys   Keys
+}
+
+// Swap installs a new policy and key source (SIGHUP reload). Requests
+// already running finish with the old ones; connections are not touched.
+func (f *Filter) Swap(p *policy.Policy, k Keys) {
+	f.state.Store(&state{policy: p, keys: k})
 }
 
 // New returns a Filter.
@@ -85,7 +102,9 @@ func New(opts Options) *Filter {
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics(nil)
 	}
-	return &Filter{opts: opts, log: opts.Log, m: opts.Metrics}
+	f := &Filter{opts: opts, log: opts.Log, m: opts.Metrics}
+	f.Swap(opts.Policy, opts.Keys)
+	return f
 }
 
 // MaxVersions caps the APIs whose later versions carry topic ids instead of

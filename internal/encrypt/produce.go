@@ -55,6 +55,7 @@ func (f *Filter) produce(ctx context.Context, x *proxy.Exchange) error {
 	ctx, cancel := context.WithTimeout(ctx, f.opts.KMSTimeout)
 	defer cancel()
 
+	cur := f.state.Load()
 	st.out = st.out[:0]
 	failed := 0
 	var firstErr *partitionError
@@ -63,7 +64,7 @@ func (f *Filter) produce(ctx context.Context, x *proxy.Exchange) error {
 		topic := string(t.Name) // one small allocation per topic, not per record
 		for pi := range t.Partitions {
 			p := &t.Partitions[pi]
-			pe := f.producePartition(ctx, st, topic, p)
+			pe := f.producePartition(ctx, cur, st, topic, p)
 			if pe != nil {
 				failed++
 				p.Reject(pe.code.Code, pe.code.Message)
@@ -116,30 +117,30 @@ func respHeaderVersion(x *proxy.Exchange) int8 {
 
 // producePartition encrypts one partition's records in place of the
 // original (p.Replace) or says why it cannot be forwarded.
-func (f *Filter) producePartition(ctx context.Context, st *produceState, topic string, p *codec.ProducePartition) *partitionError {
+func (f *Filter) producePartition(ctx context.Context, cur *state, st *produceState, topic string, p *codec.ProducePartition) *partitionError {
 	if p.Records == nil {
 		return nil
 	}
-	sel := f.opts.Policy.Select(topic)
+	sel := cur.policy.Select(topic)
 	switch sel.Action {
 	case policy.Passthrough:
 		f.countPlain(topic, p.Records)
 		return nil
 	case policy.Unresolved:
-		return f.unresolved(topic, p.Records, "no policy rule matches")
+		return f.unresolved(cur, topic, p.Records, "no policy rule matches")
 	}
-	kek, err := f.opts.Keys.Resolve(ctx, sel.KEK)
+	kek, err := cur.keys.Resolve(ctx, sel.KEK)
 	if errors.Is(err, kms.ErrKeyNotFound) {
-		return f.unresolved(topic, p.Records, fmt.Sprintf("KEK %q does not exist", sel.KEK))
+		return f.unresolved(cur, topic, p.Records, fmt.Sprintf("KEK %q does not exist", sel.KEK))
 	}
 	if err != nil {
 		return &partitionError{code: errNoKey, reason: "kms", err: fmt.Errorf("resolve KEK %q: %w", sel.KEK, err)}
 	}
-	key, err := f.opts.Keys.Current(ctx, kek)
+	key, err := cur.keys.Current(ctx, kek)
 	if err != nil {
 		return &partitionError{code: errNoKey, reason: "kms", err: fmt.Errorf("data key for KEK %q: %w", sel.KEK, err)}
 	}
-	aadTopic := f.opts.Policy.AADTopic(topic)
+	aadTopic := cur.policy.AADTopic(topic)
 	start := len(st.out)
 	n := 0
 	st.iter.Reset(p.Records)
@@ -156,8 +157,14 @@ func (f *Filter) producePartition(ctx context.Context, st *produceState, topic s
 			st.out = st.out[:start]
 			return &partitionError{code: errCorrupt, reason: "corrupt", err: err}
 		}
-		var sealErr error
+		var sealErr, forged error
 		st.out, err = st.proc.Rewrite(st.out, func(r *records.Record) error {
+			for i := range r.Headers {
+				if string(r.Headers[i].Key) == recordcrypt.HeaderKey {
+					forged = fmt.Errorf("record at offset delta %d already has a %q header", r.OffsetDelta, recordcrypt.HeaderKey)
+					return forged
+				}
+			}
 			if r.Value == nil {
 				return nil // tombstones stay null: compaction needs them
 			}
@@ -174,6 +181,9 @@ func (f *Filter) producePartition(ctx context.Context, st *produceState, topic s
 		})
 		if err != nil {
 			st.out = st.out[:start]
+			if forged != nil {
+				return &partitionError{code: errForgedMarker, reason: "forged_marker", err: forged}
+			}
 			if sealErr != nil {
 				// The DEK reached its cap mid-batch: the next request gets a new one.
 				return &partitionError{code: errNoKey, reason: "dek", err: sealErr}
@@ -193,8 +203,8 @@ func (f *Filter) producePartition(ctx context.Context, st *produceState, topic s
 var markerKey = []byte(recordcrypt.HeaderKey)
 
 // unresolved applies the unresolvedKeyPolicy.
-func (f *Filter) unresolved(topic string, recs []byte, why string) *partitionError {
-	if f.opts.Policy.UnresolvedKeyPolicy() == policy.Reject {
+func (f *Filter) unresolved(cur *state, topic string, recs []byte, why string) *partitionError {
+	if cur.policy.UnresolvedKeyPolicy() == policy.Reject {
 		return &partitionError{code: errRejected, reason: "rejected", err: errors.New(why + " and unresolvedKeyPolicy is REJECT")}
 	}
 	f.countPlain(topic, recs)
