@@ -64,3 +64,6 @@ func ToKgo(r Record) *kgo.Record {
 	}
 	return out
 }
+
+// H is shorthand for a Header.
+func H(key, value string) Header { return Header{Key: key, Value: value} }
