@@ -1,0 +1,307 @@
+#!/usr/bin/env python3
+"""Writes the results section of BENCHMARKS.md from one scripts/bench.sh run.
+
+usage: report.py META_ENV RUNS_TSV MICRO_TXT BENCHMARKS_MD
+
+Only the text between the bench:results markers is replaced; everything else
+in the file (the method and the hand-written analysis) is kept. If the file
+or the markers are missing, a minimal file with the markers is written.
+"""
+import re
+import statistics
+import sys
+
+BEGIN = "<!-- bench:results:begin -->"
+END = "<!-- bench:results:end -->"
+
+# runs.tsv columns, in the order scripts/bench.sh writes them.
+COLS = [
+    "case", "rep", "status",
+    "prod_rps", "prod_mbs", "prod_avg", "prod_p50", "prod_p99", "prod_p999",
+    "cons_rps", "cons_mbs",
+    "lat_rps", "lat_mbs", "lat_avg", "lat_p50", "lat_p99", "lat_p999",
+    "prod_wall", "prod_cpu", "prod_others",
+    "cons_wall", "cons_cpu", "cons_others",
+    "rss", "at_rest",
+]
+CASES = ["direct", "passthrough", "encrypted"]
+
+
+def num(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def read_meta(path):
+    meta = {}
+    with open(path) as f:
+        for line in f:
+            k, sep, v = line.rstrip("\n").partition("=")
+            if sep:
+                meta[k] = v
+    return meta
+
+
+def read_runs(path):
+    runs = []
+    with open(path) as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != len(COLS):
+                continue
+            runs.append(dict(zip(COLS, parts)))
+    return runs
+
+
+def median(runs, case, key):
+    vals = [num(r[key]) for r in runs if r["case"] == case and r["status"] == "OK"]
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return None, None, None
+    return statistics.median(vals), min(vals), max(vals)
+
+
+def fmt(v, digits=1):
+    if v is None:
+        return "failed"
+    return f"{v:,.{digits}f}"
+
+
+def cell(runs, case, key, digits=1, spread=False):
+    m, lo, hi = median(runs, case, key)
+    if m is None:
+        return "failed"
+    s = fmt(m, digits)
+    if spread and lo != hi:
+        s += f" ({fmt(lo, digits)}–{fmt(hi, digits)})"
+    return s
+
+
+def ratio(runs, case, key):
+    m, _, _ = median(runs, case, key)
+    d, _, _ = median(runs, "direct", key)
+    if m is None or not d:
+        return None
+    return m / d
+
+
+def added(runs, case, key):
+    m, _, _ = median(runs, case, key)
+    d, _, _ = median(runs, "direct", key)
+    if m is None or d is None:
+        return None
+    return m - d
+
+
+def pct(r):
+    return "—" if r is None else f"{100 * r:.1f}%"
+
+
+def ms(d):
+    return "—" if d is None else f"{d:+.2f} ms"
+
+
+def summary(runs):
+    rows = [
+        ("Produce MB/s (saturated)", "prod_mbs", 1, True, "ratio"),
+        ("Produce records/s", "prod_rps", 0, False, "ratio"),
+        ("Produce avg latency, ms (saturated)", "prod_avg", 1, False, "ratio"),
+        ("Produce p99 latency, ms (saturated)", "prod_p99", 0, False, "ratio"),
+        ("Consume MB/s (fetch phase)", "cons_mbs", 1, True, "ratio"),
+        ("Consume records/s", "cons_rps", 0, False, "ratio"),
+        ("Fixed-rate produce avg latency, ms", "lat_avg", 2, False, "added"),
+        ("Fixed-rate produce p50 latency, ms", "lat_p50", 0, False, "added"),
+        ("Fixed-rate produce p99 latency, ms", "lat_p99", 0, True, "added"),
+        ("Fixed-rate produce p99.9 latency, ms", "lat_p999", 0, False, "added"),
+        ("kseal CPU seconds, produce run", "prod_cpu", 2, False, None),
+        ("kseal CPU seconds, consume run", "cons_cpu", 2, False, None),
+        ("kseal peak RSS, MiB (VmHWM)", "rss", 1, False, None),
+    ]
+    out = [
+        "| Metric | direct | passthrough | vs direct | encrypted | vs direct |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, key, digits, spread, kind in rows:
+        cells = [label, cell(runs, "direct", key, digits, spread)]
+        for c in ("passthrough", "encrypted"):
+            cells.append(cell(runs, c, key, digits, spread))
+            if kind == "ratio":
+                cells.append(pct(ratio(runs, c, key)))
+            elif kind == "added":
+                cells.append(ms(added(runs, c, key)))
+            else:
+                cells.append("")
+        if key in ("prod_cpu", "cons_cpu", "rss"):
+            cells[1] = "—"
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def goals(runs):
+    checks = [
+        ("Passthrough produce throughput ≥ 95% of direct", ratio(runs, "passthrough", "prod_mbs"), lambda v: v >= 0.95, pct),
+        ("Passthrough consume throughput ≥ 95% of direct", ratio(runs, "passthrough", "cons_mbs"), lambda v: v >= 0.95, pct),
+        ("Passthrough adds ≤ 1 ms to p99 (fixed rate)", added(runs, "passthrough", "lat_p99"), lambda v: v <= 1.0, ms),
+        ("Encrypted produce throughput ≥ 90% of direct", ratio(runs, "encrypted", "prod_mbs"), lambda v: v >= 0.90, pct),
+        ("Encrypted consume throughput ≥ 85% of direct", ratio(runs, "encrypted", "cons_mbs"), lambda v: v >= 0.85, pct),
+    ]
+    out = ["| Goal | Measured (medians) | Met? |", "|---|---:|:---:|"]
+    for label, v, ok, show in checks:
+        verdict = "no data" if v is None else ("yes" if ok(v) else "**no**")
+        out.append(f"| {label} | {show(v)} | {verdict} |")
+    return out
+
+
+def every_run(runs):
+    out = [
+        "| # | case | status | produce MB/s | produce rec/s | avg ms | p99 ms | consume MB/s | consume rec/s"
+        " | fixed-rate avg ms | fixed-rate p99 ms | kseal CPU s (prod/cons) | kseal RSS MiB"
+        " | other load, cores (prod/cons) | value at rest |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for i, r in enumerate(runs, 1):
+        cpu = "—" if r["case"] == "direct" else f"{r['prod_cpu']} / {r['cons_cpu']}"
+        rss = "—" if r["case"] == "direct" else r["rss"]
+        out.append("| " + " | ".join([
+            str(i), r["case"], r["status"],
+            r["prod_mbs"], r["prod_rps"], r["prod_avg"], r["prod_p99"],
+            r["cons_mbs"], r["cons_rps"],
+            r["lat_avg"], r["lat_p99"], cpu, rss,
+            f"{r['prod_others']} / {r['cons_others']}", r["at_rest"],
+        ]) + " |")
+    return out
+
+
+BENCH_LINE = re.compile(r"^(Benchmark\S+)\s+(\d+)\s+(.*)$")
+
+
+def micro(path, ok):
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        lines = []
+    out = []
+    if not ok:
+        out += ["The micro-benchmarks **failed** in this run; the tail of their output:", "", "```"]
+        out += lines[-15:]
+        out += ["```", ""]
+    rows = []
+    pkg = ""
+    cpu = ""
+    for line in lines:
+        if line.startswith("pkg: "):
+            pkg = line[5:].replace("github.com/kseal/kseal/", "")
+        elif line.startswith("cpu: "):
+            cpu = line[5:]
+        m = BENCH_LINE.match(line)
+        if not m:
+            continue
+        name = re.sub(r"-\d+$", "", m.group(1))
+        vals = {}
+        rest = m.group(3).split()
+        for i in range(0, len(rest) - 1, 2):
+            vals[rest[i + 1]] = rest[i]
+        rows.append((pkg, name, vals))
+    if not rows:
+        return out + ["No benchmark results."]
+    if cpu:
+        out += [f"`go test` reports cpu: {cpu}", ""]
+    out += [
+        "| package | benchmark | ns/op | MB/s | B/op | allocs/op |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for pkg, name, v in rows:
+        out.append(f"| {pkg} | {name} | {v.get('ns/op', '')} | {v.get('MB/s', '')} | {v.get('B/op', '')} | {v.get('allocs/op', '')} |")
+    return out
+
+
+def section(meta, runs, micro_path):
+    ok_cases = {r["case"] for r in runs if r["status"] == "OK"}
+    failed = [c for c in CASES if c not in ok_cases]
+    nfail = sum(1 for r in runs if r["status"] != "OK")
+    out = [
+        BEGIN,
+        "<!-- Generated by scripts/bench.sh: edits between these markers are overwritten. -->",
+        "",
+        f"## Results of the last run ({meta.get('date', '?')})",
+        "",
+        f"Run took {meta.get('duration_s', '?')} s in total; kseal built from commit {meta.get('kseal', '?')}.",
+        "",
+        "| Machine | |",
+        "|---|---|",
+        f"| CPU | {meta.get('cpu', '?')}, nproc = {meta.get('nproc', '?')} |",
+        f"| Memory, kernel | {meta.get('mem', '?')}, Linux {meta.get('kernel', '?')} |",
+        f"| Kafka | Apache Kafka {meta.get('kafka', '?')}, 1 broker (KRaft, combined broker+controller) |",
+        f"| Java | {meta.get('java', '?')} |",
+        f"| Go | {meta.get('go', '?')} |",
+        f"| Broker JVM | `{meta.get('broker_jvm', '?')}` |",
+        f"| Client JVM | `{meta.get('client_jvm', '?')}` |",
+        f"| Load average (1/5/15 min) | {meta.get('load_start', '?')} at start, {meta.get('load_end', '?')} at end |",
+        "",
+        f"Workload: {int(meta.get('records', '0')):,} records of {meta.get('record_size', '?')} B per throughput run"
+        f" (`--throughput -1`, producer defaults: acks=all, linger and batch size default), consumed back"
+        f" with ConsumerPerformance; then {int(meta.get('lat_records', '0')):,} records at a fixed"
+        f" {meta.get('lat_rate', '?')} records/s for latency. A fresh topic with {meta.get('partitions', '?')}"
+        f" partitions per run, {meta.get('reps', '?')} runs per case, interleaved.",
+        "",
+    ]
+    if failed or nfail:
+        out += [
+            f"**{nfail} run(s) failed**" + (f"; no successful run for: {', '.join(failed)}" if failed else "") + ".",
+            "",
+        ]
+    out += ["### Summary (median of the runs; min–max in brackets)", ""]
+    out += summary(runs)
+    out += ["", "### Goals", ""]
+    out += goals(runs)
+    out += [
+        "",
+        "### Every run, in the order it ran",
+        "",
+        "\"Other load\" is the average number of cores used during that run by processes that"
+        " are not part of the benchmark (machine CPU time from /proc/stat minus broker, client and"
+        " kseal CPU time): anything well above 0 means another job competed for the 2 cores.",
+        "",
+    ]
+    out += every_run(runs)
+    out += [
+        "",
+        f"### Go micro-benchmarks (`-benchtime {meta.get('benchtime', '?')}`)",
+        "",
+        f"`go test -run '^$' -bench . -benchmem -benchtime {meta.get('benchtime', '?')} {meta.get('micro_pkgs', '')}`",
+        "",
+    ]
+    out += micro(micro_path, meta.get("micro_ok") == "1")
+    out += ["", END]
+    return "\n".join(out) + "\n"
+
+
+def main():
+    if len(sys.argv) != 5:
+        sys.exit(__doc__)
+    meta = read_meta(sys.argv[1])
+    runs = read_runs(sys.argv[2])
+    text = section(meta, runs, sys.argv[3])
+    out = sys.argv[4]
+    try:
+        with open(out) as f:
+            doc = f.read()
+    except FileNotFoundError:
+        doc = ""
+    b, e = doc.find(BEGIN), doc.find(END)
+    if b >= 0 and e > b:
+        rest = doc[e + len(END):].lstrip("\n")
+        doc = doc[:b] + text + ("\n" + rest if rest else "")
+    else:
+        doc = "# kseal benchmarks\n\n" + text
+    with open(out, "w") as f:
+        f.write(doc)
+    # The gist on stdout, for whoever ran `make bench`.
+    print("\n".join(summary(runs) + [""] + goals(runs)))
+
+
+if __name__ == "__main__":
+    main()
