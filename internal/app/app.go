@@ -24,6 +24,8 @@ import (
 	"github.com/kseal/kseal/internal/dek"
 	"github.com/kseal/kseal/internal/encrypt"
 	"github.com/kseal/kseal/internal/kms"
+	_ "github.com/kseal/kseal/internal/kms/aws"   // registers "aws"
+	_ "github.com/kseal/kseal/internal/kms/azure" // registers "azure"
 	_ "github.com/kseal/kseal/internal/kms/local" // registers "local"
 	"github.com/kseal/kseal/internal/policy"
 	"github.com/kseal/kseal/internal/proxy"
