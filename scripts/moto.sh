@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Runs moto (an AWS API emulator, from PyPI) as a local AWS KMS for tests.
+#
+#   scripts/moto.sh install
+#       Create a venv under .cache/moto-<ver> and pip-install the pinned moto
+#       and the web server it needs into it (skipped when already there).
+#   scripts/moto.sh start --dir D [--port P] [--owner-pid PID] [--timeout SECS]
+#       Install if needed, start moto_server on 127.0.0.1 (a free port, or P
+#       to restart on the port used before), wait until it answers, and write
+#       D/moto.env. With --owner-pid, a watcher stops the server as soon as
+#       that process is gone, so a killed test run leaves nothing behind.
+#   scripts/moto.sh stop --dir D
+#       Stop what start put in D (TERM, then KILL after 5 s). Safe to run
+#       twice.
+#
+# D/moto.env is shell- and Go-readable KEY=VALUE lines:
+#   MOTO_ENDPOINT=http://127.0.0.1:p  MOTO_PORT=p  MOTO_PID=...  WATCHER_PID=...
+#   AWS_ACCESS_KEY_ID=...  AWS_SECRET_ACCESS_KEY=...  AWS_REGION=...
+# The credentials are dummies: moto accepts any. Its log goes to D/moto.log.
+# moto keeps everything in memory: a restarted server has no keys.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+MOTO_VERSION=${MOTO_VERSION:-5.2.5}
+# moto_server needs only Flask and flask-cors for KMS. The moto[server] extra
+# would add cfn-lint, sympy, docker and more for other services: 320 MB and
+# minutes of install on a fresh CI machine instead of 140 MB and seconds.
+FLASK_VERSION=3.1.3
+FLASK_CORS_VERSION=6.0.5
+CACHE=${KSEAL_CACHE:-$ROOT/.cache}
+MHOME=$CACHE/moto-$MOTO_VERSION
+VENV=$MHOME/venv
+PYTHON=${PYTHON:-python3}
+
+die() { echo "moto.sh: $*" >&2; exit 1; }
+
+cmd_install() {
+  if [ -f "$MHOME/.complete" ]; then
+    return 0
+  fi
+  command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON is missing"
+  echo "moto.sh: installing moto==$MOTO_VERSION (+ Flask) from PyPI into $VENV" >&2
+  rm -rf "$MHOME"
+  mkdir -p "$MHOME"
+  "$PYTHON" -m venv "$VENV" || die "could not create a venv with $PYTHON (Debian: apt-get install python3-venv)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "moto==$MOTO_VERSION" \
+    "flask==$FLASK_VERSION" "flask-cors==$FLASK_CORS_VERSION" ||
+    die "pip could not install moto==$MOTO_VERSION"
+  [ -x "$VENV/bin/moto_server" ] || die "moto_server missing after install"
+  touch "$MHOME/.complete"
+}
+
+# free_port prints a free TCP port on 127.0.0.1.
+free_port() {
+  "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+cmd_start() {
+  local dir="" port="" owner="" timeout=60
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --dir) dir=$2; shift 2 ;;
+      --port) port=$2; shift 2 ;;
+      --owner-pid) owner=$2; shift 2 ;;
+      --timeout) timeout=$2; shift 2 ;;
+      *) die "start: unknown argument $1" ;;
+    esac
+  done
+  [ -n "$dir" ] || die "start: --dir is required"
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  [ ! -f "$dir/moto.env" ] || die "start: $dir/moto.env exists (stop it first)"
+  cmd_install
+  [ -n "$port" ] || port=$(free_port)
+
+  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" </dev/null >"$dir/moto.log" 2>&1 &
+  local pid=$!
+
+  local watcher=""
+  if [ -n "$owner" ]; then
+    # The watcher polls the owner and, once it is gone, replaces itself with
+    # `stop` (stop knows not to kill its caller).
+    nohup bash -c 'while kill -0 "$1" 2>/dev/null && [ -f "$2/moto.env" ]; do sleep 1; done; [ -f "$2/moto.env" ] && exec "$3" stop --dir "$2"' \
+      moto-watcher "$owner" "$dir" "$ROOT/scripts/moto.sh" </dev/null >"$dir/watcher.log" 2>&1 &
+    watcher=$!
+  fi
+
+  cat >"$dir/moto.env" <<EOF
+MOTO_ENDPOINT=http://127.0.0.1:$port
+MOTO_PORT=$port
+MOTO_PID=$pid
+WATCHER_PID=$watcher
+AWS_ACCESS_KEY_ID=kseal-test
+AWS_SECRET_ACCESS_KEY=kseal-test-secret
+AWS_REGION=us-east-1
+EOF
+
+  # Ready means the server answers HTTP (any status) on its port.
+  local deadline=$((SECONDS + timeout))
+  until "$PYTHON" - "$port" <<'EOF' 2>/dev/null
+import sys, urllib.request, urllib.error
+try:
+    urllib.request.urlopen("http://127.0.0.1:%s/moto-api/" % sys.argv[1], timeout=1)
+except urllib.error.HTTPError:
+    pass
+EOF
+  do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      tail -n 30 "$dir/moto.log" >&2
+      cmd_stop --dir "$dir" >&2 || true
+      die "start: moto_server (pid $pid) exited during startup"
+    fi
+    if [ $SECONDS -ge $deadline ]; then
+      tail -n 30 "$dir/moto.log" >&2
+      cmd_stop --dir "$dir" >&2 || true
+      die "start: moto_server not answering on port $port after ${timeout}s"
+    fi
+    sleep 0.2
+  done
+  echo "moto.sh: moto $MOTO_VERSION ready at http://127.0.0.1:$port ($dir)" >&2
+}
+
+cmd_stop() {
+  local dir=""
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --dir) dir=$2; shift 2 ;;
+      *) die "stop: unknown argument $1" ;;
+    esac
+  done
+  [ -n "$dir" ] || die "stop: --dir is required"
+  [ -f "$dir/moto.env" ] || return 0
+  local pid watcher
+  pid=$(sed -n 's/^MOTO_PID=//p' "$dir/moto.env")
+  watcher=$(sed -n 's/^WATCHER_PID=//p' "$dir/moto.env")
+  if [ -n "$watcher" ] && [ "$watcher" != "$$" ]; then
+    kill "$watcher" 2>/dev/null || true
+  fi
+  # Only signal our own server: the pid may have been reused after a crash.
+  if [ -n "$pid" ] && grep -q "moto_server" "/proc/$pid/cmdline" 2>/dev/null; then
+    kill -CONT "$pid" 2>/dev/null || true # a test may have paused it
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + 5))
+    while grep -q "moto_server" "/proc/$pid/cmdline" 2>/dev/null; do
+      if [ $SECONDS -ge $deadline ]; then
+        kill -KILL "$pid" 2>/dev/null || true
+        break
+      fi
+      sleep 0.1
+    done
+  fi
+  mv "$dir/moto.env" "$dir/moto.env.stopped"
+}
+
+case "${1:-}" in
+  install) shift; cmd_install "$@" ;;
+  start) shift; cmd_start "$@" ;;
+  stop) shift; cmd_stop "$@" ;;
+  *) echo "usage: $0 install | start --dir D [--port P] [--owner-pid PID] | stop --dir D" >&2; exit 2 ;;
+esac
