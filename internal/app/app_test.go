@@ -387,3 +387,30 @@ func TestReloadSwapsPolicyKeepsConnections(t *testing.T) {
 		t.Errorf("refused reloads changed the policy: %v", err)
 	}
 }
+
+// ShareFetch names topics by id only: kseal resolves the id and decrypts.
+func TestShareGroupConsumesPlaintext(t *testing.T) {
+	e := startEncrypting(t, "PASSTHROUGH_UNENCRYPTED")
+	ctx := context.Background()
+	e.fake.SetGroupConfigs("sg", map[string]string{"share.auto.offset.reset": "earliest"})
+	p := client(t, e.bootstrap)
+	var want []*kgo.Record
+	for i := 0; i < 10; i++ {
+		want = append(want, &kgo.Record{Topic: "orders", Key: []byte(strconv.Itoa(i)), Value: []byte(canary + strconv.Itoa(i))})
+	}
+	if err := p.ProduceSync(ctx, want...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	c := client(t, e.bootstrap, kgo.ConsumeTopics("orders"), kgo.ShareGroup("sg"))
+	got := consumeN(t, c, len(want))
+	for _, r := range got {
+		if string(r.Value) != canary+string(r.Key) {
+			t.Errorf("share consumer got %q for key %s", r.Value, r.Key)
+		}
+		for _, h := range r.Headers {
+			if h.Key == recordcrypt.HeaderKey {
+				t.Errorf("marker header reached the share consumer")
+			}
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kseal/kseal/internal/codec"
 	"github.com/kseal/kseal/internal/kms"
@@ -20,6 +21,7 @@ import (
 // fetchState is one connection's reusable fetch-side state.
 type fetchState struct {
 	walker codec.FetchWalker
+	share  codec.ShareFetchWalker
 	iter   records.BatchIter
 	proc   *records.Processor
 	out    []byte // the partition's rebuilt record set
@@ -56,27 +58,62 @@ func (f *Filter) fetch(ctx context.Context, x *proxy.Exchange) error {
 	cur := f.state.Load()
 	ctx, cancel := context.WithTimeout(ctx, f.opts.KMSTimeout)
 	defer cancel()
+	if x.APIKey == int16(kmsg.ShareFetch) {
+		return x.RewriteResponse(func(dst, body []byte) ([]byte, bool, error) {
+			return st.share.Walk(dst, body, x.APIVersion, func(p *codec.ShareFetchPartition) error {
+				if p.ErrorCode != 0 || !mayHoldMarker(p.Records) {
+					return nil
+				}
+				topic, ok := x.TopicName(ctx, p.TopicID)
+				if !ok {
+					// Without the name there is no binding to check:
+					// refuse the records rather than pass ciphertext on.
+					f.failPartition(p, fmt.Sprintf("%x", p.TopicID), p.Partition, &decryptError{
+						code: errUnknownTopicID, reason: "unknown_topic_id", offset: -1,
+						err: errors.New("topic id not found in the cluster's metadata"),
+					})
+					return nil
+				}
+				f.fetchPartition(ctx, cur, st, topic, p.Partition, p.Records, p)
+				return nil
+			})
+		})
+	}
 	return x.RewriteResponse(func(dst, body []byte) ([]byte, bool, error) {
 		return st.walker.Walk(dst, body, x.APIVersion, func(p *codec.FetchPartition) error {
-			f.fetchPartition(ctx, cur, st, p)
+			if p.ErrorCode != 0 || !mayHoldMarker(p.Records) {
+				return nil
+			}
+			f.fetchPartition(ctx, cur, st, p.Topic, p.Partition, p.Records, p)
 			return nil
 		})
 	})
+}
+
+// partitionSetter is the part of codec.FetchPartition and
+// codec.ShareFetchPartition the decrypt stage changes.
+type partitionSetter interface {
+	SetRecords([]byte)
+	SetErrorCode(int16)
+}
+
+// mayHoldMarker is the cheap test that lets partitions without encrypted
+// records through untouched: the marker's bytes appear in every record set
+// holding one, unless compressed.
+func mayHoldMarker(set []byte) bool {
+	return len(set) > 0 && (bytes.Contains(set, markerKey) || anyCompressed(set))
 }
 
 // fetchPartition decrypts the partition's encrypted records. Batches with
 // no encrypted record are copied as they came, never re-encoded; if no
 // batch has one, the partition is left untouched. A partition that cannot
 // be decrypted gets an error code and no records; the others are unaffected.
-func (f *Filter) fetchPartition(ctx context.Context, cur *state, st *fetchState, p *codec.FetchPartition) {
-	if p.ErrorCode != 0 || len(p.Records) == 0 || !bytes.Contains(p.Records, markerKey) && !anyCompressed(p.Records) {
-		return
-	}
+func (f *Filter) fetchPartition(ctx context.Context, cur *state, st *fetchState, topic string, partition int32, set []byte, p partitionSetter) {
 	st.out = st.out[:0]
 	building := false
 	rebuilt := 0
 	var aadTopic string
-	st.iter.Reset(p.Records)
+	st.iter.Reset(set)
 	for st.iter.Next() {
 		b := st.iter.Batch()
 		if b.Kind != records.KindBatch || b.Control() || b.NumRecords == 0 || st.proc.Reset(b) != nil {
@@ -96,8 +133,8 @@ func (f *Filter) fetchPartition(ctx context.Context, cur *state, st *fetchState,
 		}
 		if !building {
 			building = true
-			st.out = append(st.out, p.Records[:st.iter.Offset()]...)
-			aadTopic = cur.policy.AADTopic(p.Topic)
+			st.out = append(st.out, set[:st.iter.Offset()]...)
+			aadTopic = cur.policy.AADTopic(topic)
 		}
 		var derr *decryptError
 		st.out, err = st.proc.Rewrite(st.out, func(r *records.Record) error {
@@ -111,7 +148,7 @@ func (f *Filter) fetchPartition(ctx context.Context, cur *state, st *fetchState,
 			if derr == nil {
 				derr = &decryptError{code: errTampered, reason: "corrupt", offset: b.BaseOffset, err: err}
 			}
-			f.failPartition(p, derr)
+			f.failPartition(p, topic, partition, derr)
 			return
 		}
 		rebuilt++
@@ -135,12 +172,12 @@ func anyCompressed(set []byte) bool {
 	return false
 }
 
-func (f *Filter) failPartition(p *codec.FetchPartition, e *decryptError) {
+func (f *Filter) failPartition(p partitionSetter, topic string, partition int32, e *decryptError) {
 	p.SetErrorCode(e.code.Code)
 	p.SetRecords([]byte{})
 	f.m.errors.WithLabelValues("fetch", e.reason).Inc()
 	f.log.Error("cannot decrypt records: partition answered with an error",
-		"topic", p.Topic, "partition", p.Partition, "batchOffset", e.offset,
+		"topic", topic, "partition", partition, "batchOffset", e.offset,
 		"kek", e.kek, "dek", e.dekID.String(), "error", e.code.Message, "reason", e.err.Error())
 }
 

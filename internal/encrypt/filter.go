@@ -55,6 +55,8 @@ var (
 	errKEKMissing = kerr.ResourceNotFound
 	// errTampered: fetch of records that fail authentication.
 	errTampered = kerr.CorruptMessage
+	// errUnknownTopicID: a ShareFetch topic id kseal cannot name. Retriable.
+	errUnknownTopicID = kerr.UnknownTopicID
 	// errFetchKMS: fetch needs a DEK the KMS cannot give now. Retriable.
 	errFetchKMS = kerr.KafkaStorageError
 )
@@ -116,7 +118,7 @@ var MaxVersions = map[int16]int16{
 
 // APIKeys implements proxy.Filter.
 func (f *Filter) APIKeys() []int16 {
-	return []int16{int16(kmsg.Produce), int16(kmsg.Fetch)}
+	return []int16{int16(kmsg.Produce), int16(kmsg.Fetch), int16(kmsg.ShareFetch)}
 }
 
 // OnRequest implements proxy.Filter.
@@ -129,8 +131,9 @@ func (f *Filter) OnRequest(ctx context.Context, x *proxy.Exchange) error {
 
 // OnResponse implements proxy.Filter.
 func (f *Filter) OnResponse(ctx context.Context, x *proxy.Exchange) error {
-	if x.APIKey != int16(kmsg.Fetch) {
-		return nil
+	switch kmsg.Key(x.APIKey) {
+	case kmsg.Fetch, kmsg.ShareFetch:
+		return f.fetch(ctx, x)
 	}
-	return f.fetch(ctx, x)
+	return nil
 }

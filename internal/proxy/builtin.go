@@ -78,6 +78,10 @@ func (f *addressFilter) OnResponse(_ context.Context, x *Exchange) error {
 	var rewrite rewriteFunc
 	switch kmsg.Key(x.APIKey) {
 	case kmsg.Metadata:
+		// Learn topic ids on the way: ShareFetch names topics only by id.
+		if err := codec.WalkMetadataTopics(x.Response[x.RespHeaderLen:], x.APIVersion, f.vc.topics.learn); err != nil {
+			return err
+		}
 		rewrite = codec.RewriteMetadataResponse
 	case kmsg.FindCoordinator:
 		rewrite = codec.RewriteFindCoordinatorResponse
@@ -110,11 +114,17 @@ func (f *addressFilter) OnResponse(_ context.Context, x *Exchange) error {
 // refreshMetadata asks the upstream cluster for its brokers and records
 // them (binding their proxy ports) through MapBroker.
 func (vc *virtualCluster) refreshMetadata(ctx context.Context) error {
+	return vc.metadata(ctx, false)
+}
+
+// metadata asks the upstream cluster for its brokers (and, with
+// allTopics, every topic's id and name) and records what it learns.
+func (vc *virtualCluster) metadata(ctx context.Context, allTopics bool) error {
 	vc.refreshMu.Lock()
 	defer vc.refreshMu.Unlock()
 	var lastErr error
 	for _, addr := range vc.cfg.Upstream.BootstrapServers {
-		if lastErr = vc.fetchBrokers(ctx, addr); lastErr == nil {
+		if lastErr = vc.fetchMetadata(ctx, addr, allTopics); lastErr == nil {
 			vc.reachedUpstream.Store(true)
 			return nil
 		}
@@ -124,7 +134,7 @@ func (vc *virtualCluster) refreshMetadata(ctx context.Context) error {
 
 const metadataVersion = 12
 
-func (vc *virtualCluster) fetchBrokers(ctx context.Context, addr string) error {
+func (vc *virtualCluster) fetchMetadata(ctx context.Context, addr string, allTopics bool) error {
 	c, err := vc.dialUpstream(ctx, addr)
 	if err != nil {
 		return err
@@ -135,7 +145,9 @@ func (vc *virtualCluster) fetchBrokers(ctx context.Context, addr string) error {
 	}
 	req := kmsg.NewPtrMetadataRequest()
 	req.SetVersion(metadataVersion)
-	req.Topics = []kmsg.MetadataRequestTopic{} // brokers only
+	if !allTopics {
+		req.Topics = []kmsg.MetadataRequestTopic{} // brokers only; nil asks for all
+	}
 	msg, start := frame.StartFrame(nil)
 	msg = appendRequestHeader(msg, int16(kmsg.Metadata), metadataVersion, 1, "kseal")
 	msg = req.AppendTo(msg)
@@ -155,6 +167,9 @@ func (vc *virtualCluster) fetchBrokers(ctx context.Context, addr string) error {
 		return fmt.Errorf("metadata response from %s: %w", addr, err)
 	}
 	if _, _, err := codec.RewriteMetadataResponse(nil, resp[h.Len:], metadataVersion, vc); err != nil {
+		return fmt.Errorf("metadata response from %s: %w", addr, err)
+	}
+	if err := codec.WalkMetadataTopics(resp[h.Len:], metadataVersion, vc.topics.learn); err != nil {
 		return fmt.Errorf("metadata response from %s: %w", addr, err)
 	}
 	return nil

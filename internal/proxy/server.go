@@ -187,6 +187,8 @@ type virtualCluster struct {
 
 	refreshMu sync.Mutex // one metadata refresh at a time
 
+	topics topicNames
+
 	tlsServer   *tls.Config // nil: plaintext listeners
 	tlsUpstream *tls.Config // nil: plaintext to brokers
 	sni         *sniRouter  // nil: port per broker

@@ -1,0 +1,76 @@
+package codec
+
+import "fmt"
+
+// MetadataTopicsFunc receives each topic of a Metadata response that has
+// both a name and an id. name aliases the body: copy it to keep it.
+type MetadataTopicsFunc func(name []byte, id [16]byte)
+
+// WalkMetadataTopics reads the topics of a Metadata response body (versions
+// 10 to MetadataMaxVersion, the ones carrying topic ids) and calls fn for
+// each topic with a name and a non-zero id. Earlier versions have no ids
+// and are skipped without reading. It is how kseal learns topic names for
+// the messages that name topics only by id (ShareFetch).
+func WalkMetadataTopics(body []byte, version int16, fn MetadataTopicsFunc) error {
+	if version < 10 {
+		return nil
+	}
+	if version > MetadataMaxVersion {
+		return fmt.Errorf("metadata response v%d: %w", version, ErrUnknownVersion)
+	}
+	r := newBodyReader(body, version >= metadataFirstFlexible)
+	r.Int32() // throttle
+	n, _ := r.arrayLen()
+	for i := 0; i < n && r.Ok(); i++ { // brokers
+		r.Int32()
+		r.str()
+		r.Int32()
+		r.nullableStr()
+		r.skipTags()
+	}
+	r.nullableStr() // cluster id
+	r.Int32()       // controller id
+	n, _ = r.arrayLen()
+	for i := 0; i < n && r.Ok(); i++ {
+		r.Int16() // error code
+		name, null := r.nullableStr()
+		id := r.Uuid()
+		r.Bool() // is internal
+		parts, _ := r.arrayLen()
+		for j := 0; j < parts && r.Ok(); j++ {
+			r.Int16()      // error code
+			r.Int32()      // partition index
+			r.Int32()      // leader id
+			r.Int32()      // leader epoch (v7+)
+			skipInt32s(&r) // replica nodes
+			skipInt32s(&r) // isr nodes
+			skipInt32s(&r) // offline replicas (v5+)
+			r.skipTags()
+		}
+		r.Int32() // topic authorized operations (v8+)
+		r.skipTags()
+		if r.Ok() && !null && len(name) > 0 && id != ([16]byte{}) {
+			fn(name, id)
+		}
+	}
+	if version <= 10 {
+		r.Int32() // cluster authorized operations (v8-v10)
+	}
+	if version >= 13 {
+		r.Int16() // top-level error code
+	}
+	r.skipTags()
+	if !r.Ok() || len(r.Src) != 0 {
+		return fmt.Errorf("metadata response v%d: topics: %w", version, ErrMalformed)
+	}
+	return nil
+}
+
+func skipInt32s(r *bodyReader) {
+	n, _ := r.arrayLen()
+	if n > len(r.Src)/4 {
+		r.fail()
+		return
+	}
+	r.Span(4 * n)
+}
