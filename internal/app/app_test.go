@@ -65,7 +65,7 @@ type env struct {
 
 // startEncrypting starts kfake, a local KMS with KEK-orders, and kseal with a
 // policy encrypting every topic under KEK-$(topicName).
-func startEncrypting(t *testing.T, unresolved string) *env {
+func startEncrypting(t *testing.T, unresolved string, extra ...string) *env {
 	t.Helper()
 	fake, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.SeedTopics(3, "orders", "plain", "other"))
 	if err != nil {
@@ -106,6 +106,9 @@ virtualClusters:
             kek: 'KEK-$(topicName)'
         unresolvedKeyPolicy: %s
 `, fake.ListenAddrs()[0], base, base+1, kcfg.KeyStore, kcfg.MasterKeyFile, unresolved)
+	for _, x := range extra {
+		doc += "      " + x + "\n"
+	}
 	cfg, err := config.Parse([]byte(doc))
 	if err != nil {
 		t.Fatal(err)
@@ -412,5 +415,91 @@ func TestShareGroupConsumesPlaintext(t *testing.T) {
 				t.Errorf("marker header reached the share consumer")
 			}
 		}
+	}
+}
+
+func kekVersionsAtRest(t *testing.T, e *env, topic string, n int) map[string]int {
+	t.Helper()
+	raw := consumeN(t, client(t, e.fake.ListenAddrs()[0], kgo.ConsumeTopics(topic)), n)
+	versions := map[string]int{}
+	for _, r := range raw {
+		env, err := recordcrypt.Parse(r.Value)
+		if err != nil {
+			t.Fatalf("value at rest is not an envelope: %v", err)
+		}
+		info, err := local.DescribeEDEK(env.EDEK)
+		if err != nil {
+			t.Fatal(err)
+		}
+		versions[info.KEK+" v"+info.Version]++
+	}
+	return versions
+}
+
+func TestRotationMovesNewRecordsOldStillDecrypt(t *testing.T) {
+	e := startEncrypting(t, "PASSTHROUGH_UNENCRYPTED", "dek: {refreshAfterWrite: 200ms, expireAfterWrite: 400ms}")
+	ctx := context.Background()
+	p := client(t, e.bootstrap)
+	if err := p.ProduceSync(ctx, &kgo.Record{Topic: "orders", Value: []byte("before")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.kms.Rotate(ctx, "KEK-orders"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(600 * time.Millisecond) // past expireAfterWrite: the next DEK is under v2
+	if err := p.ProduceSync(ctx, &kgo.Record{Topic: "orders", Value: []byte("after")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	versions := kekVersionsAtRest(t, e, "orders", 2)
+	if versions["KEK-orders v1"] != 1 || versions["KEK-orders v2"] != 1 {
+		t.Errorf("KEK versions at rest = %v, want one record under each", versions)
+	}
+	got := map[string]bool{}
+	for _, r := range consumeN(t, client(t, e.bootstrap, kgo.ConsumeTopics("orders")), 2) {
+		got[string(r.Value)] = true
+	}
+	if !got["before"] || !got["after"] {
+		t.Errorf("through kseal: %v", got)
+	}
+}
+
+// A broker admin who copies a ciphertext into another topic is detected:
+// the binding to the topic fails and the partition gets CORRUPT_MESSAGE.
+func TestMovedCiphertextIsRefused(t *testing.T) {
+	e := startEncrypting(t, "PASSTHROUGH_UNENCRYPTED")
+	ctx := context.Background()
+	if _, err := e.kms.Create(ctx, "KEK-other"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // the proxy's KMS sees KEK-other
+	p := client(t, e.bootstrap)
+	if err := p.ProduceSync(ctx, &kgo.Record{Topic: "orders", Key: []byte("k"), Value: []byte(canary)}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	raw := consumeN(t, client(t, e.fake.ListenAddrs()[0], kgo.ConsumeTopics("orders")), 1)[0]
+	// The "admin" writes the stored record, marker and all, into "other".
+	direct := client(t, e.fake.ListenAddrs()[0])
+	moved := &kgo.Record{Topic: "other", Key: raw.Key, Value: raw.Value, Headers: raw.Headers}
+	if err := direct.ProduceSync(ctx, moved).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	// franz-go treats CORRUPT_MESSAGE as retriable and keeps fetching (the
+	// Java consumer raises it): either way no value may come back.
+	c := client(t, e.bootstrap, kgo.ConsumeTopics("other"))
+	fctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	for fctx.Err() == nil {
+		fs := c.PollFetches(fctx)
+		if len(fs.Records()) > 0 {
+			t.Fatalf("moved ciphertext returned as a value: %q", fs.Records()[0].Value)
+		}
+		for _, fe := range fs.Errors() {
+			if fe.Err != kerr.CorruptMessage && fe.Err != context.DeadlineExceeded {
+				t.Fatalf("fetch error %v, want CORRUPT_MESSAGE", fe.Err)
+			}
+		}
+	}
+	if !strings.Contains(e.logs.String(), "topic=other") || !strings.Contains(e.logs.String(), "error=CORRUPT_MESSAGE") {
+		t.Errorf("no log line for the refused partition:\n%s", e.logs.String())
 	}
 }
