@@ -74,3 +74,36 @@ func Names() []string {
 	sort.Strings(names)
 	return names
 }
+
+// DescribeFunc reads what an EDEK says about its KEK without calling the
+// KMS. It must bound its work by len(edek): EDEKs come from records at the
+// broker, which anyone able to produce directly could have written.
+type DescribeFunc func(edek []byte) (EDEKInfo, error)
+
+var (
+	describersMu sync.RWMutex
+	describers   = map[string]DescribeFunc{}
+)
+
+// RegisterDescriber makes an offline EDEK describer available under the
+// provider's name, so inspection tools can name KEKs and versions with no
+// KMS access. It panics on an empty or duplicate name or a nil function.
+func RegisterDescriber(name string, f DescribeFunc) {
+	if name == "" || f == nil {
+		panic("kms: RegisterDescriber with empty name or nil function")
+	}
+	describersMu.Lock()
+	defer describersMu.Unlock()
+	if _, dup := describers[name]; dup {
+		panic(fmt.Sprintf("kms: describer %q registered twice", name))
+	}
+	describers[name] = f
+}
+
+// LookupDescriber returns the describer registered under name.
+func LookupDescriber(name string) (DescribeFunc, bool) {
+	describersMu.RLock()
+	defer describersMu.RUnlock()
+	f, ok := describers[name]
+	return f, ok
+}

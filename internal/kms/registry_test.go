@@ -65,3 +65,25 @@ func TestRegisterPanics(t *testing.T) {
 		})
 	}
 }
+
+func TestRegisterDescriber(t *testing.T) {
+	RegisterDescriber("describer-test", func(edek []byte) (EDEKInfo, error) {
+		return EDEKInfo{KEK: string(edek), Version: "7"}, nil
+	})
+	f, ok := LookupDescriber("describer-test")
+	if !ok {
+		t.Fatal("LookupDescriber: registered describer not found")
+	}
+	if info, err := f([]byte("KEK-a")); err != nil || info != (EDEKInfo{KEK: "KEK-a", Version: "7"}) {
+		t.Fatalf("describer returned %+v, %v", info, err)
+	}
+	if _, ok := LookupDescriber("describer-missing"); ok {
+		t.Fatal("LookupDescriber found an unregistered name")
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("registering a describer twice did not panic")
+		}
+	}()
+	RegisterDescriber("describer-test", func([]byte) (EDEKInfo, error) { return EDEKInfo{}, nil })
+}
