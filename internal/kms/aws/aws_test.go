@@ -321,7 +321,9 @@ func TestGenerateDEKRefusesOddAnswers(t *testing.T) {
 		name string
 		edit func(*fakeKMS)
 	}{
-		{"blob from another key", func(f *fakeKMS) { f.keyIDOverride = "arn:aws:kms:us-east-1:" + fakeAccount + ":key/ffffffff-12ab-34cd-56ef-1234567890ab" }},
+		{"blob from another key", func(f *fakeKMS) {
+			f.keyIDOverride = "arn:aws:kms:us-east-1:" + fakeAccount + ":key/ffffffff-12ab-34cd-56ef-1234567890ab"
+		}},
 		{"16-byte data key", func(f *fakeKMS) { f.plaintextLen = 16 }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
