@@ -27,6 +27,7 @@ import (
 	_ "github.com/kseal/kseal/internal/kms/aws"   // registers "aws"
 	_ "github.com/kseal/kseal/internal/kms/azure" // registers "azure"
 	_ "github.com/kseal/kseal/internal/kms/local" // registers "local"
+	_ "github.com/kseal/kseal/internal/kms/vault" // registers "vault"
 	"github.com/kseal/kseal/internal/policy"
 	"github.com/kseal/kseal/internal/proxy"
 )

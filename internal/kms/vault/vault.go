@@ -1,0 +1,396 @@
+// Package vault is kseal's KMS provider for the Transit secrets engine of
+// HashiCorp Vault and OpenBao, registered as KMS type "vault". KEKs are
+// Transit keys; a DEK comes from datakey/plaintext (Transit makes the key and
+// returns it with its wrapped form), and an EDEK is unwrapped with decrypt.
+// It speaks the plain HTTP API (no Vault SDK): three calls, one token.
+//
+// Each method makes exactly one request with its own timeout and classifies
+// the outcome (kms.ErrKeyNotFound, kms.ErrUnavailable, or a plain error for
+// what retrying cannot fix); caching, retries and backoff belong to the
+// caller (internal/dek).
+//
+// This package must never log, print or put into an error the token, a TLS
+// key or password, a DEK, or a response body that may hold one.
+package vault
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kseal/kseal/internal/kms"
+)
+
+// maxResponse bounds a response body read into memory. A key read lists
+// every version (about 20 bytes each), so this allows tens of thousands.
+const maxResponse = 1 << 20
+
+// KMS talks to one Transit mount. It is safe for concurrent use.
+type KMS struct {
+	logger    *slog.Logger
+	base      string // "https://host:port/v1/"
+	mount     string // "transit"
+	namespace string
+	timeout   time.Duration
+	hc        *http.Client
+
+	token     atomic.Pointer[string]
+	tokenFile string
+	tokenStat fileStamp // tokenFile's identity when last read; maintain goroutine only
+	renew     bool
+
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+var _ kms.KMS = (*KMS)(nil)
+var _ kms.Closer = (*KMS)(nil)
+
+// New reads the token and TLS files cfg names and builds the client. It
+// makes no request: the proxy may start before the server is reachable, and
+// the first DEK call reports what is wrong. With cfg.RenewToken, or with a
+// TokenFile to watch, a goroutine runs until Close.
+func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*KMS, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("vault kms config: %w", err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	u, err := parseAddress(cfg.Address)
+	if err != nil {
+		return nil, fmt.Errorf("vault kms: address: %w", err)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 8
+	tr.ResponseHeaderTimeout = cfg.Timeout
+	if u.Scheme == "https" {
+		tc, err := cfg.TLS.clientConfig(u.Hostname())
+		if err != nil {
+			return nil, fmt.Errorf("vault kms: %w", err)
+		}
+		tr.TLSClientConfig = tc
+	} else if host := u.Hostname(); host != "localhost" && !strings.HasPrefix(host, "127.") && host != "::1" {
+		logger.Warn("vault kms: address is plain http: the token and DEKs cross the network unencrypted", "address", u.String())
+	}
+	k := &KMS{
+		logger:    logger,
+		base:      u.String() + "/v1/",
+		mount:     cfg.Mount,
+		namespace: cfg.Namespace,
+		timeout:   cfg.Timeout,
+		hc:        &http.Client{Transport: tr, CheckRedirect: checkRedirect},
+		tokenFile: cfg.TokenFile,
+		renew:     cfg.RenewToken,
+	}
+	if err := k.loadToken(cfg); err != nil {
+		return nil, err
+	}
+	if k.renew || k.tokenFile != "" {
+		k.stop, k.done = make(chan struct{}), make(chan struct{})
+		go k.maintain()
+	}
+	return k, nil
+}
+
+// checkRedirect follows a standby node's redirect to the active node (Vault
+// answers 307), but never from https to http, where the token would travel
+// in the clear, and at most three times.
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 3 {
+		return errors.New("stopped after 3 redirects")
+	}
+	if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
+		return fmt.Errorf("refusing redirect from https to %s", req.URL.Redacted())
+	}
+	return nil
+}
+
+// Close stops the token maintenance goroutine and drops idle connections.
+func (k *KMS) Close() error {
+	k.closeOnce.Do(func() {
+		if k.stop != nil {
+			close(k.stop)
+			<-k.done
+		}
+		k.hc.CloseIdleConnections()
+	})
+	return nil
+}
+
+// keyInfo is the part of a key read kseal looks at.
+type keyInfo struct {
+	Name               string `json:"name"`
+	Type               string `json:"type"`
+	LatestVersion      int64  `json:"latest_version"`
+	Derived            bool   `json:"derived"`
+	SupportsEncryption *bool  `json:"supports_encryption"` // absent on old servers
+	SoftDeleted        bool   `json:"soft_deleted"`        // OpenBao
+}
+
+// ResolveKEK reads the Transit key: it must exist, not be soft-deleted, and
+// be usable for datakey without a derivation context.
+func (k *KMS) ResolveKEK(ctx context.Context, name string) (kms.KEKRef, error) {
+	if !validKeyName(name) {
+		return kms.KEKRef{}, fmt.Errorf("vault kms: %q is not a valid Transit key name: %w", name, kms.ErrKeyNotFound)
+	}
+	var info keyInfo
+	if err := k.call(ctx, "read key", name, http.MethodGet, k.keyPath("keys", name), nil, &info); err != nil {
+		return kms.KEKRef{}, err
+	}
+	switch {
+	case info.SoftDeleted:
+		return kms.KEKRef{}, fmt.Errorf("vault kms: key %q is soft-deleted: %w", name, kms.ErrKeyNotFound)
+	case info.LatestVersion < 1:
+		return kms.KEKRef{}, fmt.Errorf("vault kms: key %q has no versions: %w", name, kms.ErrKeyNotFound)
+	case info.SupportsEncryption != nil && !*info.SupportsEncryption:
+		return kms.KEKRef{}, fmt.Errorf("vault kms: key %q (type %s) cannot encrypt, so it cannot wrap DEKs", name, info.Type)
+	case info.Derived:
+		// Derived and convergent keys need a context kseal does not have.
+		return kms.KEKRef{}, fmt.Errorf("vault kms: key %q is a derived key; kseal needs a key created without derived=true", name)
+	}
+	return kms.KEKRef{Name: name, ID: name}, nil
+}
+
+// dataKey is datakey/plaintext's answer. json decodes base64 into []byte,
+// so the DEK never exists as a Go string.
+type dataKey struct {
+	Plaintext  []byte `json:"plaintext"`
+	Ciphertext string `json:"ciphertext"`
+}
+
+// GenerateDEK asks Transit for a 256-bit data key wrapped by the key's
+// latest version.
+func (k *KMS) GenerateDEK(ctx context.Context, kek kms.KEKRef) (kms.DEK, error) {
+	name := kek.ID
+	if name == "" {
+		name = kek.Name
+	}
+	if !validKeyName(name) {
+		return kms.DEK{}, fmt.Errorf("vault kms: %q is not a valid Transit key name: %w", name, kms.ErrKeyNotFound)
+	}
+	var dk dataKey
+	err := k.call(ctx, "generate data key", name, http.MethodPost, k.keyPath("datakey/plaintext", name), []byte(`{"bits":256}`), &dk)
+	if err != nil {
+		clear(dk.Plaintext)
+		return kms.DEK{}, err
+	}
+	if len(dk.Plaintext) != dekSize {
+		clear(dk.Plaintext)
+		return kms.DEK{}, fmt.Errorf("vault kms: generate data key with %q: got a %d-byte key, want %d", name, len(dk.Plaintext), dekSize)
+	}
+	version, ct, err := parseCiphertext(dk.Ciphertext)
+	if err != nil {
+		clear(dk.Plaintext)
+		return kms.DEK{}, fmt.Errorf("vault kms: generate data key with %q: %w", name, err)
+	}
+	edek := appendEDEK(make([]byte, 0, EDEKSize(name, version, len(ct))), name, version, ct)
+	return kms.DEK{Key: dk.Plaintext, EDEK: edek}, nil
+}
+
+// DecryptDEK rebuilds the "vault:vN:..." ciphertext from the EDEK and has
+// Transit decrypt it with the named key.
+func (k *KMS) DecryptDEK(ctx context.Context, edek []byte) ([]byte, error) {
+	name, version, ct, err := parseEDEK(edek)
+	if err != nil {
+		return nil, err
+	}
+	body := make([]byte, 0, 32+base64.StdEncoding.EncodedLen(len(ct)))
+	body = append(body, `{"ciphertext":"`...)
+	body = appendCiphertext(body, version, ct)
+	body = append(body, `"}`...)
+	var out struct {
+		Plaintext []byte `json:"plaintext"`
+	}
+	if err := k.call(ctx, "decrypt", string(name), http.MethodPost, k.keyPath("decrypt", string(name)), body, &out); err != nil {
+		clear(out.Plaintext)
+		return nil, err
+	}
+	if len(out.Plaintext) != dekSize {
+		clear(out.Plaintext)
+		return nil, fmt.Errorf("vault kms: decrypt with %q v%d: got %d bytes, want a %d-byte DEK", name, version, len(out.Plaintext), dekSize)
+	}
+	return out.Plaintext, nil
+}
+
+// DescribeEDEK reads the key name and version from an EDEK.
+func (k *KMS) DescribeEDEK(edek []byte) (kms.EDEKInfo, error) { return DescribeEDEK(edek) }
+
+// DescribeEDEK reads the key name and version from an EDEK without a
+// server, for inspection tools.
+func DescribeEDEK(edek []byte) (kms.EDEKInfo, error) {
+	name, version, _, err := parseEDEK(edek)
+	if err != nil {
+		return kms.EDEKInfo{}, err
+	}
+	return kms.EDEKInfo{KEK: string(name), Version: strconv.FormatUint(version, 10)}, nil
+}
+
+func (k *KMS) keyPath(op, name string) string {
+	return k.mount + "/" + op + "/" + url.PathEscape(name)
+}
+
+// response is the envelope of every answer.
+type response struct {
+	Data   json.RawMessage `json:"data"`
+	Auth   *tokenAuth      `json:"auth"`
+	Errors []string        `json:"errors"`
+}
+
+// call makes one request to path (relative to /v1/) and decodes the
+// answer's data into out (or, for auth endpoints, its auth block). op and
+// key name the call in errors.
+func (k *KMS) call(ctx context.Context, op, key, method, path string, body []byte, out any) error {
+	where := op
+	if key != "" {
+		where = fmt.Sprintf("%s with %q", op, key)
+	}
+	ctx, cancel := context.WithTimeout(ctx, k.timeout)
+	defer cancel()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, k.base+path, rd)
+	if err != nil {
+		return fmt.Errorf("vault kms: %s: %w", where, err)
+	}
+	req.Header.Set("X-Vault-Token", *k.token.Load())
+	req.Header.Set("X-Vault-Request", "true")
+	if k.namespace != "" {
+		req.Header.Set("X-Vault-Namespace", k.namespace)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := k.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("vault kms: %s: %w", where, classifyTransport(err))
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
+	// The body of datakey and decrypt holds the DEK in base64: wipe it
+	// once decoded.
+	defer clear(raw)
+	if err != nil {
+		return fmt.Errorf("vault kms: %s: reading response: %w", where, classifyTransport(err))
+	}
+	if len(raw) > maxResponse {
+		return fmt.Errorf("vault kms: %s: response larger than %d bytes", where, maxResponse)
+	}
+	var env response
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &env); err != nil && resp.StatusCode/100 == 2 {
+			// json's error names a type and an offset, never the content.
+			return fmt.Errorf("vault kms: %s: malformed response (HTTP %d): %w", where, resp.StatusCode, err)
+		}
+	}
+	defer clear(env.Data)
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("vault kms: %s: %w", where, classifyStatus(resp.StatusCode, env.Errors))
+	}
+	switch o := out.(type) {
+	case nil:
+		return nil
+	case **tokenAuth:
+		*o = env.Auth
+		return nil
+	}
+	if len(env.Data) == 0 || string(env.Data) == "null" {
+		return fmt.Errorf("vault kms: %s: response (HTTP %d) has no data", where, resp.StatusCode)
+	}
+	if err := json.Unmarshal(env.Data, out); err != nil {
+		return fmt.Errorf("vault kms: %s: malformed response data: %w", where, err)
+	}
+	return nil
+}
+
+// statusError is a non-2xx answer.
+type statusError struct {
+	Status int
+	Errors []string // the server's messages, shortened
+}
+
+func (e *statusError) Error() string {
+	if len(e.Errors) == 0 {
+		return fmt.Sprintf("HTTP %d", e.Status)
+	}
+	return fmt.Sprintf("HTTP %d: %s", e.Status, strings.Join(e.Errors, "; "))
+}
+
+// classifyStatus maps an error answer to kms.ErrKeyNotFound,
+// kms.ErrUnavailable or a plain error. Transit reports a missing key as 404
+// on reads but as 400 "encryption key not found" on datakey and decrypt, and
+// a version below min_decryption_version (or trimmed) or above the latest as
+// 400 too; all of these mean the KEK (version) the caller wants is gone.
+func classifyStatus(status int, msgs []string) error {
+	e := &statusError{Status: status}
+	for i, m := range msgs {
+		if i == 4 {
+			break
+		}
+		if len(m) > 200 {
+			m = m[:200] + "..."
+		}
+		e.Errors = append(e.Errors, strconv.Quote(m))
+	}
+	joined := strings.ToLower(strings.Join(msgs, "\n"))
+	switch {
+	case status == http.StatusNotFound && strings.Contains(joined, "no handler for route"):
+		return fmt.Errorf("%w (no Transit engine at this mount and namespace?)", e)
+	case status == http.StatusNotFound:
+		return fmt.Errorf("%w: %w", kms.ErrKeyNotFound, e)
+	case status == http.StatusBadRequest && (strings.Contains(joined, "key not found") ||
+		strings.Contains(joined, "version is too new") ||
+		strings.Contains(joined, "disallowed by policy")):
+		return fmt.Errorf("%w: %w", kms.ErrKeyNotFound, e)
+	case status == http.StatusForbidden || status == http.StatusUnauthorized:
+		return fmt.Errorf("%w (token expired, revoked, or its policy lacks this path)", e)
+	case status == http.StatusTooManyRequests, // rate limit quota
+		status == http.StatusPreconditionFailed, // Enterprise consistency: not yet replicated
+		status == 472, status == 473,            // DR / performance standby cannot serve
+		status >= 500: // 503 sealed or standby, 502/504 from a load balancer
+		return fmt.Errorf("%w: %w", kms.ErrUnavailable, e)
+	}
+	return e
+}
+
+// classifyTransport wraps a failed exchange in kms.ErrUnavailable, except
+// certificate problems: retrying cannot fix a wrong CA or client
+// certificate, and hiding them behind "unavailable" would cost hours.
+func classifyTransport(err error) error {
+	var cv *tls.CertificateVerificationError
+	var ua x509.UnknownAuthorityError
+	var he x509.HostnameError
+	var ci x509.CertificateInvalidError
+	var op *net.OpError
+	var rh tls.RecordHeaderError
+	switch {
+	case errors.As(err, &cv), errors.As(err, &ua), errors.As(err, &he), errors.As(err, &ci):
+		return fmt.Errorf("server certificate not accepted (check tls.caFile and tls.serverName): %w", err)
+	case errors.As(err, &op) && op.Op == "remote error":
+		// A TLS alert from the server, during or right after the handshake.
+		return fmt.Errorf("TLS handshake refused by the server (client certificate missing or not trusted?): %w", err)
+	case errors.As(err, &rh), strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		// net/http turns the RecordHeaderError into a bare string when the
+		// bytes look like HTTP.
+		return fmt.Errorf("server did not answer TLS (http:// server behind an https:// address?): %w", err)
+	}
+	return fmt.Errorf("%w: %w", kms.ErrUnavailable, err)
+}
