@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -47,7 +48,8 @@ type fakeVault struct {
 	tokenLife  atomic.Int64 // seconds; 0 means 3600
 
 	vault  *httptest.Server // TLS
-	token  *httptest.Server // plain HTTP: managed identity and Entra ID
+	token  *httptest.Server // plain HTTP: managed identity (like IMDS)
+	entra  *httptest.Server // TLS: Entra ID's client credentials endpoint
 	addr   string
 	caFile string
 }
@@ -87,6 +89,7 @@ func newFakeVault(t *testing.T) *fakeVault {
 	f.addr = ln.Addr().String()
 	f.startOn(ln)
 	f.token = httptest.NewServer(http.HandlerFunc(f.serveToken))
+	f.entra = httptest.NewTLSServer(http.HandlerFunc(f.serveToken))
 	// The httptest certificate (for 127.0.0.1) is the CA bundle a config
 	// names in tls.caFile.
 	f.caFile = filepath.Join(t.TempDir(), "ca.pem")
@@ -98,6 +101,7 @@ func newFakeVault(t *testing.T) *fakeVault {
 		f.resume()
 		f.stop()
 		f.token.Close()
+		f.entra.Close()
 	})
 	return f
 }
@@ -106,6 +110,7 @@ func (f *fakeVault) startOn(ln net.Listener) {
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(f.serveVault))
 	srv.Listener.Close()
 	srv.Listener = ln
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are expected
 	srv.StartTLS()
 	f.mu.Lock()
 	f.vault = srv
@@ -154,6 +159,8 @@ func (f *fakeVault) start() {
 func (f *fakeVault) pause() { f.hang.Store(true) }
 
 func (f *fakeVault) resume() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if f.hang.Swap(false) {
 		close(f.release)
 		f.release = make(chan struct{})
