@@ -115,8 +115,10 @@ func (k *KMS) ResolveKEK(ctx context.Context, name string) (kms.KEKRef, error) {
 	default: // Creating, Updating, Unavailable (custom key store disconnected)
 		return kms.KEKRef{}, fmt.Errorf("aws kms: %s (key %s) is %s: %w", ident, *md.KeyId, md.KeyState, kms.ErrUnavailable)
 	}
-	if md.KeyUsage != types.KeyUsageTypeEncryptDecrypt || md.KeySpec != types.KeySpecSymmetricDefault {
-		return kms.KEKRef{}, fmt.Errorf("aws kms: %s (key %s) is a %s %s key; KEKs must be SYMMETRIC_DEFAULT ENCRYPT_DECRYPT keys", ident, *md.KeyId, md.KeySpec, md.KeyUsage)
+	// A SYMMETRIC_DEFAULT key can only be an ENCRYPT_DECRYPT key; an
+	// empty usage (moto leaves it out) is taken as that.
+	if md.KeySpec != types.KeySpecSymmetricDefault || md.KeyUsage != "" && md.KeyUsage != types.KeyUsageTypeEncryptDecrypt {
+		return kms.KEKRef{}, fmt.Errorf("aws kms: %s (key %s) is a %s key for %s; KEKs must be SYMMETRIC_DEFAULT encryption keys", ident, *md.KeyId, md.KeySpec, md.KeyUsage)
 	}
 	id := *md.KeyId
 	if strings.HasPrefix(ident, "arn:") {

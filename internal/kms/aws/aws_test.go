@@ -271,6 +271,7 @@ func TestResolveKEKKeyStates(t *testing.T) {
 		ok                 bool
 	}{
 		{"Enabled", "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", nil, true},
+		{"Enabled", "SYMMETRIC_DEFAULT", "", nil, true}, // moto leaves KeyUsage out
 		{"Disabled", "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", kms.ErrKeyNotFound, false},
 		{"PendingDeletion", "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", kms.ErrKeyNotFound, false},
 		{"PendingImport", "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", kms.ErrKeyNotFound, false},
