@@ -87,9 +87,9 @@ func JavaProduce(t testing.TB, c *Cluster, bootstrap, topic string, recs []Recor
 	args := []string{"--bootstrap-server", bootstrap, "--topic", topic,
 		"--reader-property", "parse.key=true",
 		"--reader-property", "parse.headers=" + strconv.FormatBool(withHeaders),
-		"--producer-property", "acks=all"}
+		"--command-property", "acks=all"}
 	for _, p := range props {
-		args = append(args, "--producer-property", p)
+		args = append(args, "--command-property", p)
 	}
 	Java(t, c, in.String(), JavaConsoleProducer, args...)
 }

@@ -6,17 +6,23 @@
 // stdin, one command a line:
 //   begin
 //   send <topic> <partition> <key> <value>     (partition -1: partitioner)
+//   offsets <group> <topic> <partition> <offset>  (sendOffsetsToTransaction)
 //   commit
 //   abort
 // Each command prints "ok <command>" when done; any failure exits non-zero.
 import java.io.BufferedReader;
 import java.io.InputStreamReader;
 import java.nio.charset.StandardCharsets;
+import java.util.Map;
 import java.util.Properties;
+
+import org.apache.kafka.clients.consumer.ConsumerGroupMetadata;
+import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.serialization.StringSerializer;
 
 public class KsealTxn {
@@ -49,6 +55,10 @@ public class KsealTxn {
                         Integer part = Integer.parseInt(f[2]) < 0 ? null : Integer.valueOf(f[2]);
                         p.send(new ProducerRecord<>(f[1], part, f[3], f[4])).get();
                     }
+                    case "offsets" -> p.sendOffsetsToTransaction(
+                            Map.of(new TopicPartition(f[2], Integer.parseInt(f[3])),
+                                    new OffsetAndMetadata(Long.parseLong(f[4]))),
+                            new ConsumerGroupMetadata(f[1]));
                     case "commit" -> p.commitTransaction();
                     case "abort" -> p.abortTransaction();
                     default -> throw new IllegalArgumentException("unknown command: " + line);
