@@ -1,7 +1,7 @@
 # kseal — the few targets a newcomer needs.
 GO ?= go
 STATICCHECK_VERSION ?= v0.8.2
-FUZZTIME ?= 10s
+FUZZTIME ?= 5s
 
 .PHONY: build run test unit fuzz integration lint bench soak clean
 

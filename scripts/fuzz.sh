@@ -3,7 +3,7 @@
 # in testdata/fuzz already run as plain tests in `go test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-t=${1:-10s}
+t=${1:-5s}
 for pkg in $(go list ./internal/...); do
   dir=$(go list -f '{{.Dir}}' "$pkg")
   for f in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do

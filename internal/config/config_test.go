@@ -79,3 +79,20 @@ virtualClusters:
 		})
 	}
 }
+
+// FuzzParse: any document is either a valid config or an error, never a
+// panic, and a valid one validates again.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(good))
+	f.Add([]byte("virtualClusters: [{name: a, upstream: {bootstrapServers: [\"h:1\"]}, gateway: {bootstrapPort: 1, sni: {bootstrapHost: b, brokerHostPattern: 'x$(nodeId)'}, tls: {certFile: c, keyFile: k}}}]"))
+	f.Add([]byte("drainTimeout: 1h\nadmin: {listen: ':1'}\nvirtualClusters: []"))
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		c, err := Parse(doc)
+		if err != nil {
+			return
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("parsed config fails validation: %v", err)
+		}
+	})
+}
