@@ -303,66 +303,86 @@ type vaultError struct {
 // what says what failed in errors ("get key KEK-orders").
 //
 // Classification: 404 is ErrKeyNotFound; 408, 429 and 5xx, timeouts and
-// connection failures are ErrUnavailable; 401 also drops the cached token
-// (it was revoked or is not what the vault wants); 403 (no permission,
-// disabled key, firewall) and other 4xx are plain errors.
+// connection failures are ErrUnavailable; 403 (no permission, disabled key,
+// firewall) and other 4xx are plain errors. A 401 means the vault no longer
+// takes the cached token (revoked, or issued before the identity provider
+// restarted): the token is dropped and the request sent once more with a
+// fresh one, as Azure's own clients do; a second 401 is a plain error.
 func (k *KMS) call(ctx context.Context, method, path string, in, out any, what string) error {
-	tok, err := k.tokens.get(ctx)
-	if err != nil {
-		return fmt.Errorf("azure kms: %s: access token: %w", what, err)
-	}
-	var body io.Reader
+	var body []byte
 	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
+		var err error
+		if body, err = json.Marshal(in); err != nil {
 			return fmt.Errorf("azure kms: %s: %w", what, err)
 		}
-		body = bytes.NewReader(b)
 	}
 	u := k.base + path + "?api-version=" + url.QueryEscape(k.apiVersion)
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	for attempt := 0; ; attempt++ {
+		tok, err := k.tokens.get(ctx)
+		if err != nil {
+			return fmt.Errorf("azure kms: %s: access token: %w", what, err)
+		}
+		status, b, err := k.send(ctx, method, u, body, tok)
+		if err != nil {
+			return fmt.Errorf("azure kms: %w", transportError(what, err))
+		}
+		if len(b) > maxResponse {
+			return fmt.Errorf("azure kms: %s: answer larger than %d bytes", what, maxResponse)
+		}
+		if status/100 == 2 {
+			if err := json.Unmarshal(b, out); err != nil {
+				return fmt.Errorf("azure kms: %s: decoding the answer: %w", what, err)
+			}
+			return nil
+		}
+		detail := ""
+		var ve vaultError
+		if json.Unmarshal(b, &ve) == nil && ve.Error.Code != "" {
+			detail = ": " + printable(ve.Error.Code+": "+ve.Error.Message, 300)
+		}
+		switch {
+		case status == http.StatusNotFound:
+			return fmt.Errorf("azure kms: %s: %w (HTTP 404%s)", what, kms.ErrKeyNotFound, detail)
+		case transientStatus(status):
+			return fmt.Errorf("azure kms: %s: %w: HTTP %d%s", what, kms.ErrUnavailable, status, detail)
+		case status == http.StatusUnauthorized:
+			k.tokens.invalidate(tok)
+			if attempt == 0 {
+				continue
+			}
+			return fmt.Errorf("azure kms: %s: access token refused: HTTP 401%s", what, detail)
+		default:
+			return fmt.Errorf("azure kms: %s: HTTP %d%s", what, status, detail)
+		}
+	}
+}
+
+// send makes one round trip and reads at most maxResponse+1 bytes of the
+// answer.
+func (k *KMS) send(ctx context.Context, method, u string, body []byte, tok string) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
-		return fmt.Errorf("azure kms: %s: %w", what, err)
+		return 0, nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Accept", "application/json")
-	if in != nil {
+	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := k.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("azure kms: %w", transportError(what, err))
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
 	if err != nil {
-		return fmt.Errorf("azure kms: %w", transportError(what+": reading the answer", err))
+		return 0, nil, fmt.Errorf("reading the answer: %w", err)
 	}
-	if len(b) > maxResponse {
-		return fmt.Errorf("azure kms: %s: answer larger than %d bytes", what, maxResponse)
-	}
-	if resp.StatusCode/100 == 2 {
-		if err := json.Unmarshal(b, out); err != nil {
-			return fmt.Errorf("azure kms: %s: decoding the answer: %w", what, err)
-		}
-		return nil
-	}
-	detail := ""
-	var ve vaultError
-	if json.Unmarshal(b, &ve) == nil && ve.Error.Code != "" {
-		detail = ": " + printable(ve.Error.Code+": "+ve.Error.Message, 300)
-	}
-	switch {
-	case resp.StatusCode == http.StatusNotFound:
-		return fmt.Errorf("azure kms: %s: %w (HTTP 404%s)", what, kms.ErrKeyNotFound, detail)
-	case transientStatus(resp.StatusCode):
-		return fmt.Errorf("azure kms: %s: %w: HTTP %d%s", what, kms.ErrUnavailable, resp.StatusCode, detail)
-	case resp.StatusCode == http.StatusUnauthorized:
-		k.tokens.invalidate(tok)
-		return fmt.Errorf("azure kms: %s: access token refused: HTTP 401%s", what, detail)
-	default:
-		return fmt.Errorf("azure kms: %s: HTTP %d%s", what, resp.StatusCode, detail)
-	}
+	return resp.StatusCode, b, nil
 }
 
 // transientStatus reports whether an HTTP status is worth retrying.

@@ -250,9 +250,10 @@ func TestErrorClassification(t *testing.T) {
 	}
 }
 
-// A 401 drops the cached token so the next call gets a fresh one, and no
-// error or log line ever carries the token.
-func TestUnauthorizedRefreshesTokenAndHidesIt(t *testing.T) {
+// A 401 drops the cached token and the request is sent once more with a
+// fresh one; a vault that refuses every token gets exactly two requests.
+// No error or log line ever carries the token.
+func TestUnauthorized(t *testing.T) {
 	f := newFakeVault(t)
 	var logs bytes.Buffer
 	c := f.config()
@@ -262,20 +263,38 @@ func TestUnauthorizedRefreshesTokenAndHidesIt(t *testing.T) {
 	}
 	defer k.Close()
 	createKey(t, k, "KEK-a", "RSA", 2048)
-	tok, _ := k.tokens.get(context.Background())
 	// The vault forgets every token (as after a revocation).
 	f.mu.Lock()
 	f.tokens = map[string]bool{}
 	f.mu.Unlock()
-	_, err = k.ResolveKEK(context.Background(), "KEK-a")
-	if err == nil || errors.Is(err, kms.ErrUnavailable) || !strings.Contains(err.Error(), "401") {
-		t.Fatalf("ResolveKEK with a revoked token = %v", err)
-	}
-	if strings.Contains(err.Error(), tok) || strings.Contains(logs.String(), tok) {
-		t.Fatal("the access token leaked into an error or a log line")
-	}
+	before := f.tokenCalls.Load()
 	if _, err := k.ResolveKEK(context.Background(), "KEK-a"); err != nil {
-		t.Fatalf("ResolveKEK after the 401 (should fetch a new token): %v", err)
+		t.Fatalf("ResolveKEK with a revoked cached token: %v", err)
+	}
+	if n := f.tokenCalls.Load() - before; n != 1 {
+		t.Fatalf("%d token fetches after a 401, want 1", n)
+	}
+
+	f.rejectAll.Store(true)
+	tok := mustToken(t, k)
+	f.resetRecorded()
+	_, err = k.ResolveKEK(context.Background(), "KEK-a")
+	if err == nil || errors.Is(err, kms.ErrUnavailable) || errors.Is(err, kms.ErrKeyNotFound) || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("ResolveKEK with every token refused = %v", err)
+	}
+	vaultReqs := 0
+	for _, r := range f.recorded() {
+		if strings.HasPrefix(r.Path, "/keys/") {
+			vaultReqs++
+		}
+	}
+	if vaultReqs != 2 {
+		t.Fatalf("%d vault requests, want 2 (one retry with a fresh token)", vaultReqs)
+	}
+	for _, tk := range []string{tok, mustToken(t, k)} {
+		if strings.Contains(err.Error(), tk) || strings.Contains(logs.String(), tk) {
+			t.Fatal("an access token leaked into an error or a log line")
+		}
 	}
 }
 

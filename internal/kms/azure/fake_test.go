@@ -42,6 +42,7 @@ type fakeVault struct {
 	failStatus atomic.Int32 // answer every vault request with this status
 	failCode   atomic.Value // error code string for failStatus
 	hang       atomic.Bool  // hold requests until the client gives up
+	rejectAll  atomic.Bool  // refuse every token
 	release    chan struct{}
 	tokenCalls atomic.Int32
 	tokenFail  atomic.Int32 // token endpoint answers this status
@@ -261,7 +262,7 @@ func (f *fakeVault) serveVault(w http.ResponseWriter, r *http.Request) {
 	}
 	auth := r.Header.Get("Authorization")
 	f.mu.Lock()
-	ok := strings.HasPrefix(auth, "Bearer ") && f.tokens[strings.TrimPrefix(auth, "Bearer ")]
+	ok := strings.HasPrefix(auth, "Bearer ") && f.tokens[strings.TrimPrefix(auth, "Bearer ")] && !f.rejectAll.Load()
 	f.mu.Unlock()
 	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer authorization="https://login.microsoftonline.com/tenant", resource="https://vault.azure.net"`)
