@@ -3,21 +3,27 @@ package app
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kseal/kseal/internal/admin"
 	"github.com/kseal/kseal/internal/config"
@@ -501,5 +507,61 @@ func TestMovedCiphertextIsRefused(t *testing.T) {
 	}
 	if !strings.Contains(e.logs.String(), "topic=other") || !strings.Contains(e.logs.String(), "error=CORRUPT_MESSAGE") {
 		t.Errorf("no log line for the refused partition:\n%s", e.logs.String())
+	}
+}
+
+// A Produce request whose batch decompresses to far more than the limit
+// (a zstd bomb: ~256 MiB of zeros in a few KiB) is refused for that
+// partition, quickly and without the proxy holding the expanded bytes.
+func TestCompressionBombRefused(t *testing.T) {
+	e := startEncrypting(t, "PASSTHROUGH_UNENCRYPTED")
+	enc, _ := zstd.NewWriter(nil)
+	defer enc.Close()
+	// One record whose value is 256 MiB of zeros.
+	var rec []byte
+	value := make([]byte, 256<<20)
+	body := kbin.AppendInt8(nil, 0)
+	body = kbin.AppendVarlong(body, 0)
+	body = kbin.AppendVarint(body, 0)
+	body = kbin.AppendVarintBytes(body, nil)
+	body = kbin.AppendVarintBytes(body, value)
+	body = kbin.AppendVarint(body, 0)
+	rec = kbin.AppendVarint(rec, int32(len(body)))
+	rec = append(rec, body...)
+	compressed := enc.EncodeAll(rec, nil)
+	value = nil
+	batch := kmsg.RecordBatch{Magic: 2, Attributes: 4, LastOffsetDelta: 0, NumRecords: 1, ProducerID: -1, ProducerEpoch: -1, FirstSequence: -1, Records: compressed}
+	raw := batch.AppendTo(nil)
+	// Fix the length and CRC the way a client would.
+	binary.BigEndian.PutUint32(raw[8:], uint32(len(raw)-12))
+	binary.BigEndian.PutUint32(raw[17:], crc32.Checksum(raw[21:], crc32.MakeTable(crc32.Castagnoli)))
+
+	cl := client(t, e.bootstrap)
+	req := kmsg.NewPtrProduceRequest()
+	req.Acks = -1
+	req.TimeoutMillis = 5000
+	req.Topics = []kmsg.ProduceRequestTopic{{Topic: "orders", Partitions: []kmsg.ProduceRequestTopicPartition{{Partition: 0, Records: raw}}}}
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	resp, err := req.RequestWith(context.Background(), cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	code := resp.Topics[0].Partitions[0].ErrorCode
+	if code != kerr.CorruptMessage.Code {
+		t.Errorf("bomb answered with %v, want CORRUPT_MESSAGE", kerr.ErrorForCode(code))
+	}
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 128<<20 {
+		t.Errorf("heap grew by %d MiB refusing a bomb", grew>>20)
+	}
+	if took > 5*time.Second {
+		t.Errorf("refusing a bomb took %s", took)
+	}
+	if hwm := e.fake.PartitionInfo("orders", 0).HighWatermark; hwm != 0 {
+		t.Errorf("bomb reached the broker (hwm %d)", hwm)
 	}
 }
