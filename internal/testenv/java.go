@@ -3,7 +3,9 @@ package testenv
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	_ "embed"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -55,8 +57,11 @@ func javaCP(t testing.TB, c *Cluster, cp, stdin, mainClass string, args ...strin
 // JavaProduce produces recs with the console producer, one line each:
 // "headers<TAB>key<TAB>value" where headers are "k:v,k:v". The console
 // producer picks partitions itself (Partition is ignored), and either all
-// records have headers or none. props are producer properties ("k=v").
-func JavaProduce(t testing.TB, c *Cluster, bootstrap, topic string, recs []Record, props ...string) {
+// records have headers or none. extra are more console producer arguments,
+// e.g. "--compression-codec", "zstd" (it overrides compression.type with
+// this option's default, so a property does not work) or
+// "--command-property", "enable.idempotence=true".
+func JavaProduce(t testing.TB, c *Cluster, bootstrap, topic string, recs []Record, extra ...string) {
 	t.Helper()
 	if len(recs) == 0 {
 		return
@@ -88,10 +93,7 @@ func JavaProduce(t testing.TB, c *Cluster, bootstrap, topic string, recs []Recor
 		"--reader-property", "parse.key=true",
 		"--reader-property", "parse.headers=" + strconv.FormatBool(withHeaders),
 		"--command-property", "acks=all"}
-	for _, p := range props {
-		args = append(args, "--command-property", p)
-	}
-	Java(t, c, in.String(), JavaConsoleProducer, args...)
+	Java(t, c, in.String(), JavaConsoleProducer, append(args, extra...)...)
 }
 
 // JavaConsume runs the console consumer until it has n records or 20s pass
@@ -168,27 +170,45 @@ var txnClasses = struct {
 }{dir: map[string]string{}}
 
 // compileTxn compiles KsealTxn.java against the cluster's kafka-clients
-// once per test run.
+// into .cache/java/<hash of source and jars folder>, once: later runs
+// reuse the classes.
 func compileTxn(c *Cluster) (string, error) {
 	txnClasses.Lock()
 	defer txnClasses.Unlock()
 	if d, ok := txnClasses.dir[c.Libs]; ok {
 		return d, nil
 	}
-	work, err := WorkDir()
+	root, err := RepoRoot()
 	if err != nil {
 		return "", err
 	}
-	d, err := os.MkdirTemp(work, "java-")
-	if err != nil {
-		return "", err
-	}
-	src := filepath.Join(d, "KsealTxn.java")
-	if err := os.WriteFile(src, ksealTxnSource, 0o644); err != nil {
-		return "", err
-	}
-	if _, err := runLogged(exec.Command("javac", "-nowarn", "-cp", c.Libs+"/*", "-d", d, src)); err != nil {
-		return "", fmt.Errorf("testenv: compile KsealTxn.java: %w", err)
+	h := sha256.New()
+	h.Write(ksealTxnSource)
+	h.Write([]byte(c.Libs))
+	d := filepath.Join(root, ".cache", "java", hex.EncodeToString(h.Sum(nil))[:16])
+	if _, err := os.Stat(filepath.Join(d, "KsealTxn.class")); err != nil {
+		if err := os.MkdirAll(filepath.Dir(d), 0o755); err != nil {
+			return "", err
+		}
+		tmp, err := os.MkdirTemp(filepath.Dir(d), "build-")
+		if err != nil {
+			return "", err
+		}
+		defer os.RemoveAll(tmp)
+		src := filepath.Join(tmp, "KsealTxn.java")
+		if err := os.WriteFile(src, ksealTxnSource, 0o644); err != nil {
+			return "", err
+		}
+		if _, err := runLogged(exec.Command("javac", "-nowarn", "-cp", c.Libs+"/*", "-d", tmp, src)); err != nil {
+			return "", fmt.Errorf("testenv: compile KsealTxn.java: %w", err)
+		}
+		// Another test binary may have won the race; its classes are
+		// the same.
+		if err := os.Rename(tmp, d); err != nil {
+			if _, statErr := os.Stat(filepath.Join(d, "KsealTxn.class")); statErr != nil {
+				return "", fmt.Errorf("testenv: install compiled KsealTxn: %w", err)
+			}
+		}
 	}
 	txnClasses.dir[c.Libs] = d
 	return d, nil

@@ -29,7 +29,7 @@ func TestIdempotentProducer(t *testing.T) {
 	testenv.KgoProduce(t, testenv.Kgo(t, []string{tg.Bootstrap},
 		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.RequiredAcks(kgo.AllISRAcks())), franzRecs)
 	testenv.KcatProduce(t, tg.Bootstrap, topic, kcatRecs, "-X", "enable.idempotence=true")
-	testenv.JavaProduce(t, cluster, tg.Bootstrap, topic, javaRecs, "enable.idempotence=true")
+	testenv.JavaProduce(t, cluster, tg.Bootstrap, topic, javaRecs, "--command-property", "enable.idempotence=true")
 
 	want := append(append(append([]testenv.Record{}, franzRecs...), kcatRecs...), javaRecs...)
 	cons := testenv.Kgo(t, []string{tg.Bootstrap}, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
