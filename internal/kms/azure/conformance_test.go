@@ -25,44 +25,54 @@ type vaultServer interface {
 	keepsKeys() bool
 }
 
-// adminCall sends a management request (create, rotate) with the KMS's own
-// HTTP client and token, so the fake and a real server are driven alike.
+// adminCall sends a management request (create, rotate) with the KMS's
+// TLS settings and token, so the fake and a real server are driven alike. It
+// has its own client: creating an RSA key may take longer than the KMS's
+// per-call timeout allows. Like the KMS, it retries once after a 401 with a
+// fresh token (a restarted emulator no longer knows the old one).
 func adminCall(t *testing.T, k *KMS, method, path string, in any) map[string]any {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	tok, err := k.tokens.get(ctx)
-	if err != nil {
-		t.Fatalf("admin %s %s: token: %v", method, path, err)
-	}
-	var body io.Reader
-	if in != nil {
-		b, _ := json.Marshal(in)
-		body = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequestWithContext(ctx, method, k.base+path+"?api-version="+k.apiVersion, body)
-	req.Header.Set("Authorization", "Bearer "+tok)
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	// Its own client: creating an RSA key may take longer than the KMS's
-	// per-call timeout allows.
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: k.transport.TLSClientConfig.Clone()}}
 	defer hc.CloseIdleConnections()
-	resp, err := hc.Do(req)
-	if err != nil {
-		t.Fatalf("admin %s %s: %v", method, path, err)
+	var reqBody []byte
+	if in != nil {
+		reqBody, _ = json.Marshal(in)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode/100 != 2 {
-		t.Fatalf("admin %s %s: HTTP %d: %s", method, path, resp.StatusCode, b)
+	for attempt := 0; ; attempt++ {
+		tok, err := k.tokens.get(ctx)
+		if err != nil {
+			t.Fatalf("admin %s %s: token: %v", method, path, err)
+		}
+		var body io.Reader
+		if in != nil {
+			body = bytes.NewReader(reqBody)
+		}
+		req, _ := http.NewRequestWithContext(ctx, method, k.base+path+"?api-version="+k.apiVersion, body)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		if in != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatalf("admin %s %s: %v", method, path, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusUnauthorized && attempt == 0 {
+			k.tokens.invalidate(tok)
+			continue
+		}
+		if resp.StatusCode/100 != 2 {
+			t.Fatalf("admin %s %s: HTTP %d: %s", method, path, resp.StatusCode, b)
+		}
+		var out map[string]any
+		if err := json.Unmarshal(b, &out); err != nil {
+			t.Fatalf("admin %s %s: %v", method, path, err)
+		}
+		return out
 	}
-	var out map[string]any
-	if err := json.Unmarshal(b, &out); err != nil {
-		t.Fatalf("admin %s %s: %v", method, path, err)
-	}
-	return out
 }
 
 func createKey(t *testing.T, k *KMS, name, kty string, size int) {
