@@ -3,7 +3,7 @@ GO ?= go
 STATICCHECK_VERSION ?= v0.8.2
 FUZZTIME ?= 5s
 
-.PHONY: build run test unit fuzz integration lint bench soak clean
+.PHONY: build run test unit fuzz integration kms-integration lint bench soak clean
 
 build:
 	$(GO) build -o bin/kseal ./cmd/kseal
@@ -15,7 +15,7 @@ run: build
 
 # Unit tests (with fuzz seed corpora), short fuzz runs, then the integration
 # suite against a real Apache Kafka cluster (installed into .cache/ on first use).
-test: lint unit fuzz integration
+test: lint unit fuzz integration kms-integration
 
 unit:
 	$(GO) test -race -count=1 ./...
@@ -25,6 +25,11 @@ fuzz:
 
 integration:
 	scripts/test-integration.sh
+
+# Each KMS provider against its real server (OpenBao, moto, Lowkey Vault),
+# installed into .cache/ by the provider's script on first use.
+kms-integration:
+	$(GO) test -tags integration -count=1 -timeout 15m ./internal/kms/...
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
