@@ -9,9 +9,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -57,10 +59,30 @@ func freePorts(t *testing.T, n int) int {
 	return 0
 }
 
-type testWriter struct{ t *testing.T }
+// testWriter sends kseal's log to the test log until the test ends (KMS
+// clients replaced by a reload close later, and may still log).
+type testWriter struct {
+	t    *testing.T
+	mu   sync.Mutex
+	done bool
+}
 
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
+func newTestWriter(t *testing.T) *testWriter {
+	w := &testWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return w
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
 	return len(p), nil
 }
 
@@ -114,7 +136,7 @@ virtualClusters:
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	a, err := app.Build(ctx, cfg, log, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -206,4 +228,16 @@ func consumeAll(t *testing.T, addr, topic string, want int) []*kgo.Record {
 	defer scancel()
 	out = append(out, cl.PollFetches(sctx).Records()...)
 	return out
+}
+
+func createTopic(t *testing.T, e *env, name string, partitions int32) {
+	t.Helper()
+	adm := kadm.NewClient(e.direct(t))
+	resp, err := adm.CreateTopic(context.Background(), partitions, 1, nil, name)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
 }

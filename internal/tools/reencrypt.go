@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -133,6 +134,11 @@ func Reencrypt(ctx context.Context, o ReencryptOptions) (*ReencryptResult, error
 	if res.Created, err = ensureDest(ctx, rd.adm, o, len(src)); err != nil {
 		return nil, err
 	}
+	if res.Created {
+		if err := waitReady(ctx, rd, o.Dest); err != nil {
+			return nil, err
+		}
+	}
 	for i := range src {
 		src[i] = clampRange(src[i], max(o.From, 0), o.To)
 	}
@@ -212,6 +218,25 @@ func ensureDest(ctx context.Context, adm *kadm.Client, o ReencryptOptions, parti
 	return true, nil
 }
 
+// waitReady waits until a new topic's partitions all have leaders.
+func waitReady(ctx context.Context, rd *reader, topic string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := rd.ranges(ctx, topic)
+		if err == nil || !errors.Is(err, kerr.UnknownTopicOrPartition) && !errors.Is(err, kerr.LeaderNotAvailable) && !errors.Is(err, kerr.NotLeaderForPartition) {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("new topic %q not ready after 30s: %w", topic, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // progress returns where each partition resumes: the group's committed
 // offsets, seeded with the range starts on the first run (then Dest must
 // hold nothing, or the count check could never pass).
@@ -219,6 +244,9 @@ func progress(ctx context.Context, rd *reader, o ReencryptOptions, src []Range) 
 	offs, err := rd.adm.FetchOffsetsForTopics(ctx, o.Group, o.Source)
 	if err == nil {
 		err = offs.Error()
+	}
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		offs, err = nil, nil // a group that never committed
 	}
 	if err != nil {
 		return nil, fmt.Errorf("stored progress (group %q): %w", o.Group, err)
