@@ -72,7 +72,7 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*KMS, error) {
 		logger.Warn("azure kms: TLS certificate verification is OFF (tls.insecureSkipVerify): anyone on the path can read DEKs; use tls.caFile instead")
 	}
 	tr := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
+		Proxy:                 proxyFor,
 		DialContext:           (&net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}).DialContext,
 		TLSClientConfig:       tlsConf,
 		TLSHandshakeTimeout:   cfg.Timeout,
@@ -112,6 +112,20 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*KMS, error) {
 	logger.Info("azure kms: configured", "vault", k.base, "auth", cfg.Auth.Method, "resource", cfg.resource(), "apiVersion", cfg.APIVersion)
 	return k, nil
 }
+
+// proxyFor honours HTTP(S)_PROXY and NO_PROXY, except for the Instance
+// Metadata Service: its link-local address is only reachable directly, and
+// a token must not travel through a proxy (Azure's SDKs do the same).
+func proxyFor(r *http.Request) (*url.URL, error) {
+	if r.URL.Hostname() == "169.254.169.254" {
+		return nil, nil
+	}
+	return envProxy(r)
+}
+
+// envProxy is the environment's proxy choice (a variable for tests: the
+// standard library reads the environment once per process).
+var envProxy = http.ProxyFromEnvironment
 
 // tlsConfig builds the client TLS configuration: system roots plus CAFile.
 func tlsConfig(c *TLSConfig) (*tls.Config, error) {
@@ -214,6 +228,9 @@ func (k *KMS) GenerateDEK(ctx context.Context, kek kms.KEKRef) (kms.DEK, error) 
 	ctx, cancel := context.WithTimeout(ctx, k.timeout)
 	defer cancel()
 	name := kek.ID
+	if name == "" {
+		name = kek.Name
+	}
 	info, err := k.currentKey(ctx, name)
 	if err != nil {
 		return kms.DEK{}, err

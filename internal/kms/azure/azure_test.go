@@ -567,6 +567,22 @@ func TestBadAnswers(t *testing.T) {
 	}
 }
 
+func TestProxyBypassesIMDS(t *testing.T) {
+	proxy, _ := url.Parse("http://proxy.example:3128")
+	defer func(old func(*http.Request) (*url.URL, error)) { envProxy = old }(envProxy)
+	envProxy = func(*http.Request) (*url.URL, error) { return proxy, nil }
+	for target, direct := range map[string]bool{
+		"http://169.254.169.254/metadata/identity/oauth2/token": true,
+		"https://kv1.vault.azure.net/keys/a":                    false,
+	} {
+		req, _ := http.NewRequest(http.MethodGet, target, nil)
+		u, err := proxyFor(req)
+		if err != nil || (u == nil) != direct {
+			t.Errorf("proxyFor(%s) = %v, %v; direct=%v", target, u, err, direct)
+		}
+	}
+}
+
 func TestDescribeEDEK(t *testing.T) {
 	k := &KMS{}
 	e := appendEDEK(nil, "KEK-orders", "0123456789abcdef0123456789abcdef", algRSAOAEP256, make([]byte, 256))
