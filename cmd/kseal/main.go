@@ -29,6 +29,9 @@ Usage:
   kseal run --config FILE        start the proxy
   kseal validate --config FILE   check a config file and report every problem
   kseal kms COMMAND ...          manage the built-in local KMS (init, create, rotate, list, delete)
+  kseal inspect --topic T        show what is stored at the brokers, record by record (no KMS access)
+  kseal audit [--topics REGEX]   per-topic evidence that stored records match the policy (exit 1 if not)
+  kseal reencrypt --source S --dest D   copy a topic through kseal under the current KEK version
   kseal version                  print version and build information
 `
 
@@ -53,6 +56,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdDev(args[1:], stdout, stderr)
 	case "kms":
 		return cmdKMS(args[1:], stdout, stderr)
+	case "inspect":
+		return cmdInspect(args[1:], stdout, stderr)
+	case "audit":
+		return cmdAudit(args[1:], stdout, stderr)
+	case "reencrypt":
+		return cmdReencrypt(args[1:], stdout, stderr)
 	case "version":
 		printVersion(stdout)
 		return 0
