@@ -137,3 +137,22 @@ func FuzzParseCiphertext(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkParseEDEK measures the offline parse every DecryptDEK and
+// DescribeEDEK starts with; it must not allocate.
+func BenchmarkParseEDEK(b *testing.B) {
+	edek := appendEDEK(nil, "KEK-orders", 7, make([]byte, 60))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, _, err := parseEDEK(edek); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func TestParseEDEKDoesNotAllocate(t *testing.T) {
+	edek := appendEDEK(nil, "KEK-orders", 7, make([]byte, 60))
+	if n := testing.AllocsPerRun(100, func() { parseEDEK(edek) }); n != 0 {
+		t.Fatalf("parseEDEK allocates %v times", n)
+	}
+}

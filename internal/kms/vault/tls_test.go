@@ -86,11 +86,25 @@ func newTestPKI(t *testing.T, dir string) *testPKI {
 	write("server.key", "PRIVATE KEY", keyDER(srvKey))
 	write("client.crt", "CERTIFICATE", cliCert.Raw)
 	write("client.key", "PRIVATE KEY", keyDER(cliKey))
-	p12, err := pkcs12.Modern.Encode(cliKey, cliCert, []*x509.Certificate{ca}, "p12 secret")
+	// client.p12 as OpenSSL 3 writes it; the others as older tools and
+	// newer ones do.
+	for name, enc := range map[string]*pkcs12.Encoder{
+		"client.p12": pkcs12.Modern2023, "client-rc2.p12": pkcs12.LegacyRC2,
+		"client-des.p12": pkcs12.LegacyDES, "client-2026.p12": pkcs12.Modern2026,
+	} {
+		p12, err := enc.Encode(cliKey, cliCert, []*x509.Certificate{ca}, "p12 secret")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), p12, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p12, err := pkcs12.Passwordless.Encode(cliKey, cliCert, nil, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "client.p12"), p12, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "client-nopass.p12"), p12, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "client.p12.pass"), []byte("p12 secret\n"), 0o600); err != nil {
@@ -135,6 +149,10 @@ func TestTLSClientIdentities(t *testing.T) {
 		{"pem", srv.URL, TLSConfig{CAFile: pki.path("ca.crt"), CertFile: pki.path("client.crt"), KeyFile: pki.path("client.key")}},
 		{"pkcs12 password file", srv.URL, TLSConfig{CAFile: pki.path("ca.crt"), PKCS12File: pki.path("client.p12"), PKCS12PasswordFile: pki.path("client.p12.pass")}},
 		{"pkcs12 password env", srv.URL, TLSConfig{CAFile: pki.path("ca.crt"), PKCS12File: pki.path("client.p12"), PKCS12PasswordEnv: "KSEAL_TEST_P12_PASSWORD"}},
+		{"pkcs12 legacy RC2", srv.URL, TLSConfig{CAFile: pki.path("ca.crt"), PKCS12File: pki.path("client-rc2.p12"), PKCS12PasswordFile: pki.path("client.p12.pass")}},
+		{"pkcs12 legacy 3DES", srv.URL, TLSConfig{CAFile: pki.path("ca.crt"), PKCS12File: pki.path("client-des.p12"), PKCS12PasswordFile: pki.path("client.p12.pass")}},
+		{"pkcs12 modern 2026", srv.URL, TLSConfig{CAFile: pki.path("ca.crt"), PKCS12File: pki.path("client-2026.p12"), PKCS12PasswordFile: pki.path("client.p12.pass")}},
+		{"pkcs12 without password", srv.URL, TLSConfig{CAFile: pki.path("ca.crt"), PKCS12File: pki.path("client-nopass.p12")}},
 		{"server name override", "https://localhost:" + port, TLSConfig{CAFile: pki.path("ca.crt"), ServerName: "vault.internal",
 			CertFile: pki.path("client.crt"), KeyFile: pki.path("client.key")}},
 	} {
