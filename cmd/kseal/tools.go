@@ -37,6 +37,8 @@ type toolFlags struct {
 	jsonOut     bool
 	committed   bool
 	idle        time.Duration
+	// required, when set, says what required flag is missing ("" if none).
+	required func() string
 }
 
 func newToolFlags(name string, stderr io.Writer) *toolFlags {
@@ -62,6 +64,12 @@ func (f *toolFlags) parse(args []string) (*tools.Cluster, bool, error) {
 	if f.fs.NArg() > 0 {
 		fmt.Fprintf(f.fs.Output(), "%s: unexpected argument %q\n", f.fs.Name(), f.fs.Arg(0))
 		return nil, false, nil
+	}
+	if f.required != nil {
+		if msg := f.required(); msg != "" {
+			fmt.Fprintf(f.fs.Output(), "%s: %s\n", f.fs.Name(), msg)
+			return nil, false, nil
+		}
 	}
 	cfg, err := app.Load(f.config)
 	if err != nil {
@@ -140,11 +148,13 @@ func cmdInspect(args []string, stdout, stderr io.Writer) int {
 	to := f.fs.Int64("to", -1, "offset to stop before (default: the end when the command starts)")
 	cnt := f.fs.Int("count", 0, "at most this many records per partition (0: no limit)")
 	f.fs.BoolVar(&f.committed, "committed", false, "show only what read_committed consumers see (default: every record stored, aborted transactions included)")
-	c, ok, err := f.parse(args)
-	if err == nil && ok && *topic == "" {
-		fmt.Fprintln(stderr, "kseal inspect: --topic is required")
-		ok = false
+	f.required = func() string {
+		if *topic == "" {
+			return "--topic is required"
+		}
+		return ""
 	}
+	c, ok, err := f.parse(args)
 	if !ok {
 		return 2
 	}
@@ -259,11 +269,13 @@ func cmdReencrypt(args []string, stdout, stderr io.Writer) int {
 	create := f.fs.Bool("create", true, "create the destination topic when it does not exist")
 	limit := f.fs.Int64("limit", 0, "stop after about this many records (run again to continue)")
 	perTxn := f.fs.Int("records-per-txn", 10000, "records per transaction")
-	c, ok, err := f.parse(args)
-	if err == nil && ok && (*src == "" || *dst == "") {
-		fmt.Fprintln(stderr, "kseal reencrypt: --source and --dest are required")
-		ok = false
+	f.required = func() string {
+		if *src == "" || *dst == "" {
+			return "--source and --dest are required"
+		}
+		return ""
 	}
+	c, ok, err := f.parse(args)
 	if !ok {
 		return 2
 	}
