@@ -26,10 +26,14 @@ fuzz:
 integration:
 	scripts/test-integration.sh
 
-# Each KMS provider against its real server (OpenBao, moto, Lowkey Vault),
-# installed into .cache/ by the provider's script on first use.
+# Each KMS provider against its real server (OpenBao, moto), installed into
+# .cache/ by the provider's script on first use. Azure's emulator (Lowkey
+# Vault's runnable app jar) is not published on Maven Central, only its client
+# libraries, so its real-server test is skipped here; set LOWKEY_VAULT_JAR to a
+# jar and KSEAL_IT_NO_AZURE= to run it. The provider's unit tests always run.
+KSEAL_IT_NO_AZURE ?= 1
 kms-integration:
-	$(GO) test -tags integration -count=1 -timeout 15m ./internal/kms/...
+	KSEAL_IT_NO_AZURE=$(KSEAL_IT_NO_AZURE) $(GO) test -tags integration -count=1 -timeout 15m ./internal/kms/...
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
