@@ -27,7 +27,8 @@
 #   WATCHER_PID=...  BAO_BIN=...   BAO_CACERT=... (with --tls-dir)
 # The root token is for test set-up only (policies, keys, tokens); kseal's
 # tests use a least-privilege token they create with it. The server's output
-# goes to D/bao.log.
+# goes to D/bao.log; D/init.keys (0600) keeps the unseal key and root token
+# for restarts: this is a throwaway test server, not a way to run OpenBao.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
