@@ -82,6 +82,12 @@ func (m *Manager) Current(ctx context.Context, kek kms.KEKRef) (*Key, error) {
 	}
 	m.stats.encMisses.Add(1)
 	e.mu.Lock()
+	// A flight may have finished between the check above and the lock:
+	// take its key rather than start another GenerateDEK.
+	if k := e.key.Load(); k != nil && m.usable(k, m.opts.Now()) {
+		e.mu.Unlock()
+		return k, nil
+	}
 	c := e.flight
 	if c == nil {
 		c = m.startGenerate(e, kek)
