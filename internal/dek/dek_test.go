@@ -515,7 +515,11 @@ func TestResolve(t *testing.T) {
 	}
 	close(gate)
 	f.setGate(nil, false)
-	eventually(t, "the background refresh", func() bool { return f.resolveCalls.Load() == 2 })
+	eventually(t, "the background refresh", func() bool {
+		m.resMu.RLock()
+		defer m.resMu.RUnlock()
+		return f.resolveCalls.Load() == 2 && m.res["kek-a"].flight == nil
+	})
 
 	// The KEK is deleted; once the entry expires the miss is seen and remembered.
 	f.deleteKEK("kek-a")
