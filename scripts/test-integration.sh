@@ -14,15 +14,16 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 scripts/kafka.sh fetch
 
-# Clear what earlier runs left in test/.work, except clusters still running
-# (cluster.env present: another run owns them, or their watcher is stopping
-# them because their run died).
+# Clear what earlier runs left in test/.work: stopped clusters, and kseal logs
+# of failed tests once they are an hour old. A cluster still running
+# (cluster.env present) belongs to another run, or its watcher is stopping it.
 if [ -d test/.work ]; then
-  for d in test/.work/*; do
-    [ -e "$d" ] || continue
-    [ -f "$d/cluster.env" ] && continue
-    rm -rf "$d"
+  for d in test/.work/cluster-*; do
+    if [ -f "$d/cluster.env.stopped" ] && [ ! -f "$d/cluster.env" ]; then
+      rm -rf "$d"
+    fi
   done
+  find test/.work -mindepth 1 -maxdepth 1 -name 'kseal-*' -mmin +60 -exec rm -rf {} +
 fi
 
 start=$SECONDS
