@@ -67,7 +67,7 @@ func TestRewriteShareAcknowledgeResponseEveryVersion(t *testing.T) {
 			}
 			rwCheckAppended(t, out, want.AppendTo(nil))
 
-			out, changed, err = RewriteShareAcknowledgeResponse(rwDst(), out[len(rwHdr):], v, m)
+			_, changed, err = RewriteShareAcknowledgeResponse(rwDst(), out[len(rwHdr):], v, m)
 			if err != nil || changed {
 				t.Fatalf("rewrite of rewritten body: changed=%v err=%v", changed, err)
 			}

@@ -154,7 +154,7 @@ func parseAddress(s string) (*url.URL, error) {
 	case u.User != nil:
 		return nil, fmt.Errorf("%q: credentials in the URL are not allowed; use tokenFile or tokenEnv", u.Redacted())
 	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.Fragment != "":
-		return nil, fmt.Errorf("%q: give only scheme://host:port; the mount goes in mount: and the namespace in namespace:", s)
+		return nil, fmt.Errorf("%q: give only scheme://host:port (the mount and namespace have their own keys)", s)
 	}
 	u.Path = ""
 	return u, nil
