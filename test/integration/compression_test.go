@@ -68,6 +68,8 @@ func TestCompression(t *testing.T) {
 			if n != len(want) {
 				t.Errorf("%d records on disk, want %d", n, len(want))
 			}
+			// Found inside compressed batches (GrepSegments decompresses).
+			assertOnDisk(t, kcatRecs[3].Value, replication)
 
 			cons := testenv.Kgo(t, []string{tg.Bootstrap}, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 			assertSameRecords(t, "franz-go consumer", testenv.KgoConsume(t, cons, len(want), 60*time.Second), want)

@@ -80,6 +80,10 @@ func TestRoundTrip(t *testing.T) {
 		}
 	}
 
+	// Without encryption configured, kseal passes values through: the
+	// on-disk segments of all three replicas hold them in the clear.
+	assertOnDisk(t, franzRecs[0].Value, replication)
+
 	// Per producer and partition, offsets follow production order.
 	order := map[string]int{}
 	for i, r := range want {
@@ -112,4 +116,16 @@ func sameProducer(a, b testenv.Record) bool {
 		return "franz"
 	}
 	return src(a) == src(b)
+}
+
+// assertOnDisk checks that value appears in exactly replicas segment files.
+func assertOnDisk(t *testing.T, value string, replicas int) {
+	t.Helper()
+	hits, err := cluster.GrepSegments([]byte(value))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hits) != replicas {
+		t.Errorf("value %q found in %d segment files, want %d: %v", value, len(hits), replicas, hits)
+	}
 }
