@@ -62,8 +62,12 @@ EOF
   echo "kafka.sh: fetching Apache Kafka $KAFKA_VERSION jars from Maven Central into $LIBS" >&2
   rm -rf "$KHOME"
   mkdir -p "$KHOME"
-  (cd "$work" && mvn -q -B "$DEP_PLUGIN:copy-dependencies" -DincludeScope=runtime \
-    -DoutputDirectory="$KHOME/libs.tmp") || { rm -rf "$work"; die "mvn could not fetch the Kafka jars"; }
+  if ! (cd "$work" && mvn -q -B -Dstyle.color=never "$DEP_PLUGIN:copy-dependencies" -DincludeScope=runtime \
+    -DoutputDirectory="$KHOME/libs.tmp") >"$work/mvn.log" 2>&1; then
+    cat "$work/mvn.log" >&2
+    rm -rf "$work"
+    die "mvn could not fetch the Kafka jars"
+  fi
   rm -rf "$work"
   [ -f "$KHOME/libs.tmp/kafka_2.13-$KAFKA_VERSION.jar" ] || die "kafka_2.13-$KAFKA_VERSION.jar missing after fetch"
   mv "$KHOME/libs.tmp" "$LIBS"
