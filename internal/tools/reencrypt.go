@@ -218,6 +218,24 @@ func ensureDest(ctx context.Context, adm *kadm.Client, o ReencryptOptions, parti
 	return true, nil
 }
 
+// retry calls fn until it returns nil or an error Kafka does not call
+// retriable, for up to 30s: a group's coordinator may still be loading
+// (the offsets topic is created on first use).
+func retry(ctx context.Context, fn func() error) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := fn()
+		if err == nil || !kerr.IsRetriable(err) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
 // waitReady waits until a new topic's partitions all have leaders.
 func waitReady(ctx context.Context, rd *reader, topic string) error {
 	deadline := time.Now().Add(30 * time.Second)
@@ -241,10 +259,14 @@ func waitReady(ctx context.Context, rd *reader, topic string) error {
 // offsets, seeded with the range starts on the first run (then Dest must
 // hold nothing, or the count check could never pass).
 func progress(ctx context.Context, rd *reader, o ReencryptOptions, src []Range) (map[int32]int64, error) {
-	offs, err := rd.adm.FetchOffsetsForTopics(ctx, o.Group, o.Source)
-	if err == nil {
-		err = offs.Error()
-	}
+	var offs kadm.OffsetResponses
+	err := retry(ctx, func() (err error) {
+		offs, err = rd.adm.FetchOffsetsForTopics(ctx, o.Group, o.Source)
+		if err == nil {
+			err = offs.Error()
+		}
+		return err
+	})
 	if errors.Is(err, kerr.GroupIDNotFound) {
 		offs, err = nil, nil // a group that never committed
 	}
@@ -281,7 +303,7 @@ func progress(ctx context.Context, rd *reader, o ReencryptOptions, src []Range) 
 		seed.Add(kadm.Offset{Topic: o.Source, Partition: r.Partition, At: r.Start, LeaderEpoch: -1})
 		pos[r.Partition] = r.Start
 	}
-	if err := rd.adm.CommitAllOffsets(ctx, o.Group, seed); err != nil {
+	if err := retry(ctx, func() error { return rd.adm.CommitAllOffsets(ctx, o.Group, seed) }); err != nil {
 		return nil, fmt.Errorf("store starting offsets (group %q): %w", o.Group, err)
 	}
 	return pos, nil
@@ -304,6 +326,10 @@ func copyRecords(ctx context.Context, o ReencryptOptions, src []Range, pos map[i
 	}
 	sess, err := kgo.NewGroupTransactSession(append(o.Proxy.opts(),
 		kgo.ConsumerGroup(o.Group),
+		// Static membership: a run restarted after a crash takes over its
+		// dead predecessor's place at once, instead of waiting a session
+		// timeout for the group to give up on it.
+		kgo.InstanceID(o.TransactionalID),
 		kgo.ConsumeTopics(o.Source),
 		kgo.TransactionalID(o.TransactionalID),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
@@ -325,6 +351,10 @@ func copyRecords(ctx context.Context, o ReencryptOptions, src []Range, pos map[i
 			sess.Close()
 		}
 	}()
+	// Joining the group can take a while (a coordinator loading, a
+	// predecessor's transaction being aborted), so the wait for the first
+	// records is longer than a scan's.
+	idle := max(o.Idle, time.Minute)
 	last := time.Now()
 	for len(done) < len(src) {
 		if err := ctx.Err(); err != nil {
@@ -347,8 +377,8 @@ func copyRecords(ctx context.Context, o ReencryptOptions, src []Range, pos map[i
 		}
 		recs := fs.Records()
 		if len(recs) == 0 {
-			if time.Since(last) > max(o.Idle, DefaultIdle) {
-				return false, fmt.Errorf("nothing arrived from %q through kseal for %v with %d of %d partitions still to copy", o.Source, max(o.Idle, DefaultIdle), len(src)-len(done), len(src))
+			if time.Since(last) > idle {
+				return false, fmt.Errorf("nothing arrived from %q through kseal for %v with %d of %d partitions still to copy", o.Source, idle, len(src)-len(done), len(src))
 			}
 			continue
 		}

@@ -127,7 +127,7 @@ func TestInspect(t *testing.T) {
 				t.Errorf("text output lacks %q:\n%s", want, out)
 			}
 		}
-		if strings.Contains(out, "v1-a") || strings.Contains(out, "a2") {
+		if strings.Contains(out, "v1-a") || strings.Contains(out, "v2-a") {
 			t.Errorf("text output shows a key or value:\n%s", out)
 		}
 	})
