@@ -166,11 +166,11 @@ func cmdInspect(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	opts := tools.InspectOptions{Conn: c.Direct, Topic: *topic, Partitions: parts, From: *from, To: *to, Count: *cnt,
 		Committed: f.committed, Describe: c.Describer(), Idle: f.idle}
-	var sum *tools.InspectSummary
 	if f.jsonOut {
-		sum, err = tools.Inspect(ctx, opts, tools.NewInspectJSON(stdout))
+		_, err = tools.Inspect(ctx, opts, tools.NewInspectJSON(stdout))
 	} else {
 		tw := tools.NewInspectText(stdout)
+		var sum *tools.InspectSummary
 		if sum, err = tools.Inspect(ctx, opts, tw.Write); sum != nil {
 			tw.Summary(sum)
 		}

@@ -50,7 +50,9 @@ func sealed(t testing.TB, edek []byte, value string) []byte {
 	return v
 }
 
-func marker(v byte) kgo.RecordHeader { return kgo.RecordHeader{Key: recordcrypt.HeaderKey, Value: []byte{v}} }
+func marker(v byte) kgo.RecordHeader {
+	return kgo.RecordHeader{Key: recordcrypt.HeaderKey, Value: []byte{v}}
+}
 
 func TestClassify(t *testing.T) {
 	describe, _ := kms.LookupDescriber("local")

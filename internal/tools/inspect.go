@@ -22,7 +22,8 @@ type InspectOptions struct {
 	// From is the first offset; a negative From counts back from the end
 	// (-10: the last ten offsets). Offsets below the log start are clamped.
 	From int64
-	// To is the offset to stop before; negative for the end at start time.
+	// To is the offset to stop before; 0 or negative for the end when the
+	// inspection starts.
 	To int64
 	// Count is the most records shown per partition; 0 for no limit.
 	Count int
@@ -89,7 +90,7 @@ func Inspect(ctx context.Context, o InspectOptions, emit func(RecordInfo) error)
 }
 
 // clampRange narrows a partition's stored range to [from, to), from < 0
-// counting back from the end.
+// counting back from the end, to <= 0 meaning the end.
 func clampRange(r Range, from, to int64) Range {
 	out := r
 	start := from
@@ -97,7 +98,7 @@ func clampRange(r Range, from, to int64) Range {
 		start = r.End + from
 	}
 	out.Start = max(start, r.Start)
-	if to >= 0 && to < out.End {
+	if to > 0 && to < out.End {
 		out.End = to
 	}
 	if out.End < out.Start {

@@ -29,8 +29,8 @@ type ReencryptOptions struct {
 	// From is the first offset copied in every partition (clamped to the
 	// log start).
 	From int64
-	// To is the offset to stop before in every partition; negative for the
-	// source's last stable offset when the run starts.
+	// To is the offset to stop before in every partition; 0 or negative
+	// for the source's last stable offset when the run starts.
 	To int64
 	// Group is the consumer group whose committed offsets store progress,
 	// and TransactionalID the producer's id; both default to
@@ -333,7 +333,6 @@ func copyRecords(ctx context.Context, o ReencryptOptions, src []Range, pos map[i
 		kgo.ConsumeTopics(o.Source),
 		kgo.TransactionalID(o.TransactionalID),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.RequireStableFetchOffsets(),
 		kgo.KeepControlRecords(),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.FetchMaxWait(500*time.Millisecond),

@@ -191,3 +191,29 @@ func TestReencryptRefuses(t *testing.T) {
 		})
 	}
 }
+
+func TestReencryptOffsetRange(t *testing.T) {
+	e := startEnv(t)
+	all := sourceMix(t, e, 30) // 10 records per partition, offsets 0..9
+	var want []*kgo.Record
+	for i, r := range all {
+		if off := i / 3; off >= 2 && off < 7 {
+			want = append(want, r)
+		}
+	}
+	o := e.reencryptOptions("orders-range")
+	o.From, o.To = 2, 7
+	res, err := Reencrypt(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Copied != 15 || !res.Check.OK || res.Check.In != 15 || res.Check.Out != 15 {
+		t.Fatalf("result %+v, check %+v", res, res.Check)
+	}
+	for _, r := range res.Ends {
+		if r.Start != 2 || r.End != 7 {
+			t.Errorf("range %v, want offsets 2..7", r)
+		}
+	}
+	sameRecords(t, consumeAll(t, e.cluster.Proxy, "orders-range", len(want)), want)
+}

@@ -42,7 +42,7 @@ func TestInspect(t *testing.T) {
 	mix(t, e)
 	ctx := context.Background()
 	var got []RecordInfo
-	sum, err := Inspect(ctx, InspectOptions{Conn: e.cluster.Direct, Topic: "orders", To: -1, Describe: e.cluster.Describer()},
+	sum, err := Inspect(ctx, InspectOptions{Conn: e.cluster.Direct, Topic: "orders", Describe: e.cluster.Describer()},
 		func(r RecordInfo) error { got = append(got, r); return nil })
 	if err != nil {
 		t.Fatal(err)

@@ -257,9 +257,13 @@ func TestTools(t *testing.T) {
 		t.Logf("killed reencrypt at %d of %d offsets", atKill, total)
 	}
 
-	code, out, errOut = runKseal(t, base...)
-	if code != 0 || !strings.Contains(out, fmt.Sprintf("%d records in, %d records out: OK", total, total)) {
-		t.Fatalf("final reencrypt: exit %d\n%s\n%s", code, out, errOut)
+	code, out, errOut = runKseal(t, append(base, "--json")...)
+	var res tools.ReencryptResult
+	if err := json.Unmarshal([]byte(out), &res); code != 0 || err != nil {
+		t.Fatalf("final reencrypt: exit %d, %v\n%s\n%s", code, err, out, errOut)
+	}
+	if !res.Complete || res.Check == nil || !res.Check.OK || res.Check.In != int64(total) || res.Check.Out != int64(total) {
+		t.Fatalf("final reencrypt: %s", out)
 	}
 
 	// The copy: every record under v3, nothing in plaintext, and what
