@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -144,9 +145,10 @@ func (t *InspectText) Write(r RecordInfo) error {
 	if r.Transactional {
 		note = joinNote(note, "transactional")
 	}
-	_, err := fmt.Fprintf(t.w, inspectFormat, fmt.Sprint(r.Partition), fmt.Sprint(r.Offset),
+	line := fmt.Sprintf(inspectFormat, fmt.Sprint(r.Partition), fmt.Sprint(r.Offset),
 		r.Timestamp.UTC().Format("2006-01-02T15:04:05.000Z"), r.State,
 		sizeText(r.KeySize), sizeText(r.ValueSize), fmt.Sprint(r.Headers), format, kek, dek, note)
+	_, err := io.WriteString(t.w, strings.TrimRight(line, " \n")+"\n")
 	return err
 }
 
