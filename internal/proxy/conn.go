@@ -145,6 +145,7 @@ func (c *conn) requests(ctx context.Context) error {
 			}
 		}
 		c.vc.srv.metrics.request(c.vc.name, h.APIKey, len(body))
+		local, req := x.Local, x.Request
 		if !x.NoResponse || x.Local {
 			// Blocks when the queue is full: backpressure on the client.
 			select {
@@ -155,14 +156,15 @@ func (c *conn) requests(ctx context.Context) error {
 				return ctx.Err()
 			}
 		}
-		if !x.Local {
-			binary.BigEndian.PutUint32(sizeBuf[:], uint32(len(x.Request)))
-			if _, err := (&net.Buffers{sizeBuf[:], x.Request}).WriteTo(w); err != nil {
+		// x belongs to the response side once queued: only the copies above
+		// are used from here on.
+		if !local {
+			binary.BigEndian.PutUint32(sizeBuf[:], uint32(len(req)))
+			if _, err := (&net.Buffers{sizeBuf[:], req}).WriteTo(w); err != nil {
 				return fmt.Errorf("write upstream: %w", err)
 			}
 		}
-		c.reclaim(&c.reqBuf, &c.scratchReq, x.Request)
-		x.Request = nil
+		c.reclaim(&c.reqBuf, &c.scratchReq, req)
 	}
 }
 

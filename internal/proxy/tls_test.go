@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -192,13 +193,16 @@ virtualClusters:
 	_ = srv
 	// Every *.kseal.test:443 name resolves to the one proxy port, as a load
 	// balancer in front would make it.
+	var mu sync.Mutex
 	dialed := map[string]bool{}
 	dial := func(ctx context.Context, network, host string) (net.Conn, error) {
 		name, p, _ := net.SplitHostPort(host)
 		if p != "443" || !strings.HasSuffix(name, ".kseal.test") {
 			return nil, fmt.Errorf("client dialed %s: not an SNI address", host)
 		}
+		mu.Lock()
 		dialed[name] = true
+		mu.Unlock()
 		d := &tls.Dialer{Config: &tls.Config{RootCAs: pki.pool, ServerName: name}}
 		return d.DialContext(ctx, network, fmt.Sprintf("127.0.0.1:%d", port))
 	}
@@ -216,6 +220,8 @@ virtualClusters:
 			t.Errorf("broker %d advertised as %s:%d", b.NodeID, b.Host, b.Port)
 		}
 	}
+	mu.Lock()
+	defer mu.Unlock()
 	if !dialed["broker-0.kseal.test"] && !dialed["broker-1.kseal.test"] && !dialed["broker-2.kseal.test"] {
 		t.Errorf("no broker reached by its SNI name: %v", dialed)
 	}
