@@ -286,13 +286,7 @@ func (k *KMS) DecryptDEK(ctx context.Context, edek []byte) ([]byte, error) {
 }
 
 // DescribeEDEK parses an EDEK offline.
-func (k *KMS) DescribeEDEK(edek []byte) (kms.EDEKInfo, error) {
-	p, err := parseEDEK(edek)
-	if err != nil {
-		return kms.EDEKInfo{}, err
-	}
-	return kms.EDEKInfo{KEK: p.name, Version: p.version}, nil
-}
+func (k *KMS) DescribeEDEK(edek []byte) (kms.EDEKInfo, error) { return DescribeEDEK(edek) }
 
 type keyOpParams struct {
 	Alg   string `json:"alg"`
