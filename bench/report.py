@@ -20,11 +20,15 @@ COLS = [
     "prod_rps", "prod_mbs", "prod_avg", "prod_p50", "prod_p99", "prod_p999",
     "cons_rps", "cons_mbs",
     "lat_rps", "lat_mbs", "lat_avg", "lat_p50", "lat_p99", "lat_p999",
-    "prod_wall", "prod_cpu", "prod_others",
-    "cons_wall", "cons_cpu", "cons_others",
+    "prod_wall", "prod_cpu", "prod_others", "prod_broker", "prod_client",
+    "cons_wall", "cons_cpu", "cons_others", "cons_broker", "cons_client",
+    "lat_wall", "lat_cpu", "lat_others", "lat_broker", "lat_client",
     "rss", "at_rest",
 ]
 CASES = ["direct", "passthrough", "encrypted"]
+# A run during which other processes used more than this many cores (out
+# of the machine's) is flagged as disturbed.
+NOISY_CORES = 0.3
 
 
 def num(v):
@@ -44,15 +48,28 @@ def read_meta(path):
     return meta
 
 
-def read_runs(path):
+def read_runs(path, records):
     runs = []
     with open(path) as f:
         for line in f:
             parts = line.rstrip("\n").split("\t")
             if len(parts) != len(COLS):
                 continue
-            runs.append(dict(zip(COLS, parts)))
+            r = dict(zip(COLS, parts))
+            derive(r, records)
+            runs.append(r)
     return runs
+
+
+def derive(r, records):
+    """Adds the columns computed from the measured ones."""
+    for phase in ("prod", "cons"):
+        k = num(r[phase + "_cpu"]) if r["case"] != "direct" else 0.0
+        b, c = num(r[phase + "_broker"]), num(r[phase + "_client"])
+        r[phase + "_total"] = "-" if None in (k, b, c) else f"{k + b + c:.2f}"
+        r[phase + "_us"] = "-" if k is None or not records else f"{k * 1e6 / records:.2f}"
+    others = [num(r["prod_others"]), num(r["cons_others"]), num(r["lat_others"])]
+    r["noisy"] = any(o is not None and o > NOISY_CORES for o in others)
 
 
 def median(runs, case, key):
@@ -95,6 +112,11 @@ def added(runs, case, key):
     return m - d
 
 
+def rnd(v, digits):
+    f = num(v)
+    return v if f is None else f"{f:.{digits}f}"
+
+
 def pct(r):
     return "—" if r is None else f"{100 * r:.1f}%"
 
@@ -116,8 +138,12 @@ def summary(runs):
         ("Fixed-rate produce p99 latency, ms", "lat_p99", 0, True, "added"),
         ("Fixed-rate produce p99.9 latency, ms", "lat_p999", 0, False, "added"),
         ("kseal CPU seconds, produce run", "prod_cpu", 2, False, None),
+        ("kseal CPU µs per record produced", "prod_us", 2, False, None),
         ("kseal CPU seconds, consume run", "cons_cpu", 2, False, None),
+        ("kseal CPU µs per record consumed", "cons_us", 2, False, None),
         ("kseal peak RSS, MiB (VmHWM)", "rss", 1, False, None),
+        ("CPU seconds of broker+client+kseal, produce run", "prod_total", 2, False, "ratio"),
+        ("CPU seconds of broker+client+kseal, consume run", "cons_total", 2, False, "ratio"),
     ]
     out = [
         "| Metric | direct | passthrough | vs direct | encrypted | vs direct |",
@@ -133,13 +159,14 @@ def summary(runs):
                 cells.append(ms(added(runs, c, key)))
             else:
                 cells.append("")
-        if key in ("prod_cpu", "cons_cpu", "rss"):
+        if key in ("prod_cpu", "cons_cpu", "prod_us", "cons_us", "rss"):
             cells[1] = "—"
         out.append("| " + " | ".join(cells) + " |")
     return out
 
 
 def goals(runs):
+    noisy = sum(1 for r in runs if r["noisy"])
     checks = [
         ("Passthrough produce throughput ≥ 95% of direct", ratio(runs, "passthrough", "prod_mbs"), lambda v: v >= 0.95, pct),
         ("Passthrough consume throughput ≥ 95% of direct", ratio(runs, "passthrough", "cons_mbs"), lambda v: v >= 0.95, pct),
@@ -150,26 +177,41 @@ def goals(runs):
     out = ["| Goal | Measured (medians) | Met? |", "|---|---:|:---:|"]
     for label, v, ok, show in checks:
         verdict = "no data" if v is None else ("yes" if ok(v) else "**no**")
+        if v is not None and noisy:
+            verdict += " (unreliable)"
         out.append(f"| {label} | {show(v)} | {verdict} |")
+    if noisy:
+        out += [
+            "",
+            f"**{noisy} of {len(runs)} runs were disturbed** (other processes used more than"
+            f" {NOISY_CORES} cores during them, see the per-run table), so these verdicts are not"
+            " reliable. The CPU rows of the summary (kseal CPU per record, CPU of"
+            " broker+client+kseal) depend much less on other load than the throughput rows.",
+        ]
     return out
 
 
 def every_run(runs):
     out = [
         "| # | case | status | produce MB/s | produce rec/s | avg ms | p99 ms | consume MB/s | consume rec/s"
-        " | fixed-rate avg ms | fixed-rate p99 ms | kseal CPU s (prod/cons) | kseal RSS MiB"
-        " | other load, cores (prod/cons) | value at rest |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        " | fixed-rate avg ms | fixed-rate p99 ms | kseal CPU s (prod/cons) | broker+client CPU s (prod/cons)"
+        " | kseal RSS MiB | other load, cores (prod/cons/fixed-rate) | value at rest |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for i, r in enumerate(runs, 1):
         cpu = "—" if r["case"] == "direct" else f"{r['prod_cpu']} / {r['cons_cpu']}"
         rss = "—" if r["case"] == "direct" else r["rss"]
+        bc = "—"
+        pb, pc, cb, cc = (num(r[k]) for k in ("prod_broker", "prod_client", "cons_broker", "cons_client"))
+        if None not in (pb, pc, cb, cc):
+            bc = f"{pb + pc:.2f} / {cb + cc:.2f}"
+        status = r["status"] + (", disturbed" if r["noisy"] else "")
         out.append("| " + " | ".join([
-            str(i), r["case"], r["status"],
-            r["prod_mbs"], r["prod_rps"], r["prod_avg"], r["prod_p99"],
-            r["cons_mbs"], r["cons_rps"],
-            r["lat_avg"], r["lat_p99"], cpu, rss,
-            f"{r['prod_others']} / {r['cons_others']}", r["at_rest"],
+            str(i), r["case"], status,
+            rnd(r["prod_mbs"], 1), rnd(r["prod_rps"], 0), rnd(r["prod_avg"], 1), r["prod_p99"],
+            rnd(r["cons_mbs"], 1), rnd(r["cons_rps"], 0),
+            rnd(r["lat_avg"], 2), r["lat_p99"], cpu, bc, rss,
+            f"{r['prod_others']} / {r['cons_others']} / {r['lat_others']}", r["at_rest"],
         ]) + " |")
     return out
 
@@ -228,7 +270,9 @@ def section(meta, runs, micro_path):
         "",
         f"## Results of the last run ({meta.get('date', '?')})",
         "",
-        f"Run took {meta.get('duration_s', '?')} s in total; kseal built from commit {meta.get('kseal', '?')}.",
+        f"Run took {meta.get('duration_s', '?')} s in total; kseal built from commit {meta.get('kseal', '?')}."
+        + (f" Each run first waited up to {meta['quiet_wait']} s for the machine to be idle (`BENCH_QUIET_WAIT`)."
+           if meta.get("quiet_wait", "0") not in ("", "0") else ""),
         "",
         "| Machine | |",
         "|---|---|",
@@ -244,7 +288,8 @@ def section(meta, runs, micro_path):
         f"Workload: {int(meta.get('records', '0')):,} records of {meta.get('record_size', '?')} B per throughput run"
         f" (`--throughput -1`, producer defaults: acks=all, linger and batch size default), consumed back"
         f" with ConsumerPerformance; then {int(meta.get('lat_records', '0')):,} records at a fixed"
-        f" {meta.get('lat_rate', '?')} records/s for latency. A fresh topic with {meta.get('partitions', '?')}"
+        f" {meta.get('lat_rate', '?')} records/s for latency (the first {meta.get('lat_warmup', '?')}"
+        " are the tool's warm-up and not in the numbers). A fresh topic with {meta.get('partitions', '?')}"
         f" partitions per run, {meta.get('reps', '?')} runs per case, interleaved.",
         "",
     ]
@@ -263,7 +308,7 @@ def section(meta, runs, micro_path):
         "",
         "\"Other load\" is the average number of cores used during that run by processes that"
         " are not part of the benchmark (machine CPU time from /proc/stat minus broker, client and"
-        " kseal CPU time): anything well above 0 means another job competed for the 2 cores.",
+        f" kseal CPU time); runs above {NOISY_CORES} cores are marked disturbed.",
         "",
     ]
     out += every_run(runs)
@@ -283,7 +328,7 @@ def main():
     if len(sys.argv) != 5:
         sys.exit(__doc__)
     meta = read_meta(sys.argv[1])
-    runs = read_runs(sys.argv[2])
+    runs = read_runs(sys.argv[2], int(meta.get("records") or 0))
     text = section(meta, runs, sys.argv[3])
     out = sys.argv[4]
     try:

@@ -16,10 +16,12 @@
 #   BENCH_REPS=3           runs per case
 #   BENCH_RECORDS=300000   records per throughput run (1 KiB each)
 #   BENCH_PARTITIONS=3     partitions per topic
-#   BENCH_LAT_RECORDS=20000 BENCH_LAT_RATE=2000   fixed-rate latency run
+#   BENCH_LAT_RECORDS=20000 BENCH_LAT_RATE=2000   fixed-rate latency run (the
+#                          first fifth is the tool's warm-up, not in the numbers)
 #   BENCH_BENCHTIME=200ms  go test -benchtime for the micro-benchmarks
-#   BENCH_QUIET_WAIT=0     wait up to this many seconds for the machine to be
-#                          mostly idle (<25% busy over 5 s) before measuring
+#   BENCH_QUIET_WAIT=0     before the micro-benchmarks and before each run, wait
+#                          up to this many seconds for the machine to be mostly
+#                          idle (a shared box: other jobs make the numbers noisy)
 #   BENCH_OUT=BENCHMARKS.md  BENCH_KEEP=1 (keep the work dir for inspection)
 set -euo pipefail
 
@@ -32,6 +34,7 @@ RECORD_SIZE=1024
 PARTITIONS=${BENCH_PARTITIONS:-3}
 LAT_RECORDS=${BENCH_LAT_RECORDS:-20000}
 LAT_RATE=${BENCH_LAT_RATE:-2000}
+LAT_WARMUP=$((LAT_RECORDS / 5))
 BENCHTIME=${BENCH_BENCHTIME:-200ms}
 MICRO_PKGS=${BENCH_MICRO_PKGS:-./internal/records ./internal/recordcrypt ./internal/codec}
 OUT=${BENCH_OUT:-$ROOT/BENCHMARKS.md}
@@ -109,6 +112,7 @@ children_cpu() {
 }
 
 TICK=$(getconf CLK_TCK)
+NPROC=$(nproc)
 
 # free_block N prints a port P such that P..P+N-1 are all free on 127.0.0.1.
 free_block() {
@@ -197,6 +201,23 @@ value_class() {
   if [ "$(LC_ALL=C tr -d 'A-Z' <"$f" | wc -c)" = 0 ]; then echo plaintext; else echo ciphertext; fi
 }
 
+# wait_quiet waits up to BENCH_QUIET_WAIT seconds until the machine is
+# less than 20% busy over 3 s (our idle broker uses a few percent), so that
+# on a shared box other jobs disturb fewer runs. It never fails.
+QUIET_WAIT=${BENCH_QUIET_WAIT:-0}
+wait_quiet() {
+  [ "$QUIET_WAIT" -gt 0 ] || return 0
+  local deadline=$((SECONDS + QUIET_WAIT)) b0 b1 pct said=""
+  while :; do
+    b0=$(machine_busy); sleep 3; b1=$(machine_busy)
+    pct=$(( (b1 - b0) * 100 / (3 * TICK * NPROC) ))
+    [ "$pct" -ge 20 ] || return 0
+    if [ $SECONDS -ge $deadline ]; then log "machine still ${pct}% busy after ${QUIET_WAIT}s; measuring anyway"; return 0; fi
+    [ -n "$said" ] || log "machine ${pct}% busy (other jobs), waiting up to ${QUIET_WAIT}s for it to quieten"
+    said=1
+  done
+}
+
 # Snapshot of the CPU counters the "others" column is computed from.
 snap() {
   S_WALL=$(date +%s.%N)
@@ -208,9 +229,10 @@ snap() {
   S_CHILD=$CHILD_CPU
 }
 
-# delta sets DELTA to "wall kseal_cpu others_cores" since the last snap, where
-# others_cores is the average number of cores used by processes that are
-# not this benchmark (other users of the machine): a noise indicator.
+# delta sets DELTA to "wall kseal_cpu others_cores broker_cpu client_cpu"
+# (seconds) since the last snap. others_cores is the average number of cores
+# used by processes that are not this benchmark (other users of the
+# machine): a noise indicator.
 delta() {
   local wall busy broker ks child
   wall=$(date +%s.%N)
@@ -224,22 +246,33 @@ delta() {
     -v k0="$S_KSEAL" -v k1="$ks" -v c0="$S_CHILD" -v c1="$child" -v hz="$TICK" 'BEGIN {
       w = w1 - w0; if (w <= 0) w = 1e-9
       k = (k1 - k0) / hz
-      o = (b1 - b0) / hz - (r1 - r0) / hz - k - (c1 - c0)
+      r = (r1 - r0) / hz
+      c = c1 - c0
+      o = (b1 - b0) / hz - r - k - c
       if (o < 0) o = 0
-      printf "%.2f %.2f %.2f\n", w, k, o / w }')
+      printf "%.2f %.2f %.2f %.2f %.2f\n", w, k, o / w, r, c }')
 }
 
-# run_producer BOOTSTRAP TOPIC N THROUGHPUT LOGFILE -> "rec/s MB/s avg p50 p99 p999"
+# run_producer BOOTSTRAP TOPIC N THROUGHPUT LOGFILE [WARMUP]
+#   -> "rec/s MB/s avg p50 p99 p999"
+# With WARMUP, the numbers are the tool's steady-state ones, which leave out
+# the first WARMUP records (client JIT, connection setup, metadata).
 run_producer() {
+  local warm=${6:-0} args=()
+  [ "$warm" = 0 ] || args=(--warmup-records "$warm")
   java_tool org.apache.kafka.tools.ProducerPerformance --bootstrap-server "$1" --topic "$2" \
-    --num-records "$3" --record-size "$RECORD_SIZE" --throughput "$4" >"$5" 2>&1 || return 1
-  # Final line: "N records sent, R records/sec (M MB/sec), A ms avg latency,
-  # X ms max latency, P ms 50th, P ms 95th, P ms 99th, P ms 99.9th."
+    --num-records "$3" --record-size "$RECORD_SIZE" --throughput "$4" "${args[@]}" >"$5" 2>&1 || return 1
+  # Summary: "N [steady state ]records sent, R records/sec (M MB/sec), A ms
+  # avg latency, X ms max latency, P ms 50th, P ms 95th, P ms 99th, P ms 99.9th."
   local line
-  line=$(grep 'records sent' "$5" | grep '99.9th' | tail -n 1)
+  if [ "$warm" = 0 ]; then
+    line=$(grep -E '^[0-9]+ records sent' "$5" | grep '99.9th' | tail -n 1)
+  else
+    line=$(grep -E '^[0-9]+ steady state records sent' "$5" | grep '99.9th' | tail -n 1)
+  fi
   [ -n "$line" ] || return 1
-  [ "$(echo "$line" | awk '{print $1}')" = "$3" ] || return 1
-  echo "$line" | sed -E 's/^[0-9]+ records sent, ([0-9.]+) records\/sec \(([0-9.]+) MB\/sec\), ([0-9.]+) ms avg latency, [0-9.]+ ms max latency, ([0-9.]+) ms 50th, [0-9.]+ ms 95th, ([0-9.]+) ms 99th, ([0-9.]+) ms 99.9th.*/\1 \2 \3 \4 \5 \6/'
+  [ "$(echo "$line" | awk '{print $1}')" = "$(($3 - warm))" ] || return 1
+  echo "$line" | sed -E 's/^[0-9]+ (steady state )?records sent, ([0-9.]+) records\/sec \(([0-9.]+) MB\/sec\), ([0-9.]+) ms avg latency, [0-9.]+ ms max latency, ([0-9.]+) ms 50th, [0-9.]+ ms 95th, ([0-9.]+) ms 99th, ([0-9.]+) ms 99.9th.*/\2 \3 \4 \5 \6 \7/'
 }
 
 # run_consumer BOOTSTRAP TOPIC N GROUP LOGFILE -> "rec/s MB/s" (fetch phase,
@@ -258,7 +291,8 @@ run_consumer() {
 # to runs.tsv (status FAILED and empty metrics when something broke).
 run_case() {
   local c=$1 rep=$2 topic="bench-$1-$2" lat="lat-$1-$2" bs="$BOOTSTRAP" p="$WORK/$1-$2"
-  local prod="" cons="" latr="" d1="" d2="" rss="" rest="" ok=OK
+  local prod="" cons="" latr="" d1="" d2="" d3="" rss="" rest="" ok=OK
+  wait_quiet
   log "run $rep/$REPS: $c"
   if [ "$c" != direct ]; then
     start_kseal "$WORK/$c.yaml" "$p.kseal.log" || { log "$c: kseal did not start"; ok=FAILED; }
@@ -277,7 +311,10 @@ run_case() {
     d2=$DELTA
   fi
   if [ $ok = OK ]; then
-    latr=$(run_producer "$bs" "$lat" "$LAT_RECORDS" "$LAT_RATE" "$p.latency.log") || { ok=FAILED; log "$c: fixed-rate producer failed"; tail -n 5 "$p.latency.log" >&2; }
+    snap
+    latr=$(run_producer "$bs" "$lat" "$LAT_RECORDS" "$LAT_RATE" "$p.latency.log" "$LAT_WARMUP") || { ok=FAILED; log "$c: fixed-rate producer failed"; tail -n 5 "$p.latency.log" >&2; }
+    delta
+    d3=$DELTA
   fi
   if [ $ok = OK ]; then
     # What an admin with disk access sees vs what the client sees.
@@ -294,8 +331,10 @@ run_case() {
   fi
   stop_kseal
   # case rep status | prod rec/s MB/s avg p50 p99 p999 | cons rec/s MB/s |
-  # lat rec/s MB/s avg p50 p99 p999 | prod wall kseal_cpu others | cons wall kseal_cpu others | rss | at_rest
-  local -a f=(${prod:-- - - - - -} ${cons:-- -} ${latr:-- - - - - -} ${d1:-- - -} ${d2:-- - -})
+  # lat rec/s MB/s avg p50 p99 p999 | prod wall kseal_cpu others broker_cpu client_cpu |
+  # cons (same five) | lat (same five) | rss | at_rest
+  # shellcheck disable=SC2206 # splitting the space-separated fields is the point
+  local -a f=(${prod:-- - - - - -} ${cons:-- -} ${latr:-- - - - - -} ${d1:-- - - - -} ${d2:-- - - - -} ${d3:-- - - - -})
   printf '%s\t%s\t%s' "$c" "$rep" "$ok" >>"$WORK/runs.tsv"
   printf '\t%s' "${f[@]}" "${rss:--}" "${rest:--}" >>"$WORK/runs.tsv"
   printf '\n' >>"$WORK/runs.tsv"
@@ -310,18 +349,7 @@ log "building kseal"
 KSEAL="$WORK/kseal"
 go build -o "$KSEAL" ./cmd/kseal
 
-# On a shared box, optionally wait for other jobs to finish first.
-QUIET_WAIT=${BENCH_QUIET_WAIT:-0}
-if [ "$QUIET_WAIT" -gt 0 ]; then
-  quiet_deadline=$((SECONDS + QUIET_WAIT))
-  while :; do
-    b0=$(machine_busy); sleep 5; b1=$(machine_busy)
-    busy_pct=$(( (b1 - b0) * 100 / (5 * TICK * $(nproc)) ))
-    [ "$busy_pct" -ge 25 ] || break
-    if [ $SECONDS -ge $quiet_deadline ]; then log "machine still ${busy_pct}% busy after ${QUIET_WAIT}s; measuring anyway"; break; fi
-    log "machine ${busy_pct}% busy, waiting for it to quieten"
-  done
-fi
+wait_quiet
 
 # Micro-benchmarks first, while nothing else of ours runs.
 log "go micro-benchmarks ($BENCHTIME each)"
@@ -392,6 +420,8 @@ partitions=$PARTITIONS
 reps=$REPS
 lat_records=$LAT_RECORDS
 lat_rate=$LAT_RATE
+lat_warmup=$LAT_WARMUP
+quiet_wait=$QUIET_WAIT
 benchtime=$BENCHTIME
 micro_pkgs=$MICRO_PKGS
 micro_ok=$MICRO_OK
