@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -10,14 +11,30 @@ import (
 )
 
 // Kgo returns a franz-go client seeded with bootstrap (comma-separated
-// addresses are split), closed at test cleanup.
+// addresses are split), closed at test cleanup. KSEAL_IT_KGO_LOG=debug
+// (or info, warn) logs what the client does to stderr.
 func Kgo(t testing.TB, bootstrap []string, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
 	var seeds []string
 	for _, b := range bootstrap {
 		seeds = append(seeds, strings.Split(b, ",")...)
 	}
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(seeds...)}, opts...)...)
+	// A short metadata min age: a transactional Produce to a partition new
+	// to the transaction is answered with a retriable error by Kafka 4.x
+	// brokers, and franz-go retries after a metadata refresh, which it
+	// otherwise spaces 5s apart.
+	base := []kgo.Opt{kgo.SeedBrokers(seeds...), kgo.MetadataMinAge(250 * time.Millisecond)}
+	if lv := os.Getenv("KSEAL_IT_KGO_LOG"); lv != "" {
+		level, ok := map[string]kgo.LogLevel{"debug": kgo.LogLevelDebug, "info": kgo.LogLevelInfo,
+			"warn": kgo.LogLevelWarn, "error": kgo.LogLevelError}[lv]
+		if ok {
+			name := t.Name()
+			base = append(base, kgo.WithLogger(kgo.BasicLogger(os.Stderr, level, func() string {
+				return time.Now().Format("15:04:05.000 ") + name + " "
+			})))
+		}
+	}
+	cl, err := kgo.NewClient(append(base, opts...)...)
 	if err != nil {
 		t.Fatalf("kgo.NewClient: %v", err)
 	}

@@ -4,6 +4,7 @@ package integration
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,7 +57,7 @@ func TestConsumerGroup(t *testing.T) {
 		consume func(t *testing.T, group string, limit int) []testenv.Record
 	}{
 		{"franz-go", func(t *testing.T, group string, limit int) []testenv.Record {
-			cl, err := kgo.NewClient(kgo.SeedBrokers(tg.Bootstrap), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic),
+			cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(tg.Bootstrap, ",")...), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic),
 				kgo.DisableAutoCommit(), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 			if err != nil {
 				t.Fatal(err)
