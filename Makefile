@@ -3,7 +3,7 @@ GO ?= go
 STATICCHECK_VERSION ?= v0.8.2
 FUZZTIME ?= 5s
 
-.PHONY: build run test unit fuzz integration kms-integration lint bench soak clean
+.PHONY: build run test unit fuzz deploy-check integration kms-integration lint bench soak clean
 
 build:
 	$(GO) build -o bin/kseal ./cmd/kseal
@@ -15,7 +15,7 @@ run: build
 
 # Unit tests (with fuzz seed corpora), short fuzz runs, then the integration
 # suite against a real Apache Kafka cluster (installed into .cache/ on first use).
-test: lint unit fuzz integration kms-integration
+test: lint unit fuzz deploy-check integration kms-integration
 
 unit:
 	$(GO) test -race -count=1 ./...
@@ -25,6 +25,12 @@ fuzz:
 
 integration:
 	scripts/test-integration.sh
+
+# The Dockerfile and Kubernetes manifests, checked offline (no Docker or
+# cluster here): strict decoding into k8s.io/api types, invariants, and the
+# ConfigMap's config validated by kseal itself. See deploy/README.md.
+deploy-check:
+	cd deploy/validate && $(GO) test -count=1 ./...
 
 # Each KMS provider against its real server (OpenBao, moto), installed into
 # .cache/ by the provider's script on first use. Azure's emulator (Lowkey
