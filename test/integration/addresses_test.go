@@ -28,6 +28,7 @@ import (
 // a real broker's. Clients that were told a real address would still work,
 // just around the proxy, so only this test catches it.
 func TestBrokerAddressesAreProxy(t *testing.T) {
+	t.Parallel()
 	if direct() {
 		t.Skip("KSEAL_IT_DIRECT=1: clients are meant to see the real brokers")
 	}

@@ -19,6 +19,7 @@ import (
 // through kseal, with franz-go's kadm and the Java admin tools; kcat's
 // metadata view confirms each step from a third client.
 func TestAdmin(t *testing.T) {
+	t.Parallel()
 	tg := startProxy(t)
 
 	// kcatSees reports whether kcat's metadata through kseal lists topic

@@ -16,6 +16,7 @@ import (
 // does so through kseal, the batches on disk carry that codec, and every
 // client consumes all of them (so each reads what the others compressed).
 func TestCompression(t *testing.T) {
+	t.Parallel()
 	tg := startProxy(t)
 	codecs := []struct {
 		name  string

@@ -21,6 +21,7 @@ import (
 // continues exactly from the committed offsets. The committed offsets are
 // checked with an OffsetFetch through kseal as well.
 func TestConsumerGroup(t *testing.T) {
+	t.Parallel()
 	tg := startProxy(t)
 	topic := newTopic(t, "group", nil)
 	const n = 24

@@ -19,6 +19,7 @@ import (
 // through kseal (InitProducerId, sequence numbers), every record lands
 // exactly once, and the batches on disk carry a producer id.
 func TestIdempotentProducer(t *testing.T) {
+	t.Parallel()
 	tg := startProxy(t)
 	topic := newTopic(t, "idempotent", nil)
 
@@ -60,6 +61,7 @@ func TestIdempotentProducer(t *testing.T) {
 // read_uncommitted one sees both, and offsets sent in a transaction are
 // committed to the group only when it commits.
 func TestTransactions(t *testing.T) {
+	t.Parallel()
 	tg := startProxy(t)
 	topic := newTopic(t, "txn", nil)
 

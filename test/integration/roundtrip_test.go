@@ -16,6 +16,7 @@ import (
 // TestRoundTrip: records produced by each client through kseal come back to
 // every client with key, value, headers, partition and order intact.
 func TestRoundTrip(t *testing.T) {
+	t.Parallel()
 	tg := startProxy(t)
 	topic := newTopic(t, "roundtrip", nil)
 
