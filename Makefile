@@ -17,8 +17,11 @@ run: build
 # suite against a real Apache Kafka cluster (installed into .cache/ on first use).
 test: lint unit fuzz deploy-check integration kms-integration
 
+# Everything under the race detector, then the allocation tests without it
+# (the race detector makes allocation counts meaningless).
 unit:
 	$(GO) test -race -count=1 ./...
+	$(GO) test -count=1 -run 'Alloc' ./...
 
 fuzz:
 	scripts/fuzz.sh $(FUZZTIME)

@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -62,7 +63,7 @@ type env struct {
 	fake      *kfake.Cluster
 	kms       *local.KMS
 	bootstrap string
-	logs      *bytes.Buffer
+	logs      *lockedBuffer
 	reg       *prometheus.Registry
 	srv       *proxy.Server
 	app       *App
@@ -122,7 +123,7 @@ virtualClusters:
 	if err := Validate(cfg); err != nil {
 		t.Fatal(err)
 	}
-	logs := &bytes.Buffer{}
+	logs := &lockedBuffer{}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), nil))
 	reg := prometheus.NewRegistry()
 	a, err := Build(ctx, cfg, log, reg)
@@ -564,4 +565,23 @@ func TestCompressionBombRefused(t *testing.T) {
 	if hwm := e.fake.PartitionInfo("orders", 0).HighWatermark; hwm != 0 {
 		t.Errorf("bomb reached the broker (hwm %d)", hwm)
 	}
+}
+
+// lockedBuffer collects log lines written by the proxy's goroutines while
+// the test reads them.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
