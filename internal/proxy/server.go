@@ -263,26 +263,35 @@ func (vc *virtualCluster) start() error {
 	return nil
 }
 
-// discover refreshes metadata until it succeeds once (with backoff), so
-// broker ports are bound early even when the cluster starts after kseal.
+// discover learns the upstream brokers now (retrying with backoff until it
+// succeeds, so broker ports are bound early even when the cluster starts
+// after kseal) and then every metadataRefresh, so a broker added to the
+// cluster gets its port on every kseal replica without waiting for a
+// client's Metadata request to pass through this one.
 func (vc *virtualCluster) discover() {
 	backoff := 250 * time.Millisecond
 	for {
 		ctx, cancel := context.WithTimeout(vc.srv.ctx, vc.cfg.Upstream.DialTimeout.Std())
 		err := vc.refreshMetadata(ctx)
 		cancel()
-		if err == nil || vc.srv.ctx.Err() != nil {
-			return
+		wait := metadataRefresh
+		if err != nil {
+			vc.log.Warn("cannot reach upstream cluster", "error", err.Error(), "retryIn", backoff.String())
+			wait = backoff
+			backoff = min(backoff*2, 10*time.Second)
+		} else {
+			backoff = 250 * time.Millisecond
 		}
-		vc.log.Warn("cannot reach upstream cluster yet", "error", err.Error(), "retryIn", backoff.String())
 		select {
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		case <-vc.srv.ctx.Done():
 			return
 		}
-		backoff = min(backoff*2, 10*time.Second)
 	}
 }
+
+// metadataRefresh is how often kseal asks the cluster for its brokers.
+const metadataRefresh = 30 * time.Second
 
 // serve accepts connections on ln for node (-1 = bootstrap).
 func (vc *virtualCluster) serve(ln net.Listener, node int32) {
