@@ -9,7 +9,9 @@
 // ./test/integration/...). KSEAL_IT_DIRECT=1 skips the proxy and talks to
 // the brokers directly, to tell a proxy bug from a test bug;
 // KSEAL_IT_KEEP=1 keeps the cluster folder (test/.work/cluster-*) after a
-// passing run; KSEAL_IT_LOGS=1 prints kseal's log for passing tests too.
+// passing run; KSEAL_IT_LOGS=1 prints kseal's log for passing tests too;
+// KSEAL_IT_RACE=1 builds kseal with the race detector (the script's
+// default); KSEAL_IT_KGO_LOG=debug logs the franz-go clients.
 package integration
 
 import (
