@@ -242,26 +242,25 @@ EOF
     pids+="${pids:+,}$!"
   done
 
-  local watcher=""
-  if [ -n "$owner" ]; then
-    # The watcher outlives this script; it polls the owner and, once the owner
-    # is gone, replaces itself with `stop` (stop knows not to kill itself).
-    nohup bash -c 'while kill -0 "$1" 2>/dev/null && [ -f "$2/cluster.env" ]; do sleep 1; done; [ -f "$2/cluster.env" ] && exec "$3" stop --dir "$2"' \
-      kafka-watcher "$owner" "$dir" "$ROOT/scripts/kafka.sh" </dev/null >"$dir/watcher.log" 2>&1 &
-    watcher=$!
-  fi
-
   cat >"$dir/cluster.env" <<EOF
 BOOTSTRAP=$bootstrap
 BROKERS=$brokers
 CONTROLLERS=$controllers
 LOG_DIRS=$logdirs
 PIDS=$pids
-WATCHER_PID=$watcher
 KAFKA_LIBS=$LIBS
 KAFKA_HOME=$KHOME
 CLUSTER_ID=$cid
 EOF
+
+  if [ -n "$owner" ]; then
+    # The watcher outlives this script; it polls the owner and, once the owner
+    # is gone, replaces itself with `stop` (stop knows not to kill itself).
+    # It starts after cluster.env exists: it exits when that file is gone.
+    nohup bash -c 'while kill -0 "$1" 2>/dev/null && [ -f "$2/cluster.env" ]; do sleep 1; done; [ -f "$2/cluster.env" ] && exec "$3" stop --dir "$2"' \
+      kafka-watcher "$owner" "$dir" "$ROOT/scripts/kafka.sh" </dev/null >"$dir/watcher.log" 2>&1 &
+    echo "WATCHER_PID=$!" >>"$dir/cluster.env"
+  fi
 
   # Ready means: every node is alive and a metadata request lists all n
   # brokers (they have registered with the controller quorum and are
