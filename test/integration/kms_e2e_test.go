@@ -1,0 +1,432 @@
+//go:build integration
+
+package integration
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	awskms "github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kseal/kseal/internal/kms"
+	kmsaws "github.com/kseal/kseal/internal/kms/aws"
+	"github.com/kseal/kseal/internal/kms/vault"
+	"github.com/kseal/kseal/internal/recordcrypt"
+	"github.com/kseal/kseal/internal/testenv"
+)
+
+// e2eExternalKMS is one external KMS server as the scenario needs it.
+type e2eExternalKMS struct {
+	provider string
+	// section is the `kms:` block of kseal's encryption section.
+	section string
+	// rotate makes a new version of the KEK primary in the KMS.
+	rotate func(t *testing.T)
+	// down makes the KMS unreachable; up brings it back.
+	down, up func(t *testing.T)
+	// describe reads an EDEK offline (KEK name or id, version).
+	describe kms.DescribeFunc
+	// versioned says the EDEK names the KEK version (moto rotates
+	// without new key material, so AWS EDEKs cannot show a rotation).
+	versioned bool
+}
+
+// TestKMSProviders runs one scenario through kseal on the real cluster
+// against each external KMS server (OpenBao for vault, moto for aws):
+// produce, read ciphertext from the brokers and plaintext through kseal,
+// rotate the KEK in the KMS, take the KMS away mid-stream and bring it
+// back. KSEAL_IT_NO_VAULT=1 / KSEAL_IT_NO_AWS=1 skip a provider.
+func TestKMSProviders(t *testing.T) {
+	e2eSkipDirect(t)
+	t.Parallel()
+	t.Run("vault", func(t *testing.T) {
+		if os.Getenv("KSEAL_IT_NO_VAULT") == "1" {
+			t.Skip("KSEAL_IT_NO_VAULT=1")
+		}
+		t.Parallel()
+		topic := e2eTopic(t, "kms-vault", 1, nil)
+		testKMSScenario(t, topic, e2eOpenBao(t, "KEK-"+topic))
+	})
+	t.Run("aws", func(t *testing.T) {
+		if os.Getenv("KSEAL_IT_NO_AWS") == "1" {
+			t.Skip("KSEAL_IT_NO_AWS=1")
+		}
+		t.Parallel()
+		topic := e2eTopic(t, "kms-aws", 1, nil)
+		testKMSScenario(t, topic, e2eMoto(t, "KEK-"+topic))
+	})
+}
+
+// e2eMaxEncryptions is the DEK cap of the scenario: small, so that a new
+// DEK is needed at a point the test chooses.
+const e2eMaxEncryptions = 20
+
+func testKMSScenario(t *testing.T, topic string, x *e2eExternalKMS) {
+	admin := fmt.Sprintf("127.0.0.1:%d", e2eFreePort(t))
+	gw, err := testenv.NewGateway()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The DEKs last for the whole test except for their cap; one KMS
+	// operation (with its retries) gives up after 2s.
+	enc := "    encryption:\n" + x.section + fmt.Sprintf(`      policy:
+        rules:
+          - topicRegex: '.*'
+            kek: 'KEK-$(topicName)'
+        unresolvedKeyPolicy: REJECT
+      dek: {maxEncryptionsPerDek: %d, kmsTimeout: 2s, kmsAttempts: 2}
+`, e2eMaxEncryptions)
+	cfg := fmt.Sprintf("admin: {listen: %q}\n", admin) + testenv.KsealConfig(cluster.Bootstrap, gw, enc)
+	p := e2eStartKseal(t, cfg)
+	cl := testenv.Kgo(t, []string{p.Bootstrap})
+	ctx := context.Background()
+
+	canary := uniq("canary")
+	var values []string
+	produce := func(n int, what string) {
+		t.Helper()
+		var recs []*kgo.Record
+		for range n {
+			v := fmt.Sprintf("%d %s %s", len(values), what, canary)
+			values = append(values, v)
+			recs = append(recs, &kgo.Record{Topic: topic, Value: []byte(v)})
+		}
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := cl.ProduceSync(pctx, recs...).FirstErr(); err != nil {
+			t.Fatalf("produce %d records (%s): %v", n, what, err)
+		}
+	}
+	// stored returns the envelopes of every stored record, checking they
+	// are ciphertext.
+	stored := func() []recordcrypt.Envelope {
+		t.Helper()
+		return e2eAssertSealed(t, e2eRaw(t, len(values), topic), canary)
+	}
+	consume := func(who, bootstrap string) {
+		t.Helper()
+		got := e2eMustConsume(t, who, bootstrap, len(values), []string{topic})
+		for _, r := range got {
+			if string(r.Value) != values[r.Offset] {
+				t.Errorf("%s: offset %d is %q, want %q", who, r.Offset, r.Value, values[r.Offset])
+			}
+		}
+	}
+	describe := func(env recordcrypt.Envelope) kms.EDEKInfo {
+		t.Helper()
+		info, err := x.describe(env.EDEK)
+		if err != nil {
+			t.Fatalf("EDEK: %v", err)
+		}
+		return info
+	}
+
+	// 1. Encrypted at rest, plaintext through kseal.
+	produce(5, "first")
+	envs := stored()
+	dek1 := envs[0].DEKID()
+	if info := describe(envs[0]); x.versioned && info.Version != "1" {
+		t.Errorf("first DEK under KEK version %q, want 1", info.Version)
+	}
+	consume("franz-go through kseal", p.Bootstrap)
+
+	// 2. Rotation in the KMS: the DEK made after it (the first reaches
+	// its cap with this batch) is under the new version; old records
+	// still decrypt.
+	x.rotate(t)
+	produce(e2eMaxEncryptions-5, "until the cap")
+	produce(1, "after rotation")
+	envs = stored()
+	last := envs[len(envs)-1]
+	dek2 := last.DEKID()
+	for i, env := range envs[:e2eMaxEncryptions] {
+		if env.DEKID() != dek1 || env.Counter != uint64(i) {
+			t.Errorf("record %d: DEK %s counter %d, want DEK %s counter %d", i, env.DEKID(), env.Counter, dek1, i)
+		}
+	}
+	if dek2 == dek1 || last.Counter != 0 {
+		t.Fatalf("record after the cap: DEK %s counter %d, want a new DEK at counter 0", dek2, last.Counter)
+	}
+	if info := describe(last); x.versioned && info.Version != "2" {
+		t.Errorf("DEK made after the rotation is under KEK version %q, want 2", info.Version)
+	}
+	consume("franz-go through kseal after rotation", p.Bootstrap)
+
+	// 3. The KMS goes away. The cached DEKs keep produce (up to the cap)
+	// and fetch working.
+	x.down(t)
+	kmsUp := false
+	t.Cleanup(func() {
+		if !kmsUp {
+			x.up(t)
+		}
+	})
+	for range e2eMaxEncryptions - 1 {
+		produce(1, "KMS down, cached DEK")
+	}
+	consume("franz-go through kseal, KMS down", p.Bootstrap)
+	if envs := stored(); envs[len(envs)-1].DEKID() != dek2 {
+		t.Fatalf("records produced while the KMS was down are not under the cached DEK %s", dek2)
+	}
+
+	// The next record needs a new DEK: kseal refuses the request with a
+	// retriable error and franz-go keeps retrying; nothing reaches the
+	// broker.
+	before := e2eSum(e2eEndOffsets(t, topic))
+	refusedBefore := strings.Count(p.Logs(), "produce refused")
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var acked int
+	var produceErrs []error
+	for i := range 5 {
+		v := fmt.Sprintf("%d needs a new DEK %s", len(values), canary)
+		values = append(values, v)
+		wg.Add(1)
+		// One record a request, so the records cannot be reordered.
+		cl.Produce(ctx, &kgo.Record{Topic: topic, Value: []byte(v)}, func(r *kgo.Record, err error) {
+			defer wg.Done()
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				produceErrs = append(produceErrs, fmt.Errorf("record %d: %w", i, err))
+			} else {
+				acked++
+			}
+		})
+	}
+	// Two refusals later (each after a failed KMS operation, bounded by
+	// kmsTimeout), nothing is written and nothing acknowledged.
+	e2eEventually(t, 30*time.Second, 200*time.Millisecond, "kseal did not refuse the produce twice", func() bool {
+		return strings.Count(p.Logs(), "produce refused") >= refusedBefore+2
+	})
+	if after := e2eSum(e2eEndOffsets(t, topic)); after != before {
+		t.Errorf("%d records reached the broker while the KMS was down", after-before)
+	}
+	mu.Lock()
+	if acked > 0 || len(produceErrs) > 0 {
+		t.Errorf("while the KMS was down: %d records acknowledged, errors %v; want franz-go still retrying", acked, produceErrs)
+	}
+	mu.Unlock()
+	if n := e2eMetric(t, admin, "kseal_kms_operations_total",
+		map[string]string{"provider": x.provider, "operation": "generate_dek", "outcome": "error"}); n == 0 {
+		t.Error("kseal_kms_operations_total{generate_dek,error} is 0 while the KMS is down")
+	}
+
+	// 4. The KMS comes back: kseal recovers by itself, the waiting
+	// records arrive, and everything reads back exactly once.
+	x.up(t)
+	kmsUp = true
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the records waiting for a DEK were not acknowledged within 60s of the KMS coming back")
+	}
+	if len(produceErrs) > 0 {
+		t.Fatalf("produce after the KMS came back: %v", produceErrs)
+	}
+	envs = stored()
+	if dek3 := envs[len(envs)-1].DEKID(); dek3 == dek2 || dek3 == dek1 {
+		t.Errorf("records after the outage are under an old DEK")
+	}
+	consume("franz-go through kseal after the outage", p.Bootstrap)
+
+	// A second kseal with empty caches unwraps every DEK through the KMS:
+	// the ones under the old KEK version and the new.
+	gw2, err := testenv.NewGateway()
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin2 := fmt.Sprintf("127.0.0.1:%d", e2eFreePort(t))
+	p2 := e2eStartKseal(t, fmt.Sprintf("admin: {listen: %q}\n", admin2)+testenv.KsealConfig(cluster.Bootstrap, gw2, enc))
+	consume("franz-go through a fresh kseal", p2.Bootstrap)
+
+	ops := func(addr, op, outcome string) float64 {
+		return e2eMetric(t, addr, "kseal_kms_operations_total",
+			map[string]string{"provider": x.provider, "operation": op, "outcome": outcome})
+	}
+	if n := ops(admin, "generate_dek", "success"); n < 3 {
+		t.Errorf("kseal_kms_operations_total{generate_dek,success} = %v, want at least 3 (one DEK per phase)", n)
+	}
+	if n := ops(admin, "resolve_kek", "success"); n < 1 {
+		t.Errorf("kseal_kms_operations_total{resolve_kek,success} = %v, want at least 1", n)
+	}
+	if n := ops(admin2, "decrypt_dek", "success"); n < 3 {
+		t.Errorf("fresh kseal: kseal_kms_operations_total{decrypt_dek,success} = %v, want at least 3 (three DEKs)", n)
+	}
+}
+
+// e2eScript runs one of scripts/*.sh and fails the test on an error.
+func e2eScript(t *testing.T, name string, args ...string) {
+	t.Helper()
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, filepath.Join(root, "scripts", name), args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("scripts/%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+func e2eEnvFile(t *testing.T, path string) map[string]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	env := map[string]string{}
+	for sc := bufio.NewScanner(f); sc.Scan(); {
+		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
+			env[k] = v
+		}
+	}
+	return env
+}
+
+// e2eOpenBao starts OpenBao (scripts/openbao.sh: Raft storage, so a
+// restart keeps keys and tokens) with a Transit key kek, and gives kseal a
+// token holding only the least-privilege policy of docs/kms-vault.md.
+// Down stops the server; up restarts it on the same storage.
+func e2eOpenBao(t *testing.T, kek string) *e2eExternalKMS {
+	t.Helper()
+	dir := filepath.Join(e2eWorkDir(t), "bao")
+	owner := strconv.Itoa(os.Getpid())
+	e2eScript(t, "openbao.sh", "start", "--dir", dir, "--owner-pid", owner)
+	t.Cleanup(func() { e2eScript(t, "openbao.sh", "stop", "--dir", dir) })
+	env := e2eEnvFile(t, filepath.Join(dir, "openbao.env"))
+	addr, root := env["BAO_ADDR"], env["BAO_TOKEN"]
+	hc := &http.Client{Timeout: 10 * time.Second}
+	call := func(token, method, path, body string) []byte {
+		t.Helper()
+		req, err := http.NewRequest(method, addr+"/v1/"+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Vault-Token", token)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode/100 != 2 {
+			t.Fatalf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, b)
+		}
+		return b
+	}
+	policy, _ := json.Marshal(map[string]string{"policy": `
+path "transit/keys/KEK-*" { capabilities = ["read"] }
+path "transit/datakey/plaintext/KEK-*" { capabilities = ["update"] }
+path "transit/decrypt/KEK-*" { capabilities = ["update"] }
+`})
+	call(root, "PUT", "sys/policies/acl/kseal", string(policy))
+	call(root, "POST", "transit/keys/"+kek, `{}`)
+	var tok struct {
+		Auth struct {
+			ClientToken string   `json:"client_token"`
+			Policies    []string `json:"policies"`
+		} `json:"auth"`
+	}
+	if err := json.Unmarshal(call(root, "POST", "auth/token/create", `{"policies":["kseal"],"no_default_policy":true,"ttl":"1h"}`), &tok); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(tok.Auth.Policies) != "[kseal]" {
+		t.Fatalf("kseal token policies %v, want only kseal", tok.Auth.Policies)
+	}
+	tokenFile := filepath.Join(filepath.Dir(dir), "token")
+	if err := os.WriteFile(tokenFile, []byte(tok.Auth.ClientToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &e2eExternalKMS{
+		provider: "vault",
+		section: fmt.Sprintf("      kms:\n        type: vault\n        config: {address: %q, tokenFile: %q, timeout: 1s}\n",
+			addr, tokenFile),
+		rotate:    func(t *testing.T) { call(root, "POST", "transit/keys/"+kek+"/rotate", `{}`) },
+		down:      func(t *testing.T) { e2eScript(t, "openbao.sh", "stop", "--dir", dir) },
+		up:        func(t *testing.T) { e2eScript(t, "openbao.sh", "start", "--dir", dir, "--owner-pid", owner) },
+		describe:  vault.DescribeEDEK,
+		versioned: true,
+	}
+}
+
+// e2eMoto starts moto (scripts/moto.sh) with a KMS key behind the alias
+// alias/<kek>. moto keeps its keys in memory only, so a stopped moto comes
+// back without them: down freezes the server (SIGSTOP: every call times
+// out, as with an unreachable KMS) and up thaws it.
+func e2eMoto(t *testing.T, kek string) *e2eExternalKMS {
+	t.Helper()
+	dir := filepath.Join(e2eWorkDir(t), "moto")
+	e2eScript(t, "moto.sh", "start", "--dir", dir, "--owner-pid", strconv.Itoa(os.Getpid()))
+	env := e2eEnvFile(t, filepath.Join(dir, "moto.env"))
+	pid, err := strconv.Atoi(env["MOTO_PID"])
+	if err != nil {
+		t.Fatalf("moto.env: MOTO_PID: %v", err)
+	}
+	signal := func(t *testing.T, sig syscall.Signal) {
+		if err := syscall.Kill(pid, sig); err != nil {
+			t.Fatalf("signal %v to moto: %v", sig, err)
+		}
+	}
+	t.Cleanup(func() {
+		_ = syscall.Kill(pid, syscall.SIGCONT)
+		e2eScript(t, "moto.sh", "stop", "--dir", dir)
+	})
+	adm := awskms.New(awskms.Options{
+		Region:       env["AWS_REGION"],
+		BaseEndpoint: awssdk.String(env["MOTO_ENDPOINT"]),
+		Credentials: awssdk.CredentialsProviderFunc(func(context.Context) (awssdk.Credentials, error) {
+			return awssdk.Credentials{AccessKeyID: env["AWS_ACCESS_KEY_ID"], SecretAccessKey: env["AWS_SECRET_ACCESS_KEY"]}, nil
+		}),
+	})
+	key, err := adm.CreateKey(t.Context(), &awskms.CreateKeyInput{Description: awssdk.String("kseal e2e " + kek)})
+	if err != nil {
+		t.Fatalf("CreateKey: %v", err)
+	}
+	id := *key.KeyMetadata.KeyId
+	if _, err := adm.CreateAlias(t.Context(), &awskms.CreateAliasInput{AliasName: awssdk.String("alias/" + kek), TargetKeyId: &id}); err != nil {
+		t.Fatalf("CreateAlias: %v", err)
+	}
+	secret := filepath.Join(filepath.Dir(dir), "aws-secret")
+	if err := os.WriteFile(secret, []byte(env["AWS_SECRET_ACCESS_KEY"]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &e2eExternalKMS{
+		provider: "aws",
+		section: fmt.Sprintf(`      kms:
+        type: aws
+        config:
+          region: %s
+          endpoint: %q
+          timeout: 1s
+          credentials: {source: static, accessKeyId: %q, secretAccessKeyFile: %q}
+`, env["AWS_REGION"], env["MOTO_ENDPOINT"], env["AWS_ACCESS_KEY_ID"], secret),
+		rotate: func(t *testing.T) {
+			if _, err := adm.RotateKeyOnDemand(t.Context(), &awskms.RotateKeyOnDemandInput{KeyId: &id}); err != nil {
+				t.Fatalf("RotateKeyOnDemand: %v", err)
+			}
+		},
+		down:     func(t *testing.T) { signal(t, syscall.SIGSTOP) },
+		up:       func(t *testing.T) { signal(t, syscall.SIGCONT) },
+		describe: kmsaws.DescribeEDEK,
+	}
+}
