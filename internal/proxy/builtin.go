@@ -16,6 +16,15 @@ func builtinFilters(vc *virtualCluster, caps map[int16]int16) []Filter {
 	return []Filter{apiVersionsFilter{caps: caps}, &addressFilter{vc: vc}}
 }
 
+// refusedAPIs are known APIs kseal neither advertises nor forwards, because
+// their responses carry addresses kseal cannot stand in for:
+// DescribeQuorum (KIP-853) lists the KRaft controllers' endpoints, which
+// clients could then reach around the proxy. Operators query the quorum at
+// the controllers directly (kafka-metadata-quorum --bootstrap-controller).
+var refusedAPIs = map[int16]bool{
+	int16(kmsg.DescribeQuorum): true,
+}
+
 // apiVersionsFilter intersects what the broker offers with what kseal can
 // decode (see codec.LimitVersions), so clients only pick versions kseal
 // understands.
@@ -24,6 +33,9 @@ type apiVersionsFilter struct {
 }
 
 func (f apiVersionsFilter) limit(key, minV, maxV int16) (int16, bool) {
+	if refusedAPIs[key] {
+		return 0, false
+	}
 	newMax, keep := codec.LimitVersions(key, minV, maxV)
 	if c, ok := f.caps[key]; ok && keep {
 		newMax = min(newMax, c)

@@ -120,10 +120,10 @@ func (c *conn) requests(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("request header: %w", err)
 		}
-		if _, known := frame.MaxVersion(h.APIKey); !known {
+		if _, known := frame.MaxVersion(h.APIKey); !known || refusedAPIs[h.APIKey] {
 			// Never advertised by ApiVersions, so no conforming client
 			// sends it; forwarding unknown bytes helps nobody.
-			return fmt.Errorf("request with unknown API key %d (correlation id %d)", h.APIKey, h.CorrelationID)
+			return fmt.Errorf("request with API key %d (%s), which kseal does not advertise (correlation id %d)", h.APIKey, apiName(h.APIKey), h.CorrelationID)
 		}
 		x := &Exchange{
 			APIKey:        h.APIKey,

@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kseal/kseal/internal/config"
 )
@@ -252,4 +253,37 @@ func TestBadInputClosesOnlyThatConnection(t *testing.T) {
 	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "t1", Value: []byte("after")}).FirstErr(); err != nil {
 		t.Fatalf("produce after bad input: %v", err)
 	}
+}
+
+// DescribeQuorum would hand out controller addresses: it is neither
+// advertised nor forwarded.
+func TestDescribeQuorumRefused(t *testing.T) {
+	fake := newFake(t)
+	p := startProxy(t, fake.ListenAddrs()[:1], nil)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(p.bootstrap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	vers, err := kmsg.NewPtrApiVersionsRequest().RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range vers.ApiKeys {
+		if k.ApiKey == int16(kmsg.DescribeQuorum) {
+			t.Fatal("DescribeQuorum advertised")
+		}
+	}
+	c := rawConn(t, p.bootstrap)
+	req := kmsg.NewPtrDescribeQuorumRequest()
+	req.SetVersion(0)
+	msg := binary.BigEndian.AppendUint16(nil, uint16(kmsg.DescribeQuorum))
+	msg = binary.BigEndian.AppendUint16(msg, 0)
+	msg = binary.BigEndian.AppendUint32(msg, 7)
+	msg = append(msg, 0, 0, 0) // empty client id, no tags (header v2)
+	msg = req.AppendTo(msg)
+	c.Write(append(binary.BigEndian.AppendUint32(nil, uint32(len(msg))), msg...))
+	expectClosed(t, c, 3*time.Second)
 }
