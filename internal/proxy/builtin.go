@@ -13,7 +13,22 @@ import (
 // builtinFilters are the filters every virtual cluster runs: broker address
 // rewriting and ApiVersions intersection.
 func builtinFilters(vc *virtualCluster, caps map[int16]int16) []Filter {
-	return []Filter{apiVersionsFilter{caps: caps}, &addressFilter{vc: vc}}
+	return []Filter{apiVersionsFilter{caps: caps}, acksFilter{}, &addressFilter{vc: vc}}
+}
+
+// acksFilter marks Produce requests with acks=0, which the broker never
+// answers, so the plumbing does not wait for (and mismatch) a response.
+type acksFilter struct{ NopFilter }
+
+func (acksFilter) APIKeys() []int16 { return []int16{int16(kmsg.Produce)} }
+
+func (acksFilter) OnRequest(_ context.Context, x *Exchange) error {
+	acks, err := codec.ProduceAcks(x.Request[x.HeaderLen:], x.APIVersion)
+	if err != nil {
+		return err
+	}
+	x.NoResponse = acks == 0
+	return nil
 }
 
 // refusedAPIs are known APIs kseal neither advertises nor forwards, because

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -286,4 +287,72 @@ func TestDescribeQuorumRefused(t *testing.T) {
 	msg = req.AppendTo(msg)
 	c.Write(append(binary.BigEndian.AppendUint32(nil, uint32(len(msg))), msg...))
 	expectClosed(t, c, 3*time.Second)
+}
+
+// acks=0 requests get no response, and the connection keeps working for
+// the requests after them (responses stay matched to requests).
+func TestAcksZeroPipelined(t *testing.T) {
+	fake := newFake(t)
+	p := startProxy(t, fake.ListenAddrs()[:1], nil)
+	// Broker 0 leads some partition of t1; talk to it through its proxy port.
+	leader := fake.LeaderFor("t1", 0)
+	addr := fmt.Sprintf("127.0.0.1:%d", p.base+1+int(leader))
+	deadline := time.Now().Add(5 * time.Second)
+	for { // kseal binds broker ports once it has learned the cluster
+		probe, err := net.Dial("tcp", addr)
+		if err == nil {
+			probe.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("broker port %s never opened: %v", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c := rawConn(t, addr)
+	send := func(key int16, version int16, corr int32, body []byte) {
+		msg := binary.BigEndian.AppendUint16(nil, uint16(key))
+		msg = binary.BigEndian.AppendUint16(msg, uint16(version))
+		msg = binary.BigEndian.AppendUint32(msg, uint32(corr))
+		msg = append(msg, 0, 0) // empty client id
+		// Produce v7 and ApiVersions v2 use request header v1: no tags.
+		msg = append(msg, body...)
+		if _, err := c.Write(append(binary.BigEndian.AppendUint32(nil, uint32(len(msg))), msg...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for corr := int32(1); corr <= 20; corr += 2 {
+		prod := kmsg.NewPtrProduceRequest()
+		prod.SetVersion(7)
+		prod.Acks = 0
+		prod.TimeoutMillis = 1000
+		rec := []byte{0}                 // attributes
+		rec = kbin.AppendVarlong(rec, 0) // timestamp delta
+		rec = kbin.AppendVarint(rec, 0)  // offset delta
+		rec = kbin.AppendVarintBytes(rec, nil)
+		rec = kbin.AppendVarintBytes(rec, []byte("v"))
+		rec = kbin.AppendVarint(rec, 0) // headers
+		batch := kmsg.RecordBatch{Magic: 2, ProducerID: -1, ProducerEpoch: -1, FirstSequence: -1, NumRecords: 1,
+			Records: append(kbin.AppendVarint(nil, int32(len(rec))), rec...)}
+		raw := batch.AppendTo(nil)
+		binary.BigEndian.PutUint32(raw[8:], uint32(len(raw)-12))
+		prod.Topics = []kmsg.ProduceRequestTopic{{Topic: "t1", Partitions: []kmsg.ProduceRequestTopicPartition{{Partition: 0, Records: raw}}}}
+		send(int16(kmsg.Produce), 7, corr, prod.AppendTo(nil))
+		av := kmsg.NewPtrApiVersionsRequest()
+		av.SetVersion(2)
+		send(int16(kmsg.ApiVersions), 2, corr+1, av.AppendTo(nil))
+		// The next frame on the wire must answer the ApiVersions request.
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var size [4]byte
+		if _, err := io.ReadFull(c, size[:]); err != nil {
+			t.Fatalf("after acks=0 produce %d: %v", corr, err)
+		}
+		resp := make([]byte, binary.BigEndian.Uint32(size[:]))
+		if _, err := io.ReadFull(c, resp); err != nil {
+			t.Fatal(err)
+		}
+		if got := int32(binary.BigEndian.Uint32(resp)); got != corr+1 {
+			t.Fatalf("response correlation id %d, want %d", got, corr+1)
+		}
+	}
 }
