@@ -585,3 +585,96 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// Two virtual clusters in one process: different upstream clusters and
+// policies, each on its own ports, neither seeing the other's topics.
+func TestSeveralVirtualClusters(t *testing.T) {
+	fakeA, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "a-only"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fakeA.Close()
+	fakeB, err := kfake.NewCluster(kfake.NumBrokers(2), kfake.SeedTopics(1, "b-only"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fakeB.Close()
+	dir := t.TempDir()
+	kcfg := local.NewConfig()
+	kcfg.KeyStore, kcfg.MasterKeyFile = filepath.Join(dir, "keys.json"), filepath.Join(dir, "master.key")
+	ctx := context.Background()
+	if _, err := local.Init(ctx, kcfg); err != nil {
+		t.Fatal(err)
+	}
+	k, err := local.New(ctx, kcfg, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.Create(ctx, "KEK-a-only")
+	k.Close()
+	pa, pb := freePorts(t, 5), 0
+	for pb == 0 || (pb >= pa-5 && pb <= pa+5) {
+		pb = freePorts(t, 5)
+	}
+	doc := fmt.Sprintf(`
+virtualClusters:
+  - name: a
+    upstream: {bootstrapServers: [%q]}
+    gateway: {bindAddress: 127.0.0.1, advertisedHost: 127.0.0.1, bootstrapPort: %d, brokerPortStart: %d, brokerPortCount: 4}
+    encryption:
+      kms: {type: local, config: {keyStore: %q, masterKeyFile: %q}}
+      policy: {rules: [{topicRegex: '.*', kek: 'KEK-$(topicName)'}]}
+  - name: b
+    upstream: {bootstrapServers: [%q]}
+    gateway: {bindAddress: 127.0.0.1, advertisedHost: 127.0.0.1, bootstrapPort: %d, brokerPortStart: %d, brokerPortCount: 4}
+`, fakeA.ListenAddrs()[0], pa, pa+1, kcfg.KeyStore, kcfg.MasterKeyFile, fakeB.ListenAddrs()[0], pb, pb+1)
+	cfg, err := config.Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := Build(ctx, cfg, slog.New(slog.NewTextHandler(testWriter{t}, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		a.Server.Shutdown(sctx)
+		a.Close()
+	}()
+	ca := client(t, a.Server.BootstrapAddr("a"))
+	cb := client(t, a.Server.BootstrapAddr("b"))
+	if err := ca.ProduceSync(ctx, &kgo.Record{Topic: "a-only", Value: []byte(canary)}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cb.ProduceSync(ctx, &kgo.Record{Topic: "b-only", Value: []byte(canary)}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	// Cluster a encrypts, cluster b is a plain proxy.
+	rawA := consumeN(t, client(t, fakeA.ListenAddrs()[0], kgo.ConsumeTopics("a-only")), 1)[0]
+	rawB := consumeN(t, client(t, fakeB.ListenAddrs()[0], kgo.ConsumeTopics("b-only")), 1)[0]
+	if bytes.Contains(rawA.Value, []byte(canary)) || string(rawB.Value) != canary {
+		t.Errorf("at rest: a=%q b=%q", rawA.Value, rawB.Value)
+	}
+	if got := consumeN(t, client(t, a.Server.BootstrapAddr("a"), kgo.ConsumeTopics("a-only")), 1)[0]; string(got.Value) != canary {
+		t.Errorf("through a: %q", got.Value)
+	}
+	// Each virtual cluster shows only its own brokers and topics.
+	for name, want := range map[string]int{"a": 1, "b": 2} {
+		md, err := kmsg.NewPtrMetadataRequest().RequestWith(ctx, client(t, a.Server.BootstrapAddr(name)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(md.Brokers) != want {
+			t.Errorf("cluster %s: %d brokers, want %d", name, len(md.Brokers), want)
+		}
+		for _, tp := range md.Topics {
+			if tp.Topic != nil && !strings.HasPrefix(*tp.Topic, name+"-") && !strings.HasPrefix(*tp.Topic, "__") {
+				t.Errorf("cluster %s lists topic %s", name, *tp.Topic)
+			}
+		}
+	}
+}
