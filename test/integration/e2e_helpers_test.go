@@ -215,6 +215,13 @@ func (p *e2eProxy) waitLog(t *testing.T, substr string, n int, timeout time.Dura
 func e2eTopic(t *testing.T, prefix string, parts int32, configs map[string]string) string {
 	t.Helper()
 	name := uniq("it-" + prefix)
+	e2eCreateTopic(t, name, parts, configs)
+	return name
+}
+
+// e2eCreateTopic creates topic name like e2eTopic.
+func e2eCreateTopic(t *testing.T, name string, parts int32, configs map[string]string) {
+	t.Helper()
 	adm := kadm.NewClient(testenv.Kgo(t, cluster.Bootstrap))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -238,7 +245,7 @@ func e2eTopic(t *testing.T, prefix string, parts int32, configs map[string]strin
 				ready = ready && p.Err == nil && p.Leader >= 0 && len(p.ISR) == replication
 			}
 			if ready {
-				return name
+				return
 			}
 		}
 		if ctx.Err() != nil {
