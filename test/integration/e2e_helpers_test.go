@@ -18,7 +18,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -589,16 +588,6 @@ func e2eParseConsole(t *testing.T, out string) []e2eRecord {
 		recs = append(recs, r)
 	}
 	return recs
-}
-
-// e2eSortRecords orders records by partition and offset.
-func e2eSortRecords(rs []e2eRecord) {
-	sort.Slice(rs, func(i, j int) bool {
-		if rs[i].Partition != rs[j].Partition {
-			return rs[i].Partition < rs[j].Partition
-		}
-		return rs[i].Offset < rs[j].Offset
-	})
 }
 
 // e2eMetric scrapes kseal's /metrics at addr and sums the samples of name
