@@ -159,6 +159,7 @@ type rssSample struct {
 type rssSampler struct {
 	stop    chan struct{}
 	done    chan struct{}
+	mu      sync.Mutex
 	samples []rssSample
 }
 
@@ -172,7 +173,9 @@ func sampleRSS(p *encProxy, every time.Duration) *rssSampler {
 		for {
 			if pid, err := p.pid(); err == nil {
 				if rss, err := rssBytes(pid); err == nil {
+					s.mu.Lock()
 					s.samples = append(s.samples, rssSample{time.Since(start), rss})
+					s.mu.Unlock()
 				}
 			}
 			select {
@@ -183,6 +186,16 @@ func sampleRSS(p *encProxy, every time.Duration) *rssSampler {
 		}
 	}()
 	return s
+}
+
+// last returns the latest sample (zero if none yet).
+func (s *rssSampler) last() rssSample {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.samples) == 0 {
+		return rssSample{}
+	}
+	return s.samples[len(s.samples)-1]
 }
 
 // Stop ends sampling and returns the samples.

@@ -57,7 +57,8 @@ func TestSoak(t *testing.T) {
 		step := min(30*time.Second, dur-time.Since(start))
 		time.Sleep(step)
 		if dur >= time.Minute {
-			t.Logf("soak: %v: %d acknowledged", time.Since(start).Round(time.Second), s.led.acks())
+			t.Logf("soak: %v: %d acknowledged, %d consumed, kseal RSS %s",
+				time.Since(start).Round(time.Second), s.led.acks(), s.led.consumed(), mib(sampler.last().RSS))
 		}
 	}
 	s.finish(60 * time.Second)
