@@ -53,5 +53,10 @@ lint:
 bench:
 	scripts/bench.sh
 
+# The long, bounded load and fault run on its own cluster (default 5 minutes;
+# make test runs a ~20 s version of the same soak).
+soak:
+	scripts/soak.sh
+
 clean:
 	rm -rf bin
