@@ -7,11 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kseal/kseal/internal/codec"
+	"github.com/kseal/kseal/internal/dek"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/proxy"
 	"github.com/kseal/kseal/internal/recordcrypt"
@@ -176,9 +179,56 @@ func (f *Filter) failPartition(p partitionSetter, topic string, partition int32,
 	p.SetErrorCode(e.code.Code)
 	p.SetRecords([]byte{})
 	f.m.errors.WithLabelValues("fetch", e.reason).Inc()
+	// A consumer stuck on a bad record fetches it again and again: log each
+	// topic-partition at most once per logEvery, with the count since.
+	suppressed, ok := f.logLimit.allow(topic, partition, time.Now())
+	if !ok {
+		return
+	}
 	f.log.Error("cannot decrypt records: partition answered with an error",
 		"topic", topic, "partition", partition, "batchOffset", e.offset,
-		"kek", e.kek, "dek", e.dekID.String(), "error", e.code.Message, "reason", e.err.Error())
+		"kek", e.kek, "dek", e.dekID.String(), "error", e.code.Message, "reason", e.err.Error(),
+		"suppressedSinceLast", suppressed)
+}
+
+// logEvery bounds how often one topic-partition's decrypt failure is logged.
+const logEvery = 10 * time.Second
+
+// logLimiter rate-limits log lines per topic-partition (bounded: it starts
+// over past 10,000 partitions).
+type logLimiter struct {
+	mu   sync.Mutex
+	last map[logKey]*logEntry
+}
+
+type logKey struct {
+	topic     string
+	partition int32
+}
+
+type logEntry struct {
+	at         time.Time
+	suppressed int
+}
+
+func (l *logLimiter) allow(topic string, partition int32, now time.Time) (int, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k := logKey{topic, partition}
+	if e, ok := l.last[k]; ok && now.Sub(e.at) < logEvery {
+		e.suppressed++
+		return 0, false
+	}
+	if l.last == nil || len(l.last) > 10_000 {
+		l.last = map[logKey]*logEntry{}
+	}
+	n := 0
+	if e, ok := l.last[k]; ok {
+		n = e.suppressed
+	}
+	// The topic may alias a response buffer: the map keeps its own copy.
+	l.last[logKey{strings.Clone(topic), partition}] = &logEntry{at: now}
+	return n, true
 }
 
 func (f *Filter) decryptRecord(ctx context.Context, cur *state, st *fetchState, aadTopic string, base int64, r *records.Record) *decryptError {
@@ -210,9 +260,16 @@ func (f *Filter) decryptRecord(ctx context.Context, cur *state, st *fetchState, 
 	if aead == nil || !bytes.Equal(env.EDEK, st.lastEDEK) {
 		aead, err = cur.keys.Decryptor(ctx, env.EDEK)
 		if err != nil {
-			e := fail(errFetchKMS, "kms", err)
-			if errors.Is(err, kms.ErrKeyNotFound) {
+			var e *decryptError
+			switch {
+			case errors.Is(err, kms.ErrKeyNotFound):
 				e = fail(errKEKMissing, "kek_missing", err)
+			case dek.Retriable(err):
+				e = fail(errFetchKMS, "kms", err) // transient: consumers retry
+			default:
+				// The KMS refused the EDEK (altered, or not its key): the
+				// record is corrupt for every reader, retrying cannot help.
+				e = fail(errTampered, "tampered", err)
 			}
 			e.dekID = env.DEKID()
 			e.kek = describeKEK(cur.keys, env.EDEK)

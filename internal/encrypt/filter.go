@@ -79,6 +79,8 @@ type Filter struct {
 	log   *slog.Logger
 	m     *Metrics
 	state atomic.Pointer[state]
+
+	logLimit logLimiter
 }
 
 // state is what a reload swaps: every request uses one consistent state.
