@@ -10,6 +10,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"debug/buildinfo"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -129,6 +130,27 @@ func (p *encProxy) pid() (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("no kseal process runs with %s", cfg)
+}
+
+// raceBuild says why memory bounds do not apply to this kseal ("" when
+// they do): a binary built with the race detector (KSEAL_IT_RACE=1, or a
+// concurrent run that rebuilt the shared binary) needs several times the
+// memory.
+func (p *encProxy) raceBuild() string {
+	pid, err := p.pid()
+	if err != nil {
+		return ""
+	}
+	bi, err := buildinfo.ReadFile(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		return ""
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "-race" && s.Value == "true" {
+			return "kseal was built with the race detector"
+		}
+	}
+	return ""
 }
 
 // rssBytes reads a process's resident set size (VmRSS) from /proc.
