@@ -343,15 +343,9 @@ func (vc *virtualCluster) handle(client net.Conn, node int32) {
 	if node >= 0 {
 		log = log.With("node", node)
 	}
-	target, err := vc.upstreamFor(node)
+	up, err := vc.connectUpstream(node)
 	if err != nil {
-		log.Warn("rejecting client connection", "error", err.Error())
-		client.Close()
-		return
-	}
-	up, err := vc.dialUpstream(vc.srv.ctx, target)
-	if err != nil {
-		log.Warn("rejecting client connection: upstream unreachable", "upstream", target, "error", err.Error())
+		log.Warn("rejecting client connection: upstream unreachable", "error", err.Error())
 		client.Close()
 		return
 	}
@@ -372,6 +366,40 @@ func (vc *virtualCluster) handle(client net.Conn, node int32) {
 	defer vc.srv.untrack(c)
 	vc.srv.metrics.connOpened(vc.name)
 	c.serve(vc.srv.ctx)
+}
+
+// upstreamWait is how long a client connection is held while its broker
+// cannot be reached (a broker restarting, leaders moving). Closing at once
+// would look to clients like a protocol or TLS mismatch, which some treat
+// as fatal (franz-go fails the records); a connection that is slow to
+// answer is what they expect from a troubled broker, and they retry.
+const upstreamWait = 30 * time.Second
+
+// connectUpstream dials the broker node's port stands for, retrying with
+// backoff for up to upstreamWait (the broker's address is looked up again
+// on every try, since it may have moved).
+func (vc *virtualCluster) connectUpstream(node int32) (net.Conn, error) {
+	deadline := time.Now().Add(upstreamWait)
+	backoff := 100 * time.Millisecond
+	for {
+		target, err := vc.upstreamFor(node)
+		if err == nil {
+			var up net.Conn
+			if up, err = vc.dialUpstream(vc.srv.ctx, target); err == nil {
+				return up, nil
+			}
+			err = fmt.Errorf("%s: %w", target, err)
+		}
+		if time.Now().Add(backoff).After(deadline) || vc.srv.ctx.Err() != nil {
+			return nil, err
+		}
+		select {
+		case <-time.After(backoff):
+		case <-vc.srv.ctx.Done():
+			return nil, err
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
 }
 
 // upstreamFor picks the upstream address for a connection to node's port.
