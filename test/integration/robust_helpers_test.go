@@ -82,6 +82,14 @@ func newLocalKMS(t *testing.T, kek string) string {
 // `dek:` settings (indented 6 spaces, "" for the defaults).
 func startEncProxy(t *testing.T, kmsYAML, prefix, kek, dekYAML string) *encProxy {
 	t.Helper()
+	return startEncProxyPolicy(t, kmsYAML, dekYAML,
+		fmt.Sprintf("      policy:\n        rules:\n          - topicPrefix: %s\n            kek: %s\n", prefix, kek))
+}
+
+// startEncProxyPolicy is startEncProxy with the whole `policy:` section
+// given (indented 6 spaces).
+func startEncProxyPolicy(t *testing.T, kmsYAML, dekYAML, policyYAML string) *encProxy {
+	t.Helper()
 	if direct() {
 		t.Skip("needs kseal in front of the cluster (KSEAL_IT_DIRECT=1)")
 	}
@@ -89,8 +97,7 @@ func startEncProxy(t *testing.T, kmsYAML, prefix, kek, dekYAML string) *encProxy
 	if err != nil {
 		t.Fatal(err)
 	}
-	extra := "    encryption:\n" + kmsYAML + dekYAML +
-		fmt.Sprintf("      policy:\n        rules:\n          - topicPrefix: %s\n            kek: %s\n", prefix, kek)
+	extra := "    encryption:\n" + kmsYAML + dekYAML + policyYAML
 	p := &encProxy{Gateway: gw, cfgYAML: testenv.KsealConfig(cluster.Bootstrap, gw, extra)}
 	p.k = testenv.StartKseal(t, p.cfgYAML)
 	p.Bootstrap = p.k.Bootstrap
