@@ -224,6 +224,10 @@ listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.secu
 	if _, err := rand.Read(raw[:]); err != nil {
 		t.Fatal(err)
 	}
+	// A first character '-' or '_' (top bits 111110/111111) would be read
+	// as an option by kafka-storage's argument parser (as Kafka's own
+	// random-uuid avoids): clear the top bit.
+	raw[0] &= 0x7f
 	cid := base64.RawURLEncoding.EncodeToString(raw[:]) // the form of a Kafka cluster id
 	// The SCRAM user goes into the cluster metadata at format time.
 	format := exec.Command("java", slices.Concat(jvm, []string{
