@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/kseal/kseal/internal/codec"
+	"github.com/kseal/kseal/internal/dek"
 	"github.com/kseal/kseal/internal/frame"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/policy"
@@ -168,7 +169,15 @@ func (f *Filter) producePartition(ctx context.Context, cur *state, st *produceSt
 			if r.Value == nil {
 				return nil // tombstones stay null: compaction needs them
 			}
-			v, err := recordcrypt.Seal(st.value[:0], key, recordcrypt.Binding{Topic: aadTopic, Key: r.Key}, r.Value)
+			b := recordcrypt.Binding{Topic: aadTopic, Key: r.Key}
+			v, err := recordcrypt.Seal(st.value[:0], key, b, r.Value)
+			if errors.Is(err, dek.ErrExhausted) {
+				// The DEK reached its cap inside this batch: records are
+				// self-describing, so the rest can use the next DEK.
+				if key, err = cur.keys.Current(ctx, kek); err == nil {
+					v, err = recordcrypt.Seal(st.value[:0], key, b, r.Value)
+				}
+			}
 			if err != nil {
 				sealErr = err
 				return err

@@ -145,6 +145,11 @@ func (c *conn) requests(ctx context.Context) error {
 			}
 		}
 		c.vc.srv.metrics.request(c.vc.name, h.APIKey, len(body))
+		if x.Local {
+			// A local answer was built in a request-side scratch buffer that
+			// the next request reuses: the queued copy must be its own.
+			x.Response = append([]byte(nil), x.Response...)
+		}
 		local, req := x.Local, x.Request
 		if !x.NoResponse || x.Local {
 			// Blocks when the queue is full: backpressure on the client.

@@ -836,7 +836,6 @@ func (rf *rawFetcher) drain(t *testing.T, n int, canary string) {
 // request with a retriable error each time, so such a batch is retried
 // forever. Known bug: skipped unless KSEAL_IT_KNOWN_BUGS=1.
 func TestFaultDEKCapBelowBatch(t *testing.T) {
-	knownBug(t, "a batch with more records than maxEncryptionsPerDek is refused forever")
 	const dekCap, n = 100, 300
 	kek := uniq("KEK-cap")
 	p := startEncProxy(t, newLocalKMS(t, kek), "it-cap", kek, fmt.Sprintf("      dek: {maxEncryptionsPerDek: %d}\n", dekCap))
@@ -892,7 +891,6 @@ func TestFaultDEKCapBelowBatch(t *testing.T) {
 // buffer and queued; the next request reuses that buffer, so the client
 // receives a later refusal (another correlation id) in its place.
 func TestFaultPipelinedRefusals(t *testing.T) {
-	knownBug(t, "locally built Produce refusals are overwritten by the next request while they wait in the queue")
 	kek := uniq("KEK-pipe")
 	p := startEncProxyPolicy(t, newLocalKMS(t, kek), "", fmt.Sprintf(
 		"      policy:\n        unresolvedKeyPolicy: REJECT\n        rules:\n          - topicPrefix: it-pipe-enc\n            kek: %s\n", kek))
@@ -1045,15 +1043,6 @@ func readRawResponse(t *testing.T, r *bufio.Reader, want int32, req kmsg.Request
 		t.Fatalf("response to %d (%s): %v", want, kmsg.NameForKey(req.Key()), err)
 	}
 	return resp
-}
-
-// knownBug skips a test of a kseal bug not fixed yet, unless
-// KSEAL_IT_KNOWN_BUGS=1; remove the call with the fix.
-func knownBug(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("KSEAL_IT_KNOWN_BUGS") != "1" {
-		t.Skipf("known bug: %s (KSEAL_IT_KNOWN_BUGS=1 runs it)", what)
-	}
 }
 
 // ---- (e) ciphertext over the topic's size limit ----
