@@ -193,7 +193,7 @@ def undisturbed(runs):
         cells = [label]
         for c in CASES:
             n = count(q, c)
-            cells.append("no run" if n == 0 else f"{cell(q, c, key, digits, True)} (n={n})")
+            cells.append("no run" if n == 0 else f"n={n}: {cell(q, c, key, digits, True)}")
             if c == "direct":
                 continue
             cells.append(pct(ratio(q, c, key)) if kind == "ratio" else ms(added(q, c, key)))
@@ -319,6 +319,8 @@ def section(meta, runs, micro_path):
         + (f" Each run first waited up to {meta['quiet_wait']} s for the machine to be idle (`BENCH_QUIET_WAIT`)."
            if meta.get("quiet_wait", "0") not in ("", "0") else ""),
         "",
+        f"Command: `{meta.get('command', 'scripts/bench.sh')}`",
+        "",
         "| Machine | |",
         "|---|---|",
         f"| CPU | {meta.get('cpu', '?')}, nproc = {meta.get('nproc', '?')} |",
@@ -334,7 +336,8 @@ def section(meta, runs, micro_path):
         f" (`--throughput -1`, producer defaults: acks=all, linger and batch size default), consumed back"
         f" with ConsumerPerformance; then {int(meta.get('lat_records', '0')):,} records at a fixed"
         f" {meta.get('lat_rate', '?')} records/s for latency (the first {meta.get('lat_warmup', '?')}"
-        " are the tool's warm-up and not in the numbers). A fresh topic with {meta.get('partitions', '?')}"
+        " are the tool's warm-up and not in the numbers). A fresh topic with"
+        f" {meta.get('partitions', '?')}"
         f" partitions per run, {meta.get('reps', '?')} runs per case, interleaved.",
         "",
     ]
@@ -379,6 +382,13 @@ def section(meta, runs, micro_path):
         f"`go test -run '^$' -bench . -benchmem -benchtime {meta.get('benchtime', '?')} {meta.get('micro_pkgs', '')}`",
         "",
     ]
+    mo = num(meta.get("micro_others"))
+    if mo is not None:
+        out += [
+            f"Other processes used {mo:.2f} cores on average while these ran"
+            + (" (disturbed: expect these to be slower than on an idle machine)." if mo > NOISY_CORES else "."),
+            "",
+        ]
     out += micro(micro_path, meta.get("micro_ok") == "1")
     out += ["", END]
     return "\n".join(out) + "\n"

@@ -86,6 +86,7 @@ trap 'exit 143' TERM
 # itself contain spaces.
 cpu_ticks() {
   local s
+  [ -n "$1" ] || { echo 0; return; }
   s=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
   s=${s##*) }
   # shellcheck disable=SC2086
@@ -354,8 +355,12 @@ wait_quiet
 # Micro-benchmarks first, while nothing else of ours runs.
 log "go micro-benchmarks ($BENCHTIME each)"
 MICRO_OK=1
+BROKER_PID="" # none yet: snap/delta then count only the go test tree
+snap
 # shellcheck disable=SC2086
 go test -run '^$' -bench . -benchmem -benchtime "$BENCHTIME" -count 1 $MICRO_PKGS >"$WORK/micro.txt" 2>&1 || MICRO_OK=0
+delta
+MICRO_OTHERS=$(echo "$DELTA" | awk '{print $3}')
 [ $MICRO_OK = 1 ] || { log "micro-benchmarks failed:"; tail -n 20 "$WORK/micro.txt" >&2; }
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -404,7 +409,9 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 [ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || rev="$rev (with uncommitted changes)"
+knobs=$(env | grep '^BENCH_' | sort | tr '\n' ' ' || true)
 cat >"$WORK/meta.env" <<EOF
+command=${knobs}scripts/bench.sh
 date=$(date -u '+%Y-%m-%d %H:%M UTC')
 nproc=$(nproc)
 cpu=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')
@@ -425,6 +432,7 @@ quiet_wait=$QUIET_WAIT
 benchtime=$BENCHTIME
 micro_pkgs=$MICRO_PKGS
 micro_ok=$MICRO_OK
+micro_others=$MICRO_OTHERS
 load_start=$LOAD_START
 load_end=$LOAD_END
 duration_s=$(( $(date +%s) - START_EPOCH ))
