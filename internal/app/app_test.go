@@ -516,26 +516,7 @@ func TestMovedCiphertextIsRefused(t *testing.T) {
 // partition, quickly and without the proxy holding the expanded bytes.
 func TestCompressionBombRefused(t *testing.T) {
 	e := startEncrypting(t, "PASSTHROUGH_UNENCRYPTED")
-	enc, _ := zstd.NewWriter(nil)
-	defer enc.Close()
-	// One record whose value is 256 MiB of zeros.
-	var rec []byte
-	value := make([]byte, 256<<20)
-	body := kbin.AppendInt8(nil, 0)
-	body = kbin.AppendVarlong(body, 0)
-	body = kbin.AppendVarint(body, 0)
-	body = kbin.AppendVarintBytes(body, nil)
-	body = kbin.AppendVarintBytes(body, value)
-	body = kbin.AppendVarint(body, 0)
-	rec = kbin.AppendVarint(rec, int32(len(body)))
-	rec = append(rec, body...)
-	compressed := enc.EncodeAll(rec, nil)
-	value = nil
-	batch := kmsg.RecordBatch{Magic: 2, Attributes: 4, LastOffsetDelta: 0, NumRecords: 1, ProducerID: -1, ProducerEpoch: -1, FirstSequence: -1, Records: compressed}
-	raw := batch.AppendTo(nil)
-	// Fix the length and CRC the way a client would.
-	binary.BigEndian.PutUint32(raw[8:], uint32(len(raw)-12))
-	binary.BigEndian.PutUint32(raw[17:], crc32.Checksum(raw[21:], crc32.MakeTable(crc32.Castagnoli)))
+	raw := bombBatch(t, 256<<20)
 
 	cl := client(t, e.bootstrap)
 	req := kmsg.NewPtrProduceRequest()
@@ -674,6 +655,157 @@ virtualClusters:
 		for _, tp := range md.Topics {
 			if tp.Topic != nil && !strings.HasPrefix(*tp.Topic, name+"-") && !strings.HasPrefix(*tp.Topic, "__") {
 				t.Errorf("cluster %s lists topic %s", name, *tp.Topic)
+			}
+		}
+	}
+}
+
+// rawRequest sends one request on a fresh connection and returns the
+// response body (after the header).
+func rawRequest(t *testing.T, addr string, req kmsg.Request, version int16) []byte {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req.SetVersion(version)
+	msg := binary.BigEndian.AppendUint16(nil, uint16(req.Key()))
+	msg = binary.BigEndian.AppendUint16(msg, uint16(version))
+	msg = binary.BigEndian.AppendUint32(msg, 42)
+	msg = append(msg, 0, 0) // empty client id
+	flexible := req.IsFlexible()
+	if flexible {
+		msg = append(msg, 0) // header tags
+	}
+	msg = req.AppendTo(msg)
+	if _, err := c.Write(append(binary.BigEndian.AppendUint32(nil, uint32(len(msg))), msg...)); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var size [4]byte
+	if _, err := io.ReadFull(c, size[:]); err != nil {
+		t.Fatalf("no response: %v", err)
+	}
+	resp := make([]byte, binary.BigEndian.Uint32(size[:]))
+	if _, err := io.ReadFull(c, resp); err != nil {
+		t.Fatal(err)
+	}
+	resp = resp[4:] // correlation id
+	if flexible {
+		resp = resp[1:] // no response header tags in these tests
+	}
+	return resp
+}
+
+// Produce v13 names topics by id. kseal does not advertise it; a client
+// sending it anyway must never get plaintext past the policy.
+func TestProduceByTopicIDIsEncryptedOrRefused(t *testing.T) {
+	e := startEncrypting(t, "PASSTHROUGH_UNENCRYPTED")
+	produce := func(id [16]byte) *kmsg.ProduceResponse {
+		rec := []byte{0}
+		rec = kbin.AppendVarlong(rec, 0)
+		rec = kbin.AppendVarint(rec, 0)
+		rec = kbin.AppendVarintBytes(rec, nil)
+		rec = kbin.AppendVarintBytes(rec, []byte(canary))
+		rec = kbin.AppendVarint(rec, 0)
+		batch := kmsg.RecordBatch{Magic: 2, ProducerID: -1, ProducerEpoch: -1, FirstSequence: -1, NumRecords: 1,
+			Records: append(kbin.AppendVarint(nil, int32(len(rec))), rec...)}
+		raw := batch.AppendTo(nil)
+		binary.BigEndian.PutUint32(raw[8:], uint32(len(raw)-12))
+		binary.BigEndian.PutUint32(raw[17:], crc32.Checksum(raw[21:], crc32.MakeTable(crc32.Castagnoli)))
+		req := kmsg.NewPtrProduceRequest()
+		req.Acks = -1
+		req.TimeoutMillis = 5000
+		req.Topics = []kmsg.ProduceRequestTopic{{TopicID: id, Partitions: []kmsg.ProduceRequestTopicPartition{{Partition: 0, Records: raw}}}}
+		resp := kmsg.NewPtrProduceResponse()
+		resp.SetVersion(13)
+		if err := resp.ReadFrom(rawRequest(t, e.bootstrap, req, 13)); err != nil { // test-side decode of a trusted response
+			t.Fatal(err)
+		}
+		return resp
+	}
+	// Whatever reaches the broker is inspected there: no canary may arrive.
+	var mu sync.Mutex
+	var plaintextAtBroker bool
+	e.fake.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		e.fake.KeepControl()
+		for _, tp := range req.(*kmsg.ProduceRequest).Topics {
+			for _, p := range tp.Partitions {
+				if bytes.Contains(p.Records, []byte(canary)) {
+					mu.Lock()
+					plaintextAtBroker = true
+					mu.Unlock()
+				}
+			}
+		}
+		return nil, nil, false
+	})
+	if r := produce([16]byte{0xde, 0xad}); r.Topics[0].Partitions[0].ErrorCode != kerr.UnknownTopicID.Code {
+		t.Errorf("unknown topic id: error %d, want UNKNOWN_TOPIC_ID", r.Topics[0].Partitions[0].ErrorCode)
+	}
+	// The id of the encrypted topic: encrypted (or refused), never plaintext.
+	produce(e.fake.TopicInfo("orders").TopicID)
+	mu.Lock()
+	defer mu.Unlock()
+	if plaintextAtBroker {
+		t.Fatal("a Produce by topic id reached the broker in plaintext")
+	}
+}
+
+// bombBatch is a zstd RecordBatch of one record whose value is n zero bytes:
+// a few KiB that expand past the decompression limit.
+func bombBatch(t *testing.T, n int) []byte {
+	t.Helper()
+	enc, _ := zstd.NewWriter(nil)
+	defer enc.Close()
+	body := kbin.AppendInt8(nil, 0)
+	body = kbin.AppendVarlong(body, 0)
+	body = kbin.AppendVarint(body, 0)
+	body = kbin.AppendVarintBytes(body, nil)
+	body = kbin.AppendVarintBytes(body, make([]byte, n))
+	body = kbin.AppendVarint(body, 0)
+	rec := append(kbin.AppendVarint(nil, int32(len(body))), body...)
+	batch := kmsg.RecordBatch{Magic: 2, Attributes: 4, NumRecords: 1, ProducerID: -1, ProducerEpoch: -1, FirstSequence: -1,
+		Records: enc.EncodeAll(rec, nil)}
+	raw := batch.AppendTo(nil)
+	binary.BigEndian.PutUint32(raw[8:], uint32(len(raw)-12))
+	binary.BigEndian.PutUint32(raw[17:], crc32.Checksum(raw[21:], crc32.MakeTable(crc32.Castagnoli)))
+	return raw
+}
+
+// A stored batch kseal cannot read (here: it expands past the decompression
+// limit) may hold envelopes, so it is refused for its partition rather
+// than handed to the consumer as it is.
+func TestUnreadableFetchedBatchRefused(t *testing.T) {
+	e := startEncrypting(t, "PASSTHROUGH_UNENCRYPTED")
+	req := kmsg.NewPtrProduceRequest()
+	req.Acks = -1
+	req.TimeoutMillis = 5000
+	req.Topics = []kmsg.ProduceRequestTopic{{Topic: "orders", TopicID: e.fake.TopicInfo("orders").TopicID,
+		Partitions: []kmsg.ProduceRequestTopicPartition{{Partition: 0, Records: bombBatch(t, 80<<20)}}}}
+	// Written straight to the broker, as a broker admin (or an old writer) could.
+	leader := e.fake.LeaderFor("orders", 0)
+	direct := client(t, e.fake.ListenAddrs()[0])
+	raw, err := direct.Broker(int(leader)).Request(context.Background(), req)
+	resp, _ := raw.(*kmsg.ProduceResponse)
+	if err != nil || resp.Topics[0].Partitions[0].ErrorCode != 0 {
+		t.Fatalf("direct produce: %v %+v", err, resp)
+	}
+	fetch := kmsg.NewPtrFetchRequest()
+	fetch.MaxWaitMillis = 100
+	fetch.MaxBytes = 1 << 20
+	fetch.Topics = []kmsg.FetchRequestTopic{{Topic: "orders", Partitions: []kmsg.FetchRequestTopicPartition{{Partition: 0, PartitionMaxBytes: 1 << 20, CurrentLeaderEpoch: -1, LogStartOffset: -1}}}}
+	cl := client(t, e.bootstrap)
+	fraw, err := cl.Broker(int(leader)).Request(context.Background(), fetch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresp := fraw.(*kmsg.FetchResponse)
+	for _, tp := range fresp.Topics {
+		for _, p := range tp.Partitions {
+			if p.Partition == 0 && (p.ErrorCode != kerr.CorruptMessage.Code || len(p.RecordBatches) != 0) {
+				t.Fatalf("unreadable batch: error %d with %d record bytes, want CORRUPT_MESSAGE and none", p.ErrorCode, len(p.RecordBatches))
 			}
 		}
 	}

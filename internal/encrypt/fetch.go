@@ -87,7 +87,19 @@ func (f *Filter) fetch(ctx context.Context, x *proxy.Exchange) error {
 			if p.ErrorCode != 0 || !mayHoldMarker(p.Records) {
 				return nil
 			}
-			f.fetchPartition(ctx, cur, st, p.Topic, p.Partition, p.Records, p)
+			topic := p.Topic
+			if topic == "" { // Fetch v13+ names topics by id
+				name, ok := x.TopicName(ctx, p.TopicID)
+				if !ok {
+					f.failPartition(p, fmt.Sprintf("%x", p.TopicID), p.Partition, &decryptError{
+						code: errUnknownTopicID, reason: "unknown_topic_id", offset: -1,
+						err: errors.New("topic id not found in the cluster's metadata"),
+					})
+					return nil
+				}
+				topic = name
+			}
+			f.fetchPartition(ctx, cur, st, topic, p.Partition, p.Records, p)
 			return nil
 		})
 	})
@@ -119,16 +131,25 @@ func (f *Filter) fetchPartition(ctx context.Context, cur *state, st *fetchState,
 	st.iter.Reset(set)
 	for st.iter.Next() {
 		b := st.iter.Batch()
-		if b.Kind != records.KindBatch || b.Control() || b.NumRecords == 0 || st.proc.Reset(b) != nil {
-			// Partial trailing batches, old formats, control batches and
-			// batches kseal cannot read are forwarded as the broker sent them.
+		if b.Kind != records.KindBatch || b.Control() || b.NumRecords == 0 {
+			// Partial trailing batches, old formats and control batches are
+			// forwarded as the broker sent them.
 			if building {
 				st.out = append(st.out, b.Raw...)
 			}
 			continue
 		}
-		has, err := st.proc.HasHeader(recordcrypt.HeaderKey)
-		if err != nil || !has {
+		has, err := false, st.proc.Reset(b)
+		if err == nil {
+			has, err = st.proc.HasHeader(recordcrypt.HeaderKey)
+		}
+		if err != nil {
+			// A batch kseal cannot read may hold envelopes: passing it on
+			// would hand ciphertext to the consumer as if it were the value.
+			f.failPartition(p, topic, partition, &decryptError{code: errTampered, reason: "corrupt", offset: b.BaseOffset, err: err})
+			return
+		}
+		if !has {
 			if building {
 				st.out = append(st.out, b.Raw...)
 			}

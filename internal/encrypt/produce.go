@@ -63,9 +63,24 @@ func (f *Filter) produce(ctx context.Context, x *proxy.Exchange) error {
 	for ti := range st.req.Topics {
 		t := &st.req.Topics[ti]
 		topic := string(t.Name) // one small allocation per topic, not per record
+		var idErr *partitionError
+		if t.Name == nil {
+			// Produce v13 names topics by id. kseal does not advertise it, but
+			// a client may send it anyway: without the name neither policy nor
+			// binding can be applied, so refuse rather than pass it on.
+			name, ok := x.TopicName(ctx, t.ID)
+			if !ok {
+				idErr = &partitionError{code: errUnknownTopicID, reason: "unknown_topic_id",
+					err: fmt.Errorf("topic id %x not found in the cluster's metadata", t.ID)}
+			}
+			topic = name
+		}
 		for pi := range t.Partitions {
 			p := &t.Partitions[pi]
-			pe := f.producePartition(ctx, cur, st, topic, p)
+			pe := idErr
+			if pe == nil {
+				pe = f.producePartition(ctx, cur, st, topic, p)
+			}
 			if pe != nil {
 				failed++
 				p.Reject(pe.code.Code, pe.code.Message)
