@@ -84,19 +84,6 @@ func (x *Exchange) RewriteResponse(fn func(dst, body []byte) ([]byte, bool, erro
 	return nil
 }
 
-// RewriteRequest is RewriteResponse for the request.
-func (x *Exchange) RewriteRequest(fn func(dst, body []byte) ([]byte, bool, error)) error {
-	out := append(x.Scratch(), x.Request[:x.HeaderLen]...)
-	out, changed, err := fn(out, x.Request[x.HeaderLen:])
-	if err != nil {
-		return err
-	}
-	if changed {
-		x.Request = out
-	}
-	return nil
-}
-
 // ConnState returns the connection's value for key on this exchange's side
 // (request or response), creating it with mk on first use. Filters keep
 // reusable, non-thread-safe helpers there (walkers, buffers).
