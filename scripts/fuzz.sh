@@ -1,13 +1,33 @@
 #!/usr/bin/env bash
-# Runs every fuzz target for a short time (default 10s each). The seed corpora
+# Runs every fuzz target for a short time (default 5s each). The seed corpora
 # in testdata/fuzz already run as plain tests in `go test`.
+#
+# A run fails when a target finds a failing input (go test writes it to the
+# package's testdata/fuzz/<Target>/). Go 1.26's fuzz coordinator can also
+# report a bare "context deadline exceeded" when -fuzztime ends while a
+# worker is mid-call on a loaded machine (golang/go#75804, fixed in Go 1.27):
+# that is not a finding, so it is reported and skipped, but only when no new
+# failing input was written.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t=${1:-5s}
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 for pkg in $(go list ./internal/...); do
   dir=$(go list -f '{{.Dir}}' "$pkg")
   for f in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
     echo "fuzz $pkg $f ($t)"
-    go test -run '^$' -fuzz "^$f\$" -fuzztime "$t" "$pkg" >/tmp/kseal-fuzz.log 2>&1 || { cat /tmp/kseal-fuzz.log; exit 1; }
+    corpus="$dir/testdata/fuzz/$f"
+    before=$(ls "$corpus" 2>/dev/null | sort || true)
+    if go test -run '^$' -fuzz "^$f\$" -fuzztime "$t" "$pkg" >"$log" 2>&1; then
+      continue
+    fi
+    after=$(ls "$corpus" 2>/dev/null | sort || true)
+    if [ "$before" = "$after" ] && grep -q 'context deadline exceeded' "$log" && ! grep -q 'Failing input written' "$log"; then
+      echo "fuzz $f: no failing input; the fuzz coordinator's deadline race (golang/go#75804), not a finding"
+      continue
+    fi
+    cat "$log"
+    exit 1
   done
 done
