@@ -214,6 +214,28 @@ func TestReloadKeepsKeysOnBadStore(t *testing.T) {
 	}
 }
 
+// A Kubernetes Secret mounted with defaultMode 0440 and an fsGroup gives
+// kseal group read on both files: the local KMS opens them.
+func TestOpenAcceptsGroupReadOnlyFiles(t *testing.T) {
+	cfg := newStore(t)
+	k := open(t, cfg)
+	mustCreate(t, k, "KEK-a")
+	d := generate(t, k, "KEK-a")
+	for _, p := range []string{cfg.KeyStore, cfg.MasterKeyFile} {
+		if err := os.Chmod(p, 0o440); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k2, err := New(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatalf("New with 0440 files: %v", err)
+	}
+	defer k2.Close()
+	if key, err := k2.DecryptDEK(context.Background(), d.EDEK); err != nil || !bytes.Equal(key, d.Key) {
+		t.Fatalf("DecryptDEK with 0440 files: %v", err)
+	}
+}
+
 func TestOpenRefuses(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -222,7 +244,8 @@ func TestOpenRefuses(t *testing.T) {
 		text  string // substring of the error
 	}{
 		{"store readable by others", func(t *testing.T, cfg *Config) { os.Chmod(cfg.KeyStore, 0o644) }, nil, "chmod 600 "},
-		{"master key readable by group", func(t *testing.T, cfg *Config) { os.Chmod(cfg.MasterKeyFile, 0o640) }, nil, "chmod 600 "},
+		{"master key writable by group", func(t *testing.T, cfg *Config) { os.Chmod(cfg.MasterKeyFile, 0o660) }, nil, "chmod 600 "},
+		{"store group-readable and readable by others", func(t *testing.T, cfg *Config) { os.Chmod(cfg.KeyStore, 0o444) }, nil, "accessible by others"},
 		{"missing store", func(t *testing.T, cfg *Config) { os.Remove(cfg.KeyStore) }, os.ErrNotExist, "kseal kms init"},
 		{"wrong master key", func(t *testing.T, cfg *Config) {
 			os.Remove(cfg.MasterKeyFile)

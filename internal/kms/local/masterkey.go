@@ -108,12 +108,11 @@ func readMasterKeyEnv(name string) ([]byte, error) {
 	return k, nil
 }
 
-// readPrivate reads at most limit bytes from path after checking that it is
-// a regular file that neither group nor others may read or write: a key file
-// anyone on the host can read is no secret. Symbolic links are followed
-// (Kubernetes mounts secrets that way) and the target's mode is checked, on
-// the open file, so the file checked is the file read. Windows has no such
-// mode bits.
+// readPrivate reads at most limit bytes from path after checking its mode
+// (checkPrivateMode): a key file anyone on the host can read is no secret.
+// Symbolic links are followed (Kubernetes mounts secrets that way) and the
+// target's mode is checked, on the open file, so the file checked is the file
+// read. Windows has no such mode bits.
 func readPrivate(path, what string, limit int64) ([]byte, os.FileInfo, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -130,8 +129,10 @@ func readPrivate(path, what string, limit int64) ([]byte, os.FileInfo, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, nil, fmt.Errorf("%s %s is not a regular file (mode %s)", what, path, fi.Mode())
 	}
-	if runtime.GOOS != "windows" && fi.Mode().Perm()&0o077 != 0 {
-		return nil, nil, fmt.Errorf("%s %s is accessible by group or others (mode %04o): run `chmod 600 %s`", what, path, fi.Mode().Perm(), path)
+	if runtime.GOOS != "windows" {
+		if err := checkPrivateMode(path, what, fi); err != nil {
+			return nil, nil, err
+		}
 	}
 	if fi.Size() > limit {
 		return nil, nil, fmt.Errorf("%s %s is %d bytes, more than the %d a %s may have", what, path, fi.Size(), limit, what)
@@ -145,6 +146,29 @@ func readPrivate(path, what string, limit int64) ([]byte, os.FileInfo, error) {
 		return nil, nil, fmt.Errorf("%s %s grew past %d bytes while being read", what, path, limit)
 	}
 	return b, fi, nil
+}
+
+// checkPrivateMode accepts a key file that only its owner may read (0400,
+// 0600), or that its group may also read (0440, 0640) when kseal's process
+// is in that group: a Kubernetes Secret mounted with defaultMode 0440 and an
+// fsGroup, owned by root and readable by a non-root kseal through the
+// group, is such a file. It refuses anything others may read, write or
+// execute, a group that may write (it could replace the key) or execute,
+// and group read for a group kseal is not in (the file would then be
+// shared with people, not given to kseal).
+func checkPrivateMode(path, what string, fi os.FileInfo) error {
+	perm := fi.Mode().Perm()
+	switch {
+	case perm&0o007 != 0:
+		return fmt.Errorf("%s %s is accessible by others (mode %04o): run `chmod 600 %s` (or 0440/0640 to let a group kseal is in read it)", what, path, perm, path)
+	case perm&0o030 != 0:
+		return fmt.Errorf("%s %s is writable or executable by its group (mode %04o): run `chmod 600 %s` (or 0440/0640 to let a group kseal is in read it)", what, path, perm, path)
+	case perm&0o040 != 0:
+		if gid, ok := fileGroup(fi); ok && !inGroup(gid) {
+			return fmt.Errorf("%s %s is readable by group %d, which kseal's process is not in (mode %04o): run `chmod 600 %s`, or give the file to a group kseal is in (e.g. Kubernetes fsGroup)", what, path, gid, perm, path)
+		}
+	}
+	return nil
 }
 
 // masterKeys are the keys derived from the master key with HKDF-SHA256, one

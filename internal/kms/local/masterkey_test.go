@@ -64,24 +64,74 @@ func TestWriteMasterKeyFile(t *testing.T) {
 	}
 }
 
-func TestMasterKeyFileRefusedWhenShared(t *testing.T) {
+func TestMasterKeyFileModes(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "master.key")
 	if err := WriteMasterKeyFile(path); err != nil {
 		t.Fatal(err)
 	}
-	for _, mode := range []os.FileMode{0o640, 0o604, 0o620, 0o644} {
-		os.Chmod(path, mode)
-		_, err := readMasterKeyFile(path)
-		if err == nil || !strings.Contains(err.Error(), "chmod 600 "+path) {
-			t.Errorf("mode %04o: err = %v; want a refusal saying chmod 600", mode, err)
+	for _, tc := range []struct {
+		mode os.FileMode
+		want string // "" accepted, else part of the refusal
+	}{
+		{0o400, ""},
+		{0o600, ""},
+		{0o700, ""},
+		// Group read for a group kseal is in (the file's group is the
+		// test's own): a Secret mounted 0440 with fsGroup.
+		{0o440, ""},
+		{0o640, ""},
+		{0o460, "writable or executable by its group"},
+		{0o660, "writable or executable by its group"},
+		{0o620, "writable or executable by its group"},
+		{0o650, "writable or executable by its group"},
+		{0o444, "accessible by others"},
+		{0o604, "accessible by others"},
+		{0o644, "accessible by others"},
+		{0o602, "accessible by others"},
+		{0o601, "accessible by others"},
+		{0o440 | 0o004, "accessible by others"},
+	} {
+		if err := os.Chmod(path, tc.mode); err != nil {
+			t.Fatal(err)
 		}
-	}
-	os.Chmod(path, 0o400)
-	if _, err := readMasterKeyFile(path); err != nil {
-		t.Errorf("mode 0400 refused: %v", err)
+		k, err := readMasterKeyFile(path)
+		switch {
+		case tc.want == "" && (err != nil || len(k) != MasterKeySize):
+			t.Errorf("mode %04o refused: %v", tc.mode, err)
+		case tc.want != "" && err == nil:
+			t.Errorf("mode %04o accepted", tc.mode)
+		case tc.want != "" && (!strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "chmod 600 "+path)):
+			t.Errorf("mode %04o: err = %v; want %q and a chmod 600 hint", tc.mode, err, tc.want)
+		}
 	}
 	if _, err := readMasterKeyFile(filepath.Dir(path)); err == nil {
 		t.Error("a directory was accepted as a master key file")
+	}
+}
+
+// Group read is for a group kseal is in: a file readable by some other
+// group is shared with its members, not given to kseal.
+func TestMasterKeyFileGroupReadForeignGroup(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "master.key")
+	if err := WriteMasterKeyFile(path); err != nil {
+		t.Fatal(err)
+	}
+	const foreign = 54321 // a group this process is not in
+	if inGroup(foreign) {
+		t.Skipf("the process is in group %d", foreign)
+	}
+	if err := os.Chown(path, -1, foreign); err != nil {
+		t.Skipf("cannot give the file to group %d (needs root): %v", foreign, err)
+	}
+	os.Chmod(path, 0o440)
+	_, err := readMasterKeyFile(path)
+	if err == nil || !strings.Contains(err.Error(), "readable by group 54321, which kseal's process is not in") {
+		t.Errorf("0440 owned by a foreign group: err = %v; want a refusal naming the group", err)
+	}
+	// Owner-only stays fine whatever the group.
+	os.Chmod(path, 0o400)
+	if _, err := readMasterKeyFile(path); err != nil {
+		t.Errorf("0400 owned by a foreign group refused: %v", err)
 	}
 }
 
