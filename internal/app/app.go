@@ -14,6 +14,7 @@ import (
 	"os"
 	"reflect"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -190,6 +191,17 @@ type App struct {
 	log      *slog.Logger
 	km       *kmsMetrics
 	clusters map[string]*encCluster
+
+	retiredMu sync.Mutex
+	retired   map[*retiredKeys]struct{} // replaced by a reload, closed after reloadGrace
+}
+
+// retiredKeys are KMS clients and DEK loops a reload replaced, kept open for
+// requests that started before it.
+type retiredKeys struct {
+	once  sync.Once
+	close func()
+	timer *time.Timer
 }
 
 // encCluster is one virtual cluster's encryption, swappable on reload.
@@ -197,17 +209,47 @@ type encCluster struct {
 	filter *encrypt.Filter
 	mgr    atomic.Pointer[dek.Manager]
 	close  func() // closes the KMS and stops the manager's loop
+	// counters are shared by the cluster's successive DEK managers, so
+	// the DEK metrics keep counting across reloads.
+	counters dek.Counters
 }
 
-// Close releases KMS clients and background loops (after Server.Shutdown).
+// Close releases KMS clients and background loops (after Server.Shutdown),
+// those a reload replaced included.
 func (a *App) Close() {
 	for _, c := range a.clusters {
 		c.close()
 	}
+	a.retiredMu.Lock()
+	retired := a.retired
+	a.retired = nil
+	a.retiredMu.Unlock()
+	for r := range retired {
+		r.timer.Stop()
+		r.once.Do(r.close)
+	}
 }
 
-// openKeys opens a virtual cluster's KMS and DEK manager.
-func (a *App) openKeys(ctx context.Context, vc *config.VirtualCluster, enc *Encryption) (keys, func(), error) {
+// retire closes old after reloadGrace, or at Close if that comes first.
+func (a *App) retire(old func()) {
+	r := &retiredKeys{close: old}
+	a.retiredMu.Lock()
+	defer a.retiredMu.Unlock()
+	if a.retired == nil {
+		a.retired = map[*retiredKeys]struct{}{}
+	}
+	a.retired[r] = struct{}{}
+	r.timer = time.AfterFunc(reloadGrace, func() {
+		a.retiredMu.Lock()
+		delete(a.retired, r)
+		a.retiredMu.Unlock()
+		r.once.Do(r.close)
+	})
+}
+
+// openKeys opens a virtual cluster's KMS and a DEK manager counting into
+// counters.
+func (a *App) openKeys(ctx context.Context, vc *config.VirtualCluster, enc *Encryption, counters *dek.Counters) (keys, func(), error) {
 	vlog := a.log.With("virtualCluster", vc.Name)
 	k, err := enc.KMSConfig.Open(ctx, vlog.With("kms", vc.Encryption.KMS.Type))
 	if err != nil {
@@ -220,6 +262,7 @@ func (a *App) openKeys(ctx context.Context, vc *config.VirtualCluster, enc *Encr
 	}
 	dopts := enc.DEK.options()
 	dopts.Hooks.OnKMSCall = a.km.hook(vc.Name, vc.Encryption.KMS.Type)
+	dopts.Counters = counters
 	mgr, err := dek.New(k, dopts)
 	if err != nil {
 		closeKMS()
@@ -245,12 +288,13 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 			a.Close()
 			return nil, err
 		}
-		ks, closeKeys, err := a.openKeys(ctx, vc, enc)
+		ec := &encCluster{}
+		ks, closeKeys, err := a.openKeys(ctx, vc, enc, &ec.counters)
 		if err != nil {
 			a.Close()
 			return nil, err
 		}
-		ec := &encCluster{close: closeKeys}
+		ec.close = closeKeys
 		ec.mgr.Store(ks.mgr)
 		ec.filter = encrypt.New(encrypt.Options{
 			Policy:     enc.Policy,
@@ -312,7 +356,7 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 		if err != nil {
 			return fail(err)
 		}
-		ks, closeKeys, err := a.openKeys(ctx, vc, enc)
+		ks, closeKeys, err := a.openKeys(ctx, vc, enc, &a.clusters[vc.Name].counters)
 		if err != nil {
 			return fail(err)
 		}
@@ -323,7 +367,7 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 		s.ec.mgr.Store(s.keys.mgr)
 		old := s.ec.close
 		s.ec.close = s.close
-		time.AfterFunc(reloadGrace, old)
+		a.retire(old)
 	}
 	a.cfg = cfg
 	return nil

@@ -29,7 +29,7 @@ type Manager struct {
 	resMu sync.RWMutex
 	res   map[string]*resEntry // by KEK name
 
-	stats counters
+	stats *Counters
 }
 
 // New makes a Manager over k.
@@ -41,9 +41,14 @@ func New(k kms.KMS, opts Options) (*Manager, error) {
 	if err := opts.validate(); err != nil {
 		return nil, fmt.Errorf("dek: options: %w", err)
 	}
+	stats := opts.Counters
+	if stats == nil {
+		stats = new(Counters)
+	}
 	return &Manager{
 		kms:        k,
 		opts:       opts,
+		stats:      stats,
 		enc:        make(map[kms.KEKRef]*encEntry),
 		dec:        make(map[string]*decEntry),
 		decFlights: make(map[string]*call[cipher.AEAD]),
@@ -306,19 +311,22 @@ type Stats struct {
 	KMSErrors uint64
 }
 
-type counters struct {
+// Counters are the cumulative counters behind Stats, safe for concurrent
+// use by several Managers (see Options.Counters). The zero value is ready.
+type Counters struct {
 	encHits, encMisses, refreshes, generated, generateFailures atomic.Uint64
 	decHits, decMisses, decNegHits, decEvictions               atomic.Uint64
 	resHits, resMisses                                         atomic.Uint64
 	kmsCalls, kmsErrors                                        atomic.Uint64
 }
 
-// Stats returns a snapshot of the counters.
+// Stats returns a snapshot of the counters (those of every Manager sharing
+// them) and of this Manager's decrypt cache size.
 func (m *Manager) Stats() Stats {
 	m.decMu.RLock()
 	cached := len(m.dec)
 	m.decMu.RUnlock()
-	s := &m.stats
+	s := m.stats
 	return Stats{
 		EncryptHits: s.encHits.Load(), EncryptMisses: s.encMisses.Load(),
 		Refreshes: s.refreshes.Load(), DEKsGenerated: s.generated.Load(),

@@ -69,6 +69,10 @@ type Options struct {
 	Now func() time.Time
 	// Hooks receive events for metrics.
 	Hooks Hooks
+	// Counters holds the cumulative counters Stats reports. Managers that
+	// replace one another (a config reload builds a new one) share one, so
+	// totals carry over and never go backwards. Nil: the Manager's own.
+	Counters *Counters
 }
 
 // Op names a KMS operation in hooks.
