@@ -144,6 +144,7 @@ func (c *conn) requests(ctx context.Context) error {
 				break
 			}
 		}
+		x.added = time.Since(start)
 		c.vc.srv.metrics.request(c.vc.name, h.APIKey, len(body))
 		if x.Local {
 			// A local answer was built in a request-side scratch buffer that
@@ -178,6 +179,7 @@ func (c *conn) responses(ctx context.Context) error {
 	w := c.client
 	var sizeBuf [4]byte
 	for x := range c.inflight {
+		read := time.Now() // a local answer's own time starts when it is dequeued
 		if !x.Local {
 			body, err := c.readFrame(r, &c.respBuf, frame.MinResponseSize)
 			if err != nil {
@@ -186,6 +188,7 @@ func (c *conn) responses(ctx context.Context) error {
 				}
 				return fmt.Errorf("read response: %w", err)
 			}
+			read = time.Now()
 			if len(body) < 4 {
 				return fmt.Errorf("response frame of %d bytes has no correlation id", len(body))
 			}
@@ -214,6 +217,7 @@ func (c *conn) responses(ctx context.Context) error {
 			return fmt.Errorf("write to client: %w", err)
 		}
 		c.vc.srv.metrics.response(c.vc.name, x.APIKey, len(x.Response), time.Since(x.started))
+		c.vc.added.observe(x.APIKey, x.added+time.Since(read))
 		c.reclaim(&c.respBuf, &c.scratchResp, x.Response)
 		x.Response = nil
 	}

@@ -40,6 +40,9 @@ type Exchange struct {
 	state   *map[any]any
 	turn    int
 	started time.Time
+	// added is the time the request side spent in kseal (header parsing
+	// and request filters), for kseal_proxy_added_latency_seconds.
+	added time.Duration
 }
 
 // Filter transforms the messages of the API keys it registers for. Filters

@@ -174,6 +174,8 @@ type virtualCluster struct {
 	cfg     config.VirtualCluster
 	log     *slog.Logger
 	filters map[int16][]Filter
+	// added observes kseal_proxy_added_latency_seconds by API.
+	added *apiObservers
 
 	bootstrapAddr   string
 	nextBootstrap   atomic.Uint32
@@ -205,6 +207,7 @@ func newVirtualCluster(s *Server, cfg config.VirtualCluster, opts ClusterOptions
 		warned:    map[int32]bool{},
 		filters:   map[int16][]Filter{},
 	}
+	vc.added = newAPIObservers(s.metrics.added, cfg.Name)
 	for _, f := range append(builtinFilters(vc, opts.VersionCaps), opts.Filters...) {
 		for _, k := range f.APIKeys() {
 			vc.filters[k] = append(vc.filters[k], f)
