@@ -383,7 +383,13 @@ func e2eMoto(t *testing.T, kek string) *e2eExternalKMS {
 		t.Fatalf("moto.env: MOTO_PID: %v", err)
 	}
 	signal := func(t *testing.T, sig syscall.Signal) {
-		if err := syscall.Kill(pid, sig); err != nil {
+		var err error
+		if sig == syscall.SIGSTOP {
+			err = testenv.Freeze(pid) // returns once every thread is stopped
+		} else {
+			err = syscall.Kill(pid, sig)
+		}
+		if err != nil {
 			t.Fatalf("signal %v to moto: %v", sig, err)
 		}
 	}

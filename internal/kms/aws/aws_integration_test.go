@@ -21,6 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 
 	"github.com/kseal/kseal/internal/kms"
+	"github.com/kseal/kseal/internal/testenv"
 )
 
 // motoServer is one moto_server started by scripts/moto.sh.
@@ -73,7 +74,12 @@ func (m *motoServer) signal(sig syscall.Signal) {
 	if err != nil {
 		m.t.Fatalf("MOTO_PID: %v", err)
 	}
-	if err := syscall.Kill(pid, sig); err != nil {
+	if sig == syscall.SIGSTOP {
+		err = testenv.Freeze(pid) // returns once every thread is stopped
+	} else {
+		err = syscall.Kill(pid, sig)
+	}
+	if err != nil {
 		m.t.Fatalf("signal %v to moto (pid %d): %v", sig, pid, err)
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kseal/kseal/internal/testenv"
 )
 
 // lowkey drives a Lowkey Vault started by scripts/lowkey.sh.
@@ -52,7 +54,12 @@ func (l *lowkey) signal(t *testing.T, sig syscall.Signal) {
 	if err != nil {
 		t.Fatalf("LOWKEY_PID: %v", err)
 	}
-	if err := syscall.Kill(pid, sig); err != nil {
+	if sig == syscall.SIGSTOP {
+		err = testenv.Freeze(pid) // returns once every thread is stopped
+	} else {
+		err = syscall.Kill(pid, sig)
+	}
+	if err != nil {
 		t.Fatalf("signal %v to Lowkey Vault (pid %d): %v", sig, pid, err)
 	}
 }

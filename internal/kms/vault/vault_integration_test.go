@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/kseal/kseal/internal/kms"
+	"github.com/kseal/kseal/internal/testenv"
 )
 
 // The policy docs/kms-vault.md gives, for a Transit mount at kseal/transit
@@ -178,7 +179,7 @@ func TestOpenBaoIntegration(t *testing.T) {
 	})
 
 	t.Run("frozen server times out", func(t *testing.T) {
-		if err := syscall.Kill(srv.pid, syscall.SIGSTOP); err != nil {
+		if err := testenv.Freeze(srv.pid); err != nil {
 			t.Fatal(err)
 		}
 		begin := time.Now()
