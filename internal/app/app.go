@@ -212,6 +212,8 @@ type encCluster struct {
 	// counters are shared by the cluster's successive DEK managers, so
 	// the DEK metrics keep counting across reloads.
 	counters dek.Counters
+	// health says whether the current KMS answers (readiness).
+	health atomic.Pointer[kmsHealth]
 }
 
 // Close releases KMS clients and background loops (after Server.Shutdown),
@@ -260,8 +262,13 @@ func (a *App) openKeys(ctx context.Context, vc *config.VirtualCluster, enc *Encr
 			c.Close()
 		}
 	}
+	health := newKMSHealth(k, defaultKMSHealth)
+	metricsHook := a.km.hook(vc.Name, vc.Encryption.KMS.Type)
 	dopts := enc.DEK.options()
-	dopts.Hooks.OnKMSCall = a.km.hook(vc.Name, vc.Encryption.KMS.Type)
+	dopts.Hooks.OnKMSCall = func(op dek.Op, d time.Duration, err error) {
+		metricsHook(op, d, err)
+		health.observe(err)
+	}
 	dopts.Counters = counters
 	mgr, err := dek.New(k, dopts)
 	if err != nil {
@@ -270,7 +277,8 @@ func (a *App) openKeys(ctx context.Context, vc *config.VirtualCluster, enc *Encr
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	go mgr.Run(runCtx, time.Minute)
-	return keys{mgr: mgr, kms: k}, func() { cancel(); closeKMS() }, nil
+	go health.run(runCtx)
+	return keys{mgr: mgr, kms: k, health: health}, func() { cancel(); closeKMS() }, nil
 }
 
 // Build opens every KMS and assembles the server. reg may be nil.
@@ -296,6 +304,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 		}
 		ec.close = closeKeys
 		ec.mgr.Store(ks.mgr)
+		ec.health.Store(ks.health)
 		ec.filter = encrypt.New(encrypt.Options{
 			Policy:     enc.Policy,
 			Keys:       ks,
@@ -365,6 +374,7 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 	for _, s := range swaps {
 		s.ec.filter.Swap(s.pol, s.keys)
 		s.ec.mgr.Store(s.keys.mgr)
+		s.ec.health.Store(s.keys.health)
 		old := s.ec.close
 		s.ec.close = s.close
 		a.retire(old)

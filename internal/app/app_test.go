@@ -298,7 +298,7 @@ func TestPolicyPassthroughRejectAndMissingKEK(t *testing.T) {
 
 func TestMetricsAndHealthEndpoints(t *testing.T) {
 	e := startEncrypting(t, "PASSTHROUGH_UNENCRYPTED")
-	adm, err := admin.Listen("127.0.0.1:0", e.reg, func(context.Context) error { return e.srv.Ready() }, slog.Default())
+	adm, err := admin.Listen("127.0.0.1:0", e.reg, func(context.Context) error { return e.app.Ready() }, slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}

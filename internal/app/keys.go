@@ -12,8 +12,9 @@ import (
 // keys adapts a dek.Manager (and its KMS, for offline EDEK descriptions in
 // log lines) to encrypt.Keys.
 type keys struct {
-	mgr *dek.Manager
-	kms kms.KMS
+	mgr    *dek.Manager
+	kms    kms.KMS
+	health *kmsHealth // readiness of kms
 }
 
 func (k keys) Resolve(ctx context.Context, name string) (kms.KEKRef, error) {

@@ -55,6 +55,20 @@ type KMS interface {
 	DescribeEDEK(edek []byte) (EDEKInfo, error)
 }
 
+// Prober is implemented by providers that can tell, with one cheap call,
+// whether the KMS answers: kseal's readiness check calls it every few
+// seconds when no other KMS call has answered lately. Probe returns nil
+// when the KMS answered (even "no such key": an answer is an answer), and
+// an error saying why not otherwise (unreachable, sealed, credentials
+// refused). It never creates or changes anything in the KMS.
+type Prober interface {
+	Probe(ctx context.Context) error
+}
+
+// ProbeKEK is the KEK name providers look up to probe a KMS that has no
+// dedicated health call. It need not exist.
+const ProbeKEK = "kseal-readiness-probe"
+
 // Closer is implemented by providers holding resources.
 type Closer interface {
 	Close() error

@@ -49,6 +49,7 @@ type KMS struct {
 }
 
 var _ kms.KMS = (*KMS)(nil)
+var _ kms.Prober = (*KMS)(nil)
 
 // New builds a KMS client from cfg. It reads static credential files but
 // makes no network call: a KMS that is down at startup fails the first
@@ -216,6 +217,28 @@ func (k *KMS) DecryptDEK(ctx context.Context, edek []byte) ([]byte, error) {
 		return nil, fmt.Errorf("aws kms: Decrypt %s: data key is %d bytes, want %d", keyID, len(out.Plaintext), dekSize)
 	}
 	return out.Plaintext, nil
+}
+
+// Probe describes the alias "alias/"+kms.ProbeKEK in the client's region,
+// which need not exist: NotFoundException means AWS KMS answered and took
+// kseal's credentials, and so does AccessDeniedException (the request was
+// authenticated, then this alias refused). Throttling, 5xx, network
+// failures and refused credentials (unknown access key, bad signature,
+// expired token) are errors.
+func (k *KMS) Probe(ctx context.Context) error {
+	ident := "alias/" + kms.ProbeKEK
+	ctx, cancel := context.WithTimeout(ctx, k.timeout)
+	defer cancel()
+	_, err := k.client.DescribeKey(ctx, &awskms.DescribeKeyInput{KeyId: awssdk.String(ident)})
+	var notFound *types.NotFoundException
+	var apiErr smithy.APIError
+	switch {
+	case err == nil, errors.As(err, &notFound):
+		return nil
+	case errors.As(err, &apiErr) && apiErr.ErrorCode() == "AccessDeniedException":
+		return nil
+	}
+	return classify("DescribeKey (readiness probe)", ident, err)
 }
 
 // DescribeEDEK reads the key id from an EDEK; AWS does not say which

@@ -148,6 +148,12 @@ func TestMoto(t *testing.T) {
 	ctx := t.Context()
 
 	keyID := createKEK(t, admin, "alias/KEK-orders")
+	t.Run("readiness probe", func(t *testing.T) {
+		// The probe alias does not exist: NotFoundException is an answer.
+		if err := p.Probe(ctx); err != nil {
+			t.Fatalf("Probe: %v", err)
+		}
+	})
 	var first kms.DEK
 	if !t.Run("round trip", func(t *testing.T) {
 		ref, err := p.ResolveKEK(ctx, "KEK-orders")
@@ -319,6 +325,9 @@ func TestMoto(t *testing.T) {
 		}
 		if d := time.Since(start); d > 3*cfg.Timeout {
 			t.Fatalf("three calls to a stopped server took %v", d)
+		}
+		if err := p.Probe(ctx); !errors.Is(err, kms.ErrUnavailable) {
+			t.Fatalf("Probe of the stopped server: %v, want ErrUnavailable", err)
 		}
 		// moto keeps its keys in memory: the restarted server has none, so
 		// the same client must work again against new keys on the same

@@ -53,6 +53,7 @@ type KMS struct {
 
 var _ kms.KMS = (*KMS)(nil)
 var _ kms.Closer = (*KMS)(nil)
+var _ kms.Prober = (*KMS)(nil)
 
 // New checks cfg, reads the TLS trust it names and returns a KMS. It does
 // not call the vault: a vault that is down at startup shows up as
@@ -218,6 +219,21 @@ func (k *KMS) currentKey(ctx context.Context, name string) (keyInfo, error) {
 		return keyInfo{}, fmt.Errorf("azure kms: key %s does not allow wrapKey and unwrapKey (key_ops %s)", name, printable(strings.Join(kb.Key.KeyOps, ","), 100))
 	}
 	return info, nil
+}
+
+// Probe reads the key kms.ProbeKEK, which need not exist: a 404 is the
+// vault answering with kseal's token. A token that cannot be had, 403
+// (no permission, or a firewall), throttling, 5xx and network failures are
+// errors.
+func (k *KMS) Probe(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, k.timeout)
+	defer cancel()
+	var kb keyBundle
+	err := k.call(ctx, http.MethodGet, "/keys/"+kms.ProbeKEK, nil, &kb, "readiness probe (get key "+kms.ProbeKEK+")")
+	if err == nil || errors.Is(err, kms.ErrKeyNotFound) {
+		return nil
+	}
+	return err
 }
 
 // GenerateDEK makes a DEK with crypto/rand and wraps it under the key's

@@ -70,6 +70,7 @@ type kekVersion struct {
 
 var _ kms.KMS = (*KMS)(nil)
 var _ kms.Closer = (*KMS)(nil)
+var _ kms.Prober = (*KMS)(nil)
 
 // New loads the key store cfg names and, when cfg.ReloadInterval > 0, starts
 // watching it for changes. Close stops the watcher.
@@ -105,6 +106,11 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*KMS, error) {
 	}
 	return k, nil
 }
+
+// Probe always answers: the local KMS is part of the process and keeps
+// serving the keys it loaded even while its store cannot be re-read (a
+// broken store must not take encryption down; the watcher logs it).
+func (k *KMS) Probe(context.Context) error { return nil }
 
 // Close stops watching the store. The KMS keeps serving the keys it holds.
 func (k *KMS) Close() error {

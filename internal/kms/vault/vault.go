@@ -61,6 +61,7 @@ type KMS struct {
 
 var _ kms.KMS = (*KMS)(nil)
 var _ kms.Closer = (*KMS)(nil)
+var _ kms.Prober = (*KMS)(nil)
 
 // New reads the token and TLS files cfg names and builds the client. It
 // makes no request: the proxy may start before the server is reachable, and
@@ -227,6 +228,33 @@ func (k *KMS) DecryptDEK(ctx context.Context, edek []byte) ([]byte, error) {
 		return nil, fmt.Errorf("vault kms: decrypt with %q v%d: got %d bytes, want a %d-byte DEK", name, version, len(out.Plaintext), dekSize)
 	}
 	return out.Plaintext, nil
+}
+
+// Probe asks sys/health, which needs no token and no policy. Standby nodes
+// count as up (they forward to the active node); a sealed (503) or
+// uninitialised (501) server, or one that cannot be reached, does not.
+func (k *KMS) Probe(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, k.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.base+"sys/health?standbyok=true&perfstandbyok=true", nil)
+	if err != nil {
+		return fmt.Errorf("vault kms: health: %w", err)
+	}
+	resp, err := k.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("vault kms: health: %w", classifyTransport(err))
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponse))
+	resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return nil
+	case http.StatusServiceUnavailable:
+		return fmt.Errorf("vault kms: health: %w: HTTP 503 (sealed)", kms.ErrUnavailable)
+	case http.StatusNotImplemented:
+		return fmt.Errorf("vault kms: health: %w: HTTP 501 (not initialized)", kms.ErrUnavailable)
+	}
+	return fmt.Errorf("vault kms: health: %w: HTTP %d", kms.ErrUnavailable, resp.StatusCode)
 }
 
 // DescribeEDEK reads the key name and version from an EDEK.

@@ -88,6 +88,14 @@ func TestOpenBaoIntegration(t *testing.T) {
 		}
 	})
 
+	t.Run("readiness probe", func(t *testing.T) {
+		// sys/health needs no policy: the least-privilege token in a
+		// namespace probes fine.
+		if err := k.Probe(ctx); err != nil {
+			t.Fatalf("Probe: %v", err)
+		}
+	})
+
 	var v1 kms.DEK
 	t.Run("round trip", func(t *testing.T) {
 		var err error
@@ -221,6 +229,9 @@ func TestOpenBaoIntegration(t *testing.T) {
 		if took := time.Since(begin); took > 2*time.Second {
 			t.Fatalf("stopped server: gave up after %v", took)
 		}
+		if err := k.Probe(ctx); !errors.Is(err, kms.ErrUnavailable) {
+			t.Fatalf("Probe of the stopped server: %v, want ErrUnavailable", err)
+		}
 		t0 := time.Now()
 		srv.restart(t)
 		t.Logf("restarted in %v", time.Since(t0).Round(time.Millisecond))
@@ -242,6 +253,9 @@ func TestOpenBaoIntegration(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 		t.Logf("serving %v after the restart", time.Since(t0).Round(time.Millisecond))
+		if err := k.Probe(ctx); err != nil {
+			t.Fatalf("Probe after the restart: %v", err)
+		}
 		if _, err := k.GenerateDEK(ctx, orders); err != nil {
 			t.Fatalf("GenerateDEK after restart: %v", err)
 		}
