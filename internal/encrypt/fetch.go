@@ -6,8 +6,10 @@ import (
 	"crypto/cipher"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -25,10 +27,33 @@ import (
 type fetchState struct {
 	walker codec.FetchWalker
 	share  codec.ShareFetchWalker
-	iter   records.BatchIter
-	proc   *records.Processor
-	out    []byte // the partition's rebuilt record set
-	value  []byte // one decrypted value
+	tasks  []fetchTask
+	// outs[i] is task i's output buffer, kept for the connection's next
+	// fetch (each task needs its own: all results are spliced in at the end).
+	outs    [][]byte
+	workers []*fetchWorker
+	// ordinal counts partitions during a walk.
+	ordinal int
+}
+
+// fetchTask is one partition whose records need decrypting.
+type fetchTask struct {
+	ordinal   int // the partition's position in the response
+	topic     string
+	partition int32
+	set       []byte
+
+	out     []byte // the rebuilt record set, when changed
+	changed bool
+	rebuilt int // batches decrypted
+	err     *decryptError
+}
+
+// fetchWorker holds what one decrypting goroutine reuses.
+type fetchWorker struct {
+	iter  records.BatchIter
+	proc  *records.Processor
+	value []byte // one decrypted value
 
 	// The last EDEK seen and its AEAD: consecutive records almost always
 	// share a DEK, so most records skip the cache lookup.
@@ -39,9 +64,14 @@ type fetchState struct {
 var fetchStateKey = new(int)
 
 func (f *Filter) fetchState(x *proxy.Exchange) *fetchState {
-	return x.ConnState(fetchStateKey, func() any {
-		return &fetchState{proc: records.NewProcessor(records.WithMaxDecompressed(f.opts.MaxDecompressed))}
-	}).(*fetchState)
+	return x.ConnState(fetchStateKey, func() any { return &fetchState{} }).(*fetchState)
+}
+
+func (f *Filter) worker(st *fetchState, i int) *fetchWorker {
+	for len(st.workers) <= i {
+		st.workers = append(st.workers, &fetchWorker{proc: records.NewProcessor(records.WithMaxDecompressed(f.opts.MaxDecompressed))})
+	}
+	return st.workers[i]
 }
 
 // decryptError is a record that cannot be decrypted.
@@ -56,54 +86,158 @@ type decryptError struct {
 
 func (e *decryptError) Error() string { return e.err.Error() }
 
+var errNoTopicName = errors.New("topic id not found in the cluster's metadata")
+
+// fetch decrypts a Fetch or ShareFetch response in three steps: a walk
+// that finds the partitions holding encrypted records, their decryption
+// (in parallel when there are several and the response is large: a
+// consumer waits for the whole response, so the time spent here is latency
+// it sees), and a walk that splices the results in.
 func (f *Filter) fetch(ctx context.Context, x *proxy.Exchange) error {
 	st := f.fetchState(x)
 	cur := f.state.Load()
 	ctx, cancel := context.WithTimeout(ctx, f.opts.KMSTimeout)
 	defer cancel()
-	if x.APIKey == int16(kmsg.ShareFetch) {
+	share := x.APIKey == int16(kmsg.ShareFetch)
+	body := x.Response[x.RespHeaderLen:]
+
+	st.tasks = st.tasks[:0]
+	collect := func(errorCode int16, topic string, id [16]byte, partition int32, set []byte) {
+		st.ordinal++
+		if errorCode != 0 || !mayHoldMarker(set) {
+			return
+		}
+		t := fetchTask{ordinal: st.ordinal, topic: topic, partition: partition, set: set}
+		if topic == "" { // ShareFetch, and Fetch v13+, name topics by id
+			name, ok := x.TopicName(ctx, id)
+			if ok {
+				t.topic = name
+			} else {
+				// Without the name there is no binding to check: refuse the
+				// records rather than pass ciphertext on.
+				t.topic = fmt.Sprintf("%x", id)
+				t.err = &decryptError{code: errUnknownTopicID, reason: "unknown_topic_id", offset: -1, err: errNoTopicName}
+			}
+		}
+		st.tasks = append(st.tasks, t)
+	}
+	st.ordinal = 0
+	var err error
+	if share {
+		_, _, err = st.share.Walk(nil, body, x.APIVersion, func(p *codec.ShareFetchPartition) error {
+			collect(p.ErrorCode, "", p.TopicID, p.Partition, p.Records)
+			return nil
+		})
+	} else {
+		_, _, err = st.walker.Walk(nil, body, x.APIVersion, func(p *codec.FetchPartition) error {
+			collect(p.ErrorCode, p.Topic, p.TopicID, p.Partition, p.Records)
+			return nil
+		})
+	}
+	if err != nil || len(st.tasks) == 0 {
+		return err
+	}
+
+	f.decryptTasks(ctx, cur, st)
+
+	next := 0
+	apply := func(p partitionSetter) {
+		st.ordinal++
+		if next >= len(st.tasks) || st.tasks[next].ordinal != st.ordinal {
+			return
+		}
+		t := &st.tasks[next]
+		next++
+		switch {
+		case t.err != nil:
+			f.failPartition(p, t.topic, t.partition, t.err)
+		case t.changed:
+			f.m.decryptedBatches.Add(float64(t.rebuilt))
+			p.SetRecords(t.out)
+		}
+	}
+	st.ordinal = 0
+	defer f.keepOutputs(st)
+	if share {
 		return x.RewriteResponse(func(dst, body []byte) ([]byte, bool, error) {
 			return st.share.Walk(dst, body, x.APIVersion, func(p *codec.ShareFetchPartition) error {
-				if p.ErrorCode != 0 || !mayHoldMarker(p.Records) {
-					return nil
-				}
-				topic, ok := x.TopicName(ctx, p.TopicID)
-				if !ok {
-					// Without the name there is no binding to check:
-					// refuse the records rather than pass ciphertext on.
-					f.failPartition(p, fmt.Sprintf("%x", p.TopicID), p.Partition, &decryptError{
-						code: errUnknownTopicID, reason: "unknown_topic_id", offset: -1,
-						err: errors.New("topic id not found in the cluster's metadata"),
-					})
-					return nil
-				}
-				f.fetchPartition(ctx, cur, st, topic, p.Partition, p.Records, p)
+				apply(p)
 				return nil
 			})
 		})
 	}
 	return x.RewriteResponse(func(dst, body []byte) ([]byte, bool, error) {
 		return st.walker.Walk(dst, body, x.APIVersion, func(p *codec.FetchPartition) error {
-			if p.ErrorCode != 0 || !mayHoldMarker(p.Records) {
-				return nil
-			}
-			topic := p.Topic
-			if topic == "" { // Fetch v13+ names topics by id
-				name, ok := x.TopicName(ctx, p.TopicID)
-				if !ok {
-					f.failPartition(p, fmt.Sprintf("%x", p.TopicID), p.Partition, &decryptError{
-						code: errUnknownTopicID, reason: "unknown_topic_id", offset: -1,
-						err: errors.New("topic id not found in the cluster's metadata"),
-					})
-					return nil
-				}
-				topic = name
-			}
-			f.fetchPartition(ctx, cur, st, topic, p.Partition, p.Records, p)
+			apply(p)
 			return nil
 		})
 	})
 }
+
+// parallelMinBytes is the response size below which partitions are
+// decrypted one after another: for small fetches starting goroutines costs
+// more than it saves.
+const parallelMinBytes = 256 << 10
+
+// maxFetchWorkers bounds the goroutines one response is decrypted with.
+const maxFetchWorkers = 4
+
+// decryptTasks decrypts every task, with up to GOMAXPROCS goroutines
+// (bounded by maxFetchWorkers) taking partitions in turn.
+func (f *Filter) decryptTasks(ctx context.Context, cur *state, st *fetchState) {
+	for len(st.outs) < len(st.tasks) {
+		st.outs = append(st.outs, nil)
+	}
+	total := 0
+	for i := range st.tasks {
+		total += len(st.tasks[i].set)
+	}
+	n := min(len(st.tasks), runtime.GOMAXPROCS(0), maxFetchWorkers)
+	if total < parallelMinBytes {
+		n = 1
+	}
+	for i := 0; i < n; i++ {
+		f.worker(st, i)
+	}
+	var next atomic.Int32
+	run := func(w *fetchWorker) {
+		for {
+			i := int(next.Add(1)) - 1
+			if i >= len(st.tasks) {
+				return
+			}
+			t := &st.tasks[i]
+			if t.err == nil {
+				t.out, t.changed, t.rebuilt, t.err = f.fetchPartition(ctx, cur, w, st.outs[i][:0], t.topic, t.set)
+			}
+		}
+	}
+	if n == 1 {
+		run(st.workers[0])
+		return
+	}
+	var wg sync.WaitGroup
+	for i := 1; i < n; i++ {
+		wg.Go(func() { run(st.workers[i]) })
+	}
+	run(st.workers[0])
+	wg.Wait()
+}
+
+// keepOutputs keeps the tasks' output buffers for the next fetch (unless
+// huge), once the walk has copied them into the response.
+func (f *Filter) keepOutputs(st *fetchState) {
+	for i := range st.tasks {
+		t := &st.tasks[i]
+		if t.changed && cap(t.out) <= maxKeptBuffer {
+			st.outs[i] = t.out[:0]
+		}
+		*t = fetchTask{}
+	}
+}
+
+// maxKeptBuffer bounds the buffers a connection keeps between fetches.
+const maxKeptBuffer = 4 << 20
 
 // partitionSetter is the part of codec.FetchPartition and
 // codec.ShareFetchPartition the decrypt stage changes.
@@ -119,50 +253,48 @@ func mayHoldMarker(set []byte) bool {
 	return len(set) > 0 && (bytes.Contains(set, markerKey) || anyCompressed(set))
 }
 
-// fetchPartition decrypts the partition's encrypted records. Batches with
-// no encrypted record are copied as they came, never re-encoded; if no
-// batch has one, the partition is left untouched. A partition that cannot
-// be decrypted gets an error code and no records; the others are unaffected.
-func (f *Filter) fetchPartition(ctx context.Context, cur *state, st *fetchState, topic string, partition int32, set []byte, p partitionSetter) {
-	st.out = st.out[:0]
+// fetchPartition decrypts a partition's encrypted records into out. Batches
+// with no encrypted record are copied as they came, never re-encoded; if no
+// batch has one, changed is false and the partition stays as it is. A
+// partition that cannot be decrypted returns an error, for the caller to
+// answer it with an error code; the others are unaffected.
+func (f *Filter) fetchPartition(ctx context.Context, cur *state, w *fetchWorker, out []byte, topic string, set []byte) (_ []byte, changed bool, rebuilt int, _ *decryptError) {
 	building := false
-	rebuilt := 0
 	var aadTopic string
-	st.iter.Reset(set)
-	for st.iter.Next() {
-		b := st.iter.Batch()
+	w.iter.Reset(set)
+	for w.iter.Next() {
+		b := w.iter.Batch()
 		if b.Kind != records.KindBatch || b.Control() || b.NumRecords == 0 {
 			// Partial trailing batches, old formats and control batches are
 			// forwarded as the broker sent them.
 			if building {
-				st.out = append(st.out, b.Raw...)
+				out = append(out, b.Raw...)
 			}
 			continue
 		}
-		has, err := false, st.proc.Reset(b)
+		has, err := false, w.proc.Reset(b)
 		if err == nil {
-			has, err = st.proc.HasHeader(recordcrypt.HeaderKey)
+			has, err = w.proc.HasHeader(recordcrypt.HeaderKey)
 		}
 		if err != nil {
 			// A batch kseal cannot read may hold envelopes: passing it on
 			// would hand ciphertext to the consumer as if it were the value.
-			f.failPartition(p, topic, partition, &decryptError{code: errTampered, reason: "corrupt", offset: b.BaseOffset, err: err})
-			return
+			return out, false, 0, &decryptError{code: errTampered, reason: "corrupt", offset: b.BaseOffset, err: err}
 		}
 		if !has {
 			if building {
-				st.out = append(st.out, b.Raw...)
+				out = append(out, b.Raw...)
 			}
 			continue
 		}
 		if !building {
 			building = true
-			st.out = append(st.out, set[:st.iter.Offset()]...)
+			out = append(out, set[:w.iter.Offset()]...)
 			aadTopic = cur.policy.AADTopic(topic)
 		}
 		var derr *decryptError
-		st.out, err = st.proc.Rewrite(st.out, func(r *records.Record) error {
-			if e := f.decryptRecord(ctx, cur, st, aadTopic, b.BaseOffset, r); e != nil {
+		out, err = w.proc.Rewrite(out, func(r *records.Record) error {
+			if e := f.decryptRecord(ctx, cur, w, aadTopic, b.BaseOffset, r); e != nil {
 				derr = e
 				return e
 			}
@@ -172,16 +304,11 @@ func (f *Filter) fetchPartition(ctx context.Context, cur *state, st *fetchState,
 			if derr == nil {
 				derr = &decryptError{code: errTampered, reason: "corrupt", offset: b.BaseOffset, err: err}
 			}
-			f.failPartition(p, topic, partition, derr)
-			return
+			return out, false, 0, derr
 		}
 		rebuilt++
 	}
-	if !building {
-		return
-	}
-	f.m.decryptedBatches.Add(float64(rebuilt))
-	p.SetRecords(st.out)
+	return out, building, rebuilt, nil
 }
 
 // anyCompressed reports whether a batch of a record set is compressed (then
@@ -252,7 +379,7 @@ func (l *logLimiter) allow(topic string, partition int32, now time.Time) (int, b
 	return n, true
 }
 
-func (f *Filter) decryptRecord(ctx context.Context, cur *state, st *fetchState, aadTopic string, base int64, r *records.Record) *decryptError {
+func (f *Filter) decryptRecord(ctx context.Context, cur *state, st *fetchWorker, aadTopic string, base int64, r *records.Record) *decryptError {
 	i := -1
 	for j := range r.Headers {
 		if string(r.Headers[j].Key) == recordcrypt.HeaderKey {

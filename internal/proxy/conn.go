@@ -240,7 +240,13 @@ func (c *conn) readFrame(r *bufio.Reader, buf *[]byte, minSize int) ([]byte, err
 
 // reclaim keeps a filter-built buffer for reuse by later exchanges.
 func (c *conn) reclaim(read *[]byte, scratch *[2][]byte, b []byte) {
-	if cap(b) == 0 || cap(b) > maxRetainedBuffer || aliases(b, *read) {
+	keepScratch(scratch, *read, b)
+}
+
+// keepScratch keeps b, unless it is the read buffer or too big, as one of
+// the scratch buffers.
+func keepScratch(scratch *[2][]byte, read, b []byte) {
+	if cap(b) == 0 || cap(b) > maxRetainedBuffer || aliases(b, read) {
 		return
 	}
 	for i := range scratch {

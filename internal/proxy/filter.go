@@ -35,11 +35,12 @@ type Exchange struct {
 	// side (e.g. which partitions were rejected locally).
 	State any
 
-	conn    *conn
-	scratch *[2][]byte
-	state   *map[any]any
-	turn    int
-	started time.Time
+	conn       *conn
+	standalone *Standalone // set instead of conn outside the proxy
+	scratch    *[2][]byte
+	state      *map[any]any
+	turn       int
+	started    time.Time
 	// added is the time the request side spent in kseal (header parsing
 	// and request filters), for kseal_proxy_added_latency_seconds.
 	added time.Duration
