@@ -136,6 +136,12 @@ func testKMSScenario(t *testing.T, topic string, x *e2eExternalKMS) {
 		return info
 	}
 
+	// kseal is ready once its upstream and its KMS have answered.
+	e2eEventually(t, 30*time.Second, 200*time.Millisecond, "/readyz is not 200 with the KMS up", func() bool {
+		code, _ := e2eGet(t, admin, "/readyz")
+		return code == http.StatusOK
+	})
+
 	// 1. Encrypted at rest, plaintext through kseal.
 	produce(5, "first")
 	envs := stored()
@@ -222,6 +228,20 @@ func testKMSScenario(t *testing.T, topic string, x *e2eExternalKMS) {
 		t.Errorf("while the KMS was down: %d records acknowledged, errors %v; want franz-go still retrying", acked, produceErrs)
 	}
 	mu.Unlock()
+	// Not ready, saying why, yet alive: a KMS outage must not get kseal
+	// restarted.
+	var readyBody string
+	e2eEventually(t, 30*time.Second, 200*time.Millisecond, "/readyz still 200 with the KMS down", func() bool {
+		var code int
+		code, readyBody = e2eGet(t, admin, "/readyz")
+		return code == http.StatusServiceUnavailable
+	})
+	if !strings.Contains(readyBody, "kms:") {
+		t.Errorf("/readyz with the KMS down does not name the KMS: %q", readyBody)
+	}
+	if code, body := e2eGet(t, admin, "/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz with the KMS down = %d %q, want 200", code, body)
+	}
 	if n := e2eMetric(t, admin, "kseal_kms_operations_total",
 		map[string]string{"provider": x.provider, "operation": "generate_dek", "outcome": "error"}); n == 0 {
 		t.Error("kseal_kms_operations_total{generate_dek,error} is 0 while the KMS is down")
@@ -246,6 +266,10 @@ func testKMSScenario(t *testing.T, topic string, x *e2eExternalKMS) {
 		t.Errorf("records after the outage are under an old DEK")
 	}
 	consume("franz-go through kseal after the outage", p.Bootstrap)
+	e2eEventually(t, 30*time.Second, 200*time.Millisecond, "/readyz is not 200 again after the KMS came back", func() bool {
+		code, _ := e2eGet(t, admin, "/readyz")
+		return code == http.StatusOK
+	})
 
 	// A second kseal with empty caches unwraps every DEK through the KMS:
 	// the ones under the old KEK version and the new.
@@ -270,6 +294,18 @@ func testKMSScenario(t *testing.T, topic string, x *e2eExternalKMS) {
 	if n := ops(admin2, "decrypt_dek", "success"); n < 3 {
 		t.Errorf("fresh kseal: kseal_kms_operations_total{decrypt_dek,success} = %v, want at least 3 (three DEKs)", n)
 	}
+}
+
+// e2eGet fetches an admin endpoint of kseal: status and body.
+func e2eGet(t *testing.T, addr, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + path)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 // e2eScript runs one of scripts/*.sh and fails the test on an error.
