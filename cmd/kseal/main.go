@@ -136,7 +136,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return 1
 	}
 	if cfg.Admin.Listen != "" {
-		adm, err := admin.Listen(cfg.Admin.Listen, reg, func(context.Context) error { return a.Ready() }, log)
+		adm, err := admin.Listen(cfg.Admin.Listen, reg, func(context.Context) error { return a.Ready() }, log, admin.Options{Profiling: cfg.Admin.Profiling})
 		if err != nil {
 			log.Error("cannot start", "error", err.Error())
 			return 1

@@ -1,6 +1,7 @@
 // Package admin serves kseal's operational HTTP endpoints on their own
 // listener, apart from the Kafka ports: Prometheus metrics, liveness and
-// readiness. It never serves anything that could hold key material.
+// readiness, and on request Go's profiler. It never serves anything that
+// could hold key material.
 package admin
 
 import (
@@ -10,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,10 +29,26 @@ type Server struct {
 // ReadyFunc reports why the process is not ready to serve, or nil.
 type ReadyFunc func(ctx context.Context) error
 
+// Options are the admin server's optional endpoints.
+type Options struct {
+	// Profiling serves net/http/pprof under /debug/pprof/.
+	Profiling bool
+}
+
 // Listen binds addr and serves /metrics from g, /healthz (the process is
 // alive) and /readyz (ready reports nil).
-func Listen(addr string, g prometheus.Gatherer, ready ReadyFunc, log *slog.Logger) (*Server, error) {
+func Listen(addr string, g prometheus.Gatherer, ready ReadyFunc, log *slog.Logger, opts Options) (*Server, error) {
 	mux := http.NewServeMux()
+	paths := "/metrics /healthz /readyz"
+	if opts.Profiling {
+		// Profiles hold stacks and allocation sites, never memory contents.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		paths += " /debug/pprof/"
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorLog: slogPrinter{log}}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -57,7 +75,7 @@ func Listen(addr string, g prometheus.Gatherer, ready ReadyFunc, log *slog.Logge
 			log.Error("admin listener failed", "error", err.Error())
 		}
 	}()
-	log.Info("admin endpoints listening", "addr", s.addr, "paths", "/metrics /healthz /readyz")
+	log.Info("admin endpoints listening", "addr", s.addr, "paths", paths)
 	return s, nil
 }
 

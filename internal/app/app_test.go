@@ -298,7 +298,7 @@ func TestPolicyPassthroughRejectAndMissingKEK(t *testing.T) {
 
 func TestMetricsAndHealthEndpoints(t *testing.T) {
 	e := startEncrypting(t, "PASSTHROUGH_UNENCRYPTED")
-	adm, err := admin.Listen("127.0.0.1:0", e.reg, func(context.Context) error { return e.app.Ready() }, slog.Default())
+	adm, err := admin.Listen("127.0.0.1:0", e.reg, func(context.Context) error { return e.app.Ready() }, slog.Default(), admin.Options{Profiling: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,6 +323,9 @@ func TestMetricsAndHealthEndpoints(t *testing.T) {
 	}
 	if code, body := get("/readyz"); code != 200 {
 		t.Errorf("/readyz = %d %s", code, body)
+	}
+	if code, body := get("/debug/pprof/goroutine?debug=1"); code != 200 || !strings.Contains(body, "goroutine profile") {
+		t.Errorf("/debug/pprof/goroutine with admin.profiling = %d %.80q", code, body)
 	}
 	_, metrics := get("/metrics")
 	for _, want := range []string{

@@ -173,7 +173,7 @@ virtualClusters:
 		a.Server.Shutdown(ctx)
 		a.Close()
 	})
-	adm, err := admin.Listen("127.0.0.1:0", reg, func(context.Context) error { return a.Ready() }, log)
+	adm, err := admin.Listen("127.0.0.1:0", reg, func(context.Context) error { return a.Ready() }, log, admin.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,6 +197,9 @@ virtualClusters:
 	}
 
 	waitFor("/readyz answers 200 with the KMS up", func() bool { code, _ := get("/readyz"); return code == 200 })
+	if code, _ := get("/debug/pprof/"); code != 404 {
+		t.Errorf("/debug/pprof/ without admin.profiling = %d, want 404", code)
+	}
 	// Many readiness requests, few probes: /readyz reads a cached result.
 	before, start := f.probes.Load(), time.Now()
 	for range 200 {

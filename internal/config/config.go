@@ -37,6 +37,10 @@ type Log struct {
 // Admin is the HTTP listener for metrics and health endpoints.
 type Admin struct {
 	Listen string `yaml:"listen"` // host:port; empty disables it
+	// Profiling serves Go's profiler (net/http/pprof) under /debug/pprof/
+	// on the admin listener. Off by default: enable it to investigate,
+	// on a listener only operators can reach.
+	Profiling bool `yaml:"profiling"`
 }
 
 // VirtualCluster is one upstream Kafka cluster presented to clients
