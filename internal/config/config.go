@@ -58,6 +58,97 @@ type Upstream struct {
 	BootstrapServers []string         `yaml:"bootstrapServers"`
 	DialTimeout      Duration         `yaml:"dialTimeout"`
 	TLS              tlsconfig.Client `yaml:"tls"`
+	// SASL authenticates kseal's own connections to the brokers (broker
+	// discovery, topic id lookups). Clients' connections never use it:
+	// their SASL passes through to the broker. nil: no authentication.
+	SASL *SASL `yaml:"sasl"`
+}
+
+// SASL is the credentials of kseal's own upstream connections. The password
+// is never written in the file: it comes from PasswordFile (re-read at each
+// login, so a rotated secret is picked up) or PasswordEnv.
+type SASL struct {
+	Mechanism    string `yaml:"mechanism"` // PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"passwordFile"`
+	PasswordEnv  string `yaml:"passwordEnv"`
+}
+
+// SASL mechanisms kseal can log in with.
+const (
+	SASLPlain       = "PLAIN"
+	SASLScramSHA256 = "SCRAM-SHA-256"
+	SASLScramSHA512 = "SCRAM-SHA-512"
+)
+
+// Validate checks the settings without reading the password; each error
+// names its key under prefix (the sasl section's path).
+func (s *SASL) Validate(prefix string) []error {
+	var errs []error
+	add := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s.%s: %s", prefix, key, fmt.Sprintf(format, args...)))
+	}
+	switch s.Mechanism {
+	case SASLPlain, SASLScramSHA256, SASLScramSHA512:
+	case "":
+		add("mechanism", "is required (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)")
+	default:
+		add("mechanism", "%q is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512", s.Mechanism)
+	}
+	switch {
+	case s.Username == "":
+		add("username", "is required")
+	case strings.ContainsRune(s.Username, 0):
+		add("username", "must not contain a NUL character")
+	}
+	switch {
+	case s.PasswordFile == "" && s.PasswordEnv == "":
+		add("passwordFile", "one of passwordFile and passwordEnv is required (passwords are never written in the config file)")
+	case s.PasswordFile != "" && s.PasswordEnv != "":
+		add("passwordEnv", "set either passwordFile or passwordEnv, not both")
+	}
+	return errs
+}
+
+// maxPasswordFile bounds a password file.
+const maxPasswordFile = 64 << 10
+
+// Password reads the password from PasswordFile (a trailing line break is
+// dropped, as editors add one) or PasswordEnv. Errors name the key and the
+// file or variable, never the value.
+func (s *SASL) Password() (string, error) {
+	var v string
+	if s.PasswordEnv != "" {
+		var ok bool
+		if v, ok = os.LookupEnv(s.PasswordEnv); !ok {
+			return "", fmt.Errorf("passwordEnv: environment variable %s is not set", s.PasswordEnv)
+		}
+		if v == "" {
+			return "", fmt.Errorf("passwordEnv: environment variable %s is empty", s.PasswordEnv)
+		}
+	} else {
+		f, err := os.Open(s.PasswordFile)
+		if err != nil {
+			return "", fmt.Errorf("passwordFile: %w", err)
+		}
+		defer f.Close()
+		b, err := io.ReadAll(io.LimitReader(f, maxPasswordFile+1))
+		if err != nil {
+			return "", fmt.Errorf("passwordFile: %s: %w", s.PasswordFile, err)
+		}
+		if len(b) > maxPasswordFile {
+			return "", fmt.Errorf("passwordFile: %s is larger than %d bytes", s.PasswordFile, maxPasswordFile)
+		}
+		v = strings.TrimRight(string(b), "\r\n")
+		clear(b)
+		if v == "" {
+			return "", fmt.Errorf("passwordFile: %s is empty", s.PasswordFile)
+		}
+	}
+	if s.Mechanism == SASLPlain && strings.ContainsRune(v, 0) {
+		return "", errors.New("password: PLAIN passwords must not contain a NUL character")
+	}
+	return v, nil
 }
 
 // Gateway is how clients reach the proxy: a bootstrap port, and one port per
@@ -324,6 +415,9 @@ func (c *Config) Validate() error {
 		}
 		for _, e := range vc.Upstream.TLS.Validate() {
 			add(p+".upstream.tls", "%s", e)
+		}
+		if vc.Upstream.SASL != nil {
+			errs = append(errs, vc.Upstream.SASL.Validate(p+".upstream.sasl")...)
 		}
 		if sni := g.SNI; sni != nil {
 			if g.TLS == nil {

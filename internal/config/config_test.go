@@ -1,6 +1,8 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -64,6 +66,21 @@ virtualClusters:
 `, []string{`virtualClusters[1].name: "a" is used twice`, "virtualClusters[1].gateway: ports overlap"}},
 		{"tiny frames", good + "    limits: {maxFrameBytes: 10}\n", []string{"virtualClusters[0].limits.maxFrameBytes: 10 is too small"}},
 		{"encryption without kms", good + "    encryption: {kms: {}}\n", []string{"virtualClusters[0].encryption.kms.type: is required"}},
+		{"empty sasl", saslDoc("{}"), []string{
+			"virtualClusters[0].upstream.sasl.mechanism: is required",
+			"virtualClusters[0].upstream.sasl.username: is required",
+			"virtualClusters[0].upstream.sasl.passwordFile: one of passwordFile and passwordEnv is required",
+		}},
+		{"sasl mechanism", saslDoc("{mechanism: GSSAPI, username: u, passwordEnv: P}"),
+			[]string{`virtualClusters[0].upstream.sasl.mechanism: "GSSAPI" is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512`}},
+		{"sasl lower-case mechanism", saslDoc("{mechanism: plain, username: u, passwordEnv: P}"),
+			[]string{`virtualClusters[0].upstream.sasl.mechanism: "plain" is not one of`}},
+		{"sasl two password sources", saslDoc("{mechanism: PLAIN, username: u, passwordEnv: P, passwordFile: /f}"),
+			[]string{"virtualClusters[0].upstream.sasl.passwordEnv: set either passwordFile or passwordEnv, not both"}},
+		{"sasl inline password", saslDoc("{mechanism: PLAIN, username: u, password: hunter2}"),
+			[]string{`unknown key "password"`}},
+		{"sasl NUL user", saslDoc(`{mechanism: SCRAM-SHA-512, username: "a\0b", passwordEnv: P}`),
+			[]string{"virtualClusters[0].upstream.sasl.username: must not contain a NUL character"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -80,12 +97,88 @@ virtualClusters:
 	}
 }
 
+// saslDoc is a one-cluster config whose upstream has the sasl section s.
+func saslDoc(s string) string {
+	return `
+virtualClusters:
+  - name: a
+    upstream: {bootstrapServers: ["127.0.0.1:9092"], sasl: ` + s + `}
+    gateway: {bootstrapPort: 19092}
+`
+}
+
+func TestSASLValid(t *testing.T) {
+	for _, mech := range []string{SASLPlain, SASLScramSHA256, SASLScramSHA512} {
+		c, err := Parse([]byte(saslDoc("{mechanism: " + mech + ", username: kseal, passwordFile: /run/secrets/kafka}")))
+		if err != nil {
+			t.Fatalf("%s: %v", mech, err)
+		}
+		if s := c.VirtualClusters[0].Upstream.SASL; s == nil || s.Mechanism != mech || s.Username != "kseal" {
+			t.Errorf("%s: decoded %+v", mech, s)
+		}
+	}
+	c, err := Parse([]byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.VirtualClusters[0].Upstream.SASL != nil {
+		t.Error("no sasl section decoded as one")
+	}
+}
+
+func TestSASLPassword(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	t.Setenv("KSEAL_TEST_SASL_PW", "from env ")
+	t.Setenv("KSEAL_TEST_SASL_EMPTY", "")
+	cases := []struct {
+		name    string
+		s       SASL
+		want    string
+		wantErr string
+	}{
+		{"file, final newline dropped", SASL{Mechanism: SASLPlain, PasswordFile: write("pw", "s3cret \n")}, "s3cret ", ""},
+		{"file, CRLF dropped", SASL{Mechanism: SASLPlain, PasswordFile: write("crlf", "s3cret\r\n")}, "s3cret", ""},
+		{"env kept as is", SASL{Mechanism: SASLPlain, PasswordEnv: "KSEAL_TEST_SASL_PW"}, "from env ", ""},
+		{"missing file", SASL{PasswordFile: filepath.Join(dir, "nope")}, "", "passwordFile: open " + filepath.Join(dir, "nope")},
+		{"empty file", SASL{PasswordFile: write("empty", "\n")}, "", "passwordFile: " + filepath.Join(dir, "empty") + " is empty"},
+		{"huge file", SASL{PasswordFile: write("huge", strings.Repeat("x", maxPasswordFile+1))}, "", "is larger than 65536 bytes"},
+		{"unset env", SASL{PasswordEnv: "KSEAL_TEST_SASL_UNSET"}, "", "passwordEnv: environment variable KSEAL_TEST_SASL_UNSET is not set"},
+		{"empty env", SASL{PasswordEnv: "KSEAL_TEST_SASL_EMPTY"}, "", "passwordEnv: environment variable KSEAL_TEST_SASL_EMPTY is empty"},
+		{"NUL in a PLAIN password", SASL{Mechanism: SASLPlain, PasswordFile: write("nul", "a\x00b")}, "", "must not contain a NUL"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := tc.s.Password()
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Password() = %q, %v; want error %q", got, err, tc.wantErr)
+				}
+				if strings.Contains(err.Error(), "s3cret") {
+					t.Errorf("error carries the password: %v", err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("Password() = %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+}
+
 // FuzzParse: any document is either a valid config or an error, never a
 // panic, and a valid one validates again.
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(good))
 	f.Add([]byte("virtualClusters: [{name: a, upstream: {bootstrapServers: [\"h:1\"]}, gateway: {bootstrapPort: 1, sni: {bootstrapHost: b, brokerHostPattern: 'x$(nodeId)'}, tls: {certFile: c, keyFile: k}}}]"))
 	f.Add([]byte("drainTimeout: 1h\nadmin: {listen: ':1'}\nvirtualClusters: []"))
+	f.Add([]byte(saslDoc("{mechanism: SCRAM-SHA-256, username: u, passwordEnv: P}")))
 	f.Fuzz(func(t *testing.T, doc []byte) {
 		c, err := Parse(doc)
 		if err != nil {
