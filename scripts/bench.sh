@@ -28,14 +28,14 @@
 #   BENCH_CASES="direct passthrough encrypted kroxylicious"
 #                          any of those and encrypted-local, in run order
 #   BENCH_RECORDS          records per throughput run; default by record
-#                          size: 100000 at >= 512 B, else 300000 (small
+#                          size: 100000 at >= 512 B, else 250000 (small
 #                          records cost per record, not per byte)
 #   BENCH_PARTITIONS=3     partitions per topic
-#   BENCH_LAT_RECORDS=12000 BENCH_LAT_RATE=2000   fixed-rate latency run (the
+#   BENCH_LAT_RECORDS=10000 BENCH_LAT_RATE=2000   fixed-rate latency run (the
 #                          first fifth is the tool's warm-up, not in the numbers)
-#   BENCH_PROXY_WARMUP_MB=32  unmeasured traffic (MiB of values) produced and
-#                          read back with kcat through each freshly started
-#                          proxy (and directly, for direct) before measuring:
+#   BENCH_PROXY_WARMUP=40000  unmeasured records produced and read back with
+#                          kcat through each freshly started proxy (and
+#                          directly, for direct) before measuring:
 #                          Kroxylicious' JIT would otherwise be cold
 #   BENCH_PIN=1            pin processes to cores with taskset (needs >= 2
 #                          cores): BENCH_CPU_BROKER=0 (broker and OpenBao),
@@ -59,10 +59,10 @@ REPS=${BENCH_REPS:-3}
 read -r -a WORKLOADS <<<"${BENCH_WORKLOADS:-1024:none 1024:zstd 100:none 100:zstd}"
 read -r -a CASES <<<"${BENCH_CASES:-direct passthrough encrypted kroxylicious}"
 PARTITIONS=${BENCH_PARTITIONS:-3}
-LAT_RECORDS=${BENCH_LAT_RECORDS:-12000}
+LAT_RECORDS=${BENCH_LAT_RECORDS:-10000}
 LAT_RATE=${BENCH_LAT_RATE:-2000}
 LAT_WARMUP=$((LAT_RECORDS / 5))
-WARM_MB=${BENCH_PROXY_WARMUP_MB:-32}
+WARM_RECORDS=${BENCH_PROXY_WARMUP:-40000}
 BENCHTIME=${BENCH_BENCHTIME:-200ms}
 MICRO_PKGS=${BENCH_MICRO_PKGS-./internal/records ./internal/recordcrypt ./internal/codec}
 OUT=${BENCH_OUT:-$ROOT/BENCHMARKS.md}
@@ -76,8 +76,11 @@ KROXY_JVM=${BENCH_KROXY_JVM:--Xmx512m}
 export KAFKA_HEAP_OPTS=${BENCH_KAFKA_HEAP_OPTS:--Xms1g -Xmx1g}
 export KAFKA_JVM_OPTS=${BENCH_KAFKA_JVM_OPTS:--XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true}
 
-die() { echo "bench.sh: $*" >&2; exit 1; }
-log() { echo "bench.sh: $*" >&2; }
+# Messages go to fd 3, the script's own stderr: a signal's trap may run while
+# a function's stderr is redirected into a log file.
+exec 3>&2
+die() { echo "bench.sh: $*" >&3; exit 1; }
+log() { echo "bench.sh: $*" >&3; }
 
 for tool in go java python3 kcat timeout curl; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is missing (scripts/deps.sh installs the tools)"
@@ -106,13 +109,16 @@ done
 records_for() {
   if [ -n "${BENCH_RECORDS:-}" ]; then echo "$BENCH_RECORDS"
   elif [ "$1" -ge 512 ]; then echo 100000
-  else echo 300000
+  else echo 250000
   fi
 }
 
 START_EPOCH=$(date +%s)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/kseal-bench.XXXXXX")
 PROXY_PID=""
+CLIENT_PID=""
+RESULT=""
+WATCHER_PID=""
 KAFKA_DIR="$WORK/kafka"
 BAO_DIR="$WORK/openbao"
 BAO_PID=""
@@ -152,6 +158,12 @@ fi
 cleanup() {
   local rc=$?
   set +e
+  trap '' INT TERM # a second Ctrl-C must not cut the clean-up short
+  [ -z "$WATCHER_PID" ] || kill "$WATCHER_PID" 2>/dev/null
+  if [ -n "$CLIENT_PID" ]; then
+    kill -TERM "$CLIENT_PID" 2>/dev/null # timeout passes it on to the JVM
+    wait "$CLIENT_PID" 2>/dev/null
+  fi
   stop_proxy
   "$ROOT/scripts/kafka.sh" stop --dir "$KAFKA_DIR" >/dev/null 2>&1
   "$ROOT/scripts/openbao.sh" stop --dir "$BAO_DIR" >/dev/null 2>&1
@@ -167,6 +179,19 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# If this script is killed outright (no trap runs), kafka.sh's and
+# openbao.sh's own watchers stop the broker and OpenBao; this one stops the
+# proxy and the client of the current run (pids in proxy.pid and
+# client.pid, checked to still be what we started before they are signalled;
+# TERM to `timeout` reaches the client JVM).
+nohup bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done
+  p=$(cat "$2" 2>/dev/null)
+  [ -n "$p" ] && grep -qaE "kseal|Launcher" "/proc/$p/cmdline" 2>/dev/null && kill -TERM "$p"
+  p=$(cat "$3" 2>/dev/null)
+  [ -n "$p" ] && grep -qa "^timeout" "/proc/$p/cmdline" 2>/dev/null && kill -TERM "$p"
+  exit 0' bench-watcher $$ "$WORK/proxy.pid" "$WORK/client.pid" </dev/null >/dev/null 2>&1 &
+WATCHER_PID=$!
 
 # ---------------------------------------------------------------- helpers
 
@@ -225,11 +250,21 @@ sys.exit("no free port block")
 EOF
 }
 
+# java_tool runs a Kafka tool (pinned). It runs in the background and is
+# waited for, so that a signal to this script is handled at once (bash runs
+# traps only after a foreground command ends) and cleanup can stop it.
 java_tool() {
   # shellcheck disable=SC2086
   "${PIN_CLIENT[@]}" timeout "$CLIENT_TIMEOUT" java $CLIENT_JVM \
     -Dlog4j2.configurationFile="$KAFKA_HOME/config/tools-log4j2.properties" \
-    -cp "$KAFKA_LIBS/*" "$@"
+    -cp "$KAFKA_LIBS/*" "$@" &
+  CLIENT_PID=$!
+  echo "$CLIENT_PID" >"$WORK/client.pid"
+  local rc=0
+  wait "$CLIENT_PID" || rc=$?
+  CLIENT_PID=""
+  : >"$WORK/client.pid"
+  return $rc
 }
 
 bao() { BAO_ADDR=$BAO_ADDR BAO_TOKEN=$BAO_ROOT "$BAO_BIN" "$@"; }
@@ -301,12 +336,14 @@ start_proxy() {
     *) "${PIN_PROXY[@]}" "$KSEAL" run --config "$WORK/$1.yaml" >"$2" 2>&1 & ;;
   esac
   PROXY_PID=$!
+  echo "$PROXY_PID" >"$WORK/proxy.pid"
   local deadline=$((SECONDS + 60))
   until kcat -L -b "127.0.0.1:$PROXY_PORT" -m 2 2>/dev/null | grep -q '1 brokers'; do
     if ! kill -0 "$PROXY_PID" 2>/dev/null; then
       tail -n 20 "$2" >&2
       wait "$PROXY_PID" 2>/dev/null || true
       PROXY_PID=""
+      : >"$WORK/proxy.pid"
       return 1
     fi
     [ $SECONDS -lt $deadline ] || { tail -n 20 "$2" >&2; return 1; }
@@ -325,6 +362,7 @@ stop_proxy() {
   kill -KILL "$PROXY_PID" 2>/dev/null || true
   wait "$PROXY_PID" 2>/dev/null || true
   PROXY_PID=""
+  : >"$WORK/proxy.pid"
 }
 
 # value_class BOOTSTRAP TOPIC prints "plaintext" if the first record's value
@@ -336,14 +374,13 @@ value_class() {
   if [ "$(LC_ALL=C tr -d 'A-Z' <"$f" | wc -c)" = 0 ]; then echo plaintext; else echo ciphertext; fi
 }
 
-# warm_file SIZE prints a file of BENCH_PROXY_WARMUP_MB MiB of SIZE-byte
-# A-Z values, one a line (made once per size).
+# warm_file SIZE prints a file of BENCH_PROXY_WARMUP SIZE-byte A-Z values,
+# one a line (made once per size).
 warm_file() {
   local f="$WORK/warm-$1.txt"
-  [ -f "$f" ] || python3 - "$1" "$WARM_MB" "$f" <<'EOF'
+  [ -f "$f" ] || python3 - "$1" "$WARM_RECORDS" "$f" <<'EOF'
 import random, string, sys
-size, mb, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-n = max(1000, mb * 1024 * 1024 // size)
+size, n, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 line = "".join(random.choice(string.ascii_uppercase) for _ in range(size)) + "\n"
 with open(path, "w") as f:
     for _ in range(n):
@@ -421,8 +458,9 @@ delta() {
       printf "%.2f %.2f %.2f %.2f %.2f\n", w, k, o / w, r, c }')
 }
 
-# run_producer BOOTSTRAP TOPIC N THROUGHPUT SIZE CODEC LOGFILE [WARMUP]
-#   -> "rec/s MB/s avg p50 p99 p999"
+# run_producer BOOTSTRAP TOPIC N THROUGHPUT SIZE CODEC LOGFILE [WARMUP] sets
+# RESULT to "rec/s MB/s avg p50 p99 p999". (Not printed: a $(...) around
+# it would run the client in a subshell, out of the traps' reach.)
 # With WARMUP, the numbers are the tool's steady-state ones, which leave out
 # the first WARMUP records (client JIT, connection setup, metadata).
 run_producer() {
@@ -442,11 +480,11 @@ run_producer() {
   fi
   [ -n "$line" ] || return 1
   [ "$(echo "$line" | awk '{print $1}')" = "$(($3 - warm))" ] || return 1
-  echo "$line" | sed -E 's/^[0-9]+ (steady state )?records sent, ([0-9.]+) records\/sec \(([0-9.]+) MB\/sec\), ([0-9.]+) ms avg latency, [0-9.]+ ms max latency, ([0-9.]+) ms 50th, [0-9.]+ ms 95th, ([0-9.]+) ms 99th, ([0-9.]+) ms 99.9th.*/\2 \3 \4 \5 \6 \7/'
+  RESULT=$(echo "$line" | sed -E 's/^[0-9]+ (steady state )?records sent, ([0-9.]+) records\/sec \(([0-9.]+) MB\/sec\), ([0-9.]+) ms avg latency, [0-9.]+ ms max latency, ([0-9.]+) ms 50th, [0-9.]+ ms 95th, ([0-9.]+) ms 99th, ([0-9.]+) ms 99.9th.*/\2 \3 \4 \5 \6 \7/')
 }
 
-# run_consumer BOOTSTRAP TOPIC N GROUP LOGFILE -> "rec/s MB/s" (fetch phase,
-# i.e. without the consumer group join).
+# run_consumer BOOTSTRAP TOPIC N GROUP LOGFILE sets RESULT to "rec/s MB/s"
+# (fetch phase, i.e. without the consumer group join).
 run_consumer() {
   java_tool org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "$1" --topic "$2" \
     --num-records "$3" --group "$4" --hide-header >"$5" 2>&1 || return 1
@@ -454,7 +492,7 @@ run_consumer() {
   local line
   line=$(grep -E '^[0-9]{4}-' "$5" | tail -n 1)
   [ -n "$line" ] || return 1
-  echo "$line" | awk -F', *' -v n="$3" '{ if ($5 + 0 != n) exit 1; print $10, $9 }'
+  RESULT=$(echo "$line" | awk -F', *' -v n="$3" '{ if ($5 + 0 != n) exit 1; print $10, $9 }')
 }
 
 # wid SIZE:CODEC -> the workload's id in topic and file names (1024-zstd).
@@ -481,19 +519,19 @@ run_case() {
   fi
   if [ $ok = OK ]; then
     snap
-    prod=$(run_producer "$bs" "$topic" "$records" -1 "$size" "$codec" "$p.produce.log") || { ok=FAILED; log "$c: producer failed, see below"; tail -n 5 "$p.produce.log" >&2; }
+    run_producer "$bs" "$topic" "$records" -1 "$size" "$codec" "$p.produce.log" && prod=$RESULT || { ok=FAILED; log "$c: producer failed, see below"; tail -n 5 "$p.produce.log" >&2; }
     delta
     d1=$DELTA
   fi
   if [ $ok = OK ]; then
     snap
-    cons=$(run_consumer "$bs" "$topic" "$records" "g-$topic" "$p.consume.log") || { ok=FAILED; log "$c: consumer failed, see below"; tail -n 5 "$p.consume.log" >&2; }
+    run_consumer "$bs" "$topic" "$records" "g-$topic" "$p.consume.log" && cons=$RESULT || { ok=FAILED; log "$c: consumer failed, see below"; tail -n 5 "$p.consume.log" >&2; }
     delta
     d2=$DELTA
   fi
   if [ $ok = OK ]; then
     snap
-    latr=$(run_producer "$bs" "$lat" "$LAT_RECORDS" "$LAT_RATE" "$size" "$codec" "$p.latency.log" "$LAT_WARMUP") || { ok=FAILED; log "$c: fixed-rate producer failed"; tail -n 5 "$p.latency.log" >&2; }
+    run_producer "$bs" "$lat" "$LAT_RECORDS" "$LAT_RATE" "$size" "$codec" "$p.latency.log" "$LAT_WARMUP" && latr=$RESULT || { ok=FAILED; log "$c: fixed-rate producer failed"; tail -n 5 "$p.latency.log" >&2; }
     delta
     d3=$DELTA
   fi
@@ -628,10 +666,10 @@ fi
 log "broker warm-up (not measured)"
 codecs=$(for w in "${WORKLOADS[@]}"; do echo "${w#*:}"; done | sort -u)
 for codec in $codecs; do
-  run_producer "$BOOTSTRAP" warmup 60000 -1 1024 "$codec" "$WORK/warmup.produce.log" >/dev/null ||
+  run_producer "$BOOTSTRAP" warmup 60000 -1 1024 "$codec" "$WORK/warmup.produce.log" ||
     die "warm-up producer failed: $(tail -n 5 "$WORK/warmup.produce.log")"
 done
-run_consumer "$BOOTSTRAP" warmup $((60000 * $(echo "$codecs" | wc -w))) g-warmup "$WORK/warmup.consume.log" >/dev/null ||
+run_consumer "$BOOTSTRAP" warmup $((60000 * $(echo "$codecs" | wc -w))) g-warmup "$WORK/warmup.consume.log" ||
   die "warm-up consumer failed: $(tail -n 5 "$WORK/warmup.consume.log")"
 
 # ---------------------------------------------------------------- runs
@@ -681,7 +719,7 @@ reps=$REPS
 lat_records=$LAT_RECORDS
 lat_rate=$LAT_RATE
 lat_warmup=$LAT_WARMUP
-warm_mb=$WARM_MB
+warm_records=$WARM_RECORDS
 quiet_wait=$QUIET_WAIT
 pin=$PIN_NOTE
 benchtime=$BENCHTIME
