@@ -445,8 +445,8 @@ def section(meta, runs, micro_path):
         " batch size default, `compression.type` as named) and is consumed back with ConsumerPerformance;"
         f" then {int(meta.get('lat_records', '0')):,} records at a fixed {meta.get('lat_rate', '?')}"
         f" records/s for latency (the first {meta.get('lat_warmup', '?')} are the tool's warm-up and not in"
-        f" the numbers). Before measuring, {meta.get('warm_mb', '?')} MiB are produced and read back with"
-        " kcat through each freshly started proxy (unmeasured warm-up). A fresh topic with"
+        f" the numbers). Before measuring, {int(meta.get('warm_records') or 0):,} records are produced and read"
+        " back with kcat through each freshly started proxy (unmeasured warm-up). A fresh topic with"
         f" {meta.get('partitions', '?')} partitions per run, {meta.get('reps', '?')} runs per case and"
         " workload, interleaved. MB are the perf tools' MB (2^20 bytes of record values).",
         "",
