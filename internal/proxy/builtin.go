@@ -145,68 +145,70 @@ func (vc *virtualCluster) refreshMetadata(ctx context.Context) error {
 }
 
 // metadata asks the upstream cluster for its brokers (and, with
-// allTopics, every topic's id and name) and records what it learns.
+// allTopics, every topic's id and name) and records what it learns. When
+// every bootstrap server fails, the error is an authentication outcome
+// (isSASLError) if any server gave one, so the caller can tell "log in
+// differently" from "cannot reach".
 func (vc *virtualCluster) metadata(ctx context.Context, allTopics bool) error {
-	vc.refreshMu.Lock()
-	defer vc.refreshMu.Unlock()
-	var lastErr error
+	select { // waiting for another refresh counts against ctx too
+	case vc.refreshSem <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for another metadata refresh: %w", ctx.Err())
+	}
+	defer func() { <-vc.refreshSem }()
+	var lastErr, saslErr error
 	for _, addr := range vc.cfg.Upstream.BootstrapServers {
-		if lastErr = vc.fetchMetadata(ctx, addr, allTopics); lastErr == nil {
+		err := vc.fetchMetadata(ctx, addr, allTopics)
+		if err == nil {
 			vc.reachedUpstream.Store(true)
+			vc.ownReached.Store(true)
+			vc.noteOwn(nil)
 			return nil
 		}
+		lastErr = err
+		if saslErr == nil && isSASLError(err) {
+			saslErr = err
+		}
 	}
+	if saslErr != nil {
+		lastErr = saslErr
+	}
+	vc.noteOwn(lastErr)
 	return lastErr
 }
 
 const metadataVersion = 12
 
 func (vc *virtualCluster) fetchMetadata(ctx context.Context, addr string, allTopics bool) error {
-	c, err := vc.dialUpstream(ctx, addr)
+	c, err := vc.ownConn(ctx, addr)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
-	}
 	req := kmsg.NewPtrMetadataRequest()
 	req.SetVersion(metadataVersion)
 	if !allTopics {
 		req.Topics = []kmsg.MetadataRequestTopic{} // brokers only; nil asks for all
 	}
-	msg, start := frame.StartFrame(nil)
-	msg = appendRequestHeader(msg, int16(kmsg.Metadata), metadataVersion, 1, "kseal")
-	msg = req.AppendTo(msg)
-	if err := frame.FinishFrame(msg, start); err != nil {
-		return err
-	}
-	if _, err := c.Write(msg); err != nil {
-		return fmt.Errorf("metadata request to %s: %w", addr, err)
-	}
-	resp, err := frame.ReadResponse(c, nil, vc.cfg.Limits.MaxFrameBytes)
+	corr := int32(100) // after any SASL exchange's ids
+	body, err := ownRoundTrip(c, int16(kmsg.Metadata), metadataVersion, corr, req, vc.cfg.Limits.MaxFrameBytes)
 	if err != nil {
+		// A SASL listener closes a connection whose first request is
+		// neither ApiVersions nor SaslHandshake: ask it whether that is
+		// why, so the log can say what to configure.
+		if vc.sasl == nil && closedByPeer(err) {
+			c.Close()
+			if req := vc.probeSASL(ctx, addr); req != nil {
+				return req
+			}
+		}
+		return fmt.Errorf("metadata exchange with %s: %w", addr, err)
+	}
+	if _, _, err := codec.RewriteMetadataResponse(nil, body, metadataVersion, vc); err != nil {
 		return fmt.Errorf("metadata response from %s: %w", addr, err)
 	}
-	resp = resp[frame.SizeLen:]
-	h, err := frame.ParseResponseHeader(resp, int16(kmsg.Metadata), metadataVersion)
-	if err != nil {
-		return fmt.Errorf("metadata response from %s: %w", addr, err)
-	}
-	if _, _, err := codec.RewriteMetadataResponse(nil, resp[h.Len:], metadataVersion, vc); err != nil {
-		return fmt.Errorf("metadata response from %s: %w", addr, err)
-	}
-	if err := codec.WalkMetadataTopics(resp[h.Len:], metadataVersion, vc.topics.learn); err != nil {
+	if err := codec.WalkMetadataTopics(body, metadataVersion, vc.topics.learn); err != nil {
 		return fmt.Errorf("metadata response from %s: %w", addr, err)
 	}
 	return nil
-}
-
-// appendRequestHeader appends a request header v2 (flexible requests).
-func appendRequestHeader(dst []byte, key, version int16, corr int32, clientID string) []byte {
-	dst = append(dst, byte(key>>8), byte(key), byte(version>>8), byte(version))
-	dst = append(dst, byte(corr>>24), byte(corr>>16), byte(corr>>8), byte(corr))
-	dst = append(dst, byte(len(clientID)>>8), byte(len(clientID)))
-	dst = append(dst, clientID...)
-	return append(dst, 0) // no tagged fields
 }

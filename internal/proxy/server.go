@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +35,7 @@ type Server struct {
 	closing  bool
 	connsWG  sync.WaitGroup
 	acceptWG sync.WaitGroup
+	bgWG     sync.WaitGroup // broker discovery loops
 	ctx      context.Context
 	cancel   context.CancelFunc
 }
@@ -84,14 +86,86 @@ func (s *Server) Start() error {
 }
 
 // Ready reports whether every virtual cluster has reached its upstream
-// cluster at least once since start.
+// cluster at least once since start, or why not. Without upstream.sasl any
+// answer counts: kseal's own Metadata request, a client's connection
+// reaching a broker, or a broker saying its listener requires SASL (kseal
+// then learns brokers from clients' Metadata). With upstream.sasl, kseal's
+// own login and Metadata request must have succeeded once: wrong
+// credentials keep the cluster unready (naming the broker's refusal) even
+// while clients pass through with their own.
 func (s *Server) Ready() error {
+	var problems []string
 	for _, vc := range s.clusters {
-		if !vc.reachedUpstream.Load() {
-			return fmt.Errorf("virtual cluster %q: upstream not reached yet", vc.name)
+		if err := vc.ready(); err != nil {
+			problems = append(problems, err.Error())
 		}
 	}
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
 	return nil
+}
+
+func (vc *virtualCluster) ready() error {
+	vc.ownMu.Lock()
+	last := vc.ownErr
+	vc.ownMu.Unlock()
+	why := ""
+	if last != nil {
+		why = ": " + last.Error()
+	}
+	if vc.sasl != nil {
+		if !vc.ownReached.Load() {
+			return fmt.Errorf("virtual cluster %q: upstream not reached yet with kseal's SASL credentials%s", vc.name, why)
+		}
+		return nil
+	}
+	if !vc.reachedUpstream.Load() {
+		return fmt.Errorf("virtual cluster %q: upstream not reached yet%s", vc.name, why)
+	}
+	return nil
+}
+
+// noteOwn records the outcome of kseal's own upstream request for Ready,
+// and logs authentication outcomes once per change instead of at every
+// retry: a listener requiring SASL without upstream.sasl (a hint; it also
+// counts as reaching the cluster), a refused login (an error naming the
+// mechanism and the broker's message), and the recovery from either.
+func (vc *virtualCluster) noteOwn(err error) {
+	var required *saslRequiredError
+	var login *saslLoginError
+	vc.ownMu.Lock()
+	prev := vc.ownState
+	state := prev // a network failure does not change what is known of the login
+	switch {
+	case err == nil:
+		state = ""
+	case errors.As(err, &required):
+		state = "required"
+		vc.reachedUpstream.Store(true)
+	case errors.As(err, &login):
+		state = "login failed: " + login.reason
+	}
+	vc.ownErr, vc.ownState = err, state
+	vc.ownMu.Unlock()
+	if state == prev {
+		if err != nil && state != "" {
+			vc.log.Debug("kseal's own upstream request failed again", "error", err.Error())
+		}
+		return
+	}
+	switch {
+	case required != nil:
+		vc.log.Warn("the upstream cluster requires SASL and upstream.sasl is not set: kseal cannot discover brokers or resolve topic ids on its own, and learns brokers only from the Metadata responses clients receive; set upstream.sasl (clients' own SASL passes through either way)",
+			"broker", required.addr, "mechanisms", required.mechanismList())
+	case login != nil:
+		vc.log.Error("upstream SASL login failed: kseal cannot discover brokers or resolve topic ids on its own; check upstream.sasl",
+			"mechanism", login.mechanism, "user", vc.sasl.cfg.Username, "broker", login.addr, "error", login.reason)
+	case err == nil && strings.HasPrefix(prev, "login failed"):
+		vc.log.Info("upstream SASL login succeeded", "mechanism", vc.sasl.cfg.Mechanism)
+	case err == nil:
+		vc.log.Info("the upstream cluster answers kseal's own Metadata requests")
+	}
 }
 
 // Shutdown stops accepting connections, lets in-flight requests finish for
@@ -128,6 +202,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	<-done
+	s.bgWG.Wait() // nothing logs after Shutdown returns
 	return err
 }
 
@@ -177,9 +252,20 @@ type virtualCluster struct {
 	// added observes kseal_proxy_added_latency_seconds by API.
 	added *apiObservers
 
-	bootstrapAddr   string
-	nextBootstrap   atomic.Uint32
+	bootstrapAddr string
+	nextBootstrap atomic.Uint32
+	// reachedUpstream: the cluster answered since start (any way, see
+	// Ready); ownReached: kseal's own Metadata request succeeded.
 	reachedUpstream atomic.Bool
+	ownReached      atomic.Bool
+
+	// sasl logs kseal's own connections in (nil: upstream.sasl unset).
+	sasl *upstreamSASL
+	// ownErr is the latest outcome of kseal's own upstream request and
+	// ownState what of it was last logged (see noteOwn).
+	ownMu    sync.Mutex
+	ownErr   error
+	ownState string
 
 	mu        sync.RWMutex
 	brokers   map[int32]string // node id -> upstream host:port
@@ -187,7 +273,7 @@ type virtualCluster struct {
 	closed    bool
 	warned    map[int32]bool
 
-	refreshMu sync.Mutex // one metadata refresh at a time
+	refreshSem chan struct{} // one metadata refresh at a time (a lock that gives up with ctx)
 
 	topics topicNames
 
@@ -206,6 +292,8 @@ func newVirtualCluster(s *Server, cfg config.VirtualCluster, opts ClusterOptions
 		listeners: map[int]net.Listener{},
 		warned:    map[int32]bool{},
 		filters:   map[int16][]Filter{},
+
+		refreshSem: make(chan struct{}, 1),
 	}
 	vc.added = newAPIObservers(s.metrics.added, cfg.Name)
 	for _, f := range append(builtinFilters(vc, opts.VersionCaps), opts.Filters...) {
@@ -227,6 +315,13 @@ func newVirtualCluster(s *Server, cfg config.VirtualCluster, opts ClusterOptions
 	}
 	if cfg.Gateway.SNI != nil {
 		vc.sni = newSNIRouter(cfg.Gateway.SNI)
+	}
+	if cfg.Upstream.SASL != nil {
+		vc.sasl = &upstreamSASL{cfg: *cfg.Upstream.SASL}
+		if _, err := vc.sasl.mechanism(); err != nil { // the password can be read
+			return nil, fmt.Errorf("virtual cluster %q: %w", cfg.Name, err)
+		}
+		vc.log.Info("kseal's own upstream connections log in with SASL", "mechanism", cfg.Upstream.SASL.Mechanism, "user", cfg.Upstream.SASL.Username)
 	}
 	return vc, nil
 }
@@ -262,7 +357,11 @@ func (vc *virtualCluster) start() error {
 		"brokerPorts", fmt.Sprintf("%d-%d", vc.cfg.Gateway.BrokerPortStart, vc.cfg.Gateway.BrokerPortStart+vc.cfg.Gateway.BrokerPortCount-1),
 		"upstream", vc.cfg.Upstream.BootstrapServers)
 	// Learn the brokers now so their ports listen before any client asks.
-	go vc.discover()
+	vc.srv.bgWG.Add(1)
+	go func() {
+		defer vc.srv.bgWG.Done()
+		vc.discover()
+	}()
 	return nil
 }
 
@@ -277,13 +376,21 @@ func (vc *virtualCluster) discover() {
 		ctx, cancel := context.WithTimeout(vc.srv.ctx, vc.cfg.Upstream.DialTimeout.Std())
 		err := vc.refreshMetadata(ctx)
 		cancel()
+		if vc.srv.ctx.Err() != nil {
+			return // shutting down
+		}
 		wait := metadataRefresh
-		if err != nil {
+		switch {
+		case err == nil:
+			backoff = 250 * time.Millisecond
+		case isSASLError(err):
+			// Logged once by noteOwn. Only a change of configuration
+			// (a fixed password file, a reconfigured listener) helps:
+			// try again at the refresh interval.
+		default:
 			vc.log.Warn("cannot reach upstream cluster", "error", err.Error(), "retryIn", backoff.String())
 			wait = backoff
 			backoff = min(backoff*2, 10*time.Second)
-		} else {
-			backoff = 250 * time.Millisecond
 		}
 		select {
 		case <-time.After(wait):

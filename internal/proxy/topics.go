@@ -64,7 +64,9 @@ func (x *Exchange) TopicName(ctx context.Context, id [16]byte) (string, bool) {
 		return "", false
 	}
 	if err := vc.metadata(ctx, true); err != nil {
-		vc.log.Warn("cannot resolve topic id", "error", err.Error())
+		if !isSASLError(err) { // those are logged once by noteOwn
+			vc.log.Warn("cannot resolve topic id", "error", err.Error())
+		}
 		return "", false
 	}
 	return vc.topics.lookup(id)
