@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kseal/kseal/internal/codec"
 	"github.com/kseal/kseal/internal/frame"
 )
 
@@ -38,8 +39,9 @@ type conn struct {
 
 	// Request side buffers (owned by the request goroutine).
 	reqBuf []byte
-	// Response side buffers (owned by the response goroutine).
-	respBuf []byte
+	// Response side buffers and state (owned by the response goroutine).
+	respBuf     []byte
+	fetchStream codec.FetchStream
 	// Filter scratch, per side.
 	scratchReq  [2][]byte
 	scratchResp [2][]byte
@@ -177,9 +179,29 @@ func (c *conn) requests(ctx context.Context) error {
 func (c *conn) responses(ctx context.Context) error {
 	r := bufio.NewReaderSize(c.upstream, 64<<10)
 	w := c.client
+	// Streamed responses go through bw, flushed at the end of each frame, so
+	// it is empty whenever the buffered path writes to w directly.
+	bw := bufio.NewWriterSize(w, 64<<10)
+	c.fetchStream.Mapper = c.vc
 	var sizeBuf [4]byte
 	for x := range c.inflight {
 		read := time.Now() // a local answer's own time starts when it is dequeued
+		if mode := c.vc.responseMode(x.APIKey); mode != buffered && !x.Local {
+			size, ok, err := c.stream(r, bw, x, mode)
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					return fmt.Errorf("broker closed the connection with %d request(s) in flight", len(c.inflight)+1)
+				}
+				return err
+			}
+			if ok {
+				c.vc.srv.metrics.response(c.vc.name, x.APIKey, size, time.Since(x.started))
+				// Forwarding overlaps the broker's sending: only the
+				// request side's time is kseal's own.
+				c.vc.added.observe(x.APIKey, x.added)
+				continue
+			}
+		}
 		if !x.Local {
 			body, err := c.readFrame(r, &c.respBuf, frame.MinResponseSize)
 			if err != nil {

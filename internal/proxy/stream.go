@@ -1,0 +1,126 @@
+package proxy
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kseal/kseal/internal/codec"
+	"github.com/kseal/kseal/internal/frame"
+)
+
+// streamMode is how a response is forwarded.
+type streamMode uint8
+
+const (
+	// buffered: read whole, filtered, then written.
+	buffered streamMode = iota
+	// streamRaw: no filter looks at the response; it is written while it
+	// arrives.
+	streamRaw
+	// streamFetch: only the address filter looks at this Fetch response;
+	// codec.FetchStream forwards it while it arrives, rewriting the node
+	// endpoints in place.
+	streamFetch
+)
+
+// responseMode tells how responses to key are forwarded. Streaming saves a
+// consumer the time kseal would take to read a whole fetch before sending
+// its first byte, and keeps large responses out of kseal's buffers.
+func (vc *virtualCluster) responseMode(key int16) streamMode {
+	fs := vc.filters[key]
+	if len(fs) == 0 {
+		return streamRaw
+	}
+	if key == int16(kmsg.Fetch) && len(fs) == 1 {
+		if _, ok := fs[0].(*addressFilter); ok {
+			return streamFetch
+		}
+	}
+	return buffered
+}
+
+// stream forwards x's response from r to w while it arrives. It returns
+// false, having read nothing, when the response should take the buffered
+// path instead (a Fetch response header with tagged fields, which no broker
+// sends today); it returns the frame's size otherwise.
+func (c *conn) stream(r *bufio.Reader, w *bufio.Writer, x *Exchange, mode streamMode) (size int, ok bool, err error) {
+	b, err := r.Peek(frame.SizeLen)
+	if err != nil {
+		return 0, false, err
+	}
+	n := int64(int32(binary.BigEndian.Uint32(b)))
+	if max := c.vc.cfg.Limits.MaxFrameBytes; n < frame.MinResponseSize || n > int64(max) {
+		return 0, false, &frame.SizeError{Size: n, Min: frame.MinResponseSize, Max: max}
+	}
+	size = int(n)
+	head := frame.SizeLen + 4 // size and correlation id
+	flexFetch := mode == streamFetch && x.APIVersion >= 12
+	if flexFetch {
+		if size < 5 {
+			return 0, false, nil // malformed: the buffered path says so
+		}
+		head++ // the header's tagged fields: one 0 byte when there are none
+	}
+	if b, err = r.Peek(head); err != nil {
+		return 0, false, fmt.Errorf("read response: %w", unexpectedEOF(err))
+	}
+	if got := int32(binary.BigEndian.Uint32(b[frame.SizeLen:])); got != x.CorrelationID {
+		return 0, false, fmt.Errorf("broker answered correlation id %d, expected %d (%s)", got, x.CorrelationID, apiName(x.APIKey))
+	}
+	if flexFetch && b[head-1] != 0 {
+		return 0, false, nil
+	}
+	if _, err := w.Write(b); err != nil {
+		return 0, false, fmt.Errorf("write to client: %w", err)
+	}
+	r.Discard(head)
+	rest := size + frame.SizeLen - head
+	switch mode {
+	case streamFetch:
+		err = c.fetchStream.Forward(w, r, rest, x.APIVersion)
+	default:
+		err = copyN(w, r, rest)
+	}
+	if err == nil {
+		err = w.Flush()
+	}
+	if err != nil {
+		var we *codec.WriteError
+		if errors.As(err, &we) {
+			return 0, false, fmt.Errorf("write to client: %w", we.Err)
+		}
+		return 0, false, fmt.Errorf("%s v%d response (correlation id %d), forwarded in part: %w", apiName(x.APIKey), x.APIVersion, x.CorrelationID, unexpectedEOF(err))
+	}
+	return size, true, nil
+}
+
+// copyN forwards n bytes from r to w through r's buffer.
+func copyN(w *bufio.Writer, r *bufio.Reader, n int) error {
+	for n > 0 {
+		k := min(n, r.Size())
+		b, err := r.Peek(k)
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(b); err != nil {
+			return &codec.WriteError{Err: err}
+		}
+		r.Discard(k)
+		n -= k
+	}
+	return nil
+}
+
+// unexpectedEOF turns the end of the stream inside a frame into
+// io.ErrUnexpectedEOF.
+func unexpectedEOF(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
