@@ -58,6 +58,10 @@ func TestConnectivity(t *testing.T) {
 		t.Parallel()
 		testSASL(t, b)
 	})
+	t.Run("upstream-sasl", func(t *testing.T) {
+		t.Parallel()
+		testUpstreamSASL(t, b)
+	})
 }
 
 // e2ePKI is a test CA with a server certificate (for kseal and the broker:
