@@ -85,7 +85,10 @@ func (k managerKeys) Decryptor(ctx context.Context, edek []byte) (cipher.AEAD, e
 }
 
 // plainBatch encodes an uncompressed v2 batch of values (keys "k<i>").
-func plainBatch(values [][]byte) []byte {
+func plainBatch(values [][]byte) []byte { return codecBatch(values, records.CodecNone) }
+
+// codecBatch encodes a v2 batch of values compressed with c.
+func codecBatch(values [][]byte, c records.Codec) []byte {
 	var recs []byte
 	for i, v := range values {
 		r := kmsg.Record{OffsetDelta: int32(i), Key: fmt.Appendf(nil, "k%d", i), Value: v}
@@ -93,8 +96,14 @@ func plainBatch(values [][]byte) []byte {
 		r.Length = int32(len(body))
 		recs = r.AppendTo(recs)
 	}
+	if c != records.CodecNone {
+		var err error
+		if recs, err = records.NewCodecs(0).Compress(nil, recs, c); err != nil {
+			panic(err)
+		}
+	}
 	h := kmsg.RecordBatch{
-		Magic: 2, NumRecords: int32(len(values)), LastOffsetDelta: int32(len(values) - 1),
+		Magic: 2, Attributes: int16(c), NumRecords: int32(len(values)), LastOffsetDelta: int32(len(values) - 1),
 		ProducerID: -1, ProducerEpoch: -1, FirstSequence: -1, Records: recs,
 		Length: int32(49 + len(recs)),
 	}
@@ -223,6 +232,12 @@ func values(t testing.TB, set []byte) [][]byte {
 // bigPartition returns n batches of per values of size bytes, encrypted
 // for topic, and the plaintext values in order.
 func bigPartition(t testing.TB, f *Filter, topic string, n, per, size int) ([]byte, [][]byte) {
+	return codecPartition(t, f, topic, n, per, size, records.CodecNone)
+}
+
+// codecPartition is bigPartition with batches compressed by c; values are
+// text, so they compress as real ones do.
+func codecPartition(t testing.TB, f *Filter, topic string, n, per, size int, c records.Codec) ([]byte, [][]byte) {
 	var set []byte
 	var want [][]byte
 	for b := 0; b < n; b++ {
@@ -231,7 +246,7 @@ func bigPartition(t testing.TB, f *Filter, topic string, n, per, size int) ([]by
 			vals[i] = bytes.Repeat([]byte{byte('a' + (b+i)%26)}, size)
 			copy(vals[i], fmt.Sprintf("%s-%d-%d|", topic, b, i))
 		}
-		enc := encryptThrough(t, f, topic, plainBatch(vals))
+		enc := encryptThrough(t, f, topic, codecBatch(vals, c))
 		binary.BigEndian.PutUint64(enc, uint64(b*per)) // the broker's base offset
 		set = append(set, enc...)
 		want = append(want, vals...)
@@ -338,28 +353,32 @@ func TestFetchSmallResponse(t *testing.T) {
 
 // BenchmarkFetchDecrypt decrypts a response like the Java consumer's
 // default fetch of a backlog: three partitions of about 1 MiB of 1 KiB
-// records in 16 KiB batches.
+// records in 16 KiB batches, uncompressed and with each codec (the batches
+// are decompressed, decrypted and compressed again).
 func BenchmarkFetchDecrypt(b *testing.B) {
-	t := testing.TB(b)
-	f := newTestFilter(t, "KEK-orders")
-	var parts []fetchPart
-	size := 0
-	for i := 0; i < 3; i++ {
-		set, _ := bigPartition(t, f, "orders", 64, 16, 1024)
-		parts = append(parts, fetchPart{topic: "orders", partition: int32(i), set: set})
-		size += len(set)
-	}
-	frame, hlen := fetchResponse(parts)
-	var s proxy.Standalone
-	ctx := context.Background()
-	b.SetBytes(int64(size))
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		x := s.Exchange(int16(kmsg.Fetch), fetchVersion, nil, 0, frame, hlen)
-		if err := f.OnResponse(ctx, x); err != nil {
-			b.Fatal(err)
-		}
-		s.Done(x)
+	for _, c := range []records.Codec{records.CodecNone, records.CodecGzip, records.CodecSnappy, records.CodecLz4, records.CodecZstd} {
+		b.Run(c.String(), func(b *testing.B) {
+			t := testing.TB(b)
+			f := newTestFilter(t, "KEK-orders")
+			var parts []fetchPart
+			size := 0
+			for i := 0; i < 3; i++ {
+				set, _ := codecPartition(t, f, "orders", 64, 16, 1024, c)
+				parts = append(parts, fetchPart{topic: "orders", partition: int32(i), set: set})
+				size += 64 * 16 * 1024
+			}
+			frame, hlen := fetchResponse(parts)
+			var s proxy.Standalone
+			ctx := context.Background()
+			b.SetBytes(int64(size)) // plaintext value bytes
+			b.ReportAllocs()
+			for b.Loop() {
+				x := s.Exchange(int16(kmsg.Fetch), fetchVersion, nil, 0, frame, hlen)
+				if err := f.OnResponse(ctx, x); err != nil {
+					b.Fatal(err)
+				}
+				s.Done(x)
+			}
+		})
 	}
 }

@@ -264,7 +264,12 @@ func (c *Codecs) compress(dst, src []byte, codec Codec) ([]byte, error) {
 	case CodecGzip:
 		c.out.b = dst
 		if c.gzw == nil {
-			c.gzw = gzip.NewWriter(&c.out)
+			// Fastest levels, here and for zstd: kseal recompresses batches
+			// it rewrites, where the producer chose the codec, not the effort.
+			// Encrypted values do not compress at any level, and a fetched
+			// batch only travels to one consumer; higher levels cost several
+			// times the CPU for a few percent.
+			c.gzw, _ = gzip.NewWriterLevel(&c.out, gzip.BestSpeed)
 		} else {
 			c.gzw.Reset(&c.out)
 		}
@@ -287,6 +292,10 @@ func (c *Codecs) compress(dst, src []byte, codec Codec) ([]byte, error) {
 		if c.zw == nil {
 			zw, err := zstd.NewWriter(nil,
 				zstd.WithEncoderConcurrency(1),
+				zstd.WithEncoderLevel(zstd.SpeedFastest),
+				// The batch CRC-32C covers the compressed bytes already; a
+				// frame checksum would cost a second pass over the data.
+				zstd.WithEncoderCRC(false),
 				zstd.WithWindowSize(64<<10),
 				zstd.WithZeroFrames(true),
 			)
