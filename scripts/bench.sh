@@ -44,7 +44,7 @@
 #                          taskset -c list. BENCH_PIN=0: no pinning.
 #   BENCH_KROXY_JVM="-Xmx512m"  Kroxylicious' JVM flags (Temurin JDK)
 #   BENCH_BENCHTIME=200ms  go test -benchtime for the micro-benchmarks
-#   BENCH_MICRO_PKGS="./internal/records ./internal/recordcrypt ./internal/codec"
+#   BENCH_MICRO_PKGS="./internal/records ./internal/recordcrypt ./internal/codec ./internal/encrypt"
 #                          (empty: skip the micro-benchmarks)
 #   BENCH_QUIET_WAIT=0     before the micro-benchmarks and before each run, wait
 #                          up to this many seconds for the machine to be mostly
@@ -64,7 +64,7 @@ LAT_RATE=${BENCH_LAT_RATE:-2000}
 LAT_WARMUP=$((LAT_RECORDS / 5))
 WARM_RECORDS=${BENCH_PROXY_WARMUP:-40000}
 BENCHTIME=${BENCH_BENCHTIME:-200ms}
-MICRO_PKGS=${BENCH_MICRO_PKGS-./internal/records ./internal/recordcrypt ./internal/codec}
+MICRO_PKGS=${BENCH_MICRO_PKGS-./internal/records ./internal/recordcrypt ./internal/codec ./internal/encrypt}
 OUT=${BENCH_OUT:-$ROOT/BENCHMARKS.md}
 CLIENT_TIMEOUT=${BENCH_CLIENT_TIMEOUT:-300}
 # Every client JVM gets the same flags; full JIT, as a real client would have.
