@@ -220,8 +220,13 @@ EOF
 
   # A cluster id is 16 random bytes in unpadded base64url (what
   # `StorageTool random-uuid` prints), made here to save a JVM start.
+  # One that starts with '-' would be taken for an option by kafka-storage
+  # (1 id in 64): draw again.
   local cid
   cid=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+  while [[ $cid == -* ]]; do
+    cid=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+  done
   local fpids=()
   for ((i = 1; i <= n; i++)); do
     java_kafka kafka.tools.StorageTool format --ignore-formatted -t "$cid" \
