@@ -394,10 +394,7 @@ func (s *streamer) skipBytes(flex bool) {
 	} else {
 		n = int64(s.int32())
 	}
-	if s.err != nil || n < 0 { // -1 is null
-		if n < -1 {
-			s.fail(fmt.Errorf("bytes length %d: %w", n, ErrMalformed))
-		}
+	if s.err != nil || n < 0 { // null: -1, or any negative length, as Kafka reads it
 		return
 	}
 	s.stream(int(n))
