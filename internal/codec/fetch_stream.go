@@ -140,31 +140,45 @@ func (f *FetchStream) rewriteTags(tail []byte) ([]byte, error) {
 	if !ok || len(r.Src) != 0 {
 		return nil, fmt.Errorf("tagged fields: %w", ErrMalformed)
 	}
-	at := -1
+	// Tag 0 is the endpoints. A broker sends it at most once; should it
+	// come twice, every copy is rewritten, as FetchWalker does.
+	type span struct{ tag, from, to int }
+	var spans [4]span
+	mapped := spans[:0]
+	changed := false
+	f.scratch = f.scratch[:0]
 	for i, t := range f.tags {
-		if t.Key == 0 {
-			at = i
+		if t.Key != 0 {
+			continue
 		}
-	}
-	if at < 0 {
-		return tail, nil
-	}
-	sub := newBodyReader(f.tags[at].Data, true)
-	var changed bool
-	f.scratch, changed = rewriteEndpoints(f.scratch[:0], &sub, f.Mapper, endpointLayout{rack: true})
-	if !sub.Ok() || len(sub.Src) != 0 {
-		return nil, fmt.Errorf("node endpoints: %w", ErrMalformed)
+		sub := newBodyReader(t.Data, true)
+		from := len(f.scratch)
+		var ch bool
+		f.scratch, ch = rewriteEndpoints(f.scratch, &sub, f.Mapper, endpointLayout{rack: true})
+		if !sub.Ok() || len(sub.Src) != 0 {
+			return nil, fmt.Errorf("node endpoints: %w", ErrMalformed)
+		}
+		changed = changed || ch
+		mapped = append(mapped, span{i, from, len(f.scratch)})
 	}
 	if !changed {
 		return tail, nil
 	}
-	f.tags[at].Data = f.scratch
+	for _, m := range mapped {
+		f.tags[m.tag].Data = f.scratch[m.from:m.to]
+	}
 	if out, ok := padTags(f.out[:0], f.tags, len(tail)); ok {
 		f.out = out
 		return out, nil
 	}
 	// The mapped endpoints do not fit: drop them, keep the length.
-	f.tags = append(f.tags[:at], f.tags[at+1:]...)
+	kept := f.tags[:0]
+	for _, t := range f.tags {
+		if t.Key != 0 {
+			kept = append(kept, t)
+		}
+	}
+	f.tags = kept
 	out, ok := padTags(f.out[:0], f.tags, len(tail))
 	f.out = out
 	if !ok {
@@ -173,9 +187,9 @@ func (f *FetchStream) rewriteTags(tail []byte) ([]byte, error) {
 	return out, nil
 }
 
-// padTags appends the tagged-field section holding tags (sorted by key)
-// and, if it is shorter than size, one more unknown tag, keyed after the
-// last (and never 0), whose zero bytes pad it to exactly size bytes. ok is false when no such
+// padTags appends the tagged-field section holding tags and, if it is
+// shorter than size, one more unknown tag, keyed after every other (and
+// never 0), whose zero bytes pad it to exactly size bytes. ok is false when no such
 // encoding exists.
 func padTags(dst []byte, tags []Tag, size int) ([]byte, bool) {
 	base := len(dst)
@@ -188,11 +202,11 @@ func padTags(dst []byte, tags []Tag, size int) ([]byte, bool) {
 		return dst[:base], false
 	}
 	key := uint32(1) // never 0: that is the endpoints' tag
-	if len(tags) > 0 {
-		key = max(key, tags[len(tags)-1].Key+1)
-		if tags[len(tags)-1].Key == 1<<32-1 {
+	for _, t := range tags {
+		if t.Key == 1<<32-1 {
 			return dst[:base], false
 		}
+		key = max(key, t.Key+1)
 	}
 	// One more tag: the count may take another byte, then the key, the
 	// data's length and the data.
