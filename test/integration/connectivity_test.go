@@ -610,6 +610,15 @@ func testSASL(t *testing.T, b *e2eSecureBroker) {
 	assertSameRecords(t, "kcat with "+kcatMech, testenv.KcatConsume(t, p.Bootstrap, topic, kcatSASL(kcatMech, e2eSASLPassword)...), want)
 	assertSameRecords(t, "java with SCRAM",
 		testenv.JavaConsume(t, cluster, p.Bootstrap, topic, len(want), "--command-config", javaProps(e2eSASLPassword)), want)
+	// librdkafka with SCRAM after all: confluent-kafka's wheel bundles
+	// librdkafka 2.6.1, whose SCRAM Kafka 4.x accepts.
+	rdSCRAM := map[string]string{"security.protocol": "sasl_plaintext", "sasl.mechanisms": "SCRAM-SHA-512",
+		"sasl.username": e2eSASLUser, "sasl.password": e2eSASLPassword}
+	rdRecs := e2eConnRecords(topic, "rdkafka", 5)
+	testenv.RdkafkaProduce(t, p.Bootstrap, topic, rdRecs, rdSCRAM)
+	want = append(want, rdRecs...)
+	assertSameRecords(t, "librdkafka 2.6.1 (confluent-kafka) with SCRAM",
+		testenv.RdkafkaConsume(t, p.Bootstrap, topic, len(want), rdSCRAM), want)
 
 	// Wrong password: the broker's SASL_AUTHENTICATION_FAILED (58)
 	// reaches every client.
