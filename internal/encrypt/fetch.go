@@ -229,7 +229,7 @@ func (f *Filter) decryptTasks(ctx context.Context, cur *state, st *fetchState) {
 func (f *Filter) keepOutputs(st *fetchState) {
 	for i := range st.tasks {
 		t := &st.tasks[i]
-		if t.changed && cap(t.out) <= maxKeptBuffer {
+		if cap(t.out) > 0 && cap(t.out) <= maxKeptBuffer { // failed ones too
 			st.outs[i] = t.out[:0]
 		}
 		*t = fetchTask{}
