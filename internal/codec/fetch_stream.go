@@ -8,6 +8,8 @@ import (
 	"io"
 
 	"github.com/twmb/franz-go/pkg/kbin"
+
+	"github.com/kseal/kseal/internal/frame"
 )
 
 // FetchStream forwards Fetch response bodies while they arrive, for a proxy
@@ -262,7 +264,7 @@ func (s *streamer) peek(n int) []byte {
 	}
 	b, err := s.src.Peek(n)
 	if err != nil {
-		s.fail(unexpected(err))
+		s.fail(frame.NoEOF(err))
 		return nil
 	}
 	return b
@@ -281,7 +283,7 @@ func (s *streamer) consume(n int) {
 		return
 	}
 	if _, err := s.src.Discard(n); err != nil {
-		s.fail(unexpected(err))
+		s.fail(frame.NoEOF(err))
 		return
 	}
 	s.left -= n
@@ -292,29 +294,23 @@ func (s *streamer) write(b []byte) {
 		return
 	}
 	if _, err := s.dst.Write(b); err != nil {
-		s.fail(&WriteError{Err: err})
+		s.fail(&frame.WriteError{Err: err})
 	}
 }
-
-// WriteError is a failure to write to the destination (the client), as
-// opposed to bad input.
-type WriteError struct{ Err error }
-
-func (e *WriteError) Error() string { return "write: " + e.Err.Error() }
-func (e *WriteError) Unwrap() error { return e.Err }
 
 // stream forwards the next n bytes in chunks.
 func (s *streamer) stream(n int) {
 	if s.err == nil && n > s.left {
 		s.fail(fmt.Errorf("field of %d bytes, %d left: %w", n, s.left, ErrMalformed))
 	}
-	for n > 0 && s.err == nil {
-		k := min(n, s.src.Size())
-		b := s.peek(k)
-		s.write(b)
-		s.consume(k)
-		n -= k
+	if s.err != nil {
+		return
 	}
+	if err := frame.Forward(s.dst, s.src, n); err != nil {
+		s.fail(err)
+		return
+	}
+	s.left -= n
 }
 
 // read appends the next n bytes to dst (consuming, not forwarding them).
@@ -424,11 +420,4 @@ func (s *streamer) skipTags() {
 		s.uvarint() // key
 		s.stream(int(s.uvarint()))
 	}
-}
-
-func unexpected(err error) error {
-	if errors.Is(err, io.EOF) {
-		return io.ErrUnexpectedEOF
-	}
-	return err
 }

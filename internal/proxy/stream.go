@@ -5,11 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/kseal/kseal/internal/codec"
 	"github.com/kseal/kseal/internal/frame"
 )
 
@@ -67,7 +65,7 @@ func (c *conn) stream(r *bufio.Reader, w *bufio.Writer, x *Exchange, mode stream
 		head++ // the header's tagged fields: one 0 byte when there are none
 	}
 	if b, err = r.Peek(head); err != nil {
-		return 0, false, fmt.Errorf("read response: %w", unexpectedEOF(err))
+		return 0, false, fmt.Errorf("read response: %w", frame.NoEOF(err))
 	}
 	if got := int32(binary.BigEndian.Uint32(b[frame.SizeLen:])); got != x.CorrelationID {
 		return 0, false, fmt.Errorf("broker answered correlation id %d, expected %d (%s)", got, x.CorrelationID, apiName(x.APIKey))
@@ -84,43 +82,17 @@ func (c *conn) stream(r *bufio.Reader, w *bufio.Writer, x *Exchange, mode stream
 	case streamFetch:
 		err = c.fetchStream.Forward(w, r, rest, x.APIVersion)
 	default:
-		err = copyN(w, r, rest)
+		err = frame.Forward(w, r, rest)
 	}
 	if err == nil {
 		err = w.Flush()
 	}
 	if err != nil {
-		var we *codec.WriteError
+		var we *frame.WriteError
 		if errors.As(err, &we) {
 			return 0, false, fmt.Errorf("write to client: %w", we.Err)
 		}
-		return 0, false, fmt.Errorf("%s v%d response (correlation id %d), forwarded in part: %w", apiName(x.APIKey), x.APIVersion, x.CorrelationID, unexpectedEOF(err))
+		return 0, false, fmt.Errorf("%s v%d response (correlation id %d), forwarded in part: %w", apiName(x.APIKey), x.APIVersion, x.CorrelationID, frame.NoEOF(err))
 	}
 	return size, true, nil
-}
-
-// copyN forwards n bytes from r to w through r's buffer.
-func copyN(w *bufio.Writer, r *bufio.Reader, n int) error {
-	for n > 0 {
-		k := min(n, r.Size())
-		b, err := r.Peek(k)
-		if err != nil {
-			return err
-		}
-		if _, err := w.Write(b); err != nil {
-			return &codec.WriteError{Err: err}
-		}
-		r.Discard(k)
-		n -= k
-	}
-	return nil
-}
-
-// unexpectedEOF turns the end of the stream inside a frame into
-// io.ErrUnexpectedEOF.
-func unexpectedEOF(err error) error {
-	if errors.Is(err, io.EOF) {
-		return io.ErrUnexpectedEOF
-	}
-	return err
 }
