@@ -126,19 +126,7 @@ virtualClusters:
 	logs := &lockedBuffer{}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), nil))
 	reg := prometheus.NewRegistry()
-	a, err := Build(ctx, cfg, log, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Server.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		a.Server.Shutdown(sctx)
-		a.Close()
-	})
+	a := startApp(t, ctx, cfg, log, reg)
 	return &env{fake: fake, kms: k, bootstrap: a.Server.BootstrapAddr("test"), logs: logs, reg: reg, srv: a.Server, app: a, doc: doc}
 }
 
@@ -812,4 +800,23 @@ func TestUnreadableFetchedBatchRefused(t *testing.T) {
 			}
 		}
 	}
+}
+
+// startApp builds and starts an App, shut down and closed when the test ends.
+func startApp(t *testing.T, ctx context.Context, cfg *config.Config, log *slog.Logger, reg *prometheus.Registry) *App {
+	t.Helper()
+	a, err := Build(ctx, cfg, log, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		a.Server.Shutdown(sctx)
+		a.Close()
+	})
+	return a
 }

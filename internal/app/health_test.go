@@ -160,19 +160,7 @@ virtualClusters:
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	reg := prometheus.NewRegistry()
-	a, err := Build(context.Background(), cfg, log, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Server.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		a.Server.Shutdown(ctx)
-		a.Close()
-	})
+	a := startApp(t, context.Background(), cfg, log, reg)
 	adm, err := admin.Listen("127.0.0.1:0", reg, func(context.Context) error { return a.Ready() }, log, admin.Options{})
 	if err != nil {
 		t.Fatal(err)
