@@ -157,12 +157,12 @@ func TestOwnSASLLoginDiscoversBrokers(t *testing.T) {
 
 			// No client has connected: only kseal's own login can have
 			// taught it the brokers.
+			// (Ports are bound while the discovery is still recording its
+			// success: wait for both.)
 			waitFor(t, 10*time.Second, "broker ports not bound", func() bool {
 				return p.listening(0) && p.listening(1) && p.listening(2)
 			})
-			if err := p.srv.Ready(); err != nil {
-				t.Errorf("Ready() before any client = %v", err)
-			}
+			waitFor(t, 5*time.Second, "not ready before any client", func() bool { return p.srv.Ready() == nil })
 			if n := p.log.count("cannot reach upstream"); n != 0 {
 				t.Errorf("%d 'cannot reach upstream' warnings", n)
 			}
