@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -189,12 +191,23 @@ func (c *Cluster) GrepSegments(needle []byte) ([]string, error) {
 	}
 	var hits []string
 	for _, d := range c.LogDirs {
+		// The log cleaner and retention replace and delete segments while
+		// we read: a file that vanished means the directory is listed and
+		// read again (its data now lives in the files that replaced it).
+		rescans := 0
+	rescan:
+		dirHits := len(hits)
 		segs, err := segmentFiles(d)
 		if err != nil {
 			return nil, err
 		}
 		for _, p := range segs {
 			b, err := os.ReadFile(p)
+			if errors.Is(err, fs.ErrNotExist) && rescans < 20 {
+				rescans++
+				hits = hits[:dirHits]
+				goto rescan
+			}
 			if err != nil {
 				return nil, fmt.Errorf("testenv: read segment: %w", err)
 			}

@@ -567,16 +567,21 @@ func testEncMixed(t *testing.T, e *encEnv) {
 	plain := e2eTopic(t, "plain-mixed", 3, nil)
 	// Partitions of both topics led by the same broker go into one
 	// request.
+	// Leaders may still be electing right after creation (-1), or lean
+	// on fewer brokers while a fault test has one down: ask until a pair
+	// is found.
 	adm := kadm.NewClient(testenv.Kgo(t, cluster.Bootstrap))
-	md, err := adm.Metadata(context.Background(), enc, plain)
-	if err != nil {
-		t.Fatal(err)
-	}
 	pe, pp := int32(-1), int32(-1)
-	for _, a := range md.Topics[enc].Partitions {
-		for _, b := range md.Topics[plain].Partitions {
-			if pe < 0 && a.Leader == b.Leader {
-				pe, pp = a.Partition, b.Partition
+	for deadline := time.Now().Add(20 * time.Second); pe < 0 && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		md, err := adm.Metadata(context.Background(), enc, plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range md.Topics[enc].Partitions {
+			for _, b := range md.Topics[plain].Partitions {
+				if pe < 0 && a.Leader >= 0 && a.Leader == b.Leader {
+					pe, pp = a.Partition, b.Partition
+				}
 			}
 		}
 	}
