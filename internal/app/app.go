@@ -40,6 +40,7 @@ type DEKConfig struct {
 	MaxEncryptionsPerDEK uint64          `yaml:"maxEncryptionsPerDek"`
 	DecryptCacheSize     int             `yaml:"decryptCacheSize"`
 	DecryptCacheTTL      config.Duration `yaml:"decryptCacheTtl"`
+	DecryptCacheMaxAge   config.Duration `yaml:"decryptCacheMaxAge"`
 	NotFoundTTL          config.Duration `yaml:"notFoundTtl"`
 	KMSTimeout           config.Duration `yaml:"kmsTimeout"`
 	KMSAttempts          int             `yaml:"kmsAttempts"`
@@ -52,6 +53,7 @@ func (c DEKConfig) options() dek.Options {
 		MaxEncryptionsPerDEK: c.MaxEncryptionsPerDEK,
 		DecryptCacheSize:     c.DecryptCacheSize,
 		DecryptCacheTTL:      c.DecryptCacheTTL.Std(),
+		DecryptCacheMaxAge:   c.DecryptCacheMaxAge.Std(),
 		NotFoundTTL:          c.NotFoundTTL.Std(),
 		KMSTimeout:           c.KMSTimeout.Std(),
 		KMSAttempts:          c.KMSAttempts,
@@ -65,6 +67,12 @@ func (c DEKConfig) validate() error {
 	}
 	if c.RefreshAfterWrite > 0 && c.ExpireAfterWrite > 0 && c.ExpireAfterWrite < c.RefreshAfterWrite {
 		errs = append(errs, "expireAfterWrite must not be shorter than refreshAfterWrite")
+	}
+	if c.DecryptCacheMaxAge < 0 || c.DecryptCacheMaxAge > 0 && c.DecryptCacheMaxAge.Std() < dek.MinDecryptCacheMaxAge {
+		errs = append(errs, fmt.Sprintf("decryptCacheMaxAge: %v is below the minimum %v", c.DecryptCacheMaxAge.Std(), dek.MinDecryptCacheMaxAge))
+	}
+	if c.DecryptCacheTTL > 0 && c.DecryptCacheMaxAge > 0 && c.DecryptCacheTTL > c.DecryptCacheMaxAge {
+		errs = append(errs, fmt.Sprintf("decryptCacheTtl: %v is longer than decryptCacheMaxAge %v, so it would never apply", c.DecryptCacheTTL.Std(), c.DecryptCacheMaxAge.Std()))
 	}
 	if c.MaxEncryptionsPerDEK > dek.MaxEncryptionsCeiling {
 		errs = append(errs, fmt.Sprintf("maxEncryptionsPerDek: at most %d (GCM's limit per key)", uint64(dek.MaxEncryptionsCeiling)))

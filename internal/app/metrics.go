@@ -63,6 +63,8 @@ var (
 		"DEK cache lookups that needed the KMS, by cache.", []string{"virtual_cluster", "cache"}, nil)
 	dekEvictionsDesc = prometheus.NewDesc("kseal_dek_cache_evictions_total",
 		"Unwrapped DEKs dropped from the decrypt cache for size or TTL (their bytes are wiped).", []string{"virtual_cluster"}, nil)
+	dekDecryptRefreshesDesc = prometheus.NewDesc("kseal_dek_decrypt_refreshes_total",
+		"Unwrapped DEKs in use unwrapped again through the KMS as they neared decryptCacheMaxAge.", []string{"virtual_cluster"}, nil)
 	dekEntriesDesc = prometheus.NewDesc("kseal_dek_cache_entries",
 		"Unwrapped DEKs now in the decrypt cache.", []string{"virtual_cluster"}, nil)
 	dekGeneratedDesc = prometheus.NewDesc("kseal_deks_generated_total",
@@ -73,6 +75,7 @@ func (c dekCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- dekHitsDesc
 	ch <- dekMissesDesc
 	ch <- dekEvictionsDesc
+	ch <- dekDecryptRefreshesDesc
 	ch <- dekEntriesDesc
 	ch <- dekGeneratedDesc
 }
@@ -89,6 +92,7 @@ func (c dekCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(dekMissesDesc, s.DecryptMisses, "decrypt")
 	counter(dekMissesDesc, s.ResolveMisses, "resolve")
 	counter(dekEvictionsDesc, s.DecryptEvictions)
+	counter(dekDecryptRefreshesDesc, s.DecryptRefreshes)
 	counter(dekGeneratedDesc, s.DEKsGenerated)
 	ch <- prometheus.MustNewConstMetric(dekEntriesDesc, prometheus.GaugeValue, float64(s.DecryptCached), c.vc)
 }

@@ -4,21 +4,36 @@ import (
 	"context"
 	"crypto/cipher"
 	"fmt"
+	"math"
 	"sync/atomic"
 	"time"
 )
 
 // decEntry is an unwrapped DEK, or a remembered refusal (aead nil, err set).
+// Times are unix nanoseconds on the Manager's clock.
 type decEntry struct {
 	aead       cipher.AEAD
 	err        error
-	expires    time.Time    // refusals only
-	lastAccess atomic.Int64 // unix nanoseconds on the Manager's clock
+	expires    time.Time // refusals only
+	created    int64     // keys only: when the KMS unwrapped it
+	lastAccess atomic.Int64
+	// refreshAt (keys only) is when a hit starts a background unwrap of the
+	// same EDEK: 7/8 of DecryptCacheMaxAge after created, later again after
+	// a failed attempt, math.MaxInt64 while one runs.
+	refreshAt atomic.Int64
 }
 
 // Decryptor returns an AEAD that opens records sealed under edek. The AEAD
 // only opens: sealing with it panics. Hits take a read lock and a map lookup;
 // callers opening a batch should reuse the AEAD while the EDEK repeats.
+//
+// An unwrapped DEK is kept for at most DecryptCacheMaxAge after the KMS
+// unwrapped it, however often it is used, so a KEK deleted or disabled in
+// the KMS (or a policy that no longer lets kseal decrypt) stops decryption
+// within that bound. A DEK in use is unwrapped again in the background from
+// 7/8 of that age (one KMS call per EDEK, callers keep the cached key
+// meanwhile), so a healthy KMS never makes a fetch wait; if the KMS says
+// the KEK is gone, the refusal replaces the key at once.
 //
 // Errors wrap kms.ErrKeyNotFound when the KEK is missing or destroyed
 // (remembered for NotFoundTTL, like any other refusal), ErrUnavailable when
@@ -30,7 +45,11 @@ func (m *Manager) Decryptor(ctx context.Context, edek []byte) (cipher.AEAD, erro
 	m.decMu.RUnlock()
 	if e != nil && !m.decExpired(e, now) {
 		if e.aead != nil {
-			e.lastAccess.Store(now.UnixNano())
+			n := now.UnixNano()
+			e.lastAccess.Store(n)
+			if n >= e.refreshAt.Load() {
+				m.refreshDec(e, edek, n)
+			}
 			m.stats.decHits.Add(1)
 			return e.aead, nil
 		}
@@ -45,20 +64,61 @@ func (m *Manager) Decryptor(ctx context.Context, edek []byte) (cipher.AEAD, erro
 		key := string(edek) // copied: the caller's buffer is reused after we return
 		c = newCall[cipher.AEAD]()
 		m.decFlights[key] = c
-		go m.unwrap(key, c)
+		go m.unwrap(key, c, nil)
 	}
 	m.decMu.Unlock()
 	return c.wait(ctx)
 }
 
+// DecryptCacheMaxAge is how long an AEAD Decryptor returns may be used:
+// callers keeping one beyond a single request (a connection's last-EDEK
+// cache) must drop it within this age so a revoked KEK takes effect.
+func (m *Manager) DecryptCacheMaxAge() time.Duration { return m.opts.DecryptCacheMaxAge }
+
+// refreshDec starts the background unwrap of a cached key's EDEK, unless
+// another caller just did or an unwrap of it is already running. It never
+// waits for the KMS.
+func (m *Manager) refreshDec(e *decEntry, edek []byte, now int64) {
+	at := e.refreshAt.Load()
+	if now < at || !e.refreshAt.CompareAndSwap(at, math.MaxInt64) {
+		return
+	}
+	m.decMu.Lock()
+	if m.decFlights[string(edek)] == nil {
+		key := string(edek)
+		c := newCall[cipher.AEAD]()
+		m.decFlights[key] = c
+		m.stats.decRefreshes.Add(1)
+		go m.unwrap(key, c, e)
+	}
+	m.decMu.Unlock()
+}
+
+// decExpired reports whether an entry may no longer be used: a refusal
+// after NotFoundTTL, a key unused for DecryptCacheTTL or unwrapped
+// DecryptCacheMaxAge ago.
 func (m *Manager) decExpired(e *decEntry, now time.Time) bool {
 	if e.aead == nil {
 		return !now.Before(e.expires)
 	}
-	return now.UnixNano()-e.lastAccess.Load() >= int64(m.opts.DecryptCacheTTL)
+	n := now.UnixNano()
+	return n-e.lastAccess.Load() >= int64(m.opts.DecryptCacheTTL) || n-e.created >= int64(m.opts.DecryptCacheMaxAge)
 }
 
-func (m *Manager) unwrap(edek string, c *call[cipher.AEAD]) {
+// newDecKey is the cache entry of a key unwrapped at now.
+func (m *Manager) newDecKey(aead cipher.AEAD, now time.Time) *decEntry {
+	n := now.UnixNano()
+	e := &decEntry{aead: aead, created: n}
+	e.lastAccess.Store(n)
+	e.refreshAt.Store(n + int64(m.opts.DecryptCacheMaxAge-m.opts.DecryptCacheMaxAge/8))
+	return e
+}
+
+// unwrap asks the KMS for the key of edek and caches the answer. prev is
+// the cached key this call refreshes (nil after a miss): a transient
+// failure leaves it in place, to be tried again after KMSBackoffMax, until
+// DecryptCacheMaxAge ends it.
+func (m *Manager) unwrap(edek string, c *call[cipher.AEAD], prev *decEntry) {
 	ctx, cancel := context.WithTimeout(context.Background(), m.opts.KMSTimeout)
 	defer cancel()
 	raw, err := callKMS(ctx, m, OpDecryptDEK, func(ctx context.Context) ([]byte, error) {
@@ -79,11 +139,15 @@ func (m *Manager) unwrap(edek string, c *call[cipher.AEAD]) {
 	switch {
 	case err == nil:
 		aead = openOnly{aead}
-		e := &decEntry{aead: aead}
-		e.lastAccess.Store(now.UnixNano())
-		m.insertDec(edek, e, now)
+		m.insertDec(edek, m.newDecKey(aead, now), now)
 	case !transient(err):
+		// Also replaces a key being refreshed: a KEK deleted since it was
+		// unwrapped stops decryption now, not at DecryptCacheMaxAge.
 		m.insertDec(edek, &decEntry{err: err, expires: now.Add(m.opts.NotFoundTTL)}, now)
+	case prev != nil:
+		// Transient: the cached key serves on until its maximum age; try
+		// again a little later rather than at every hit.
+		prev.refreshAt.Store(now.Add(m.opts.KMSBackoffMax).UnixNano())
 	default:
 		// Transient: remember nothing, the next caller tries again.
 	}

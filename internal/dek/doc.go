@@ -9,10 +9,12 @@
 // waits longer than its context allows, so a slow KMS stalls only the
 // requests that need a key it has not produced yet.
 //
-// Decrypt side: a bounded LRU of unwrapped DEKs keyed by EDEK (size, and a
-// TTL after last access), one KMS call per EDEK however many callers miss
-// at once, and a short memory of EDEKs the KMS refused (a deleted KEK does
-// not get hammered).
+// Decrypt side: a bounded LRU of unwrapped DEKs keyed by EDEK (size, a TTL
+// after last access, and an absolute DecryptCacheMaxAge after the unwrap,
+// so a revoked KEK stops decryption within a known bound; a DEK in use is
+// unwrapped again in the background before it reaches that age), one KMS
+// call per EDEK however many callers miss at once, and a short memory of
+// EDEKs the KMS refused (a deleted KEK does not get hammered).
 //
 // KEK names: a small cache from the names policy selects to kms.KEKRef.
 //

@@ -301,7 +301,8 @@ type Stats struct {
 	DecryptHits         uint64
 	DecryptMisses       uint64 // had to unwrap (or wait for an unwrap)
 	DecryptNegativeHits uint64 // answered from a remembered refusal
-	DecryptEvictions    uint64 // dropped for size or TTL
+	DecryptEvictions    uint64 // dropped for size, TTL or maximum age
+	DecryptRefreshes    uint64 // background unwraps of cached DEKs nearing DecryptCacheMaxAge
 	DecryptCached       int    // entries now cached
 
 	ResolveHits   uint64
@@ -316,6 +317,7 @@ type Stats struct {
 type Counters struct {
 	encHits, encMisses, refreshes, generated, generateFailures atomic.Uint64
 	decHits, decMisses, decNegHits, decEvictions               atomic.Uint64
+	decRefreshes                                               atomic.Uint64
 	resHits, resMisses                                         atomic.Uint64
 	kmsCalls, kmsErrors                                        atomic.Uint64
 }
@@ -333,14 +335,15 @@ func (m *Manager) Stats() Stats {
 		GenerateFailures: s.generateFailures.Load(),
 		DecryptHits:      s.decHits.Load(), DecryptMisses: s.decMisses.Load(),
 		DecryptNegativeHits: s.decNegHits.Load(), DecryptEvictions: s.decEvictions.Load(),
-		DecryptCached: cached,
-		ResolveHits:   s.resHits.Load(), ResolveMisses: s.resMisses.Load(),
+		DecryptCached: cached, DecryptRefreshes: s.decRefreshes.Load(),
+		ResolveHits: s.resHits.Load(), ResolveMisses: s.resMisses.Load(),
 		KMSCalls: s.kmsCalls.Load(), KMSErrors: s.kmsErrors.Load(),
 	}
 }
 
 // Sweep drops everything expired: encryption DEKs past ExpireAfterWrite,
-// decryption DEKs unused for DecryptCacheTTL, remembered refusals and KEK
+// decryption DEKs unused for DecryptCacheTTL or older than
+// DecryptCacheMaxAge, remembered refusals and KEK
 // names past their TTL. Lookups ignore expired entries anyway; sweeping
 // releases them (and their key schedules) without waiting for a lookup.
 func (m *Manager) Sweep() {

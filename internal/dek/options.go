@@ -13,6 +13,7 @@ const (
 	DefaultMaxEncryptionsPerDEK = 5_000_000
 	DefaultDecryptCacheSize     = 1000
 	DefaultDecryptCacheTTL      = time.Hour
+	DefaultDecryptCacheMaxAge   = 10 * time.Minute
 	DefaultNotFoundTTL          = 30 * time.Second
 	DefaultKEKRefreshAfter      = 8 * time.Minute
 	DefaultKEKExpireAfter       = 10 * time.Minute
@@ -21,6 +22,10 @@ const (
 	DefaultKMSAttempts          = 3
 	DefaultKMSBackoff           = 500 * time.Millisecond
 	DefaultKMSBackoffMax        = 5 * time.Second
+
+	// MinDecryptCacheMaxAge is the shortest DecryptCacheMaxAge: below it a
+	// busy consumer would cost a KMS call per EDEK every few fetches.
+	MinDecryptCacheMaxAge = time.Second
 
 	// MaxEncryptionsCeiling is the most nonce counters one DEK may hand out:
 	// NIST SP 800-38D limits a GCM key to 2^32 invocations.
@@ -43,6 +48,12 @@ type Options struct {
 	DecryptCacheSize int
 	// DecryptCacheTTL drops an unwrapped DEK this long after its last use.
 	DecryptCacheTTL time.Duration
+	// DecryptCacheMaxAge drops an unwrapped DEK this long after the KMS
+	// unwrapped it, however often it is used: the bound on how long a
+	// deleted, disabled or no longer permitted KEK keeps decrypting. A DEK
+	// in use is unwrapped again in the background from 7/8 of it. A
+	// DecryptCacheTTL above it has no effect.
+	DecryptCacheMaxAge time.Duration
 	// NotFoundTTL is how long a KMS's "no such key" (or its refusal of an
 	// EDEK) is remembered, on both the decrypt side and the KEK name cache.
 	NotFoundTTL time.Duration
@@ -101,6 +112,7 @@ func (o Options) withDefaults() Options {
 	setDur(&o.RefreshAfterWrite, DefaultRefreshAfterWrite)
 	setDur(&o.ExpireAfterWrite, DefaultExpireAfterWrite)
 	setDur(&o.DecryptCacheTTL, DefaultDecryptCacheTTL)
+	setDur(&o.DecryptCacheMaxAge, DefaultDecryptCacheMaxAge)
 	setDur(&o.NotFoundTTL, DefaultNotFoundTTL)
 	setDur(&o.KEKRefreshAfter, DefaultKEKRefreshAfter)
 	setDur(&o.KEKExpireAfter, DefaultKEKExpireAfter)
@@ -133,7 +145,7 @@ func (o Options) validate() error {
 		v    time.Duration
 	}{
 		{"refreshAfterWrite", o.RefreshAfterWrite}, {"expireAfterWrite", o.ExpireAfterWrite},
-		{"decryptCacheTTL", o.DecryptCacheTTL}, {"notFoundTTL", o.NotFoundTTL},
+		{"decryptCacheTTL", o.DecryptCacheTTL}, {"decryptCacheMaxAge", o.DecryptCacheMaxAge}, {"notFoundTTL", o.NotFoundTTL},
 		{"kekRefreshAfter", o.KEKRefreshAfter}, {"kekExpireAfter", o.KEKExpireAfter},
 		{"kmsTimeout", o.KMSTimeout}, {"kmsBackoff", o.KMSBackoff}, {"kmsBackoffMax", o.KMSBackoffMax},
 	} {
@@ -146,6 +158,9 @@ func (o Options) validate() error {
 	}
 	if o.KEKRefreshAfter >= o.KEKExpireAfter {
 		errs = append(errs, fmt.Errorf("kekRefreshAfter: %v must be below kekExpireAfter %v", o.KEKRefreshAfter, o.KEKExpireAfter))
+	}
+	if o.DecryptCacheMaxAge >= 0 && o.DecryptCacheMaxAge < MinDecryptCacheMaxAge {
+		errs = append(errs, fmt.Errorf("decryptCacheMaxAge: %v is below the minimum %v", o.DecryptCacheMaxAge, MinDecryptCacheMaxAge))
 	}
 	if o.MaxEncryptionsPerDEK > MaxEncryptionsCeiling {
 		errs = append(errs, fmt.Errorf("maxEncryptionsPerDek: %d is above the GCM limit of 2^32", o.MaxEncryptionsPerDEK))
