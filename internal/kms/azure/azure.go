@@ -84,9 +84,10 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*KMS, error) {
 	}
 	hc := &http.Client{
 		Transport: tr,
-		// Key Vault does not redirect; following one could send the token
-		// somewhere else.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		// Neither Key Vault nor the token endpoints redirect; following
+		// one could send the bearer token (or, with a 307, the client
+		// secret in the form body) somewhere else.
+		CheckRedirect: kms.NoRedirects,
 	}
 	var fetch fetchFunc
 	switch cfg.Auth.Method {
@@ -417,9 +418,9 @@ func transientStatus(code int) bool {
 	return code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || code >= 500
 }
 
-// transportError classifies a failed round trip: certificate problems are
-// configuration errors that a retry will not fix; everything else (refused,
-// reset, timeouts, DNS) is ErrUnavailable.
+// transportError classifies a failed round trip: certificate problems and
+// refused redirects are configuration errors that a retry will not fix;
+// everything else (refused, reset, timeouts, DNS) is ErrUnavailable.
 func transportError(what string, err error) error {
 	var cv *tls.CertificateVerificationError
 	var ua x509.UnknownAuthorityError
@@ -427,6 +428,9 @@ func transportError(what string, err error) error {
 	var ci x509.CertificateInvalidError
 	if errors.As(err, &cv) || errors.As(err, &ua) || errors.As(err, &hn) || errors.As(err, &ci) {
 		return fmt.Errorf("%s: TLS: %w (set tls.caFile to the CA that signed the server's certificate)", what, err)
+	}
+	if errors.Is(err, kms.ErrRedirectRefused) {
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	return fmt.Errorf("%s: %w: %w", what, kms.ErrUnavailable, err)
 }

@@ -96,7 +96,7 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*KMS, error) {
 		mount:     cfg.Mount,
 		namespace: cfg.Namespace,
 		timeout:   cfg.Timeout,
-		hc:        &http.Client{Transport: tr, CheckRedirect: checkRedirect},
+		hc:        &http.Client{Transport: tr, CheckRedirect: kms.CheckRedirect},
 		tokenFile: cfg.TokenFile,
 		renew:     cfg.RenewToken,
 	}
@@ -108,19 +108,6 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*KMS, error) {
 		go k.maintain()
 	}
 	return k, nil
-}
-
-// checkRedirect follows a standby node's redirect to the active node (Vault
-// answers 307), but never from https to http, where the token would travel
-// in the clear, and at most three times.
-func checkRedirect(req *http.Request, via []*http.Request) error {
-	if len(via) >= 3 {
-		return errors.New("stopped after 3 redirects")
-	}
-	if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
-		return fmt.Errorf("refusing redirect from https to %s", req.URL.Redacted())
-	}
-	return nil
 }
 
 // Close stops the token maintenance goroutine and drops idle connections.
@@ -400,8 +387,9 @@ func classifyStatus(status int, msgs []string) error {
 }
 
 // classifyTransport wraps a failed exchange in kms.ErrUnavailable, except
-// certificate problems: retrying cannot fix a wrong CA or client
-// certificate, and hiding them behind "unavailable" would cost hours.
+// certificate problems and refused redirects: retrying cannot fix a wrong
+// CA, client certificate or address, and hiding them behind "unavailable"
+// would cost hours.
 func classifyTransport(err error) error {
 	var cv *tls.CertificateVerificationError
 	var ua x509.UnknownAuthorityError
@@ -410,6 +398,9 @@ func classifyTransport(err error) error {
 	var op *net.OpError
 	var rh tls.RecordHeaderError
 	switch {
+	case errors.Is(err, kms.ErrRedirectRefused):
+		// Retrying cannot help: the address leads somewhere else.
+		return fmt.Errorf("%w (set address to the active node or a load balancer in front of the cluster: standbys forward requests to the active node unless request forwarding is off)", err)
 	case errors.As(err, &cv), errors.As(err, &ua), errors.As(err, &he), errors.As(err, &ci):
 		return fmt.Errorf("server certificate not accepted (check tls.caFile and tls.serverName): %w", err)
 	case errors.As(err, &op) && op.Op == "remote error":

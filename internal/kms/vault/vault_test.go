@@ -507,36 +507,84 @@ func TestOpenTokenErrors(t *testing.T) {
 	}
 }
 
+// TestRedirects: a redirect is followed only to the same scheme, host and
+// port. A redirect anywhere else (a standby node's 307 to the active node
+// included) is refused before the token is sent there: net/http copies
+// X-Vault-Token to any host.
 func TestRedirects(t *testing.T) {
 	fake := newFakeTransit(t, "transit", testToken)
 	fake.addKey("KEK-a")
-	active := httptest.NewServer(fake)
-	defer active.Close()
-	standby := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, active.URL+r.URL.Path, http.StatusTemporaryRedirect)
+	// other is a second server on another port; it must never see the
+	// token, nor any request at all.
+	var otherHits atomic.Int32
+	var otherToken atomic.Bool
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		otherHits.Add(1)
+		if r.Header.Get("X-Vault-Token") != "" {
+			otherToken.Store(true)
+		}
+		fake.ServeHTTP(w, r)
 	}))
-	defer standby.Close()
-	k, _ := openTest(t, standby.URL, nil)
+	defer other.Close()
+	var crossOrigin atomic.Bool
+	var first *httptest.Server
+	first = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/moved/"):
+			r2 := r.Clone(r.Context())
+			r2.URL.Path, r2.URL.RawPath = strings.TrimPrefix(r.URL.Path, "/moved"), ""
+			fake.ServeHTTP(w, r2)
+		case crossOrigin.Load():
+			http.Redirect(w, r, other.URL+r.URL.Path, http.StatusTemporaryRedirect)
+		default:
+			// Same origin: followed.
+			http.Redirect(w, r, first.URL+"/moved"+r.URL.Path, http.StatusTemporaryRedirect)
+		}
+	}))
+	defer first.Close()
+	k, logs := openTest(t, first.URL, nil)
 	dek, err := k.GenerateDEK(context.Background(), kms.KEKRef{Name: "KEK-a"})
 	if err != nil {
-		t.Fatalf("GenerateDEK through a 307: %v", err)
+		t.Fatalf("GenerateDEK through a same-origin 307: %v", err)
 	}
 	if got, err := k.DecryptDEK(context.Background(), dek.EDEK); err != nil || !bytes.Equal(got, dek.Key) {
-		t.Fatalf("DecryptDEK through a 307: %v", err)
+		t.Fatalf("DecryptDEK through a same-origin 307: %v", err)
 	}
 
-	// https -> http would hand the token to anyone on the path.
-	tlsStandby := httptest.NewTLSServer(standby.Config.Handler)
-	defer tlsStandby.Close()
-	k2, _ := openTest(t, tlsStandby.URL, nil)
-	k2.hc.Transport.(*http.Transport).TLSClientConfig.RootCAs = tlsStandby.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
-	fake.mu.Lock()
-	fake.requests = nil
-	fake.mu.Unlock()
-	if _, err := k2.ResolveKEK(context.Background(), "KEK-a"); err == nil || !strings.Contains(err.Error(), "refusing redirect") {
-		t.Fatalf("https->http redirect: err = %v", err)
+	crossOrigin.Store(true)
+	for name, call := range map[string]func() error{
+		"ResolveKEK":  func() error { _, err := k.ResolveKEK(context.Background(), "KEK-a"); return err },
+		"GenerateDEK": func() error { _, err := k.GenerateDEK(context.Background(), kms.KEKRef{Name: "KEK-a"}); return err },
+		"DecryptDEK":  func() error { _, err := k.DecryptDEK(context.Background(), dek.EDEK); return err },
+		"renew-self": func() error {
+			var auth *tokenAuth
+			return k.call(context.Background(), "renew token", "", http.MethodPost, "auth/token/renew-self", []byte(`{}`), &auth)
+		},
+	} {
+		err := call()
+		if !errors.Is(err, kms.ErrRedirectRefused) {
+			t.Errorf("%s redirected to another port: err = %v, want ErrRedirectRefused", name, err)
+		}
+		if errors.Is(err, kms.ErrUnavailable) || errors.Is(err, kms.ErrKeyNotFound) {
+			t.Errorf("%s: a refused redirect is neither an outage nor a missing key: %v", name, err)
+		}
 	}
-	if n := len(fake.log()); n != 0 {
-		t.Errorf("%d requests reached the http server", n)
+	if n := otherHits.Load(); n != 0 || otherToken.Load() {
+		t.Errorf("the other server got %d requests (token seen: %v)", n, otherToken.Load())
+	}
+	if strings.Contains(logs.String(), testToken) {
+		t.Error("token logged")
+	}
+
+	// https -> http on the same host and port is another origin too: the
+	// token would cross the network in clear.
+	tlsFirst := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "http://"+r.Host+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	defer tlsFirst.Close()
+	k2, _ := openTest(t, tlsFirst.URL, nil)
+	k2.hc.Transport.(*http.Transport).TLSClientConfig.RootCAs = tlsFirst.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+	if _, err := k2.ResolveKEK(context.Background(), "KEK-a"); !errors.Is(err, kms.ErrRedirectRefused) {
+		t.Fatalf("https->http redirect: err = %v", err)
 	}
 }
