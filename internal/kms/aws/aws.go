@@ -27,6 +27,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials/endpointcreds"
 	awskms "github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/aws/smithy-go"
@@ -46,6 +47,8 @@ type KMS struct {
 	aliasPrefix string
 	timeout     time.Duration
 	logger      *slog.Logger
+	region      string          // the client's region
+	accounts    map[string]bool // accounts whose key ARNs EDEKs may name (checkKey)
 }
 
 var _ kms.KMS = (*KMS)(nil)
@@ -68,6 +71,12 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*KMS, error) {
 	if cfg.Region != "" {
 		opts = append(opts, config.WithRegion(cfg.Region))
 	}
+	// Every SDK client built from this config (KMS, STS, SSO, instance
+	// metadata) and the container credentials endpoint, which otherwise
+	// makes its own, refuse redirects to another origin.
+	hc := httpClient()
+	opts = append(opts, config.WithHTTPClient(hc),
+		config.WithEndpointCredentialOptions(func(o *endpointcreds.Options) { o.HTTPClient = hc }))
 	awscfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("aws kms: load AWS config: %w", err)
@@ -86,7 +95,8 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*KMS, error) {
 	})
 	logger.Info("aws kms: client ready", "region", awscfg.Region, "endpoint", cfg.Endpoint,
 		"credentials", cfg.Credentials.Source, "aliasPrefix", cfg.AliasPrefix)
-	return &KMS{client: client, aliasPrefix: cfg.AliasPrefix, timeout: cfg.Timeout, logger: logger}, nil
+	return &KMS{client: client, aliasPrefix: cfg.AliasPrefix, timeout: cfg.Timeout, logger: logger,
+		region: awscfg.Region, accounts: allowedAccounts(cfg)}, nil
 }
 
 // ResolveKEK looks the key up with DescribeKey under AliasPrefix+name and
@@ -126,6 +136,9 @@ func (k *KMS) ResolveKEK(ctx context.Context, name string) (kms.KEKRef, error) {
 		id = *md.Arn
 	}
 	if _, err := appendKeyID(nil, id); err != nil {
+		return kms.KEKRef{}, err
+	}
+	if err := k.checkKey(id); err != nil { // never write EDEKs DecryptDEK refuses
 		return kms.KEKRef{}, err
 	}
 	return kms.KEKRef{Name: name, ID: id}, nil
@@ -195,10 +208,15 @@ func sameKey(arn, id string) bool {
 	return arn == id || strings.HasSuffix(arn, ":key/"+id)
 }
 
-// DecryptDEK unwraps an EDEK with Decrypt, naming the key the EDEK records.
+// DecryptDEK unwraps an EDEK with Decrypt, naming the key the EDEK records
+// (so AWS checks the blob is that key's), and only for keys checkKey
+// allows.
 func (k *KMS) DecryptDEK(ctx context.Context, edek []byte) ([]byte, error) {
 	keyID, blob, err := parseEDEK(edek)
 	if err != nil {
+		return nil, err
+	}
+	if err := k.checkKey(keyID); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, k.timeout)
@@ -277,6 +295,8 @@ func classify(op, key string, err error) error {
 	)
 	sentinel := error(nil)
 	switch {
+	case errors.Is(err, kms.ErrRedirectRefused):
+		// A plain refusal: retrying cannot change where the answer points.
 	case errors.As(err, &notFound), errors.As(err, &disabled), errors.As(err, &badState):
 		sentinel = kms.ErrKeyNotFound
 	case errors.As(err, &internal), errors.As(err, &depTimeout), errors.As(err, &unavailable),

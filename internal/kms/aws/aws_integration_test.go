@@ -185,6 +185,50 @@ func TestMoto(t *testing.T) {
 		t.FailNow()
 	}
 
+	t.Run("EDEKs naming keys by ARN", func(t *testing.T) {
+		md, err := admin.DescribeKey(ctx, &awskms.DescribeKeyInput{KeyId: &keyID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		arn := *md.KeyMetadata.Arn
+		account := strings.Split(arn, ":")[4]
+		_, blob, _ := parseEDEK(first.EDEK)
+		edek := func(id string) []byte {
+			e, err := appendKeyID(nil, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return append(e, blob...)
+		}
+		foreign := strings.Replace(arn, ":"+account+":", ":999988887777:", 1)
+		otherRegion := strings.Replace(arn, ":"+cfg.Region+":", ":ap-south-2:", 1)
+		// Without allowedAccounts only bare key ids open: the EDEK an
+		// attacker would write names a key ARN.
+		for _, id := range []string{arn, foreign, otherRegion, "alias/KEK-orders"} {
+			if _, err := p.DecryptDEK(ctx, edek(id)); err == nil || errors.Is(err, kms.ErrUnavailable) || errors.Is(err, kms.ErrKeyNotFound) {
+				t.Errorf("EDEK naming %s: %v, want a plain refusal", id, err)
+			}
+		}
+		c2 := *cfg
+		c2.AllowedAccounts = []string{account}
+		o2, err := c2.Open(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p2 := o2.(*KMS)
+		if got, err := p2.DecryptDEK(ctx, edek(arn)); err != nil || !bytes.Equal(got, first.Key) {
+			t.Errorf("key ARN of an allowed account: %v", err)
+		}
+		if _, err := p2.DecryptDEK(ctx, edek(foreign)); err == nil || !strings.Contains(err.Error(), "allowedAccounts") {
+			t.Errorf("key ARN of another account: %v, want a refusal naming allowedAccounts", err)
+		}
+		// What the check stops: moto itself does not care which account
+		// the ARN names.
+		if _, err := admin.Decrypt(ctx, &awskms.DecryptInput{CiphertextBlob: blob, KeyId: &foreign, EncryptionContext: EncryptionContext}); err == nil {
+			t.Log("moto decrypts with a key ARN of another account; kseal refuses it before asking")
+		}
+	})
+
 	t.Run("rotation", func(t *testing.T) {
 		if _, err := admin.RotateKeyOnDemand(ctx, &awskms.RotateKeyOnDemandInput{KeyId: &keyID}); err != nil {
 			t.Fatalf("RotateKeyOnDemand: %v", err)

@@ -46,6 +46,14 @@ type Config struct {
 	// keys in another account. Empty uses the names as they are (key ids,
 	// key ARNs or full alias names).
 	AliasPrefix string `yaml:"aliasPrefix"`
+	// AllowedAccounts lists the AWS accounts (12 digits) whose keys an EDEK
+	// may name by key ARN, besides the account of an alias ARN AliasPrefix.
+	// An EDEK naming a key ARN of any other account, or of another region
+	// than the client's, is refused without calling AWS: anyone able to
+	// write to a topic could otherwise make kseal decrypt (and deliver as
+	// genuine) records under a key of their own. EDEKs holding a bare key id
+	// need no entry: AWS looks those up in kseal's own account and region.
+	AllowedAccounts []string `yaml:"allowedAccounts"`
 	// Timeout bounds one KMS call, credential retrieval included.
 	Timeout time.Duration `yaml:"timeout"`
 	// Credentials says where the AWS credentials come from.
@@ -107,6 +115,11 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf(`aliasPrefix: %q must start with "alias/", be an alias ARN prefix ("arn:aws:kms:<region>:<account>:alias/"), or be empty`, p))
 	} else if p != "" && !validKeyID(p) {
 		errs = append(errs, fmt.Errorf("aliasPrefix: %q has spaces or non-ASCII characters", p))
+	}
+	for i, a := range c.AllowedAccounts {
+		if !validAccount(a) {
+			errs = append(errs, fmt.Errorf("allowedAccounts[%d]: %q is not an AWS account id (12 digits)", i, a))
+		}
 	}
 	if c.Timeout < 100*time.Millisecond || c.Timeout > 5*time.Minute {
 		errs = append(errs, fmt.Errorf("timeout: %v is out of range (100ms to 5m)", c.Timeout))
@@ -179,6 +192,18 @@ func validRegion(s string) bool {
 	}
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func validAccount(s string) bool {
+	if len(s) != 12 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
 			return false
 		}
 	}
