@@ -49,6 +49,7 @@ type KMS struct {
 	transport  *http.Transport
 	tokens     *tokenCache
 	logger     *slog.Logger
+	allowRSA   bool // Config.AllowRSAKeys
 }
 
 var _ kms.KMS = (*KMS)(nil)
@@ -110,8 +111,10 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*KMS, error) {
 		transport:  tr,
 		tokens:     newTokenCache(fetch, cfg.Timeout),
 		logger:     logger,
+		allowRSA:   cfg.AllowRSAKeys,
 	}
-	logger.Info("azure kms: configured", "vault", k.base, "auth", cfg.Auth.Method, "resource", cfg.resource(), "apiVersion", cfg.APIVersion)
+	logger.Info("azure kms: configured", "vault", k.base, "auth", cfg.Auth.Method, "resource", cfg.resource(), "apiVersion", cfg.APIVersion,
+		"allowRsaKeys", cfg.AllowRSAKeys)
 	return k, nil
 }
 
@@ -207,6 +210,9 @@ func (k *KMS) currentKey(ctx context.Context, name string) (keyInfo, error) {
 	info.version = version
 	switch kb.Key.KTY {
 	case "RSA", "RSA-HSM":
+		if !k.allowRSA {
+			return keyInfo{}, fmt.Errorf("azure kms: key %s is an RSA key and allowRsaKeys is false (anyone with its public key could make EDEKs kseal accepts); use an oct-HSM key", name)
+		}
 		info.alg = algRSAOAEP256
 		if bits := rsaBits(kb.Key.N); bits != 0 && bits != 2048 && bits != 3072 && bits != 4096 {
 			return keyInfo{}, fmt.Errorf("azure kms: key %s is RSA-%d: kseal takes RSA 2048, 3072 or 4096", name, bits)
@@ -279,11 +285,16 @@ func (k *KMS) GenerateDEK(ctx context.Context, kek kms.KEKRef) (kms.DEK, error) 
 	return kms.DEK{Key: dek, EDEK: appendEDEK(make([]byte, 0, EDEKSize(name, info.version, len(wrapped)*8)), name, info.version, info.alg, wrapped)}, nil
 }
 
-// DecryptDEK unwraps an EDEK under the key version it records.
+// DecryptDEK unwraps an EDEK under the key version it records; with
+// allowRsaKeys false, RSA-wrapped EDEKs are refused without a request.
 func (k *KMS) DecryptDEK(ctx context.Context, edek []byte) ([]byte, error) {
 	p, err := parseEDEK(edek)
 	if err != nil {
 		return nil, err
+	}
+	if p.alg == algRSAOAEP256 && !k.allowRSA {
+		// Anyone with the public key could have made it: not asked.
+		return nil, fmt.Errorf("azure kms: EDEK of key %s is RSA-wrapped and allowRsaKeys is false", p.name)
 	}
 	ctx, cancel := context.WithTimeout(ctx, k.timeout)
 	defer cancel()

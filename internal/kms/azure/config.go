@@ -61,6 +61,14 @@ type Config struct {
 	Resource string `yaml:"resource"`
 	// Timeout bounds one KMS call, token acquisition included.
 	Timeout time.Duration `yaml:"timeout"`
+	// AllowRSAKeys lets RSA and RSA-HSM keys be KEKs. Wrapping with RSA
+	// needs only the public key, so anyone who has it (any identity with
+	// "get" on the key, or a copy of it) can make EDEKs that kseal unwraps
+	// and records that kseal delivers as genuine. False refuses RSA keys in
+	// GenerateDEK and RSA EDEKs in DecryptDEK, leaving AES keys (oct-HSM,
+	// Managed HSM only), whose wrap needs the vault. Default true: Key Vault
+	// Standard and Premium have no AES keys.
+	AllowRSAKeys bool `yaml:"allowRsaKeys"`
 	// Auth says how kseal gets its access token.
 	Auth AuthConfig `yaml:"auth"`
 	// TLS is the trust used for the vault and the token endpoints.
@@ -103,9 +111,10 @@ type TLSConfig struct {
 // NewConfig returns a Config with defaults set.
 func NewConfig() *Config {
 	return &Config{
-		VaultHost:  DefaultVaultHost,
-		APIVersion: DefaultAPIVersion,
-		Timeout:    DefaultTimeout,
+		VaultHost:    DefaultVaultHost,
+		APIVersion:   DefaultAPIVersion,
+		Timeout:      DefaultTimeout,
+		AllowRSAKeys: true,
 		Auth: AuthConfig{
 			AuthorityHost:    DefaultAuthorityHost,
 			IdentityEndpoint: DefaultIdentityEndpoint,
