@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kseal/kseal/internal/dek"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/testenv"
 )
@@ -184,6 +185,61 @@ func TestOpenBaoIntegration(t *testing.T) {
 			t.Fatalf("retired version: %v, want ErrKeyNotFound", err)
 		}
 		srv.admin(t, "POST", itNamespace, itMount+"/keys/KEK-orders/config", `{"min_decryption_version":1}`)
+	})
+
+	t.Run("revocation reaches a DEK in constant use", func(t *testing.T) {
+		// Through the DEK layer, as kseal uses the provider: a DEK looked
+		// up every 20 ms stays cached (no lookup waits for the KMS) but is
+		// unwrapped again before decryptCacheMaxAge; once the key is
+		// deleted, lookups fail with ErrKeyNotFound (Fetch: 91) within
+		// that age plus one KMS operation.
+		const maxAge, kmsTimeout = 2 * time.Second, 3 * time.Second
+		srv.admin(t, "POST", itNamespace, itMount+"/keys/KEK-revoked", `{}`)
+		m, err := dek.New(k, dek.Options{DecryptCacheTTL: time.Hour, DecryptCacheMaxAge: maxAge,
+			NotFoundTTL: 500 * time.Millisecond, KMSTimeout: kmsTimeout,
+			KMSBackoff: 100 * time.Millisecond, KMSBackoffMax: 200 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, err := m.Current(ctx, kms.KEKRef{Name: "KEK-revoked", ID: "KEK-revoked"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		edek := key.EDEK()
+		if _, err := m.Decryptor(ctx, edek); err != nil {
+			t.Fatal(err)
+		}
+		var slowest time.Duration
+		for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+			t0 := time.Now()
+			if _, err := m.Decryptor(ctx, edek); err != nil {
+				t.Fatalf("DEK in use: %v", err)
+			}
+			slowest = max(slowest, time.Since(t0))
+		}
+		s := m.Stats()
+		t.Logf("5 s of use: %d background unwraps, slowest lookup %v", s.DecryptRefreshes, slowest)
+		if s.DecryptMisses != 1 || s.DecryptRefreshes < 2 {
+			t.Errorf("stats %+v: want 1 miss (the first lookup) and at least 2 background unwraps", s)
+		}
+
+		srv.admin(t, "POST", itNamespace, itMount+"/keys/KEK-revoked/config", `{"deletion_allowed":true}`)
+		srv.admin(t, "DELETE", itNamespace, itMount+"/keys/KEK-revoked", "")
+		deleted := time.Now()
+		for {
+			_, err := m.Decryptor(ctx, edek)
+			if errors.Is(err, kms.ErrKeyNotFound) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("after the deletion: %v, want ErrKeyNotFound", err)
+			}
+			if time.Since(deleted) > maxAge+kmsTimeout {
+				t.Fatalf("the deleted key's DEK still served %v after the deletion", time.Since(deleted))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Logf("refused %v after the deletion (bound %v)", time.Since(deleted).Round(time.Millisecond), maxAge+kmsTimeout)
 	})
 
 	t.Run("frozen server times out", func(t *testing.T) {
