@@ -62,13 +62,13 @@ func (c DEKConfig) options() dek.Options {
 
 func (c DEKConfig) validate() error {
 	var errs []string
-	if c.RefreshAfterWrite < 0 || c.ExpireAfterWrite < 0 || c.DecryptCacheTTL < 0 || c.NotFoundTTL < 0 || c.KMSTimeout < 0 {
+	if c.RefreshAfterWrite < 0 || c.ExpireAfterWrite < 0 || c.DecryptCacheTTL < 0 || c.DecryptCacheMaxAge < 0 || c.NotFoundTTL < 0 || c.KMSTimeout < 0 {
 		errs = append(errs, "durations must not be negative")
 	}
 	if c.RefreshAfterWrite > 0 && c.ExpireAfterWrite > 0 && c.ExpireAfterWrite < c.RefreshAfterWrite {
 		errs = append(errs, "expireAfterWrite must not be shorter than refreshAfterWrite")
 	}
-	if c.DecryptCacheMaxAge < 0 || c.DecryptCacheMaxAge > 0 && c.DecryptCacheMaxAge.Std() < dek.MinDecryptCacheMaxAge {
+	if c.DecryptCacheMaxAge > 0 && c.DecryptCacheMaxAge.Std() < dek.MinDecryptCacheMaxAge {
 		errs = append(errs, fmt.Sprintf("decryptCacheMaxAge: %v is below the minimum %v", c.DecryptCacheMaxAge.Std(), dek.MinDecryptCacheMaxAge))
 	}
 	if c.DecryptCacheTTL > 0 && c.DecryptCacheMaxAge > 0 && c.DecryptCacheTTL > c.DecryptCacheMaxAge {
