@@ -62,7 +62,7 @@ var (
 	dekMissesDesc = prometheus.NewDesc("kseal_dek_cache_misses_total",
 		"DEK cache lookups that needed the KMS, by cache.", []string{"virtual_cluster", "cache"}, nil)
 	dekEvictionsDesc = prometheus.NewDesc("kseal_dek_cache_evictions_total",
-		"Unwrapped DEKs dropped from the decrypt cache for size or TTL (their bytes are wiped).", []string{"virtual_cluster"}, nil)
+		"Unwrapped DEKs dropped from the decrypt cache for size, TTL or maximum age (their bytes are wiped).", []string{"virtual_cluster"}, nil)
 	dekDecryptRefreshesDesc = prometheus.NewDesc("kseal_dek_decrypt_refreshes_total",
 		"Unwrapped DEKs in use unwrapped again through the KMS as they neared decryptCacheMaxAge.", []string{"virtual_cluster"}, nil)
 	dekEntriesDesc = prometheus.NewDesc("kseal_dek_cache_entries",
