@@ -95,9 +95,12 @@ func TestUUIDForm(t *testing.T) {
 	}
 }
 
-// FuzzParseEDEK checks that parsing arbitrary bytes never panics, and that
-// whatever parses re-encodes to the same bytes (one EDEK, one byte form).
+// FuzzParseEDEK checks that parsing arbitrary bytes never panics, that
+// whatever parses re-encodes to the same bytes (one EDEK, one byte form),
+// and that the key check DecryptDEK makes next accepts only key ids and key
+// ARNs of the allowed region and accounts.
 func FuzzParseEDEK(f *testing.F) {
+	k := &KMS{region: "eu-west-1", accounts: map[string]bool{"111122223333": true}}
 	for _, id := range []string{testKeyID, "mrk-1234abcd12ab34cd56ef1234567890ab", "arn:aws:kms:eu-west-1:111122223333:key/" + testKeyID} {
 		head, _ := appendKeyID(nil, id)
 		f.Add(append(head, bytes.Repeat([]byte{0xAB}, 96)...))
@@ -115,6 +118,10 @@ func FuzzParseEDEK(f *testing.F) {
 		again = append(again, blob...)
 		if !bytes.Equal(again, edek) {
 			t.Fatalf("re-encoded %X, parsed from %X", again, edek)
+		}
+		if k.checkKey(id) == nil && !isCompact(id) && !strings.HasPrefix(id, "arn:aws:kms:eu-west-1:111122223333:key/") &&
+			!(strings.HasPrefix(id, "arn:") && strings.Contains(id, ":kms:eu-west-1:111122223333:key/")) {
+			t.Fatalf("key %q passes the check", id)
 		}
 	})
 }
