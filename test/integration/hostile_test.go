@@ -113,19 +113,24 @@ func TestHostileClients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// alive fails t unless kseal still runs and accepts connections.
-	alive := func(t *testing.T, after string) {
-		t.Helper()
-		if err := syscall.Kill(pid, 0); err != nil {
-			t.Fatalf("kseal (pid %d) EXITED after the hostile request %s; its log ends:\n%s", pid, after, hostileTail(p.k.Logs(), 40))
-		}
+	// serving says why kseal no longer serves ("" while it does): its
+	// process is gone, or it does not answer ApiVersions on a new connection.
+	serving := func() string {
 		h, err := hwDial(p.Bootstrap)
-		if err != nil {
-			t.Fatalf("kseal no longer accepts connections after the hostile request %s: %v", after, err)
+		if err == nil {
+			o := h.apiVersions(5 * time.Second)
+			h.Close()
+			if o.Body != nil && o.Err == nil {
+				return ""
+			}
+			err = fmt.Errorf("ApiVersions: %s", o)
 		}
-		h.Close()
+		time.Sleep(200 * time.Millisecond) // a crashing process takes a moment to go
+		if kerr := syscall.Kill(pid, 0); kerr != nil {
+			return fmt.Sprintf("kseal (pid %d) EXITED; its log ends:\n%s", pid, hostileTail(p.k.Logs(), 40))
+		}
+		return fmt.Sprintf("kseal (pid %d) runs but does not serve a new connection: %v", pid, err)
 	}
-
 	// Topics, all made at once directly on the cluster: the stream's and a
 	// target for raw requests (6 partitions each), and one-partition ones
 	// for the double marker, the passthrough topic and the final check.
@@ -163,10 +168,30 @@ func TestHostileClients(t *testing.T) {
 	addr := p.Bootstrap
 	const wait = 10 * time.Second
 
+	// run runs one hostile case as a subtest, then checks that kseal
+	// survived it. If it did not, the failure names the case and kseal is
+	// started again (same ports, same config), so that the remaining cases
+	// and the final checks still run and report.
 	run := func(name string, f func(t *testing.T)) {
 		t.Run(name, f)
-		alive(t, name)
+		if why := serving(); why != "" {
+			t.Errorf("after the hostile requests of %q: %s\n(starting kseal again so the remaining checks run)", name, why)
+			_ = p.k.Stop()
+			p.k = testenv.StartKseal(t, cfg)
+			if pid, err = p.pid(); err != nil {
+				t.Fatal(err)
+			}
+			mem.follow(pid)
+		}
 		peakAfter(name)
+	}
+	// leader is kseal's address for the broker leading topic's partition:
+	// Produce must reach the leader to be written, or kseal's handling of
+	// it would be hidden behind NOT_LEADER_OR_FOLLOWER.
+	leader := func(t *testing.T, topic string, partition int32) string {
+		t.Helper()
+		id := hostileLeader(t, topic, partition)
+		return gw.BrokerAddr(id)
 	}
 
 	run("raw baseline", func(t *testing.T) {
@@ -174,7 +199,7 @@ func TestHostileClients(t *testing.T) {
 		// accepted through kseal and stored encrypted.
 		value := targetCanary + "|raw-baseline"
 		batch := hwBatch(0, 1, hwRecords(hwRecord{Key: []byte("raw"), Value: []byte(value)}))
-		o, codes := hwSendProduce(addr, hwProduce(hwPart{target, 2, batch}), wait)
+		o, codes := hwSendProduce(leader(t, target, 2), hwProduce(hwPart{target, 2, batch}), wait)
 		if !hwCodesIn(codes, 0) {
 			t.Fatalf("a well-formed raw Produce to %s[2] was not accepted: %s", target, hwDescribe(o, codes))
 		}
@@ -200,16 +225,17 @@ func TestHostileClients(t *testing.T) {
 
 	run("duplicate partitions", func(t *testing.T) {
 		before := e2eEndOffsets(t, target)
+		to := leader(t, target, 0)
 		rec := func(tag string) []byte {
 			return hwBatch(0, 1, hwRecords(hwRecord{Key: []byte("dup"), Value: []byte(targetCanary + "|dup-" + tag)}))
 		}
 		// The partition twice in one topic entry.
-		o, codes := hwSendProduce(addr, hwProduce(hwPart{target, 0, rec("a1")}, hwPart{target, 0, rec("a2")}), wait)
+		o, codes := hwSendProduce(to, hwProduce(hwPart{target, 0, rec("a1")}, hwPart{target, 0, rec("a2")}), wait)
 		checkDup(t, "twice in one topic entry", target, o, codes)
 		// The topic twice, each entry with the partition.
 		req := hwProduce(hwPart{target, 0, rec("b1")})
 		req.Topics = append(req.Topics, hwProduce(hwPart{target, 0, rec("b2")}).Topics...)
-		o, codes = hwSendProduce(addr, req, wait)
+		o, codes = hwSendProduce(to, req, wait)
 		checkDup(t, "in two topic entries", target, o, codes)
 		after := e2eEndOffsets(t, target)
 		if after[0] != before[0] {
@@ -222,7 +248,7 @@ func TestHostileClients(t *testing.T) {
 		// A COMMIT marker (key: version 0, type 1; value: version 0,
 		// coordinator epoch 0) in a transactional control batch.
 		batch := hwBatch(hwAttrControl|hwAttrTxn, 1, hwRecords(hwRecord{Key: []byte{0, 0, 0, 1}, Value: []byte{0, 0, 0, 0, 0, 0}}))
-		o, codes := hwSendProduce(addr, hwProduce(hwPart{target, 1, batch}), wait)
+		o, codes := hwSendProduce(leader(t, target, 1), hwProduce(hwPart{target, 1, batch}), wait)
 		t.Logf("control batch to %s[1]: %s", target, hwDescribe(o, codes))
 		if !o.Closed && !hwCodesIn(codes, 87) {
 			t.Errorf("hostile Produce of a control batch (attributes bit 5) to encrypted topic %s: %s; want INVALID_RECORD (87)", target, hwDescribe(o, codes))
@@ -247,7 +273,7 @@ func TestHostileClients(t *testing.T) {
 		batch := hwBatch(0, 2, hwRecords(
 			hwRecord{Key: []byte("f"), Value: []byte("innocent")},
 			hwRecord{Key: []byte("f"), Value: []byte("forged envelope"), Headers: [][2][]byte{hwMarker()}}))
-		o, codes := hwSendProduce(addr, hwProduce(hwPart{pt, 0, batch}), wait)
+		o, codes := hwSendProduce(leader(t, pt, 0), hwProduce(hwPart{pt, 0, batch}), wait)
 		t.Logf("forged marker to passthrough %s: %s", pt, hwDescribe(o, codes))
 		if !o.Closed && !hwCodesIn(codes, 87) {
 			t.Errorf("hostile Produce of a record with a %q header to PASSTHROUGH topic %s: %s; want INVALID_RECORD (87)",
@@ -348,20 +374,22 @@ func TestHostileClients(t *testing.T) {
 					what, target, hwDescribe(o, codes))
 			}
 		}
-		o, codes := hwSendProduce(addr, hwProduce(hwPart{target, 3, over}), 30*time.Second)
+		o, codes := hwSendProduce(leader(t, target, 3), hwProduce(hwPart{target, 3, over}), 30*time.Second)
 		check("one zstd bomb of 80 MiB", o, codes, false)
 		var parts []hwPart
 		for i := int32(0); i < 12; i++ {
 			parts = append(parts, hwPart{target, i, over})
 		}
-		o, codes = hwSendProduce(addr, hwProduce(parts...), 30*time.Second)
+		o, codes = hwSendProduce(leader(t, target, 0), hwProduce(parts...), 30*time.Second)
 		check("12 partitions of 80 MiB zstd bombs in one request", o, codes, true)
 		parts = parts[:0]
-		for i := int32(0); i < 8; i++ {
+		// Unfixed, each of these holds about 600 MiB in kseal (decompressed,
+		// sealed, re-encoded); four are plenty to prove a budget.
+		for i := int32(0); i < 4; i++ {
 			parts = append(parts, hwPart{target, i, under})
 		}
-		o, codes = hwSendProduce(addr, hwProduce(parts...), 30*time.Second)
-		check("8 partitions of 60 MiB zstd bombs in one request", o, codes, true)
+		o, codes = hwSendProduce(leader(t, target, 0), hwProduce(parts...), 30*time.Second)
+		check("4 partitions of 60 MiB zstd bombs in one request", o, codes, true)
 		after := e2eEndOffsets(t, target)
 		for part, off := range after {
 			if off != before[part] {
@@ -462,10 +490,17 @@ func TestHostileClients(t *testing.T) {
 		} {
 			o, codes := hwSendProduce(addr, hwProduce(hwPart{c.name, 0, batch}), wait)
 			t.Logf("Produce to topic %s: %s", c.label, hwDescribe(o, codes))
-			alive(t, "Produce to topic "+c.label)
+			if why := serving(); why != "" {
+				t.Fatalf("hostile Produce to invalid topic name %s (%s): %s", c.label, hwDescribe(o, codes), why)
+			}
 			if !o.Closed && !hwCodesIn(codes, 17) {
 				t.Errorf("hostile Produce to invalid topic name %s: %s; want INVALID_TOPIC_EXCEPTION (17) or a closed connection",
 					c.label, hwDescribe(o, codes))
+			}
+			// Checked after each name: a name that kills kseal would take
+			// the evidence of the earlier ones with it.
+			for _, bad := range hostileBadTopicLabels(hostileScrape(t, admin)) {
+				t.Errorf("after the Produce to topic %s, /metrics has a series labelled with an invalid topic name: %s", c.label, bad)
 			}
 		}
 	})
@@ -485,7 +520,9 @@ func TestHostileClients(t *testing.T) {
 	}
 
 	s.finish(60 * time.Second)
-	alive(t, "(end of test)")
+	if why := serving(); why != "" {
+		t.Errorf("at the end of the test: %s", why)
+	}
 
 	m := mem.stop()
 	t.Logf("kseal memory: baseline VmRSS %s, peak VmHWM %s, bound %s; after each case:\n  %s",
@@ -654,8 +691,19 @@ func hostileSampleMem(pid int) *hostileMem {
 	return m
 }
 
+// follow switches to a restarted kseal, keeping the peak seen so far.
+func (m *hostileMem) follow(pid int) {
+	m.mu.Lock()
+	m.pid = pid
+	m.mu.Unlock()
+	m.read()
+}
+
 func (m *hostileMem) read() {
-	st, err := hwProcStatus(m.pid, "VmRSS", "VmHWM")
+	m.mu.Lock()
+	pid := m.pid
+	m.mu.Unlock()
+	st, err := hwProcStatus(pid, "VmRSS", "VmHWM")
 	if err != nil {
 		return // the process is gone: the liveness checks say so
 	}
@@ -678,6 +726,24 @@ func (m *hostileMem) stop() hostileMemSample {
 	s := m.now()
 	m.once.Do(func() { close(m.done) })
 	return s
+}
+
+// hostileLeader is the node id leading topic's partition, asked of the
+// brokers directly.
+func hostileLeader(t *testing.T, topic string, partition int32) int32 {
+	t.Helper()
+	adm := kadm.NewClient(testenv.Kgo(t, cluster.Bootstrap))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	md, err := adm.Metadata(ctx, topic)
+	if err != nil {
+		t.Fatalf("metadata of %s: %v", topic, err)
+	}
+	p, ok := md.Topics[topic].Partitions[partition]
+	if !ok || p.Leader < 0 {
+		t.Fatalf("%s[%d] has no leader: %+v", topic, partition, md.Topics[topic])
+	}
+	return p.Leader
 }
 
 // hostileScrape returns kseal's /metrics.
