@@ -482,6 +482,7 @@ func TestHostileClients(t *testing.T) {
 
 	run("invalid topic names", func(t *testing.T) {
 		batch := hwBatch(0, 1, hwRecords(hwRecord{Key: []byte("k"), Value: []byte("hostile invalid topic")}))
+		reported := map[string]bool{}
 		for _, c := range []struct{ label, name string }{
 			{"empty", ""},
 			{`".."`, ".."},
@@ -500,6 +501,10 @@ func TestHostileClients(t *testing.T) {
 			// Checked after each name: a name that kills kseal would take
 			// the evidence of the earlier ones with it.
 			for _, bad := range hostileBadTopicLabels(hostileScrape(t, admin)) {
+				if reported[bad] {
+					continue
+				}
+				reported[bad] = true
 				t.Errorf("after the Produce to topic %s, /metrics has a series labelled with an invalid topic name: %s", c.label, bad)
 			}
 		}
