@@ -281,7 +281,7 @@ func TestHostileClients(t *testing.T) {
 		}
 		want = append(want, good(3, 3)...)
 		end := e2eEndOffsets(t, pt)[0]
-		recs, errs := e2eConsume(t, addr, int(end), 15*time.Second, []string{pt}, kgo.KeepRetryableFetchErrors())
+		recs, errs := e2eConsume(t, addr, int(end), 10*time.Second, []string{pt}, kgo.KeepRetryableFetchErrors())
 		if len(errs) > 0 {
 			t.Errorf("consumer of passthrough topic %s through kseal got errors after the forged marker: %v", pt, errs)
 		}
