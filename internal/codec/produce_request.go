@@ -216,6 +216,19 @@ func (r *ProduceRequest) Counts() (forwarded, rejected int) {
 	return len(r.parts) - rejected, rejected
 }
 
+// ForwardedSize is an upper bound of what AppendTo appends: the parsed body
+// with every replaced partition's records in place of the original (and
+// room for its length prefix to grow).
+func (r *ProduceRequest) ForwardedSize() int {
+	n := len(r.body)
+	for i := range r.parts {
+		if p := &r.parts[i]; p.replaced && !p.rejected {
+			n += len(p.newRecords) + 5
+		}
+	}
+	return n
+}
+
 // AppendTo appends the body to forward: the parsed body with replaced
 // records and without rejected partitions (and without topics left with no
 // partition). Every other byte, tagged fields included, is copied as it came.

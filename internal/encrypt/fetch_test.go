@@ -35,6 +35,14 @@ const fetchVersion = 12 // the highest Fetch version kseal forwards while encryp
 
 func newTestFilter(t testing.TB, keks ...string) *Filter {
 	t.Helper()
+	return newFilter(t, []policy.RuleConfig{{TopicRegex: ".*", KEK: "KEK-$(topicName)"}}, keks, nil)
+}
+
+// newFilter returns a filter over the local KMS (holding keks) and a real
+// DEK manager, with rules as its policy; mod, if not nil, changes its
+// options.
+func newFilter(t testing.TB, rules []policy.RuleConfig, keks []string, mod func(*Options)) *Filter {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
 	cfg := local.NewConfig()
@@ -58,11 +66,15 @@ func newTestFilter(t testing.TB, keks ...string) *Filter {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pol, err := policy.Compile(&policy.Config{Rules: []policy.RuleConfig{{TopicRegex: ".*", KEK: "KEK-$(topicName)"}}})
+	pol, err := policy.Compile(&policy.Config{Rules: rules})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return New(Options{Policy: pol, Keys: managerKeys{m}, Log: log})
+	opts := Options{Policy: pol, Keys: managerKeys{m}, Log: log}
+	if mod != nil {
+		mod(&opts)
+	}
+	return New(opts)
 }
 
 // managerKeys adapts a dek.Manager to Keys (as internal/app does).
