@@ -320,16 +320,10 @@ func TestFetchDecryptsLargeResponseAcrossPartitions(t *testing.T) {
 	}
 }
 
-func TestFetchTamperedPartitionFailsAlone(t *testing.T) {
-	f := newTestFilter(t, "KEK-orders")
-	var parts []fetchPart
-	for i := 0; i < 4; i++ {
-		set, _ := bigPartition(t, f, "orders", 12, 16, 1024)
-		parts = append(parts, fetchPart{topic: "orders", partition: int32(i), set: set})
-	}
-	// Flip a ciphertext byte in the last record of partition 2's last batch
-	// and fix the batch CRC, so only authentication can catch it.
-	set := parts[2].set
+// tamperLast flips a ciphertext byte in the last record of set's last
+// batch and fixes the batch CRC, so only authentication can catch it. It
+// returns where that batch starts.
+func tamperLast(set []byte) int {
 	last := records.NewBatchIter(set)
 	start := 0
 	for last.Next() {
@@ -337,17 +331,38 @@ func TestFetchTamperedPartitionFailsAlone(t *testing.T) {
 	}
 	set[len(set)-40] ^= 1
 	setCRC(set[start:])
+	return start
+}
+
+func TestFetchTamperedPartitionFailsAlone(t *testing.T) {
+	f := newTestFilter(t, "KEK-orders")
+	var parts []fetchPart
+	for i := 0; i < 4; i++ {
+		set, _ := bigPartition(t, f, "orders", 12, 16, 1024)
+		parts = append(parts, fetchPart{topic: "orders", partition: int32(i), set: set})
+	}
+	// Partition 2: its last batch is tampered with, the 11 before it are
+	// delivered. Partition 3: its only batch is, the partition fails.
+	tamperLast(parts[2].set)
+	one, _ := bigPartition(t, f, "orders", 1, 16, 1024)
+	tamperLast(one)
+	parts[3].set = one
 	for round := 0; round < 2; round++ {
 		resp := fetchThrough(t, f, parts)
 		for _, rp := range resp.Topics[0].Partitions {
-			if rp.Partition == 2 {
+			switch rp.Partition {
+			case 3:
 				if rp.ErrorCode != kerr.CorruptMessage.Code || len(rp.RecordBatches) != 0 {
 					t.Fatalf("tampered partition: code %d, %d bytes; want CORRUPT_MESSAGE and no records", rp.ErrorCode, len(rp.RecordBatches))
 				}
-				continue
-			}
-			if rp.ErrorCode != 0 || len(values(t, rp.RecordBatches)) != 12*16 {
-				t.Fatalf("partition %d: code %d; want its records decrypted", rp.Partition, rp.ErrorCode)
+			case 2:
+				if rp.ErrorCode != 0 || len(values(t, rp.RecordBatches)) != 11*16 {
+					t.Fatalf("partition 2: code %d; want the 11 batches before the tampered one", rp.ErrorCode)
+				}
+			default:
+				if rp.ErrorCode != 0 || len(values(t, rp.RecordBatches)) != 12*16 {
+					t.Fatalf("partition %d: code %d; want its records decrypted", rp.Partition, rp.ErrorCode)
+				}
 			}
 		}
 	}

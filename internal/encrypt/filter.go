@@ -71,6 +71,8 @@ var (
 	// request past limits.maxProduceRewriteBytes. Java producers split the
 	// batch and retry.
 	errRequestTooLarge = kerr.MessageTooLarge
+	// errInternal: a bug (a recovered panic) while decrypting a partition.
+	errInternal = kerr.UnknownServerError
 	// errBusy: limits.maxRewriteBytes stayed full for budgetWait.
 	// Retriable.
 	errBusy = kerr.RequestTimedOut
