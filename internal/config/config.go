@@ -247,9 +247,9 @@ const (
 	DefaultMaxTopicLabels           = 1000
 	// MinMaxProduceRewriteBytes keeps one ordinary batch rewritable.
 	MinMaxProduceRewriteBytes = 1 << 20
-	DefaultBrokerPortCount          = 100
-	DefaultDialTimeout              = 10 * time.Second
-	DefaultDrainTimeout             = 30 * time.Second
+	DefaultBrokerPortCount    = 100
+	DefaultDialTimeout        = 10 * time.Second
+	DefaultDrainTimeout       = 30 * time.Second
 )
 
 // Load reads, decodes, defaults and validates a config file.
