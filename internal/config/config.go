@@ -242,14 +242,18 @@ func (d Duration) Std() time.Duration { return time.Duration(d) }
 const (
 	DefaultMaxFrameBytes            = 100 << 20
 	DefaultMaxInFlightPerConnection = 128
-	DefaultMaxRewriteBytes          = 1 << 30
-	DefaultMaxProduceRewriteBytes   = 128 << 20
-	DefaultMaxTopicLabels           = 1000
+	DefaultBrokerPortCount          = 100
+	DefaultDialTimeout              = 10 * time.Second
+	DefaultDrainTimeout             = 30 * time.Second
+)
+
+// Defaults and bounds of the encryption filter's memory limits.
+const (
+	DefaultMaxRewriteBytes        = 1 << 30
+	DefaultMaxProduceRewriteBytes = 128 << 20
+	DefaultMaxTopicLabels         = 1000
 	// MinMaxProduceRewriteBytes keeps one ordinary batch rewritable.
 	MinMaxProduceRewriteBytes = 1 << 20
-	DefaultBrokerPortCount    = 100
-	DefaultDialTimeout        = 10 * time.Second
-	DefaultDrainTimeout       = 30 * time.Second
 )
 
 // Load reads, decodes, defaults and validates a config file.
