@@ -51,8 +51,12 @@ func (f *Filter) produceState(x *proxy.Exchange) *produceState {
 	}).(*produceState)
 }
 
-// maxKeptOut bounds the rewrite buffer a connection keeps between requests.
-const maxKeptOut = 4 << 20
+// maxKeptOut bounds the rewrite buffer a connection keeps between requests,
+// maxKeptPartitions the partitions its parse storage is kept for.
+const (
+	maxKeptOut        = 4 << 20
+	maxKeptPartitions = 4096
+)
 
 // partitionError is why one partition cannot be forwarded.
 type partitionError struct {
@@ -68,7 +72,15 @@ func (f *Filter) produce(ctx context.Context, x *proxy.Exchange) error {
 		// broker accepts them either. Refuse rather than forward plaintext.
 		return fmt.Errorf("produce v%d (legacy message format) refused", x.APIVersion)
 	}
+	defer func() {
+		// A request of very many partitions leaves its parse storage and
+		// duplicate check behind: do not keep them for the connection.
+		if fwd, rej := st.req.Counts(); fwd+rej > maxKeptPartitions || len(st.dups) > maxKeptPartitions {
+			st.req, st.dups = codec.ProduceRequest{}, nil
+		}
+	}()
 	if err := st.req.Parse(x.Request[x.HeaderLen:], x.APIVersion); err != nil {
+		st.req = codec.ProduceRequest{}
 		return err
 	}
 	if tp, dup := st.duplicate(); dup {
@@ -365,6 +377,13 @@ func (f *Filter) producePartition(ctx context.Context, cur *state, st *produceSt
 			return &partitionError{code: errCorrupt, reason: "corrupt", err: err}
 		}
 		st.tick.refund(bound - (len(st.out) - before))
+		if b.Codec() != records.CodecNone && st.proc.RebuiltSize() > st.proc.Codecs().MaxDecompressed() {
+			// Encryption made the batch larger than any reader through
+			// kseal (fetch decompresses within the same bound) could open.
+			st.out = st.out[:start]
+			return &partitionError{code: errRequestTooLarge, reason: "budget_request",
+				err: fmt.Errorf("batch at offset %d decompresses to %d bytes once encrypted, more than %d", b.BaseOffset, st.proc.RebuiltSize(), st.proc.Codecs().MaxDecompressed())}
+		}
 	}
 	if err := st.iter.Err(); err != nil {
 		st.out = st.out[:start]

@@ -357,3 +357,50 @@ func counterValue(t testing.TB, c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// A batch just under the decompression bound grows past it once encrypted:
+// forwarded, no consumer through kseal could read it (fetch decompresses
+// within the same bound), so it is refused instead.
+func TestProduceRefusesBatchesFetchCouldNotOpen(t *testing.T) {
+	f := newMixedFilter(t, func(o *Options) { o.MaxDecompressed = 1 << 20 })
+	vals := make([][]byte, 9000)
+	for i := range vals {
+		vals[i] = bytes.Repeat([]byte{'v'}, 100)
+	}
+	res := produceThrough(t, f, -1, []producePart{{"enc-a", 0, codecBatch(vals, records.CodecGzip)}})
+	res.wantCodes(t, map[string]*kerr.Error{"enc-a/0": kerr.MessageTooLarge})
+	// Uncompressed, fetch reads it in place: accepted.
+	if res := produceThrough(t, f, -1, []producePart{{"enc-a", 0, codecBatch(vals, records.CodecNone)}}); res.err != nil || res.local {
+		t.Fatalf("refused: %v %v", res.err, res.codes)
+	}
+}
+
+// The produce path allocates per request and per batch, never per record.
+func TestProduceAllocsDoNotGrowWithRecords(t *testing.T) {
+	f := newMixedFilter(t, nil)
+	allocs := func(n int, topic string, c records.Codec) float64 {
+		vals := make([][]byte, n)
+		for i := range vals {
+			vals[i] = []byte("value")
+		}
+		frame, hlen := produceFrame(-1, []producePart{{topic, 0, codecBatch(vals, c)}})
+		var s proxy.Standalone
+		run := func() {
+			x := s.Exchange(int16(kmsg.Produce), produceVersion, bytes.Clone(frame), hlen, nil, 0)
+			if err := f.OnRequest(context.Background(), x); err != nil || x.Local {
+				t.Fatalf("refused: %v", err)
+			}
+			s.Done(x)
+		}
+		run()
+		return testing.AllocsPerRun(20, run)
+	}
+	for _, topic := range []string{"enc-a", "plain-x"} {
+		for _, c := range []records.Codec{records.CodecNone, records.CodecLz4} {
+			small, large := allocs(10, topic, c), allocs(1000, topic, c)
+			if large > small+2 {
+				t.Errorf("%s %s: %v allocations for 10 records, %v for 1000", topic, c, small, large)
+			}
+		}
+	}
+}

@@ -63,8 +63,9 @@ type Processor struct {
 	dec    []byte // decompression buffer
 	enc    []byte // uncompressed records being rebuilt, before compression
 
-	pos  int   // parse position in data
-	idx  int32 // records parsed so far
+	pos     int   // parse position in data
+	idx     int32 // records parsed so far
+	rebuilt int   // uncompressed size of the records the last Rewrite wrote
 	rec  Record
 	hdrs []RecordHeader
 	err  error
@@ -238,6 +239,10 @@ func (p *Processor) ScanHeader(key string) (bool, error) {
 	return false, nil
 }
 
+// RebuiltSize returns the uncompressed size of the records section the last
+// successful Rewrite wrote (what a reader must decompress it to).
+func (p *Processor) RebuiltSize() int { return p.rebuilt }
+
 // Rewrite appends to dst the loaded batch rebuilt with fn applied to every
 // record, and returns the extended dst. The new batch keeps baseOffset,
 // partitionLeaderEpoch, attributes (codec, timestamp type, transactional,
@@ -293,6 +298,10 @@ func (p *Processor) Rewrite(dst []byte, fn EditFunc) ([]byte, error) {
 	p.rec = Record{} // drop references to the callback's bytes
 	if pos != len(p.data) {
 		return dst[:start], p.corrupt("%d bytes after the last record", len(p.data)-pos)
+	}
+	p.rebuilt = len(recs) - len(dst) // recs extends dst, after the header
+	if codec != CodecNone {
+		p.rebuilt = len(recs)
 	}
 	if codec == CodecNone {
 		dst = recs
