@@ -66,9 +66,9 @@ type Processor struct {
 	pos     int   // parse position in data
 	idx     int32 // records parsed so far
 	rebuilt int   // uncompressed size of the records the last Rewrite wrote
-	rec  Record
-	hdrs []RecordHeader
-	err  error
+	rec     Record
+	hdrs    []RecordHeader
+	err     error
 }
 
 // NewProcessor returns a Processor.
