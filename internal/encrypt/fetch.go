@@ -44,6 +44,10 @@ type fetchTask struct {
 	topic     string
 	partition int32
 	set       []byte
+	// encrypted: the policy encrypts the topic (not unresolved). Batches
+	// past the decompression bound are then refused; otherwise they cannot
+	// be kseal's (it refuses to write them) and are delivered as stored.
+	encrypted bool
 
 	out     []byte // the rebuilt record set, when changed
 	changed bool
@@ -148,10 +152,13 @@ func (f *Filter) fetch(ctx context.Context, x *proxy.Exchange) error {
 			st.tasks = append(st.tasks, t)
 			return
 		}
-		if cur.policy.Select(t.topic).Action == policy.Passthrough {
+		switch cur.policy.Select(t.topic).Action {
+		case policy.Passthrough:
 			// Not encrypted by policy: the consumer gets exactly what the
 			// broker holds (producers cannot plant markers there any more).
 			return
+		case policy.Encrypt:
+			t.encrypted = true
 		}
 		if !mayHoldMarker(set) {
 			return
@@ -278,7 +285,7 @@ func (f *Filter) decryptTask(ctx context.Context, cur *state, st *fetchState, wi
 			t.err = &decryptError{code: errInternal, reason: "panic", offset: -1, err: fmt.Errorf("panic: %v", r)}
 		}
 	}()
-	t.out, t.changed, t.rebuilt, t.err = f.fetchPartition(ctx, cur, st.workers[wi], out, t.topic, t.set)
+	t.out, t.changed, t.rebuilt, t.err = f.fetchPartition(ctx, cur, st.workers[wi], out, t.topic, t.set, t.encrypted)
 }
 
 // keepOutputs keeps the tasks' output buffers for the next fetch (unless
@@ -330,7 +337,7 @@ func mayHoldMarker(set []byte) bool {
 // there); only when the first batch is bad is the error returned, for the
 // caller to answer the partition with its code. Other partitions are
 // unaffected either way.
-func (f *Filter) fetchPartition(ctx context.Context, cur *state, w *fetchWorker, out []byte, topic string, set []byte) (_ []byte, changed bool, rebuilt int, _ *decryptError) {
+func (f *Filter) fetchPartition(ctx context.Context, cur *state, w *fetchWorker, out []byte, topic string, set []byte, encrypted bool) (_ []byte, changed bool, rebuilt int, _ *decryptError) {
 	building := false
 	var aadTopic string
 	// fail cuts the partition before the batch at set[at:].
@@ -358,6 +365,11 @@ func (f *Filter) fetchPartition(ctx context.Context, cur *state, w *fetchWorker,
 		has, err := false, w.proc.Reset(b)
 		if err == nil {
 			has, err = w.proc.HasHeader(recordcrypt.HeaderKey)
+		} else if !encrypted && errors.Is(err, records.ErrTooLarge) {
+			// An unresolved topic's batch too large to look into: kseal
+			// never writes one (produce refuses them), so it holds no
+			// envelope; the consumer gets it as stored.
+			err = nil
 		}
 		if err != nil {
 			// A batch kseal cannot read may hold envelopes: passing it on

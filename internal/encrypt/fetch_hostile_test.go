@@ -203,3 +203,21 @@ func TestFetchInvalidTopicFromBroker(t *testing.T) {
 		}
 	}
 }
+
+// A batch past the decompression bound on a topic no rule encrypts cannot be
+// kseal's (produce refuses to write one): it is delivered as stored. On an
+// encrypted topic it may hold envelopes: refused.
+func TestFetchTooLargeBatch(t *testing.T) {
+	f := newMixedFilter(t, func(o *Options) { o.MaxDecompressed = 1 << 20 })
+	big := zerosBatch(2<<20, records.CodecZstd)
+	resp := fetchThrough(t, f, []fetchPart{{topic: "other", partition: 0, set: big}, {topic: "other", partition: 1, set: cat(headerBatch(records.CodecLz4, "a", "b"), big)}})
+	for _, rp := range resp.Topics[0].Partitions {
+		if rp.ErrorCode != 0 || !bytes.HasSuffix(rp.RecordBatches, big) {
+			t.Fatalf("unresolved topic, partition %d: code %d", rp.Partition, rp.ErrorCode)
+		}
+	}
+	resp = fetchThrough(t, f, []fetchPart{{topic: "enc-a", partition: 0, set: big}})
+	if rp := resp.Topics[0].Partitions[0]; rp.ErrorCode != kerr.CorruptMessage.Code {
+		t.Fatalf("encrypted topic: code %d, want CORRUPT_MESSAGE", rp.ErrorCode)
+	}
+}
