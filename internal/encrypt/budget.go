@@ -87,7 +87,7 @@ func (b *Budget) acquire(ctx context.Context, n int64) bool {
 		return true
 	}
 	if n > b.max {
-		return false
+		return false // it never fits
 	}
 	deadline := time.Now().Add(budgetWait)
 	sleep := time.Millisecond
@@ -160,12 +160,26 @@ func (t *ticket) reserve(n int) error {
 	if t.err != nil {
 		return t.err
 	}
-	if !t.b.acquire(t.ctx, int64(n)) {
-		t.err = errProcessBudget
+	if !t.acquire(int64(n)) {
 		return t.err
 	}
 	t.held += int64(n)
 	return nil
+}
+
+// acquire reserves n bytes from the process, setting t.err when it cannot:
+// errProcessBudget when other requests hold the room, errRequestBudget when
+// n is more than the whole budget (waiting would never help).
+func (t *ticket) acquire(n int64) bool {
+	if t.held+n > t.b.max {
+		t.err = errRequestBudget
+		return false
+	}
+	if !t.b.acquire(t.ctx, n) {
+		t.err = errProcessBudget
+		return false
+	}
+	return true
 }
 
 // refund gives back n bytes of a charge that turned out not to be needed.
@@ -191,8 +205,7 @@ func (t *ticket) charge(n int) error {
 		t.err = errRequestBudget
 		return t.err
 	}
-	if !t.b.acquire(t.ctx, int64(n)) {
-		t.err = errProcessBudget
+	if !t.acquire(int64(n)) {
 		return t.err
 	}
 	t.used += int64(n)
@@ -223,8 +236,7 @@ func (t *ticket) reserveScratch(slot int, total int) error {
 	if need <= 0 {
 		return nil
 	}
-	if !t.b.acquire(t.ctx, need) {
-		t.err = errProcessBudget
+	if !t.acquire(need) {
 		return t.err
 	}
 	t.scratch[slot] += need

@@ -404,3 +404,15 @@ func TestProduceAllocsDoNotGrowWithRecords(t *testing.T) {
 		}
 	}
 }
+
+// A request needing more than the whole process budget can never pass:
+// MESSAGE_TOO_LARGE at once, not a retriable code after a wait.
+func TestProduceLargerThanProcessBudget(t *testing.T) {
+	f := newMixedFilter(t, func(o *Options) { o.Budget = NewBudget(1<<20, nil) })
+	startAt := time.Now()
+	res := produceThrough(t, f, -1, []producePart{{"enc-a", 0, zerosBatch(2<<20, records.CodecZstd)}})
+	res.wantCodes(t, map[string]*kerr.Error{"enc-a/0": kerr.MessageTooLarge})
+	if d := time.Since(startAt); d > budgetWait/2 {
+		t.Fatalf("refused after %v", d)
+	}
+}
