@@ -262,8 +262,8 @@ func TestBuildProduceErrorResponseEveryVersion(t *testing.T) {
 		if err := req.Parse(fix.AppendTo(nil), v); err != nil {
 			t.Fatal(err)
 		}
-		got := BuildProduceErrorResponse(nil, &req, func(pt *ProduceTopic, partition int32) int16 {
-			return int16(len(pt.Name)) + int16(partition)
+		got := BuildProduceErrorResponse(nil, &req, func(pt *ProduceTopic, p *ProducePartition) int16 {
+			return int16(len(pt.Name)) + int16(p.Partition)
 		})
 		want := kmsg.NewPtrProduceResponse()
 		want.Version = v

@@ -178,13 +178,9 @@ func (f *Filter) produce(ctx context.Context, x *proxy.Exchange) error {
 	// Refuse the whole request: refused partitions get their own code,
 	// the others a retriable one, so producers fail exactly the refused
 	// batches and send the rest again (nothing was written).
-	return f.localResponse(x, st, func(t *codec.ProduceTopic, partition int32) int16 {
-		for i := range t.Partitions {
-			if t.Partitions[i].Partition == partition {
-				if code, _, ok := t.Partitions[i].Rejected(); ok {
-					return code
-				}
-			}
+	return f.localResponse(x, st, func(_ *codec.ProduceTopic, p *codec.ProducePartition) int16 {
+		if code, _, ok := p.Rejected(); ok {
+			return code
 		}
 		return errNoKey.Code
 	})
@@ -207,10 +203,10 @@ func (f *Filter) refuseAll(x *proxy.Exchange, st *produceState, code *kerr.Error
 	if st.req.Acks == 0 {
 		return fmt.Errorf("acks=0 produce refused (%s): %w", code.Message, why)
 	}
-	return f.localResponse(x, st, func(*codec.ProduceTopic, int32) int16 { return code.Code })
+	return f.localResponse(x, st, func(*codec.ProduceTopic, *codec.ProducePartition) int16 { return code.Code })
 }
 
-func (f *Filter) localResponse(x *proxy.Exchange, st *produceState, errorFor func(t *codec.ProduceTopic, partition int32) int16) error {
+func (f *Filter) localResponse(x *proxy.Exchange, st *produceState, errorFor func(t *codec.ProduceTopic, p *codec.ProducePartition) int16) error {
 	msg, start := frame.StartResponse(x.Scratch(), x.CorrelationID, respHeaderVersion(x))
 	msg = codec.BuildProduceErrorResponse(msg, &st.req, errorFor)
 	if err := frame.FinishFrame(msg, start); err != nil {

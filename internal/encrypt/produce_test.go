@@ -419,3 +419,24 @@ func TestProduceLargerThanProcessBudget(t *testing.T) {
 		t.Fatalf("refused after %v", d)
 	}
 }
+
+// Answering a refused request was quadratic in its partitions (each answer
+// looked its partition up among all of them): 100,000 partitions took
+// seconds of CPU.
+func TestProduceRefusalLinearInPartitions(t *testing.T) {
+	f := newMixedFilter(t, nil)
+	parts := make([]producePart, 100_000)
+	for i := range parts {
+		parts[i] = producePart{"\xff", int32(i), nil}
+	}
+	frame, hlen := produceFrame(-1, parts)
+	var s proxy.Standalone
+	x := s.Exchange(int16(kmsg.Produce), produceVersion, frame, hlen, nil, 0)
+	startAt := time.Now()
+	if err := f.OnRequest(context.Background(), x); err != nil || !x.Local {
+		t.Fatalf("not refused: %v", err)
+	}
+	if d := time.Since(startAt); d > time.Second {
+		t.Fatalf("refusing 100,000 partitions took %v", d)
+	}
+}
