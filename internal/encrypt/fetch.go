@@ -156,7 +156,11 @@ func (f *Filter) fetch(ctx context.Context, x *proxy.Exchange) error {
 		case policy.Passthrough:
 			// Not encrypted by policy: the consumer gets exactly what the
 			// broker holds (producers cannot plant markers there any more).
-			return
+			// Replica topics excepted: MirrorMaker copies envelopes into
+			// them directly, whatever rule their own name matches.
+			if cur.policy.AADTopic(t.topic) == t.topic {
+				return
+			}
 		case policy.Encrypt:
 			t.encrypted = true
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/kseal/kseal/internal/kms"
+	"github.com/kseal/kseal/internal/policy"
 	"github.com/kseal/kseal/internal/proxy"
 	"github.com/kseal/kseal/internal/recordcrypt"
 	"github.com/kseal/kseal/internal/records"
@@ -219,5 +220,22 @@ func TestFetchTooLargeBatch(t *testing.T) {
 	resp = fetchThrough(t, f, []fetchPart{{topic: "enc-a", partition: 0, set: big}})
 	if rp := resp.Topics[0].Partitions[0]; rp.ErrorCode != kerr.CorruptMessage.Code {
 		t.Fatalf("encrypted topic: code %d, want CORRUPT_MESSAGE", rp.ErrorCode)
+	}
+}
+
+// A replica topic (policy replicas) holds envelopes MirrorMaker copied from
+// its origin: it is decrypted even when a passthrough rule matches its name.
+func TestFetchReplicaTopicDecryptedUnderPassthroughRule(t *testing.T) {
+	rules := []policy.RuleConfig{{TopicPrefix: "orders", KEK: "KEK-$(topicName)"}, {TopicRegex: ".*", Passthrough: true}}
+	f := newFilter(t, rules, []string{"KEK-orders"}, nil)
+	set, want := bigPartition(t, f, "orders", 1, 3, 10)
+	pol, err := policy.Compile(&policy.Config{Rules: rules, Replicas: []policy.ReplicaConfig{{TopicRegex: `source\.(.*)`, OriginTopic: "$1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Swap(pol, f.state.Load().keys)
+	resp := fetchThrough(t, f, []fetchPart{{topic: "source.orders", partition: 0, set: set}})
+	if got := values(t, resp.Topics[0].Partitions[0].RecordBatches); len(got) != len(want) || !bytes.Equal(got[0], want[0]) {
+		t.Fatalf("replica topic not decrypted: %q", got)
 	}
 }
