@@ -137,7 +137,11 @@ func (f *Filter) produce(ctx context.Context, x *proxy.Exchange) error {
 		for pi := range t.Partitions {
 			p := &t.Partitions[pi]
 			pe := idErr
-			if pe == nil {
+			if pe == nil && failed == 0 {
+				// Once one partition is refused the whole request is:
+				// the rest are not worth encrypting (they get the
+				// retriable code, and any problem of their own shows
+				// when the producer sends them again).
 				pe = f.producePartition(ctx, cur, st, topic, p)
 			}
 			if pe != nil {
