@@ -195,6 +195,11 @@ func (c *Codecs) unzstd(dst, src []byte, limit int, reserve Reserve) ([]byte, er
 		dst = slices.Grow(dst[:start], want)
 		out, err := c.zr.DecodeAll(src, dst[:start:start+want])
 		if err == nil {
+			if len(out) > 0 && &out[:1][0] == &dst[:1][0] {
+				// Decoded in place: give the caller back the buffer's whole
+				// capacity, not the window DecodeAll was limited to.
+				return dst[:len(out)], nil
+			}
 			return out, nil
 		}
 		if !errors.Is(err, zstd.ErrDecoderSizeExceeded) && !errors.Is(err, zstd.ErrWindowSizeExceeded) {
