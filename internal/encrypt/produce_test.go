@@ -440,3 +440,23 @@ func TestProduceRefusalLinearInPartitions(t *testing.T) {
 		t.Fatalf("refusing 100,000 partitions took %v", d)
 	}
 }
+
+func TestBudgetMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	b := NewBudget(1<<20, reg)
+	if !b.tryAcquire(1000) || b.tryAcquire(1<<20) {
+		t.Fatal("acquire")
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		got[mf.GetName()] = mf.GetMetric()[0].GetGauge().GetValue()
+	}
+	if got["kseal_rewrite_budget_bytes"] != 1000 || got["kseal_rewrite_budget_limit_bytes"] != 1<<20 {
+		t.Fatalf("gauges %v", got)
+	}
+	b.release(1000)
+}
