@@ -294,6 +294,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 	a := &App{cfg: cfg, log: log, km: newKMSMetrics(reg), clusters: map[string]*encCluster{}}
 	opts := map[string]proxy.ClusterOptions{}
 	encMetrics := encrypt.NewMetrics(reg)
+	budget := encrypt.NewBudget(cfg.Limits.MaxRewriteBytes, reg) // one for the process
 	for i := range cfg.VirtualClusters {
 		vc := &cfg.VirtualClusters[i]
 		if vc.Encryption == nil {
@@ -319,6 +320,10 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 			Log:        log.With("virtualCluster", vc.Name),
 			KMSTimeout: enc.DEK.KMSTimeout.Std(),
 			Metrics:    encMetrics,
+
+			Budget:                 budget,
+			MaxProduceRewriteBytes: vc.Limits.MaxProduceRewriteBytes,
+			MaxTopicLabels:         vc.Limits.MaxTopicLabels,
 		})
 		a.clusters[vc.Name] = ec
 		if reg != nil {
@@ -395,6 +400,9 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 // config and cannot be applied by Reload.
 func (a *App) restartNeeded(cfg *config.Config) error {
 	var errs config.Errors
+	if cfg.Limits != a.cfg.Limits {
+		errs = append(errs, errors.New("limits: changes need a restart"))
+	}
 	if len(cfg.VirtualClusters) != len(a.cfg.VirtualClusters) {
 		errs = append(errs, errors.New("virtualClusters: adding or removing a virtual cluster needs a restart"))
 		return errs

@@ -523,8 +523,8 @@ func TestCompressionBombRefused(t *testing.T) {
 	}
 	took := time.Since(start)
 	code := resp.Topics[0].Partitions[0].ErrorCode
-	if code != kerr.CorruptMessage.Code {
-		t.Errorf("bomb answered with %v, want CORRUPT_MESSAGE", kerr.ErrorForCode(code))
+	if code != kerr.MessageTooLarge.Code {
+		t.Errorf("bomb answered with %v, want MESSAGE_TOO_LARGE", kerr.ErrorForCode(code))
 	}
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)

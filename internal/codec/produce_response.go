@@ -17,10 +17,11 @@ const nodeEndpointsTag = 0
 // BuildProduceErrorResponse appends a Produce response body answering every
 // partition of req with the error code errorFor returns (throttle 0, offsets
 // -1, no error message), in req's version. It is how a request is refused
-// without forwarding it.
-func BuildProduceErrorResponse(dst []byte, req *ProduceRequest, errorFor func(t *ProduceTopic, partition int32) int16) []byte {
+// without forwarding it. errorFor is given the partition entry itself, so
+// answering n partitions costs O(n) whatever their numbers.
+func BuildProduceErrorResponse(dst []byte, req *ProduceRequest, errorFor func(t *ProduceTopic, p *ProducePartition) int16) []byte {
 	return req.appendResponse(dst, func(t *ProduceTopic, p *ProducePartition) (int16, string, bool) {
-		return errorFor(t, p.Partition), "", true
+		return errorFor(t, p), "", true
 	})
 }
 

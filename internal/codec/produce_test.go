@@ -2,6 +2,7 @@ package codec
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"testing"
@@ -201,6 +202,27 @@ func TestProduceHugeTagCountRejectedFast(t *testing.T) {
 	}
 }
 
+// One request of many empty partitions would parse into about 20 times its
+// size; past MaxProducePartitions it is refused before that.
+func TestProduceTooManyPartitions(t *testing.T) {
+	build := func(n int) []byte {
+		b := []byte{0xff, 0xff, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 'a'} // null txn, acks, timeout, 1 topic "a"
+		b = binary.BigEndian.AppendUint32(b, uint32(n))
+		for i := range n {
+			b = binary.BigEndian.AppendUint32(b, uint32(i))
+			b = append(b, 0xff, 0xff, 0xff, 0xff) // null records
+		}
+		return b
+	}
+	var req ProduceRequest
+	if err := req.Parse(build(MaxProducePartitions), 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := req.Parse(build(MaxProducePartitions+1), 3); !errors.Is(err, ErrTooManyPartitions) {
+		t.Fatalf("err = %v, want ErrTooManyPartitions", err)
+	}
+}
+
 func TestProduceParseReuseAllocatesNothing(t *testing.T) {
 	body := produceFixture(9).AppendTo(nil)
 	var req ProduceRequest
@@ -240,8 +262,8 @@ func TestBuildProduceErrorResponseEveryVersion(t *testing.T) {
 		if err := req.Parse(fix.AppendTo(nil), v); err != nil {
 			t.Fatal(err)
 		}
-		got := BuildProduceErrorResponse(nil, &req, func(pt *ProduceTopic, partition int32) int16 {
-			return int16(len(pt.Name)) + int16(partition)
+		got := BuildProduceErrorResponse(nil, &req, func(pt *ProduceTopic, p *ProducePartition) int16 {
+			return int16(len(pt.Name)) + int16(p.Partition)
 		})
 		want := kmsg.NewPtrProduceResponse()
 		want.Version = v

@@ -25,7 +25,16 @@ type Config struct {
 	Log             Log              `yaml:"log"`
 	Admin           Admin            `yaml:"admin"`
 	DrainTimeout    Duration         `yaml:"drainTimeout"`
+	Limits          ProcessLimits    `yaml:"limits"`
 	VirtualClusters []VirtualCluster `yaml:"virtualClusters"`
+}
+
+// ProcessLimits bound what all connections together can make the proxy
+// hold.
+type ProcessLimits struct {
+	// MaxRewriteBytes is the budget for the buffers Produce rewrites use,
+	// shared by every connection of every virtual cluster.
+	MaxRewriteBytes int64 `yaml:"maxRewriteBytes"`
 }
 
 // Log configures structured logging.
@@ -184,6 +193,12 @@ const NodeIDPlaceholder = "$(nodeId)"
 type Limits struct {
 	MaxFrameBytes            int `yaml:"maxFrameBytes"`
 	MaxInFlightPerConnection int `yaml:"maxInFlightPerConnection"`
+	// MaxProduceRewriteBytes bounds the bytes one Produce request may make
+	// the encryption filter decompress and write.
+	MaxProduceRewriteBytes int64 `yaml:"maxProduceRewriteBytes"`
+	// MaxTopicLabels caps the distinct topic label values of
+	// kseal_records_total.
+	MaxTopicLabels int `yaml:"maxTopicLabels"`
 }
 
 // Encryption is filled in by the encryption feature; its sub-trees are
@@ -230,6 +245,15 @@ const (
 	DefaultBrokerPortCount          = 100
 	DefaultDialTimeout              = 10 * time.Second
 	DefaultDrainTimeout             = 30 * time.Second
+)
+
+// Defaults and bounds of the encryption filter's memory limits.
+const (
+	DefaultMaxRewriteBytes        = 1 << 30
+	DefaultMaxProduceRewriteBytes = 128 << 20
+	DefaultMaxTopicLabels         = 1000
+	// MinMaxProduceRewriteBytes keeps one ordinary batch rewritable.
+	MinMaxProduceRewriteBytes = 1 << 20
 )
 
 // Load reads, decodes, defaults and validates a config file.
@@ -321,6 +345,15 @@ func (c *Config) applyDefaults() {
 		if vc.Limits.MaxInFlightPerConnection == 0 {
 			vc.Limits.MaxInFlightPerConnection = DefaultMaxInFlightPerConnection
 		}
+		if vc.Limits.MaxProduceRewriteBytes == 0 {
+			vc.Limits.MaxProduceRewriteBytes = DefaultMaxProduceRewriteBytes
+		}
+		if vc.Limits.MaxTopicLabels == 0 {
+			vc.Limits.MaxTopicLabels = DefaultMaxTopicLabels
+		}
+	}
+	if c.Limits.MaxRewriteBytes == 0 {
+		c.Limits.MaxRewriteBytes = DefaultMaxRewriteBytes
 	}
 }
 
@@ -349,6 +382,9 @@ func (c *Config) Validate() error {
 	var errs Errors
 	add := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if c.Limits.MaxRewriteBytes < MinMaxProduceRewriteBytes {
+		add("limits.maxRewriteBytes", "%d is too small (minimum %d)", c.Limits.MaxRewriteBytes, MinMaxProduceRewriteBytes)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
@@ -441,6 +477,14 @@ func (c *Config) Validate() error {
 		}
 		if vc.Limits.MaxInFlightPerConnection < 1 {
 			add(p+".limits.maxInFlightPerConnection", "must be at least 1")
+		}
+		if r := vc.Limits.MaxProduceRewriteBytes; r < MinMaxProduceRewriteBytes {
+			add(p+".limits.maxProduceRewriteBytes", "%d is too small (minimum %d)", r, MinMaxProduceRewriteBytes)
+		} else if r > c.Limits.MaxRewriteBytes && c.Limits.MaxRewriteBytes > 0 {
+			add(p+".limits.maxProduceRewriteBytes", "%d is more than limits.maxRewriteBytes (%d), which every request shares", r, c.Limits.MaxRewriteBytes)
+		}
+		if vc.Limits.MaxTopicLabels < 1 {
+			add(p+".limits.maxTopicLabels", "must be at least 1")
 		}
 		if vc.Encryption != nil && vc.Encryption.KMS.Type == "" {
 			add(p+".encryption.kms.type", "is required")

@@ -22,7 +22,9 @@ func TestDefaults(t *testing.T) {
 	vc := c.VirtualClusters[0]
 	if vc.Gateway.BrokerPortStart != 19093 || vc.Gateway.BrokerPortCount != DefaultBrokerPortCount ||
 		vc.Limits.MaxFrameBytes != DefaultMaxFrameBytes || vc.Gateway.AdvertisedHost != "localhost" ||
-		c.DrainTimeout.Std() != DefaultDrainTimeout || c.Log.Level != "info" {
+		c.DrainTimeout.Std() != DefaultDrainTimeout || c.Log.Level != "info" ||
+		c.Limits.MaxRewriteBytes != DefaultMaxRewriteBytes || vc.Limits.MaxProduceRewriteBytes != DefaultMaxProduceRewriteBytes ||
+		vc.Limits.MaxTopicLabels != DefaultMaxTopicLabels {
 		t.Errorf("defaults not applied: %+v %+v", c, vc)
 	}
 }
@@ -65,6 +67,14 @@ virtualClusters:
     gateway: {bootstrapPort: 19100}
 `, []string{`virtualClusters[1].name: "a" is used twice`, "virtualClusters[1].gateway: ports overlap"}},
 		{"tiny frames", good + "    limits: {maxFrameBytes: 10}\n", []string{"virtualClusters[0].limits.maxFrameBytes: 10 is too small"}},
+		{"tiny rewrite budgets", "limits: {maxRewriteBytes: 10}\n" + good + "    limits: {maxProduceRewriteBytes: 10, maxTopicLabels: -1}\n", []string{
+			"limits.maxRewriteBytes: 10 is too small",
+			"virtualClusters[0].limits.maxProduceRewriteBytes: 10 is too small",
+			"virtualClusters[0].limits.maxTopicLabels: must be at least 1",
+		}},
+		{"request budget over the process's", "limits: {maxRewriteBytes: 2097152}\n" + good + "    limits: {maxProduceRewriteBytes: 4194304}\n", []string{
+			"virtualClusters[0].limits.maxProduceRewriteBytes: 4194304 is more than limits.maxRewriteBytes",
+		}},
 		{"encryption without kms", good + "    encryption: {kms: {}}\n", []string{"virtualClusters[0].encryption.kms.type: is required"}},
 		{"empty sasl", saslDoc("{}"), []string{
 			"virtualClusters[0].upstream.sasl.mechanism: is required",

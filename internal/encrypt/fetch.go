@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 	"github.com/kseal/kseal/internal/codec"
 	"github.com/kseal/kseal/internal/dek"
 	"github.com/kseal/kseal/internal/kms"
+	"github.com/kseal/kseal/internal/policy"
 	"github.com/kseal/kseal/internal/proxy"
 	"github.com/kseal/kseal/internal/recordcrypt"
 	"github.com/kseal/kseal/internal/records"
@@ -42,6 +44,10 @@ type fetchTask struct {
 	topic     string
 	partition int32
 	set       []byte
+	// encrypted: the policy encrypts the topic (not unresolved). Batches
+	// past the decompression bound are then refused; otherwise they cannot
+	// be kseal's (it refuses to write them) and are delivered as stored.
+	encrypted bool
 
 	out     []byte // the rebuilt record set, when changed
 	changed bool
@@ -56,7 +62,8 @@ type fetchWorker struct {
 	value []byte // one decrypted value
 
 	// The last EDEK seen and its AEAD: consecutive records almost always
-	// share a DEK, so most records skip the cache lookup.
+	// share a DEK, so most records skip the cache lookup. Dropped at the
+	// start of every response (forget).
 	lastEDEK []byte
 	lastAEAD cipher.AEAD
 }
@@ -69,9 +76,19 @@ func (f *Filter) fetchState(x *proxy.Exchange) *fetchState {
 
 func (f *Filter) worker(st *fetchState, i int) *fetchWorker {
 	for len(st.workers) <= i {
-		st.workers = append(st.workers, &fetchWorker{proc: records.NewProcessor(records.WithMaxDecompressed(f.opts.MaxDecompressed))})
+		st.workers = append(st.workers, f.newWorker())
 	}
 	return st.workers[i]
+}
+
+func (f *Filter) newWorker() *fetchWorker {
+	return &fetchWorker{proc: records.NewProcessor(records.WithMaxDecompressed(f.opts.MaxDecompressed))}
+}
+
+// forget drops the worker's EDEK cache.
+func (w *fetchWorker) forget() {
+	w.lastEDEK = w.lastEDEK[:0]
+	w.lastAEAD = nil
 }
 
 // decryptError is a record that cannot be decrypted.
@@ -104,20 +121,51 @@ func (f *Filter) fetch(ctx context.Context, x *proxy.Exchange) error {
 	st.tasks = st.tasks[:0]
 	collect := func(errorCode int16, topic string, id [16]byte, partition int32, set []byte) {
 		st.ordinal++
-		if errorCode != 0 || !mayHoldMarker(set) {
+		if errorCode != 0 || len(set) == 0 {
 			return
 		}
 		t := fetchTask{ordinal: st.ordinal, topic: topic, partition: partition, set: set}
 		if topic == "" { // ShareFetch, and Fetch v13+, name topics by id
 			name, ok := x.TopicName(ctx, id)
-			if ok {
-				t.topic = name
-			} else {
+			if !ok {
 				// Without the name there is no binding to check: refuse the
 				// records rather than pass ciphertext on.
+				if !mayHoldMarker(set) {
+					return
+				}
 				t.topic = fmt.Sprintf("%x", id)
 				t.err = &decryptError{code: errUnknownTopicID, reason: "unknown_topic_id", offset: -1, err: errNoTopicName}
+				st.tasks = append(st.tasks, t)
+				return
 			}
+			t.topic = name
+		}
+		if !validTopic(t.topic) {
+			// Brokers send valid names; one that is not never reaches the
+			// policy, a label or a log line as it is.
+			if !mayHoldMarker(set) {
+				return
+			}
+			t.err = &decryptError{code: errInvalidTopic, reason: "invalid_topic", offset: -1,
+				err: fmt.Errorf("the broker names topic %s", logTopic(t.topic))}
+			t.topic = "<invalid>"
+			st.tasks = append(st.tasks, t)
+			return
+		}
+		switch cur.policy.Select(t.topic).Action {
+		case policy.Passthrough:
+			// Not encrypted by policy: the consumer gets exactly what the
+			// broker holds (producers cannot plant markers there any more).
+			// Replica topics excepted: MirrorMaker copies envelopes into
+			// them directly, whatever rule their own name matches.
+			if cur.policy.AADTopic(t.topic) == t.topic {
+				return
+			}
+		case policy.Encrypt:
+			t.encrypted = true
+		}
+		if !mayHoldMarker(set) {
+			return
 		}
 		st.tasks = append(st.tasks, t)
 	}
@@ -197,10 +245,12 @@ func (f *Filter) decryptTasks(ctx context.Context, cur *state, st *fetchState) {
 		n = 1
 	}
 	for i := 0; i < n; i++ {
-		f.worker(st, i)
+		// The EDEK cache never outlives a response: a reload (Swap) or a
+		// revoked key takes effect at the connection's next fetch.
+		f.worker(st, i).forget()
 	}
 	var next atomic.Int32
-	run := func(w *fetchWorker) {
+	run := func(wi int) {
 		for {
 			i := int(next.Add(1)) - 1
 			if i >= len(st.tasks) {
@@ -208,25 +258,44 @@ func (f *Filter) decryptTasks(ctx context.Context, cur *state, st *fetchState) {
 			}
 			t := &st.tasks[i]
 			if t.err == nil {
-				t.out, t.changed, t.rebuilt, t.err = f.fetchPartition(ctx, cur, w, st.outs[i][:0], t.topic, t.set)
+				f.decryptTask(ctx, cur, st, wi, t, st.outs[i][:0])
 			}
 		}
 	}
 	if n == 1 {
-		run(st.workers[0])
+		run(0)
 		return
 	}
 	var wg sync.WaitGroup
 	for i := 1; i < n; i++ {
-		wg.Go(func() { run(st.workers[i]) })
+		wg.Go(func() { run(i) })
 	}
-	run(st.workers[0])
+	run(0)
 	wg.Wait()
+}
+
+// decryptTask runs fetchPartition for t with worker wi. A panic (a bug
+// kseal must survive: a goroutine's panic cannot be recovered by the
+// connection) fails that partition alone, and the worker, whose state it
+// may have left half-changed, is replaced.
+func (f *Filter) decryptTask(ctx context.Context, cur *state, st *fetchState, wi int, t *fetchTask, out []byte) {
+	defer func() {
+		if r := recover(); r != nil {
+			f.m.errors.WithLabelValues("fetch", "panic").Inc()
+			f.log.Error("panic while decrypting a fetched partition: partition answered with an error",
+				"topic", t.topic, "partition", t.partition, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			st.workers[wi] = f.newWorker()
+			t.out, t.changed, t.rebuilt = nil, false, 0
+			t.err = &decryptError{code: errInternal, reason: "panic", offset: -1, err: fmt.Errorf("panic: %v", r)}
+		}
+	}()
+	t.out, t.changed, t.rebuilt, t.err = f.fetchPartition(ctx, cur, st.workers[wi], out, t.topic, t.set, t.encrypted)
 }
 
 // keepOutputs keeps the tasks' output buffers for the next fetch (unless
 // huge), once the walk has copied them into the response.
 func (f *Filter) keepOutputs(st *fetchState) {
+	kept := 0
 	for i := range st.tasks {
 		t := &st.tasks[i]
 		if cap(t.out) > 0 && cap(t.out) <= maxKeptBuffer { // failed ones too
@@ -234,10 +303,21 @@ func (f *Filter) keepOutputs(st *fetchState) {
 		}
 		*t = fetchTask{}
 	}
+	// Bound the total too: a response of many partitions must not leave
+	// the connection holding a buffer for each.
+	for i := range st.outs {
+		if kept += cap(st.outs[i]); kept > maxKeptBuffers {
+			st.outs[i] = nil
+		}
+	}
 }
 
-// maxKeptBuffer bounds the buffers a connection keeps between fetches.
-const maxKeptBuffer = 4 << 20
+// maxKeptBuffer bounds each buffer a connection keeps between fetches, and
+// maxKeptBuffers their sum.
+const (
+	maxKeptBuffer  = 4 << 20
+	maxKeptBuffers = 16 << 20
+)
 
 // partitionSetter is the part of codec.FetchPartition and
 // codec.ShareFetchPartition the decrypt stage changes.
@@ -255,12 +335,26 @@ func mayHoldMarker(set []byte) bool {
 
 // fetchPartition decrypts a partition's encrypted records into out. Batches
 // with no encrypted record are copied as they came, never re-encoded; if no
-// batch has one, changed is false and the partition stays as it is. A
-// partition that cannot be decrypted returns an error, for the caller to
-// answer it with an error code; the others are unaffected.
-func (f *Filter) fetchPartition(ctx context.Context, cur *state, w *fetchWorker, out []byte, topic string, set []byte) (_ []byte, changed bool, rebuilt int, _ *decryptError) {
+// batch has one, changed is false and the partition stays as it is. When a
+// batch cannot be read or decrypted, the batches before it are delivered
+// (the consumer's next fetch starts at the bad batch and gets the error
+// there); only when the first batch is bad is the error returned, for the
+// caller to answer the partition with its code. Other partitions are
+// unaffected either way.
+func (f *Filter) fetchPartition(ctx context.Context, cur *state, w *fetchWorker, out []byte, topic string, set []byte, encrypted bool) (_ []byte, changed bool, rebuilt int, _ *decryptError) {
 	building := false
 	var aadTopic string
+	// fail cuts the partition before the batch at set[at:].
+	fail := func(at int, e *decryptError) ([]byte, bool, int, *decryptError) {
+		if at == 0 {
+			return out, false, 0, e
+		}
+		if !building {
+			out = append(out, set[:at]...)
+		}
+		f.logTruncated(topic, e)
+		return out, true, rebuilt, nil
+	}
 	w.iter.Reset(set)
 	for w.iter.Next() {
 		b := w.iter.Batch()
@@ -275,11 +369,16 @@ func (f *Filter) fetchPartition(ctx context.Context, cur *state, w *fetchWorker,
 		has, err := false, w.proc.Reset(b)
 		if err == nil {
 			has, err = w.proc.HasHeader(recordcrypt.HeaderKey)
+		} else if !encrypted && errors.Is(err, records.ErrTooLarge) {
+			// An unresolved topic's batch too large to look into: kseal
+			// never writes one (produce refuses them), so it holds no
+			// envelope; the consumer gets it as stored.
+			err = nil
 		}
 		if err != nil {
 			// A batch kseal cannot read may hold envelopes: passing it on
 			// would hand ciphertext to the consumer as if it were the value.
-			return out, false, 0, &decryptError{code: errTampered, reason: "corrupt", offset: b.BaseOffset, err: err}
+			return fail(w.iter.Offset(), &decryptError{code: errTampered, reason: "corrupt", offset: b.BaseOffset, err: err})
 		}
 		if !has {
 			if building {
@@ -304,11 +403,27 @@ func (f *Filter) fetchPartition(ctx context.Context, cur *state, w *fetchWorker,
 			if derr == nil {
 				derr = &decryptError{code: errTampered, reason: "corrupt", offset: b.BaseOffset, err: err}
 			}
-			return out, false, 0, derr
+			return fail(w.iter.Offset(), derr)
 		}
 		rebuilt++
 	}
+	if err := w.iter.Err(); err != nil {
+		// A malformed entry: like a batch that cannot be read.
+		return fail(w.iter.Offset(), &decryptError{code: errTampered, reason: "corrupt", offset: -1, err: err})
+	}
 	return out, building, rebuilt, nil
+}
+
+// logTruncated logs a partition delivered only up to a batch that cannot
+// be decrypted (rate-limited like failPartition's lines).
+func (f *Filter) logTruncated(topic string, e *decryptError) {
+	suppressed, ok := f.logLimit.allow(topic, -2, time.Now())
+	if !ok {
+		return
+	}
+	f.log.Warn("cannot decrypt a fetched batch: records before it delivered, the consumer gets the error when it fetches from there",
+		"topic", topic, "batchOffset", e.offset, "kek", e.kek, "dek", e.dekID.String(),
+		"error", e.code.Message, "reason", e.err.Error(), "suppressedSinceLast", suppressed)
 }
 
 // anyCompressed reports whether a batch of a record set is compressed (then
@@ -380,11 +495,12 @@ func (l *logLimiter) allow(topic string, partition int32, now time.Time) (int, b
 }
 
 func (f *Filter) decryptRecord(ctx context.Context, cur *state, st *fetchWorker, aadTopic string, base int64, r *records.Record) *decryptError {
-	i := -1
+	i, markers := -1, 0
 	for j := range r.Headers {
 		if string(r.Headers[j].Key) == recordcrypt.HeaderKey {
-			i = j
-			break
+			if markers++; i < 0 {
+				i = j
+			}
 		}
 	}
 	if i < 0 {
@@ -393,6 +509,10 @@ func (f *Filter) decryptRecord(ctx context.Context, cur *state, st *fetchWorker,
 	offset := base + int64(r.OffsetDelta)
 	fail := func(code *kerr.Error, reason string, err error) *decryptError {
 		return &decryptError{code: code, reason: reason, offset: offset, err: err}
+	}
+	if markers > 1 {
+		// kseal writes one; a second would reach the consumer (docs/format.md).
+		return fail(errTampered, "tampered", fmt.Errorf("record at offset %d has %d %q headers", offset, markers, recordcrypt.HeaderKey))
 	}
 	if r.Value == nil {
 		return fail(errTampered, "tampered", errors.New("marker header on a null value"))

@@ -35,6 +35,14 @@ const fetchVersion = 12 // the highest Fetch version kseal forwards while encryp
 
 func newTestFilter(t testing.TB, keks ...string) *Filter {
 	t.Helper()
+	return newFilter(t, []policy.RuleConfig{{TopicRegex: ".*", KEK: "KEK-$(topicName)"}}, keks, nil)
+}
+
+// newFilter returns a filter over the local KMS (holding keks) and a real
+// DEK manager, with rules as its policy; mod, if not nil, changes its
+// options.
+func newFilter(t testing.TB, rules []policy.RuleConfig, keks []string, mod func(*Options)) *Filter {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
 	cfg := local.NewConfig()
@@ -58,11 +66,15 @@ func newTestFilter(t testing.TB, keks ...string) *Filter {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pol, err := policy.Compile(&policy.Config{Rules: []policy.RuleConfig{{TopicRegex: ".*", KEK: "KEK-$(topicName)"}}})
+	pol, err := policy.Compile(&policy.Config{Rules: rules})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return New(Options{Policy: pol, Keys: managerKeys{m}, Log: log})
+	opts := Options{Policy: pol, Keys: managerKeys{m}, Log: log}
+	if mod != nil {
+		mod(&opts)
+	}
+	return New(opts)
 }
 
 // managerKeys adapts a dek.Manager to Keys (as internal/app does).
@@ -308,16 +320,10 @@ func TestFetchDecryptsLargeResponseAcrossPartitions(t *testing.T) {
 	}
 }
 
-func TestFetchTamperedPartitionFailsAlone(t *testing.T) {
-	f := newTestFilter(t, "KEK-orders")
-	var parts []fetchPart
-	for i := 0; i < 4; i++ {
-		set, _ := bigPartition(t, f, "orders", 12, 16, 1024)
-		parts = append(parts, fetchPart{topic: "orders", partition: int32(i), set: set})
-	}
-	// Flip a ciphertext byte in the last record of partition 2's last batch
-	// and fix the batch CRC, so only authentication can catch it.
-	set := parts[2].set
+// tamperLast flips a ciphertext byte in the last record of set's last
+// batch and fixes the batch CRC, so only authentication can catch it. It
+// returns where that batch starts.
+func tamperLast(set []byte) int {
 	last := records.NewBatchIter(set)
 	start := 0
 	for last.Next() {
@@ -325,17 +331,38 @@ func TestFetchTamperedPartitionFailsAlone(t *testing.T) {
 	}
 	set[len(set)-40] ^= 1
 	setCRC(set[start:])
+	return start
+}
+
+func TestFetchTamperedPartitionFailsAlone(t *testing.T) {
+	f := newTestFilter(t, "KEK-orders")
+	var parts []fetchPart
+	for i := 0; i < 4; i++ {
+		set, _ := bigPartition(t, f, "orders", 12, 16, 1024)
+		parts = append(parts, fetchPart{topic: "orders", partition: int32(i), set: set})
+	}
+	// Partition 2: its last batch is tampered with, the 11 before it are
+	// delivered. Partition 3: its only batch is, the partition fails.
+	tamperLast(parts[2].set)
+	one, _ := bigPartition(t, f, "orders", 1, 16, 1024)
+	tamperLast(one)
+	parts[3].set = one
 	for round := 0; round < 2; round++ {
 		resp := fetchThrough(t, f, parts)
 		for _, rp := range resp.Topics[0].Partitions {
-			if rp.Partition == 2 {
+			switch rp.Partition {
+			case 3:
 				if rp.ErrorCode != kerr.CorruptMessage.Code || len(rp.RecordBatches) != 0 {
 					t.Fatalf("tampered partition: code %d, %d bytes; want CORRUPT_MESSAGE and no records", rp.ErrorCode, len(rp.RecordBatches))
 				}
-				continue
-			}
-			if rp.ErrorCode != 0 || len(values(t, rp.RecordBatches)) != 12*16 {
-				t.Fatalf("partition %d: code %d; want its records decrypted", rp.Partition, rp.ErrorCode)
+			case 2:
+				if rp.ErrorCode != 0 || len(values(t, rp.RecordBatches)) != 11*16 {
+					t.Fatalf("partition 2: code %d; want the 11 batches before the tampered one", rp.ErrorCode)
+				}
+			default:
+				if rp.ErrorCode != 0 || len(values(t, rp.RecordBatches)) != 12*16 {
+					t.Fatalf("partition %d: code %d; want its records decrypted", rp.Partition, rp.ErrorCode)
+				}
 			}
 		}
 	}

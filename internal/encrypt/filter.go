@@ -59,6 +59,23 @@ var (
 	errUnknownTopicID = kerr.UnknownTopicID
 	// errFetchKMS: fetch needs a DEK the KMS cannot give now. Retriable.
 	errFetchKMS = kerr.KafkaStorageError
+	// errInvalidTopic: a topic name that breaks Kafka's rules.
+	errInvalidTopic = kerr.InvalidTopicException
+	// errDuplicate: a Produce request naming a partition twice (every
+	// partition of the request gets it).
+	errDuplicate = kerr.InvalidRequest
+	// errControlBatch: a client's batch with the control bit set on an
+	// encrypted topic.
+	errControlBatch = kerr.InvalidRecord
+	// errRequestTooLarge: a batch past the decompression bound, or a
+	// request past limits.maxProduceRewriteBytes. Java producers split the
+	// batch and retry.
+	errRequestTooLarge = kerr.MessageTooLarge
+	// errInternal: a bug (a recovered panic) while decrypting a partition.
+	errInternal = kerr.UnknownServerError
+	// errBusy: limits.maxRewriteBytes stayed full for budgetWait.
+	// Retriable.
+	errBusy = kerr.RequestTimedOut
 )
 
 // Options configure a Filter.
@@ -70,15 +87,26 @@ type Options struct {
 	KMSTimeout time.Duration
 	// MaxDecompressed bounds the decompressed size of one batch.
 	MaxDecompressed int
-	Metrics         *Metrics
+	// MaxProduceRewriteBytes bounds what one Produce request may make the
+	// filter decompress and write (DefaultMaxProduceRewriteBytes if 0).
+	MaxProduceRewriteBytes int64
+	// Budget is the process-wide budget for rewrite buffers, shared by all
+	// filters (nil: a default one, DefaultMaxRewriteBytes, shared too).
+	Budget *Budget
+	// MaxTopicLabels caps the distinct topic label values of
+	// kseal_records_total (DefaultMaxTopicLabels if 0). Metrics shared by
+	// several filters take the last one's.
+	MaxTopicLabels int
+	Metrics        *Metrics
 }
 
 // Filter is the encryption filter; one per virtual cluster.
 type Filter struct {
-	opts  Options
-	log   *slog.Logger
-	m     *Metrics
-	state atomic.Pointer[state]
+	opts   Options
+	log    *slog.Logger
+	m      *Metrics
+	budget *Budget
+	state  atomic.Pointer[state]
 
 	logLimit logLimiter
 }
@@ -106,7 +134,16 @@ func New(opts Options) *Filter {
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics(nil)
 	}
-	f := &Filter{opts: opts, log: opts.Log, m: opts.Metrics}
+	if opts.MaxProduceRewriteBytes <= 0 {
+		opts.MaxProduceRewriteBytes = DefaultMaxProduceRewriteBytes
+	}
+	if opts.Budget == nil {
+		opts.Budget = defaultBudget
+	}
+	if opts.MaxTopicLabels > 0 {
+		opts.Metrics.topics.max.Store(int64(opts.MaxTopicLabels))
+	}
+	f := &Filter{opts: opts, log: opts.Log, m: opts.Metrics, budget: opts.Budget}
 	f.Swap(opts.Policy, opts.Keys)
 	return f
 }

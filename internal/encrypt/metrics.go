@@ -7,8 +7,12 @@ type Metrics struct {
 	records *prometheus.CounterVec
 	errors  *prometheus.CounterVec
 	batches *prometheus.CounterVec
+	budget  *prometheus.CounterVec
 
+	topics           *topicLabels
 	decryptedBatches prometheus.Counter
+	requestRefusals  prometheus.Counter
+	processRefusals  prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -17,7 +21,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		records: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kseal_records_total",
-			Help: "Records seen by the encryption filter, by topic and outcome (encrypted, plaintext on produce; decrypted, plaintext on fetch).",
+			Help: "Records produced through the encryption filter, by topic (at most maxTopicLabels topics, the rest as \"<other>\") and outcome (encrypted, plaintext).",
 		}, []string{"topic", "direction", "outcome"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kseal_encryption_errors_total",
@@ -27,11 +31,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "kseal_fetch_batches_total",
 			Help: "Fetched record batches rebuilt with their records decrypted.",
 		}, []string{"outcome"}),
+		budget: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kseal_budget_refusals_total",
+			Help: "Produce requests refused for memory: scope request (over limits.maxProduceRewriteBytes) or process (limits.maxRewriteBytes in use by other requests).",
+		}, []string{"scope"}),
 	}
+	m.topics = newTopicLabels(m.records)
 	m.decryptedBatches = m.batches.WithLabelValues("decrypted")
-	m.decryptedBatches = m.batches.WithLabelValues("decrypted")
+	m.requestRefusals = m.budget.WithLabelValues("request")
+	m.processRefusals = m.budget.WithLabelValues("process")
 	if reg != nil {
-		reg.MustRegister(m.records, m.errors, m.batches)
+		reg.MustRegister(m.records, m.errors, m.batches, m.budget)
 	}
 	return m
 }

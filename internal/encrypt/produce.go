@@ -1,9 +1,14 @@
 package encrypt
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
@@ -26,6 +31,16 @@ type produceState struct {
 	proc  *records.Processor
 	out   []byte // every rewritten partition's record set, back to back
 	value []byte // one sealed value
+	tick  ticket
+	dups  []topicPartition
+}
+
+// topicPartition identifies a partition of a Produce request, for the
+// duplicate check.
+type topicPartition struct {
+	topic     []byte
+	id        [16]byte
+	partition int32
 }
 
 var produceStateKey = new(int)
@@ -35,6 +50,13 @@ func (f *Filter) produceState(x *proxy.Exchange) *produceState {
 		return &produceState{proc: records.NewProcessor(records.WithMaxDecompressed(f.opts.MaxDecompressed))}
 	}).(*produceState)
 }
+
+// maxKeptOut bounds the rewrite buffer a connection keeps between requests,
+// maxKeptPartitions the partitions its parse storage is kept for.
+const (
+	maxKeptOut        = 4 << 20
+	maxKeptPartitions = 4096
+)
 
 // partitionError is why one partition cannot be forwarded.
 type partitionError struct {
@@ -50,56 +72,109 @@ func (f *Filter) produce(ctx context.Context, x *proxy.Exchange) error {
 		// broker accepts them either. Refuse rather than forward plaintext.
 		return fmt.Errorf("produce v%d (legacy message format) refused", x.APIVersion)
 	}
+	defer func() {
+		// A request of very many partitions leaves its parse storage and
+		// duplicate check behind: do not keep them for the connection.
+		if fwd, rej := st.req.Counts(); fwd+rej > maxKeptPartitions || len(st.dups) > maxKeptPartitions {
+			st.req, st.dups = codec.ProduceRequest{}, nil
+		}
+	}()
 	if err := st.req.Parse(x.Request[x.HeaderLen:], x.APIVersion); err != nil {
+		st.req = codec.ProduceRequest{}
 		return err
+	}
+	if tp, dup := st.duplicate(); dup {
+		// Kafka answers one partition once: a request naming a partition
+		// twice cannot be answered partition by partition, and would let one
+		// request make kseal rewrite the same partition again and again.
+		return f.refuseAll(x, st, errDuplicate, fmt.Errorf("topic %s partition %d appears more than once", logTopic(tp.topic), tp.partition))
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.opts.KMSTimeout)
 	defer cancel()
 
 	cur := f.state.Load()
 	st.out = st.out[:0]
+	st.tick.begin(ctx, f.budget, f.opts.MaxProduceRewriteBytes)
+	st.proc.SetLimit(0, st.tick.reserveFn)
+	defer func() {
+		st.tick.end()
+		st.proc.SetLimit(0, nil)
+		if cap(st.out) > maxKeptOut {
+			st.out = nil
+		}
+	}()
 	failed := 0
 	var firstErr *partitionError
+	var firstTopic string
+	var firstPartition int32
 	for ti := range st.req.Topics {
 		t := &st.req.Topics[ti]
-		topic := string(t.Name) // one small allocation per topic, not per record
+		var topic string
 		var idErr *partitionError
-		if t.Name == nil {
+		switch {
+		case t.Name == nil:
 			// Produce v13 names topics by id. kseal does not advertise it, but
 			// a client may send it anyway: without the name neither policy nor
 			// binding can be applied, so refuse rather than pass it on.
 			name, ok := x.TopicName(ctx, t.ID)
-			if !ok {
+			switch {
+			case !ok:
 				idErr = &partitionError{code: errUnknownTopicID, reason: "unknown_topic_id",
 					err: fmt.Errorf("topic id %x not found in the cluster's metadata", t.ID)}
+			case !validTopic(name):
+				idErr = &partitionError{code: errInvalidTopic, reason: "invalid_topic",
+					err: fmt.Errorf("topic id %x resolves to the invalid name %s", t.ID, logTopic(name))}
 			}
 			topic = name
+		case !validTopic(t.Name):
+			// Checked before the name is used at all: policy, metric
+			// labels and log lines only ever see valid names.
+			idErr = &partitionError{code: errInvalidTopic, reason: "invalid_topic",
+				err: fmt.Errorf("invalid topic name %s", logTopic(t.Name))}
+		default:
+			topic = string(t.Name) // one small allocation per topic, not per record
 		}
 		for pi := range t.Partitions {
 			p := &t.Partitions[pi]
 			pe := idErr
-			if pe == nil {
+			if pe == nil && failed == 0 {
+				// Once one partition is refused the whole request is:
+				// the rest are not worth encrypting (they get the
+				// retriable code, and any problem of their own shows
+				// when the producer sends them again).
 				pe = f.producePartition(ctx, cur, st, topic, p)
 			}
 			if pe != nil {
 				failed++
 				p.Reject(pe.code.Code, pe.code.Message)
 				f.m.errors.WithLabelValues("produce", pe.reason).Inc()
-				f.log.Warn("produce refused", "topic", topic, "partition", p.Partition,
-					"error", pe.code.Message, "reason", pe.err.Error())
+				switch pe.reason {
+				case "budget_request":
+					f.m.requestRefusals.Inc()
+				case "budget_process":
+					f.m.processRefusals.Inc()
+				}
 				if firstErr == nil {
-					firstErr = pe
+					firstErr, firstTopic, firstPartition = pe, logTopic(t.Name), p.Partition
+					if t.Name == nil {
+						firstTopic = logTopic(topic)
+					}
 				}
 			}
 		}
 	}
 	if failed == 0 {
 		if st.req.Changed() {
+			// The rebuilt request is one more copy: reserve it too.
+			if err := st.tick.reserve(st.req.ForwardedSize()); err != nil {
+				return f.refuseAll(x, st, budgetCode(err), err)
+			}
 			out := append(x.Scratch(), x.Request[:x.HeaderLen]...)
 			x.Request = st.req.AppendTo(out)
 		}
 		return nil
 	}
+	f.logRefusal(firstTopic, firstPartition, firstErr, failed)
 	if st.req.Acks == 0 {
 		// No response can carry the error: closing is the only refusal.
 		return fmt.Errorf("acks=0 produce refused (%s): %w", firstErr.code.Message, firstErr.err)
@@ -107,23 +182,89 @@ func (f *Filter) produce(ctx context.Context, x *proxy.Exchange) error {
 	// Refuse the whole request: refused partitions get their own code,
 	// the others a retriable one, so producers fail exactly the refused
 	// batches and send the rest again (nothing was written).
-	msg, start := frame.StartResponse(x.Scratch(), x.CorrelationID, respHeaderVersion(x))
-	msg = codec.BuildProduceErrorResponse(msg, &st.req, func(t *codec.ProduceTopic, partition int32) int16 {
-		for i := range t.Partitions {
-			if t.Partitions[i].Partition == partition {
-				if code, _, ok := t.Partitions[i].Rejected(); ok {
-					return code
-				}
-			}
+	return f.localResponse(x, st, func(_ *codec.ProduceTopic, p *codec.ProducePartition) int16 {
+		if code, _, ok := p.Rejected(); ok {
+			return code
 		}
 		return errNoKey.Code
 	})
+}
+
+// refuseAll answers every partition of the request with code (or, with
+// acks=0, closes the connection).
+func (f *Filter) refuseAll(x *proxy.Exchange, st *produceState, code *kerr.Error, why error) error {
+	reason := "duplicate_partition"
+	switch code {
+	case errRequestTooLarge:
+		reason = "budget_request"
+		f.m.requestRefusals.Inc()
+	case errBusy:
+		reason = "budget_process"
+		f.m.processRefusals.Inc()
+	}
+	f.m.errors.WithLabelValues("produce", reason).Inc()
+	f.logRefusal("", -1, &partitionError{code: code, reason: reason, err: why}, -1)
+	if st.req.Acks == 0 {
+		return fmt.Errorf("acks=0 produce refused (%s): %w", code.Message, why)
+	}
+	return f.localResponse(x, st, func(*codec.ProduceTopic, *codec.ProducePartition) int16 { return code.Code })
+}
+
+func (f *Filter) localResponse(x *proxy.Exchange, st *produceState, errorFor func(t *codec.ProduceTopic, p *codec.ProducePartition) int16) error {
+	msg, start := frame.StartResponse(x.Scratch(), x.CorrelationID, respHeaderVersion(x))
+	msg = codec.BuildProduceErrorResponse(msg, &st.req, errorFor)
 	if err := frame.FinishFrame(msg, start); err != nil {
 		return err
 	}
 	x.Response = msg[frame.SizeLen:]
 	x.Local = true
 	return nil
+}
+
+// logRefusal logs a refused request: one line naming its first refused
+// partition, at most once per logEvery for that topic-partition (a client
+// may send refused requests in a loop).
+func (f *Filter) logRefusal(topic string, partition int32, pe *partitionError, refused int) {
+	suppressed, ok := f.logLimit.allow(topic, partition, time.Now())
+	if !ok {
+		return
+	}
+	args := []any{"error", pe.code.Message, "reason", pe.err.Error(), "suppressedSinceLast", suppressed}
+	if topic != "" {
+		args = append(args, "topic", topic, "partition", partition, "refusedPartitions", refused)
+	}
+	f.log.Warn("produce refused", args...)
+}
+
+// duplicate reports a topic-partition the request names twice. It sorts a
+// reused slice: no allocation in the steady state.
+func (st *produceState) duplicate() (topicPartition, bool) {
+	st.dups = st.dups[:0]
+	for i := range st.req.Topics {
+		t := &st.req.Topics[i]
+		for j := range t.Partitions {
+			st.dups = append(st.dups, topicPartition{topic: t.Name, id: t.ID, partition: t.Partitions[j].Partition})
+		}
+	}
+	if len(st.dups) < 2 {
+		return topicPartition{}, false
+	}
+	order := func(a, b topicPartition) int {
+		if c := bytes.Compare(a.topic, b.topic); c != 0 {
+			return c
+		}
+		if c := bytes.Compare(a.id[:], b.id[:]); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.partition, b.partition)
+	}
+	slices.SortFunc(st.dups, order)
+	for i := 1; i < len(st.dups); i++ {
+		if order(st.dups[i-1], st.dups[i]) == 0 {
+			return st.dups[i], true
+		}
+	}
+	return topicPartition{}, false
 }
 
 func respHeaderVersion(x *proxy.Exchange) int8 {
@@ -140,14 +281,19 @@ func (f *Filter) producePartition(ctx context.Context, cur *state, st *produceSt
 	sel := cur.policy.Select(topic)
 	switch sel.Action {
 	case policy.Passthrough:
-		f.countPlain(topic, p.Records)
-		return nil
+		return f.passPlain(st, topic, p.Records)
 	case policy.Unresolved:
-		return f.unresolved(cur, topic, p.Records, "no policy rule matches")
+		if pe := f.unresolved(cur, topic, p.Records, "no policy rule matches"); pe != nil {
+			return pe
+		}
+		return f.passPlain(st, topic, p.Records)
 	}
 	kek, err := cur.keys.Resolve(ctx, sel.KEK)
 	if errors.Is(err, kms.ErrKeyNotFound) {
-		return f.unresolved(cur, topic, p.Records, fmt.Sprintf("KEK %q does not exist", sel.KEK))
+		if pe := f.unresolved(cur, topic, p.Records, fmt.Sprintf("KEK %q does not exist", sel.KEK)); pe != nil {
+			return pe
+		}
+		return f.passPlain(st, topic, p.Records)
 	}
 	if err != nil {
 		return &partitionError{code: errNoKey, reason: "kms", err: fmt.Errorf("resolve KEK %q: %w", sel.KEK, err)}
@@ -169,10 +315,26 @@ func (f *Filter) producePartition(ctx context.Context, cur *state, st *produceSt
 			}
 			return &partitionError{code: errCorrupt, reason: "corrupt", err: errors.New("truncated record batch")}
 		}
-		if err := st.proc.Reset(b); err != nil {
+		if b.Control() {
+			// Control batches are the broker's (transaction markers); one
+			// from a client would be copied unencrypted, so refuse it.
 			st.out = st.out[:start]
-			return &partitionError{code: errCorrupt, reason: "corrupt", err: err}
+			return &partitionError{code: errControlBatch, reason: "control_batch", err: fmt.Errorf("batch at offset %d has the control bit set", b.BaseOffset)}
 		}
+		if pe := f.loadBatch(st, b); pe != nil {
+			st.out = st.out[:start]
+			return pe
+		}
+		rebuild, bound := rewriteBound(st.proc, key)
+		if err := st.tick.reserveScratch(scratchRebuild, rebuild); err != nil {
+			st.out = st.out[:start]
+			return budgetError(err)
+		}
+		if err := st.tick.charge(bound); err != nil {
+			st.out = st.out[:start]
+			return budgetError(err)
+		}
+		before := len(st.out)
 		var sealErr, forged error
 		st.out, err = st.proc.Rewrite(st.out, func(r *records.Record) error {
 			for i := range r.Headers {
@@ -214,34 +376,121 @@ func (f *Filter) producePartition(ctx context.Context, cur *state, st *produceSt
 			}
 			return &partitionError{code: errCorrupt, reason: "corrupt", err: err}
 		}
+		st.tick.refund(bound - (len(st.out) - before))
+		if b.Codec() != records.CodecNone && st.proc.RebuiltSize() > st.proc.Codecs().MaxDecompressed() {
+			// Encryption made the batch larger than any reader through
+			// kseal (fetch decompresses within the same bound) could open.
+			st.out = st.out[:start]
+			return &partitionError{code: errRequestTooLarge, reason: "budget_request",
+				err: fmt.Errorf("batch at offset %d decompresses to %d bytes once encrypted, more than %d", b.BaseOffset, st.proc.RebuiltSize(), st.proc.Codecs().MaxDecompressed())}
+		}
 	}
 	if err := st.iter.Err(); err != nil {
 		st.out = st.out[:start]
 		return &partitionError{code: errCorrupt, reason: "corrupt", err: err}
 	}
 	p.Replace(st.out[start:len(st.out):len(st.out)])
-	f.m.records.WithLabelValues(topic, "produce", "encrypted").Add(float64(n))
+	f.m.topics.get(topic).encrypted.Add(float64(n))
+	return nil
+}
+
+// loadBatch decompresses b into st.proc within the request's budget.
+func (f *Filter) loadBatch(st *produceState, b *records.Batch) *partitionError {
+	st.proc.SetLimit(int(min(st.tick.remaining(), int64(math.MaxInt32))), st.tick.reserveFn)
+	err := st.proc.Reset(b)
+	if err == nil && b.Codec() != records.CodecNone {
+		err = st.tick.count(len(st.proc.Records()))
+	}
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, errRequestBudget), errors.Is(err, errProcessBudget):
+		return budgetError(err)
+	case errors.Is(err, records.ErrTooLarge):
+		// Past the decompression bound or the request's budget: either way
+		// the batch is too large for kseal, and Java producers split a
+		// batch answered with MESSAGE_TOO_LARGE.
+		return &partitionError{code: errRequestTooLarge, reason: "budget_request", err: err}
+	case errors.Is(err, records.ErrLegacyMagic):
+		return &partitionError{code: errOldFormat, reason: "legacy_format", err: err}
+	}
+	return &partitionError{code: errCorrupt, reason: "corrupt", err: err}
+}
+
+// rewriteBound bounds what rewriting the loaded batch takes: rebuild, the
+// uncompressed records rebuilt before compression (0 for an uncompressed
+// batch, whose records are rebuilt in place), and out, the bytes appended
+// to the output: the records plus, per record, the envelope's overhead and
+// the marker header (with length prefixes that may grow), and for a
+// compressed batch the compressor's worst case on top.
+func rewriteBound(proc *records.Processor, key recordcrypt.Key) (rebuild, out int) {
+	n := len(proc.Records())
+	recs := int(proc.Batch().NumRecords)
+	perRecord := recordcrypt.Overhead(len(key.EDEK()), recordcrypt.MaxCounter) + len(recordcrypt.HeaderKey) + 16
+	recsOut := n + recs*perRecord
+	if proc.Batch().Codec() == records.CodecNone {
+		return 0, records.HeaderSize + recsOut
+	}
+	// Encrypted values do not compress; snappy's worst case is n/6 more.
+	return recsOut, records.HeaderSize + recsOut + recsOut/6 + 4096
+}
+
+func budgetError(err error) *partitionError {
+	if errors.Is(err, errProcessBudget) {
+		return &partitionError{code: errBusy, reason: "budget_process", err: err}
+	}
+	return &partitionError{code: errRequestTooLarge, reason: "budget_request", err: err}
+}
+
+func budgetCode(err error) *kerr.Error {
+	return budgetError(err).code
+}
+
+// passPlain checks a record set that is forwarded unencrypted: no record may
+// carry kseal's marker header (a consumer through kseal would take it for an
+// envelope), and every batch must be readable to tell. It reads the records
+// where they lie (a compressed batch is decompressed within the request's
+// budget) and rebuilds nothing: the partition is forwarded as it came.
+func (f *Filter) passPlain(st *produceState, topic string, recs []byte) *partitionError {
+	var n int32
+	st.iter.Reset(recs)
+	for st.iter.Next() {
+		b := st.iter.Batch()
+		switch b.Kind {
+		case records.KindLegacy:
+			continue // magic 0/1 messages have no headers
+		case records.KindPartial:
+			return &partitionError{code: errCorrupt, reason: "corrupt", err: errors.New("truncated record batch")}
+		}
+		if pe := f.loadBatch(st, b); pe != nil {
+			return pe
+		}
+		found, err := st.proc.ScanHeader(recordcrypt.HeaderKey)
+		if err != nil {
+			return &partitionError{code: errCorrupt, reason: "corrupt", err: err}
+		}
+		if found {
+			return &partitionError{code: errForgedMarker, reason: "forged_marker",
+				err: fmt.Errorf("a record of the batch at offset %d already has a %q header", b.BaseOffset, recordcrypt.HeaderKey)}
+		}
+		if !b.Control() {
+			n += b.NumRecords
+		}
+	}
+	if err := st.iter.Err(); err != nil {
+		return &partitionError{code: errCorrupt, reason: "corrupt", err: err}
+	}
+	f.m.topics.get(topic).plaintext.Add(float64(n))
 	return nil
 }
 
 var markerKey = []byte(recordcrypt.HeaderKey)
 
-// unresolved applies the unresolvedKeyPolicy.
+// unresolved applies the unresolvedKeyPolicy: an error to refuse the
+// partition, nil to forward it unencrypted.
 func (f *Filter) unresolved(cur *state, topic string, recs []byte, why string) *partitionError {
 	if cur.policy.UnresolvedKeyPolicy() == policy.Reject {
 		return &partitionError{code: errRejected, reason: "rejected", err: errors.New(why + " and unresolvedKeyPolicy is REJECT")}
 	}
-	f.countPlain(topic, recs)
 	return nil
-}
-
-func (f *Filter) countPlain(topic string, recs []byte) {
-	var n int32
-	it := records.NewBatchIter(recs)
-	for it.Next() {
-		if b := it.Batch(); b.Kind == records.KindBatch && !b.Control() {
-			n += b.NumRecords
-		}
-	}
-	f.m.records.WithLabelValues(topic, "produce", "plaintext").Add(float64(n))
 }

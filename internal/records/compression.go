@@ -95,19 +95,47 @@ func (w *appendWriter) Write(p []byte) (int, error) {
 // what it appends), and with ErrCorrupt for malformed input or an unknown
 // codec. CodecNone appends src as is.
 func (c *Codecs) Decompress(dst, src []byte, codec Codec) ([]byte, error) {
+	return c.DecompressLimit(dst, src, codec, 0, nil)
+}
+
+// Reserve is called before a decompression buffer grows, with the number of
+// bytes the output may then reach (beyond where it started). Returning an
+// error stops decompression; DecompressLimit returns it wrapped. It lets a
+// caller account memory (e.g. a process-wide budget) before it is allocated.
+type Reserve func(total int) error
+
+// DecompressLimit is Decompress with a bound of limit bytes (the Codecs'
+// own bound when limit <= 0 or above it) and a Reserve hook (nil: none)
+// called before the output buffer grows: every byte it appends was reserved
+// first, whatever the codec. A zstd frame whose size is not declared is
+// decoded into a buffer of a guessed size, doubled (and reserved again) as
+// long as it is too small and below limit, so a bomb costs at most limit
+// bytes and twice the decoding work.
+func (c *Codecs) DecompressLimit(dst, src []byte, codec Codec, limit int, reserve Reserve) ([]byte, error) {
+	if limit <= 0 || limit > c.max {
+		limit = c.max
+	}
+	if reserve == nil {
+		reserve = noReserve
+	}
 	start := len(dst)
-	out, err := c.decompress(dst, src, codec)
+	out, err := c.decompress(dst, src, codec, limit, reserve)
 	if err != nil {
 		return dst[:start], fmt.Errorf("decompress %s (%d bytes): %w", codec, len(src), err)
 	}
 	return out, nil
 }
 
-func (c *Codecs) decompress(dst, src []byte, codec Codec) ([]byte, error) {
+func noReserve(int) error { return nil }
+
+func (c *Codecs) decompress(dst, src []byte, codec Codec, limit int, reserve Reserve) ([]byte, error) {
 	switch codec {
 	case CodecNone:
-		if len(src) > c.max {
+		if len(src) > limit {
 			return dst, ErrTooLarge
+		}
+		if err := reserve(len(src)); err != nil {
+			return dst, err
 		}
 		return append(dst, src...), nil
 	case CodecGzip:
@@ -115,60 +143,96 @@ func (c *Codecs) decompress(dst, src []byte, codec Codec) ([]byte, error) {
 		if err := c.gzr.Reset(&c.src); err != nil {
 			return dst, fmt.Errorf("%w: %w", ErrCorrupt, err)
 		}
-		return readBounded(dst, &c.gzr, c.max, len(src))
+		return readBounded(dst, &c.gzr, limit, len(src), reserve)
 	case CodecSnappy:
-		return c.unsnappy(dst, src)
+		return c.unsnappy(dst, src, limit, reserve)
 	case CodecLz4:
 		if c.lzr == nil {
 			c.lzr = lz4.NewReader(nil)
 		}
 		c.src.Reset(src)
 		c.lzr.Reset(&c.src)
-		return readBounded(dst, c.lzr, c.max, len(src))
+		return readBounded(dst, c.lzr, limit, len(src), reserve)
 	case CodecZstd:
-		if c.zr == nil {
-			zr, err := zstd.NewReader(nil,
-				zstd.WithDecoderConcurrency(1),
-				zstd.WithDecoderMaxMemory(uint64(c.max)),
-			)
-			if err != nil {
-				return dst, fmt.Errorf("create zstd decoder: %w", err)
-			}
-			c.zr = zr
-		}
-		start := len(dst)
-		out, err := c.zr.DecodeAll(src, dst)
-		if err != nil {
-			if errors.Is(err, zstd.ErrDecoderSizeExceeded) || errors.Is(err, zstd.ErrWindowSizeExceeded) {
-				return dst[:start], fmt.Errorf("%w: %w", ErrTooLarge, err)
-			}
-			return dst[:start], fmt.Errorf("%w: %w", ErrCorrupt, err)
-		}
-		return out, nil
+		return c.unzstd(dst, src, limit, reserve)
 	}
 	return dst, ErrUnknownCodec
 }
 
-// readBounded appends everything r yields to dst, failing with ErrTooLarge
-// once more than max bytes were appended. srcLen guesses the first growth.
-func readBounded(dst []byte, r io.Reader, max, srcLen int) ([]byte, error) {
-	start := len(dst)
-	limit := start + max + 1 // one byte past the bound tells "too large"
-	if cap(dst)-start < 4*srcLen {
-		dst = slices.Grow(dst, min(4*srcLen, max+1))
+// zstdFirstGuess is the smallest buffer a zstd frame without a declared
+// size is first decoded into.
+const zstdFirstGuess = 256 << 10
+
+// unzstd decodes zstd into a buffer it sizes itself: DecodeAll is limited
+// to the buffer's capacity (WithDecodeAllCapLimit), so nothing is allocated
+// that was not reserved first.
+func (c *Codecs) unzstd(dst, src []byte, limit int, reserve Reserve) ([]byte, error) {
+	if c.zr == nil {
+		zr, err := zstd.NewReader(nil,
+			zstd.WithDecoderConcurrency(1),
+			zstd.WithDecoderMaxMemory(uint64(c.max)),
+			zstd.WithDecodeAllCapLimit(true),
+		)
+		if err != nil {
+			return dst, fmt.Errorf("create zstd decoder: %w", err)
+		}
+		c.zr = zr
 	}
+	want := min(limit, max(zstdFirstGuess, 8*len(src)))
+	var h zstd.Header
+	if err := h.Decode(src); err == nil && h.HasFCS {
+		if h.FrameContentSize > uint64(limit) {
+			return dst, ErrTooLarge
+		}
+		// Several frames may follow: the guess grows below if needed.
+		want = max(int(h.FrameContentSize), 1)
+	}
+	start := len(dst)
+	for {
+		if err := reserve(want); err != nil {
+			return dst[:start], err
+		}
+		dst = slices.Grow(dst[:start], want)
+		out, err := c.zr.DecodeAll(src, dst[:start:start+want])
+		if err == nil {
+			if len(out) > 0 && &out[:1][0] == &dst[:1][0] {
+				// Decoded in place: give the caller back the buffer's whole
+				// capacity, not the window DecodeAll was limited to.
+				return dst[:len(out)], nil
+			}
+			return out, nil
+		}
+		if !errors.Is(err, zstd.ErrDecoderSizeExceeded) && !errors.Is(err, zstd.ErrWindowSizeExceeded) {
+			return dst[:start], fmt.Errorf("%w: %w", ErrCorrupt, err)
+		}
+		if want >= limit || errors.Is(err, zstd.ErrWindowSizeExceeded) {
+			return dst[:start], fmt.Errorf("%w: %w", ErrTooLarge, err)
+		}
+		want = min(limit, 2*want)
+	}
+}
+
+// readBounded appends everything r yields to dst, failing with ErrTooLarge
+// once more than limit bytes were appended. srcLen guesses the first growth.
+// The output never uses a byte past start that was not reserved first.
+func readBounded(dst []byte, r io.Reader, limit, srcLen int, reserve Reserve) ([]byte, error) {
+	start := len(dst)
+	bound := limit + 1 // one byte past the bound tells "too large"
+	room := 0          // bytes past start reserved and within capacity
+	next := min(max(4*srcLen, 4096), bound)
 	zeroReads := 0
 	for {
-		if len(dst) == cap(dst) {
-			dst = slices.Grow(dst, min(cap(dst)-start+4096, limit-len(dst)))
+		if len(dst)-start == room {
+			if err := reserve(next); err != nil {
+				return dst[:start], err
+			}
+			dst = slices.Grow(dst, next-room)
+			room = next
+			next = min(2*room+4096, bound)
 		}
-		buf := dst[len(dst):cap(dst)]
-		if len(buf) > limit-len(dst) {
-			buf = buf[:limit-len(dst)]
-		}
-		n, err := r.Read(buf)
+		n, err := r.Read(dst[len(dst) : start+room])
 		dst = dst[:len(dst)+n]
-		if len(dst)-start > max {
+		if len(dst)-start > limit {
 			return dst[:start], ErrTooLarge
 		}
 		switch {
@@ -187,16 +251,19 @@ func readBounded(dst []byte, r io.Reader, max, srcLen int) ([]byte, error) {
 }
 
 // unsnappy decodes xerial-framed or raw-block snappy.
-func (c *Codecs) unsnappy(dst, src []byte) ([]byte, error) {
+func (c *Codecs) unsnappy(dst, src []byte, limit int, reserve Reserve) ([]byte, error) {
 	if len(src) >= len(xerialHeader) && bytes.Equal(src[:len(xerialMagic)], xerialMagic) {
-		return c.unxerial(dst, src[len(xerialHeader):])
+		return c.unxerial(dst, src[len(xerialHeader):], limit, reserve)
 	}
 	n, err := s2.DecodedLen(src)
 	if err != nil {
 		return dst, fmt.Errorf("%w: snappy: %w", ErrCorrupt, err)
 	}
-	if n > c.max {
+	if n > limit {
 		return dst, ErrTooLarge
+	}
+	if err := reserve(n); err != nil {
+		return dst, err
 	}
 	dst = slices.Grow(dst, n)
 	if _, err := s2.Decode(dst[len(dst):len(dst)+n], src); err != nil {
@@ -208,7 +275,7 @@ func (c *Codecs) unsnappy(dst, src []byte) ([]byte, error) {
 // unxerial decodes xerial blocks (after the 16-byte header). It sums the
 // blocks' claimed sizes first, so a bomb is refused before any output is
 // allocated, and dst grows once.
-func (c *Codecs) unxerial(dst, src []byte) ([]byte, error) {
+func (c *Codecs) unxerial(dst, src []byte, limit int, reserve Reserve) ([]byte, error) {
 	total := 0
 	for rem := src; len(rem) > 0; {
 		if len(rem) < 4 {
@@ -223,10 +290,13 @@ func (c *Codecs) unxerial(dst, src []byte) ([]byte, error) {
 		if err != nil {
 			return dst, fmt.Errorf("%w: xerial block: %w", ErrCorrupt, err)
 		}
-		if total += n; total > c.max {
+		if total += n; total > limit {
 			return dst, ErrTooLarge
 		}
 		rem = rem[size:]
+	}
+	if err := reserve(total); err != nil {
+		return dst, err
 	}
 	start := len(dst)
 	dst = slices.Grow(dst, total)

@@ -52,17 +52,23 @@ type Processor struct {
 	codecs *Codecs
 	verify bool
 
+	// limit and reserve bound and account the next decompressions
+	// (SetLimit); zero and nil: the codecs' bound, no accounting.
+	limit   int
+	reserve Reserve
+
 	b      Batch
 	loaded bool
 	data   []byte // the batch's records, uncompressed: a view into b.Raw or dec
 	dec    []byte // decompression buffer
 	enc    []byte // uncompressed records being rebuilt, before compression
 
-	pos  int   // parse position in data
-	idx  int32 // records parsed so far
-	rec  Record
-	hdrs []RecordHeader
-	err  error
+	pos     int   // parse position in data
+	idx     int32 // records parsed so far
+	rebuilt int   // uncompressed size of the records the last Rewrite wrote
+	rec     Record
+	hdrs    []RecordHeader
+	err     error
 }
 
 // NewProcessor returns a Processor.
@@ -84,6 +90,14 @@ func (p *Processor) Codecs() *Codecs { return p.codecs }
 // Close releases codec resources. The Processor stays usable.
 func (p *Processor) Close() { p.codecs.Close() }
 
+// SetLimit bounds the decompressed size of the batches Reset loads from now
+// on to limit bytes (the Processor's own bound when limit <= 0 or above it)
+// and calls reserve (nil: nothing) before the decompression buffer grows;
+// an error from reserve fails Reset with that error wrapped.
+func (p *Processor) SetLimit(limit int, reserve Reserve) {
+	p.limit, p.reserve = limit, reserve
+}
+
 // Reset loads b: checks its header, optionally its CRC, and decompresses its
 // records. b.Raw must stay unchanged while the Processor uses it (record
 // views of uncompressed batches point into it). Errors: ErrLegacyMagic for
@@ -93,6 +107,9 @@ func (p *Processor) Reset(b *Batch) error {
 	p.b = *b
 	p.loaded, p.data, p.pos, p.idx, p.err = false, nil, 0, 0, nil
 	p.rec = Record{}
+	if cap(p.hdrs) > retainHeaders {
+		p.hdrs = nil // one record with many headers does not pin them
+	}
 	switch {
 	case b.Kind == KindLegacy:
 		return fmt.Errorf("entry at offset %d magic %d: %w", b.BaseOffset, b.Magic, ErrLegacyMagic)
@@ -120,7 +137,7 @@ func (p *Processor) Reset(b *Batch) error {
 		if cap(p.dec) > retainLimit {
 			p.dec = nil
 		}
-		dec, err := p.codecs.Decompress(p.dec[:0], section, codec)
+		dec, err := p.codecs.DecompressLimit(p.dec[:0], section, codec, p.limit, p.reserve)
 		p.dec = dec
 		if err != nil {
 			return fmt.Errorf("batch at offset %d: %w", b.BaseOffset, err)
@@ -159,7 +176,7 @@ func (p *Processor) Next() bool {
 	next, hdrs, ok := parseRecord(p.data, p.pos, &p.rec, p.hdrs)
 	p.hdrs = hdrs
 	if !ok {
-		p.err = p.corrupt("malformed record %d at byte %d", p.idx, p.pos)
+		p.err = p.corrupt("malformed record %d at byte %d (or more than %d headers)", p.idx, p.pos, MaxRecordHeaders)
 		return false
 	}
 	p.pos = next
@@ -193,6 +210,18 @@ func (p *Processor) HasHeader(key string) (bool, error) {
 	if p.b.Control() || p.b.NumRecords == 0 {
 		return false, nil
 	}
+	return p.ScanHeader(key)
+}
+
+// ScanHeader is HasHeader for every batch, control batches and batches
+// claiming no records included: it walks all the records the batch holds
+// (read-only, allocating nothing) and fails with ErrCorrupt when they do
+// not match its record count exactly. It rewinds record iteration.
+func (p *Processor) ScanHeader(key string) (bool, error) {
+	if !p.loaded {
+		return false, errNotLoaded
+	}
+	p.Rewind()
 	pos := 0
 	for i := range p.b.NumRecords {
 		next, found, ok := scanHeaderKey(p.data, pos, key)
@@ -209,6 +238,10 @@ func (p *Processor) HasHeader(key string) (bool, error) {
 	}
 	return false, nil
 }
+
+// RebuiltSize returns the uncompressed size of the records section the last
+// successful Rewrite wrote (what a reader must decompress it to).
+func (p *Processor) RebuiltSize() int { return p.rebuilt }
 
 // Rewrite appends to dst the loaded batch rebuilt with fn applied to every
 // record, and returns the extended dst. The new batch keeps baseOffset,
@@ -246,7 +279,7 @@ func (p *Processor) Rewrite(dst []byte, fn EditFunc) ([]byte, error) {
 		next, hdrs, ok := parseRecord(p.data, pos, &p.rec, p.hdrs)
 		p.hdrs = hdrs
 		if !ok {
-			return dst[:start], p.corrupt("malformed record %d at byte %d", i, pos)
+			return dst[:start], p.corrupt("malformed record %d at byte %d (or more than %d headers)", i, pos, MaxRecordHeaders)
 		}
 		pos = next
 		if fn != nil {
@@ -265,6 +298,10 @@ func (p *Processor) Rewrite(dst []byte, fn EditFunc) ([]byte, error) {
 	p.rec = Record{} // drop references to the callback's bytes
 	if pos != len(p.data) {
 		return dst[:start], p.corrupt("%d bytes after the last record", len(p.data)-pos)
+	}
+	p.rebuilt = len(recs) - len(dst) // recs extends dst, after the header
+	if codec != CodecNone {
+		p.rebuilt = len(recs)
 	}
 	if codec == CodecNone {
 		dst = recs

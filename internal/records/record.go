@@ -36,6 +36,18 @@ const minRecordSize = 7
 // minHeaderSize is the smallest encoded header: key length and value length.
 const minHeaderSize = 2
 
+// MaxRecordHeaders is the most headers a record may have for the Processor
+// to parse it into a Record (Next, Rewrite); a record with more is refused as
+// corrupt. Kafka sets no limit, but every header costs a 48-byte
+// RecordHeader for 2 bytes of input: without a bound one 64 MiB batch of
+// empty headers would take 1.5 GiB. (ScanHeader and HasHeader, which fill
+// no Record, read any number.)
+const MaxRecordHeaders = 1 << 16
+
+// retainHeaders is the largest header buffer a Processor keeps between
+// batches.
+const retainHeaders = 1024
+
 // readVarint reads a zig-zag varint at b[pos:]. ok is false when the bytes
 // run out or the value overflows 64 bits.
 func readVarint(b []byte, pos int) (v int64, next int, ok bool) {
@@ -110,7 +122,7 @@ func parseRecord(data []byte, pos int, r *Record, hdrs []RecordHeader) (int, []R
 		return pos, hdrs, false
 	}
 	count, pos, ok := readVarint32(body, pos)
-	if !ok || count < 0 || int(count) > (end-pos)/minHeaderSize {
+	if !ok || count < 0 || int(count) > (end-pos)/minHeaderSize || count > MaxRecordHeaders {
 		return pos, hdrs, false
 	}
 	hdrs = hdrs[:0]
