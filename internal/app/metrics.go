@@ -21,7 +21,7 @@ func newKMSMetrics(reg prometheus.Registerer) *kmsMetrics {
 	m := &kmsMetrics{
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kseal_kms_operations_total",
-			Help: "KMS operation attempts (retries included), by provider, operation (resolve_kek, generate_dek, decrypt_dek) and outcome (success, not_found, error).",
+			Help: "KMS operation attempts (retries included), by provider, operation (resolve_kek, generate_dek, decrypt_dek) and outcome (success, not_found, unusable, error).",
 		}, []string{"virtual_cluster", "provider", "operation", "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "kseal_kms_operation_duration_seconds",
@@ -41,6 +41,8 @@ func (m *kmsMetrics) hook(vc, provider string) func(op dek.Op, d time.Duration, 
 		switch {
 		case errors.Is(err, kms.ErrKeyNotFound):
 			outcome = "not_found"
+		case errors.Is(err, kms.ErrKeyUnusable):
+			outcome = "unusable"
 		case err != nil:
 			outcome = "error"
 		}

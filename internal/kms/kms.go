@@ -15,6 +15,14 @@ import (
 // It is not retried, and callers may remember it briefly.
 var ErrKeyNotFound = errors.New("kms: key not found")
 
+// ErrKeyUnusable means the KEK exists (or existed) but cannot be used to
+// make data keys: it is disabled, pending deletion, soft-deleted, or was
+// deleted after kseal had used it. Unlike ErrKeyNotFound it never lets a
+// topic fall back to its unresolvedKeyPolicy: produce to the topic is
+// refused. It is not retried, and callers may remember it briefly. An error
+// wraps at most one of ErrKeyNotFound and ErrKeyUnusable.
+var ErrKeyUnusable = errors.New("kms: key exists but is unusable")
+
 // ErrUnavailable wraps transient failures (timeouts, 5xx, connection refused)
 // that are worth retrying.
 var ErrUnavailable = errors.New("kms: unavailable")
@@ -43,10 +51,16 @@ type EDEKInfo struct {
 
 // KMS is a key management service.
 type KMS interface {
-	// ResolveKEK checks that the named KEK exists and returns its reference.
-	// It returns an error wrapping ErrKeyNotFound when it does not exist.
+	// ResolveKEK checks that the named KEK exists and can make data keys,
+	// and returns its reference. It returns an error wrapping ErrKeyNotFound
+	// when no such key exists (nor ever did, as far as the KMS can tell), and
+	// one wrapping ErrKeyUnusable when the key exists but is disabled,
+	// pending deletion, soft-deleted or destroyed (when the KMS keeps a trace
+	// of deleted keys).
 	ResolveKEK(ctx context.Context, name string) (KEKRef, error)
-	// GenerateDEK returns a new 256-bit DEK wrapped by the current version of kek.
+	// GenerateDEK returns a new 256-bit DEK wrapped by the current version of
+	// kek. A key that is gone or unusable gives ErrKeyNotFound or
+	// ErrKeyUnusable, as ResolveKEK would.
 	GenerateDEK(ctx context.Context, kek KEKRef) (DEK, error)
 	// DecryptDEK unwraps an EDEK produced by GenerateDEK under any version of
 	// its KEK that still exists, returning the 32-byte key.
