@@ -164,7 +164,7 @@ func (k *KMS) ResolveKEK(ctx context.Context, name string) (kms.KEKRef, error) {
 		// them fall back to the unresolvedKeyPolicy.
 		return kms.KEKRef{}, fmt.Errorf("vault kms: key %q is soft-deleted: %w", name, kms.ErrKeyUnusable)
 	case info.LatestVersion < 1:
-		return kms.KEKRef{}, fmt.Errorf("vault kms: key %q has no versions: %w", name, kms.ErrKeyNotFound)
+		return kms.KEKRef{}, fmt.Errorf("vault kms: key %q has no versions: %w", name, kms.ErrKeyUnusable)
 	case info.SupportsEncryption != nil && !*info.SupportsEncryption:
 		return kms.KEKRef{}, fmt.Errorf("vault kms: key %q (type %s) cannot encrypt, so it cannot wrap DEKs", name, info.Type)
 	case info.Derived:
