@@ -43,6 +43,7 @@ type DEKConfig struct {
 	NotFoundTTL          config.Duration `yaml:"notFoundTtl"`
 	KMSTimeout           config.Duration `yaml:"kmsTimeout"`
 	KMSAttempts          int             `yaml:"kmsAttempts"`
+	KEKCheckInterval     config.Duration `yaml:"kekCheckInterval"`
 }
 
 func (c DEKConfig) options() dek.Options {
@@ -55,6 +56,7 @@ func (c DEKConfig) options() dek.Options {
 		NotFoundTTL:          c.NotFoundTTL.Std(),
 		KMSTimeout:           c.KMSTimeout.Std(),
 		KMSAttempts:          c.KMSAttempts,
+		KEKCheckInterval:     c.KEKCheckInterval.Std(),
 	}
 }
 
@@ -68,6 +70,9 @@ func (c DEKConfig) validate() error {
 	}
 	if c.MaxEncryptionsPerDEK > dek.MaxEncryptionsCeiling {
 		errs = append(errs, fmt.Sprintf("maxEncryptionsPerDek: at most %d (GCM's limit per key)", uint64(dek.MaxEncryptionsCeiling)))
+	}
+	if c.KEKCheckInterval != 0 && c.KEKCheckInterval.Std() < 100*time.Millisecond {
+		errs = append(errs, fmt.Sprintf("kekCheckInterval: %v is below the minimum of 100ms", c.KEKCheckInterval.Std()))
 	}
 	if c.DecryptCacheSize < 0 || c.KMSAttempts < 0 {
 		errs = append(errs, "decryptCacheSize and kmsAttempts must not be negative")

@@ -69,6 +69,10 @@ var (
 		"Unwrapped DEKs now in the decrypt cache.", []string{"virtual_cluster"}, nil)
 	dekGeneratedDesc = prometheus.NewDesc("kseal_deks_generated_total",
 		"Data keys generated (each wrapped by its KEK in the KMS).", []string{"virtual_cluster"}, nil)
+	kekChecksDesc = prometheus.NewDesc("kseal_kek_checks_total",
+		"Background re-checks of KEKs in use (encryption.dek.kekCheckInterval).", []string{"virtual_cluster"}, nil)
+	kekUnusableDesc = prometheus.NewDesc("kseal_kek_unusable_total",
+		"Times a KEK was found deleted, disabled or otherwise unusable: its DEK was dropped and produce to its topics refused.", []string{"virtual_cluster"}, nil)
 )
 
 func (c dekCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -77,6 +81,8 @@ func (c dekCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- dekEvictionsDesc
 	ch <- dekEntriesDesc
 	ch <- dekGeneratedDesc
+	ch <- kekChecksDesc
+	ch <- kekUnusableDesc
 }
 
 func (c dekCollector) Collect(ch chan<- prometheus.Metric) {
@@ -92,5 +98,7 @@ func (c dekCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(dekMissesDesc, s.ResolveMisses, "resolve")
 	counter(dekEvictionsDesc, s.DecryptEvictions)
 	counter(dekGeneratedDesc, s.DEKsGenerated)
+	counter(kekChecksDesc, s.KEKChecks)
+	counter(kekUnusableDesc, s.KEKUnusable)
 	ch <- prometheus.MustNewConstMetric(dekEntriesDesc, prometheus.GaugeValue, float64(s.DecryptCached), c.vc)
 }

@@ -17,10 +17,13 @@ const (
 	DefaultKEKRefreshAfter      = 8 * time.Minute
 	DefaultKEKExpireAfter       = 10 * time.Minute
 	DefaultKEKCacheSize         = 10_000
-	DefaultKMSTimeout           = 20 * time.Second
-	DefaultKMSAttempts          = 3
-	DefaultKMSBackoff           = 500 * time.Millisecond
-	DefaultKMSBackoffMax        = 5 * time.Second
+	// DefaultKEKCheckInterval bounds, with one KMS call, how long a KEK
+	// that is deleted or disabled keeps sealing records (docs/threat-model.md).
+	DefaultKEKCheckInterval = 30 * time.Second
+	DefaultKMSTimeout       = 20 * time.Second
+	DefaultKMSAttempts      = 3
+	DefaultKMSBackoff       = 500 * time.Millisecond
+	DefaultKMSBackoffMax    = 5 * time.Second
 
 	// MaxEncryptionsCeiling is the most nonce counters one DEK may hand out:
 	// NIST SP 800-38D limits a GCM key to 2^32 invocations.
@@ -53,6 +56,12 @@ type Options struct {
 	KEKExpireAfter  time.Duration
 	// KEKCacheSize bounds the number of KEK names remembered.
 	KEKCacheSize int
+	// KEKCheckInterval is how often Run re-resolves every KEK whose positive
+	// answer is cached (the KEKs records are being sealed under). A KEK the
+	// KMS then reports missing, disabled or otherwise unusable has its DEK
+	// dropped and its topics refused: this interval plus one KMS call bounds
+	// how long records keep being sealed under a KEK that is gone.
+	KEKCheckInterval time.Duration
 
 	// KMSTimeout bounds one KMS operation including its retries. A call still
 	// running then is abandoned (its late result discarded and wiped).
@@ -104,6 +113,7 @@ func (o Options) withDefaults() Options {
 	setDur(&o.NotFoundTTL, DefaultNotFoundTTL)
 	setDur(&o.KEKRefreshAfter, DefaultKEKRefreshAfter)
 	setDur(&o.KEKExpireAfter, DefaultKEKExpireAfter)
+	setDur(&o.KEKCheckInterval, DefaultKEKCheckInterval)
 	setDur(&o.KMSTimeout, DefaultKMSTimeout)
 	setDur(&o.KMSBackoff, DefaultKMSBackoff)
 	setDur(&o.KMSBackoffMax, DefaultKMSBackoffMax)
@@ -135,6 +145,7 @@ func (o Options) validate() error {
 		{"refreshAfterWrite", o.RefreshAfterWrite}, {"expireAfterWrite", o.ExpireAfterWrite},
 		{"decryptCacheTTL", o.DecryptCacheTTL}, {"notFoundTTL", o.NotFoundTTL},
 		{"kekRefreshAfter", o.KEKRefreshAfter}, {"kekExpireAfter", o.KEKExpireAfter},
+		{"kekCheckInterval", o.KEKCheckInterval},
 		{"kmsTimeout", o.KMSTimeout}, {"kmsBackoff", o.KMSBackoff}, {"kmsBackoffMax", o.KMSBackoffMax},
 	} {
 		if d.v < 0 {

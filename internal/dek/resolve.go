@@ -2,6 +2,7 @@ package dek
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -21,8 +22,11 @@ type resEntry struct {
 // Resolve maps a KEK name chosen by policy to the KMS's reference, caching
 // it: found names are re-resolved in the background after KEKRefreshAfter
 // and not used after KEKExpireAfter; "not found" is remembered for
-// NotFoundTTL. Errors wrap kms.ErrKeyNotFound or ErrUnavailable like
-// Decryptor's.
+// NotFoundTTL. Errors wrap kms.ErrKeyNotFound (no such KEK: the caller
+// may apply its unresolvedKeyPolicy), kms.ErrKeyUnusable (the KEK exists but
+// is disabled or pending deletion, or it resolved before in this Manager
+// and is now gone: refuse, never pass plaintext), or ErrUnavailable.
+// Run re-checks the names cached as found every KEKCheckInterval.
 func (m *Manager) Resolve(ctx context.Context, name string) (kms.KEKRef, error) {
 	now := m.opts.Now()
 	m.resMu.RLock()
@@ -82,14 +86,19 @@ func (m *Manager) startResolve(name string, e *resEntry) *call[kms.KEKRef] {
 		ref, err := callKMS(ctx, m, OpResolveKEK, func(ctx context.Context) (kms.KEKRef, error) {
 			return m.kms.ResolveKEK(ctx, name)
 		}, nil)
-		if err != nil {
-			err = fmt.Errorf("dek: resolve KEK %q: %w", name, classify(err))
-		}
 		now := m.opts.Now()
 		m.resMu.Lock()
+		if err != nil {
+			err = classify(err)
+			if _, was := m.known[name]; was && errors.Is(err, kms.ErrKeyNotFound) {
+				err = gone(name, err)
+			}
+			err = fmt.Errorf("dek: resolve KEK %q: %w", name, err)
+		}
 		e.flight = nil
 		switch {
 		case err == nil:
+			m.known[name] = struct{}{}
 			e.ref, e.err, e.at, e.known = ref, nil, now, true
 		case !transient(err):
 			e.ref, e.err, e.at, e.known = kms.KEKRef{}, err, now, true
@@ -101,6 +110,12 @@ func (m *Manager) startResolve(name string, e *resEntry) *call[kms.KEKRef] {
 			m.insertRes(name, e, now) // evicted while in flight; put it back
 		}
 		m.resMu.Unlock()
+		switch {
+		case err == nil:
+			m.revive(name)
+		case errors.Is(err, kms.ErrKeyUnusable):
+			m.dropDEKs(name, err)
+		}
 		c.finish(ref, err)
 	}()
 	return c
