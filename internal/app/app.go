@@ -301,6 +301,9 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 			a.Close()
 			return nil, err
 		}
+		for _, w := range enc.Policy.Warnings() {
+			log.Warn(w, "virtualCluster", vc.Name)
+		}
 		ec := &encCluster{}
 		ks, closeKeys, err := a.openKeys(ctx, vc, enc, &ec.counters)
 		if err != nil {

@@ -19,13 +19,16 @@ import (
 )
 
 // UnresolvedKeyPolicy says what happens to records of a topic no rule
-// matches, or whose KEK does not exist.
+// matches, or whose KEK does not exist. A KEK that exists but is disabled,
+// pending deletion or deleted after use is not "unresolved": its topics are
+// refused whatever this policy says (docs/policy.md).
 type UnresolvedKeyPolicy string
 
 const (
-	// PassthroughUnencrypted forwards such records unencrypted (the default).
+	// PassthroughUnencrypted forwards such records unencrypted. It must be
+	// chosen explicitly.
 	PassthroughUnencrypted UnresolvedKeyPolicy = "PASSTHROUGH_UNENCRYPTED"
-	// Reject refuses to produce such records.
+	// Reject refuses to produce such records (the default: fail closed).
 	Reject UnresolvedKeyPolicy = "REJECT"
 )
 
@@ -37,7 +40,7 @@ type Config struct {
 	// Rules are tried in order; the first that matches the topic decides.
 	Rules []RuleConfig `yaml:"rules"`
 	// UnresolvedKeyPolicy applies when no rule matches or the KEK named does
-	// not exist: PASSTHROUGH_UNENCRYPTED (default) or REJECT.
+	// not exist: REJECT (default) or PASSTHROUGH_UNENCRYPTED.
 	UnresolvedKeyPolicy UnresolvedKeyPolicy `yaml:"unresolvedKeyPolicy"`
 	// Replicas map replica topics (MirrorMaker 2) to their origin topic.
 	Replicas []ReplicaConfig `yaml:"replicas"`
@@ -131,7 +134,7 @@ func Compile(cfg *Config) (*Policy, error) {
 
 	switch cfg.UnresolvedKeyPolicy {
 	case "":
-		p.unresolved = PassthroughUnencrypted
+		p.unresolved = Reject
 	case PassthroughUnencrypted, Reject:
 	default:
 		bad("unresolvedKeyPolicy", fmt.Errorf("%q is neither %s nor %s", cfg.UnresolvedKeyPolicy, PassthroughUnencrypted, Reject))
@@ -259,6 +262,40 @@ func checkTopicName(s string, prefix bool) error {
 		}
 	}
 	return nil
+}
+
+// catchAllProbes are topic names of every shape Kafka allows: a rule whose
+// regex matches all of them is taken to match every topic.
+var catchAllProbes = []string{"a", "Z", "0", "_", "-", ".a", "orders", "__consumer_offsets", "x.y-z_9", "ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ"}
+
+// Warnings lists what in the policy is allowed but dangerous, for one log
+// line each at start: PASSTHROUGH_UNENCRYPTED together with a rule that
+// matches every topic and names a KEK (every topic whose KEK does not
+// exist then goes to the broker in clear).
+func (p *Policy) Warnings() []string {
+	if p.unresolved != PassthroughUnencrypted {
+		return nil
+	}
+	var out []string
+	for i := range p.rules {
+		r := &p.rules[i]
+		if r.re == nil || r.passthrough {
+			continue
+		}
+		all := true
+		for _, t := range catchAllProbes {
+			if !r.re.MatchString(t) {
+				all = false
+				break
+			}
+		}
+		if all {
+			out = append(out, fmt.Sprintf("unresolvedKeyPolicy is PASSTHROUGH_UNENCRYPTED and rules[%d] matches every topic: "+
+				"records of any topic whose KEK does not exist in the KMS (a typo, a topic created before its KEK) reach the broker unencrypted; "+
+				"set unresolvedKeyPolicy: REJECT (the default) unless that is intended", i))
+		}
+	}
+	return out
 }
 
 // UnresolvedKeyPolicy returns the configured policy (defaulted).
