@@ -3,7 +3,7 @@ package dek
 import (
 	"context"
 	"errors"
-		"testing"
+	"testing"
 	"time"
 
 	"github.com/kseal/kseal/internal/kms"

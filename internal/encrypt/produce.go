@@ -10,7 +10,6 @@ import (
 	"github.com/kseal/kseal/internal/codec"
 	"github.com/kseal/kseal/internal/dek"
 	"github.com/kseal/kseal/internal/frame"
-	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/policy"
 	"github.com/kseal/kseal/internal/proxy"
 	"github.com/kseal/kseal/internal/recordcrypt"
@@ -24,16 +23,19 @@ type produceState struct {
 	req   codec.ProduceRequest
 	iter  records.BatchIter
 	proc  *records.Processor
-	out   []byte // every rewritten partition's record set, back to back
-	value []byte // one sealed value
+	out   []byte          // every rewritten partition's record set, back to back
+	value []byte          // one sealed value
+	x     *proxy.Exchange // the current exchange (kekMissing asks the cluster through it)
 }
 
 var produceStateKey = new(int)
 
 func (f *Filter) produceState(x *proxy.Exchange) *produceState {
-	return x.ConnState(produceStateKey, func() any {
+	st := x.ConnState(produceStateKey, func() any {
 		return &produceState{proc: records.NewProcessor(records.WithMaxDecompressed(f.opts.MaxDecompressed))}
 	}).(*produceState)
+	st.x = x
+	return st
 }
 
 // partitionError is why one partition cannot be forwarded.
@@ -146,11 +148,9 @@ func (f *Filter) producePartition(ctx context.Context, cur *state, st *produceSt
 		return f.unresolved(cur, topic, p.Records, "no policy rule matches")
 	}
 	kek, err := cur.keys.Resolve(ctx, sel.KEK)
-	if errors.Is(err, kms.ErrKeyNotFound) {
-		return f.unresolved(cur, topic, p.Records, fmt.Sprintf("KEK %q does not exist", sel.KEK))
-	}
 	if err != nil {
-		return &partitionError{code: errNoKey, reason: "kms", err: fmt.Errorf("resolve KEK %q: %w", sel.KEK, err)}
+		// Missing, unusable or unreachable KEK: kekguard.go decides.
+		return f.kekMissing(ctx, st.x, cur, topic, sel.KEK, p.Records, err)
 	}
 	key, err := cur.keys.Current(ctx, kek)
 	if err != nil {
@@ -226,7 +226,9 @@ func (f *Filter) producePartition(ctx context.Context, cur *state, st *produceSt
 
 var markerKey = []byte(recordcrypt.HeaderKey)
 
-// unresolved applies the unresolvedKeyPolicy.
+// unresolved applies the unresolvedKeyPolicy to a topic no rule covers or
+// whose KEK does not exist (and, under PASSTHROUGH_UNENCRYPTED, was never
+// used to encrypt it: see kekMissing).
 func (f *Filter) unresolved(cur *state, topic string, recs []byte, why string) *partitionError {
 	if cur.policy.UnresolvedKeyPolicy() == policy.Reject {
 		return &partitionError{code: errRejected, reason: "rejected", err: errors.New(why + " and unresolvedKeyPolicy is REJECT")}

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"time"
 )
 
 // UnresolvedKeyPolicy says what happens to records of a topic no rule
@@ -46,7 +47,25 @@ type Config struct {
 	Replicas []ReplicaConfig `yaml:"replicas"`
 	// CacheSize bounds how many topics' results are remembered (0: default).
 	CacheSize int `yaml:"cacheSize"`
+	// EncryptedTopicCheck tunes the check made before a topic whose KEK does
+	// not exist is passed through under PASSTHROUGH_UNENCRYPTED.
+	EncryptedTopicCheck EncryptedTopicCheckConfig `yaml:"encryptedTopicCheck"`
 }
+
+// EncryptedTopicCheckConfig is `encryption.policy.encryptedTopicCheck`:
+// before kseal passes a topic through because its KEK does not exist, it
+// reads the topic's newest batches from the cluster and refuses the topic if
+// kseal encrypted them. The answer is cached per topic.
+type EncryptedTopicCheckConfig struct {
+	// TTL is how long an answer is reused (0: DefaultEncryptedTopicCheckTTL).
+	TTL time.Duration `yaml:"ttl"`
+	// CacheSize bounds the topics whose answer is cached (0: DefaultCacheSize).
+	CacheSize int `yaml:"cacheSize"`
+}
+
+// DefaultEncryptedTopicCheckTTL is how long the encrypted-topic check's
+// answer for a topic is reused.
+const DefaultEncryptedTopicCheckTTL = time.Minute
 
 // RuleConfig is one rule: exactly one of Topics, TopicPrefix, TopicRegex
 // says what it matches, and exactly one of KEK, Passthrough what it does.
@@ -103,6 +122,14 @@ type Policy struct {
 	replicas   []replica
 	kekCache   *cache[Selection]
 	aadCache   *cache[string]
+	checkTTL   time.Duration
+	checkSize  int
+}
+
+// EncryptedTopicCheck returns the encrypted-topic check's answer TTL and
+// cache bound (defaulted).
+func (p *Policy) EncryptedTopicCheck() (ttl time.Duration, cacheSize int) {
+	return p.checkTTL, p.checkSize
 }
 
 type rule struct {
@@ -223,6 +250,19 @@ func Compile(cfg *Config) (*Policy, error) {
 		bad("cacheSize", fmt.Errorf("%d is negative", size))
 	case size == 0:
 		size = DefaultCacheSize
+	}
+	p.checkTTL, p.checkSize = cfg.EncryptedTopicCheck.TTL, cfg.EncryptedTopicCheck.CacheSize
+	switch {
+	case p.checkTTL < 0:
+		bad("encryptedTopicCheck.ttl", fmt.Errorf("%v is negative", p.checkTTL))
+	case p.checkTTL == 0:
+		p.checkTTL = DefaultEncryptedTopicCheckTTL
+	}
+	switch {
+	case p.checkSize < 0:
+		bad("encryptedTopicCheck.cacheSize", fmt.Errorf("%d is negative", p.checkSize))
+	case p.checkSize == 0:
+		p.checkSize = DefaultCacheSize
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
