@@ -1,0 +1,104 @@
+package proxy
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+func TestParseTailMetadata(t *testing.T) {
+	resp := kmsg.NewPtrMetadataResponse()
+	resp.SetVersion(tailMetadataVersion)
+	b := kmsg.NewMetadataResponseBroker()
+	b.NodeID, b.Host, b.Port = 2, "broker-2", 9092
+	resp.Brokers = []kmsg.MetadataResponseBroker{b}
+	other := kmsg.NewMetadataResponseTopic()
+	other.Topic = kmsg.StringPtr("other")
+	mt := kmsg.NewMetadataResponseTopic()
+	mt.Topic = kmsg.StringPtr("orders")
+	for i := range int32(3) {
+		p := kmsg.NewMetadataResponseTopicPartition()
+		p.Partition, p.Leader, p.Replicas, p.ISR = i, 2, []int32{1, 2, 3}, []int32{2}
+		mt.Partitions = append(mt.Partitions, p)
+	}
+	resp.Topics = []kmsg.MetadataResponseTopic{other, mt}
+	body := resp.AppendTo(nil)
+	parts, brokers, err := parseTailMetadata(body, "orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(parts) != 3 || parts[2] != (tailPartition{id: 2, leader: 2}) || brokers[2] != "broker-2:9092" {
+		t.Fatalf("parts %+v brokers %v", parts, brokers)
+	}
+
+	// A topic the cluster does not have: no partitions, no error.
+	mt.ErrorCode = kerr.UnknownTopicOrPartition.Code
+	mt.Partitions = nil
+	resp.Topics = []kmsg.MetadataResponseTopic{mt}
+	if parts, _, err := parseTailMetadata(resp.AppendTo(nil), "orders"); err != nil || len(parts) != 0 {
+		t.Fatalf("unknown topic: %v, %v", parts, err)
+	}
+	// Not authorized: an error (the caller cannot know what it holds).
+	mt.ErrorCode = kerr.TopicAuthorizationFailed.Code
+	resp.Topics = []kmsg.MetadataResponseTopic{mt}
+	if _, _, err := parseTailMetadata(resp.AppendTo(nil), "orders"); err == nil {
+		t.Fatal("authorization failure accepted")
+	}
+	// Truncated or absurd input fails fast.
+	for n := range len(body) {
+		parseTailMetadata(body[:n], "orders")
+	}
+	start := time.Now()
+	if _, _, err := parseTailMetadata([]byte{0, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff}, "orders"); err == nil {
+		t.Fatal("huge broker count accepted")
+	}
+	if d := time.Since(start); d > 10*time.Millisecond {
+		t.Fatalf("took %v", d)
+	}
+}
+
+func TestParseTailListOffsetsAndFetch(t *testing.T) {
+	lo := kmsg.NewPtrListOffsetsResponse()
+	lo.SetVersion(tailListOffsetsVersion)
+	lt := kmsg.NewListOffsetsResponseTopic()
+	lt.Topic = "orders"
+	for i := range int32(2) {
+		p := kmsg.NewListOffsetsResponseTopicPartition()
+		p.Partition, p.Offset = i, int64(10*i)
+		lt.Partitions = append(lt.Partitions, p)
+	}
+	lo.Topics = []kmsg.ListOffsetsResponseTopic{lt}
+	ends, err := parseTailListOffsets(lo.AppendTo(nil), "orders")
+	if err != nil || ends[0] != 0 || ends[1] != 10 {
+		t.Fatalf("ends %v, %v", ends, err)
+	}
+	lt.Partitions[1].ErrorCode = kerr.NotLeaderForPartition.Code
+	lo.Topics = []kmsg.ListOffsetsResponseTopic{lt}
+	if _, err := parseTailListOffsets(lo.AppendTo(nil), "orders"); err == nil {
+		t.Fatal("partition error accepted")
+	}
+
+	fr := kmsg.NewPtrFetchResponse()
+	fr.SetVersion(tailFetchVersion)
+	ft := kmsg.NewFetchResponseTopic()
+	ft.Topic = "orders"
+	fp := kmsg.NewFetchResponseTopicPartition()
+	fp.Partition, fp.LogStartOffset, fp.RecordBatches = 1, 4, []byte("batches")
+	fp.AbortedTransactions = []kmsg.FetchResponseTopicPartitionAbortedTransaction{{ProducerID: 1, FirstOffset: 2}}
+	ft.Partitions = []kmsg.FetchResponseTopicPartition{fp}
+	fr.Topics = []kmsg.FetchResponseTopic{ft}
+	recs, logStart, err := parseTailFetch(fr.AppendTo(nil), "orders", 1)
+	if err != nil || logStart != 4 || !bytes.Equal(recs, []byte("batches")) {
+		t.Fatalf("fetch: %q %d %v", recs, logStart, err)
+	}
+	if _, _, err := parseTailFetch(fr.AppendTo(nil), "orders", 0); err == nil {
+		t.Fatal("missing partition accepted")
+	}
+	fr.ErrorCode = kerr.UnknownServerError.Code
+	if _, _, err := parseTailFetch(fr.AppendTo(nil), "orders", 1); err == nil {
+		t.Fatal("top-level error accepted")
+	}
+}
