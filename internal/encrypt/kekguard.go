@@ -51,7 +51,17 @@ type sealedTopics struct {
 	// (tests replace it).
 	tail func(ctx context.Context, x *proxy.Exchange, topic string, visit proxy.TailVisitor) error
 	now  func() time.Time
+
+	// reads bounds the cluster reads running at once (each opens one of
+	// kseal's own connections), so clients naming many topics cannot turn
+	// into a flood of upstream connections; a request waits at most until
+	// its own deadline, then that partition is refused retriably.
+	readsOnce sync.Once
+	reads     chan struct{}
 }
+
+// maxSealedReads is how many topic checks may read the cluster at once.
+const maxSealedReads = 4
 
 type sealedEntry struct {
 	done   chan struct{} // closed when the check finished
@@ -137,6 +147,28 @@ func (s *sealedTopics) check(ctx context.Context, x *proxy.Exchange, topic strin
 			return false, ctx.Err()
 		}
 	}
+	s.readsOnce.Do(func() { s.reads = make(chan struct{}, maxSealedReads) })
+	var sealed bool
+	var err error
+	select {
+	case s.reads <- struct{}{}:
+		sealed, err = s.read(ctx, x, topic, maxDecompressed, reads)
+		<-s.reads
+	case <-ctx.Done():
+		err = fmt.Errorf("waiting for another topic check: %w", ctx.Err())
+	}
+	s.mu.Lock()
+	e.sealed, e.err, e.at = sealed, err, now()
+	if err != nil && s.topics[topic] == e {
+		delete(s.topics, topic)
+	}
+	close(e.done)
+	s.mu.Unlock()
+	return sealed, err
+}
+
+// read asks the cluster and counts the outcome.
+func (s *sealedTopics) read(ctx context.Context, x *proxy.Exchange, topic string, maxDecompressed int, reads *prometheus.CounterVec) (bool, error) {
 	tail := s.tail
 	if tail == nil {
 		tail = func(ctx context.Context, x *proxy.Exchange, topic string, visit proxy.TailVisitor) error {
@@ -154,13 +186,6 @@ func (s *sealedTopics) check(ctx context.Context, x *proxy.Exchange, topic strin
 			reads.WithLabelValues("plaintext").Inc()
 		}
 	}
-	s.mu.Lock()
-	e.sealed, e.err, e.at = sealed, err, now()
-	if err != nil && s.topics[topic] == e {
-		delete(s.topics, topic)
-	}
-	close(e.done)
-	s.mu.Unlock()
 	return sealed, err
 }
 

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -226,5 +229,58 @@ func TestBatchesVerdict(t *testing.T) {
 		if got := batchesVerdict(proc, tc.recs); got != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// Concurrent checks of one topic share one read; reads of distinct topics
+// run at most maxSealedReads at a time.
+func TestSealedTopicsBounded(t *testing.T) {
+	var s sealedTopics
+	var mu sync.Mutex
+	running, peak, calls := 0, 0, map[string]int{}
+	release := make(chan struct{})
+	s.tail = func(_ context.Context, _ *proxy.Exchange, topic string, _ proxy.TailVisitor) error {
+		mu.Lock()
+		running++
+		peak = max(peak, running)
+		calls[topic]++
+		mu.Unlock()
+		<-release
+		mu.Lock()
+		running--
+		mu.Unlock()
+		return nil
+	}
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			topic := fmt.Sprintf("t%d", i%10)
+			if _, err := s.check(context.Background(), nil, topic, time.Minute, 100, 1<<20, nil); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	time.Sleep(100 * time.Millisecond)
+	close(release)
+	wg.Wait()
+	if peak > maxSealedReads {
+		t.Errorf("%d reads at once, bound is %d", peak, maxSealedReads)
+	}
+	for topic, n := range calls {
+		if n != 1 {
+			t.Errorf("%s read %d times, want 1", topic, n)
+		}
+	}
+	// A caller whose deadline passes while waiting is refused, not let through.
+	s2 := sealedTopics{tail: func(ctx context.Context, _ *proxy.Exchange, _ string, _ proxy.TailVisitor) error {
+		<-ctx.Done()
+		return ctx.Err()
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := s2.check(ctx, nil, "slow", time.Minute, 100, 1<<20, nil); err == nil {
+		t.Fatal("a check past its deadline answered")
 	}
 }
