@@ -102,3 +102,39 @@ func TestParseTailListOffsetsAndFetch(t *testing.T) {
 		t.Fatal("top-level error accepted")
 	}
 }
+
+// FuzzTailResponses feeds the broker answers kseal's own tail requests read
+// (Metadata v8, ListOffsets v5, Fetch v11) to their bounded decoders: they
+// must never panic, and must finish in time linear in the input.
+func FuzzTailResponses(f *testing.F) {
+	md := kmsg.NewPtrMetadataResponse()
+	md.SetVersion(tailMetadataVersion)
+	mt := kmsg.NewMetadataResponseTopic()
+	mt.Topic = kmsg.StringPtr("t")
+	mp := kmsg.NewMetadataResponseTopicPartition()
+	mp.Replicas = []int32{1}
+	mt.Partitions = []kmsg.MetadataResponseTopicPartition{mp}
+	md.Topics = []kmsg.MetadataResponseTopic{mt}
+	md.Brokers = []kmsg.MetadataResponseBroker{{NodeID: 1, Host: "h", Port: 1}}
+	f.Add(md.AppendTo(nil))
+	lo := kmsg.NewPtrListOffsetsResponse()
+	lo.SetVersion(tailListOffsetsVersion)
+	lo.Topics = []kmsg.ListOffsetsResponseTopic{{Topic: "t", Partitions: []kmsg.ListOffsetsResponseTopicPartition{{Offset: 3}}}}
+	f.Add(lo.AppendTo(nil))
+	fr := kmsg.NewPtrFetchResponse()
+	fr.SetVersion(tailFetchVersion)
+	fp := kmsg.NewFetchResponseTopicPartition()
+	fp.RecordBatches = []byte("x")
+	fr.Topics = []kmsg.FetchResponseTopic{{Topic: "t", Partitions: []kmsg.FetchResponseTopicPartition{fp}}}
+	f.Add(fr.AppendTo(nil))
+	f.Add([]byte{0, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, body []byte) {
+		start := time.Now()
+		parseTailMetadata(body, "t")
+		parseTailListOffsets(body, "t")
+		parseTailFetch(body, "t", 0)
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("%d bytes took %v", len(body), d)
+		}
+	})
+}
