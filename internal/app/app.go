@@ -217,6 +217,9 @@ type encCluster struct {
 	// counters are shared by the cluster's successive DEK managers, so
 	// the DEK metrics keep counting across reloads.
 	counters dek.Counters
+	// usedKEKs too: a KEK used before a reload and deleted after it is
+	// still refused, never unresolved.
+	usedKEKs dek.UsedKEKs
 	// health says whether the current KMS answers (readiness).
 	health atomic.Pointer[kmsHealth]
 }
@@ -256,7 +259,7 @@ func (a *App) retire(old func()) {
 
 // openKeys opens a virtual cluster's KMS and a DEK manager counting into
 // counters.
-func (a *App) openKeys(ctx context.Context, vc *config.VirtualCluster, enc *Encryption, counters *dek.Counters) (keys, func(), error) {
+func (a *App) openKeys(ctx context.Context, vc *config.VirtualCluster, enc *Encryption, counters *dek.Counters, used *dek.UsedKEKs) (keys, func(), error) {
 	vlog := a.log.With("virtualCluster", vc.Name)
 	k, err := enc.KMSConfig.Open(ctx, vlog.With("kms", vc.Encryption.KMS.Type))
 	if err != nil {
@@ -275,6 +278,7 @@ func (a *App) openKeys(ctx context.Context, vc *config.VirtualCluster, enc *Encr
 		health.observe(err)
 	}
 	dopts.Counters = counters
+	dopts.UsedKEKs = used
 	mgr, err := dek.New(k, dopts)
 	if err != nil {
 		closeKMS()
@@ -305,7 +309,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 			log.Warn(w, "virtualCluster", vc.Name)
 		}
 		ec := &encCluster{}
-		ks, closeKeys, err := a.openKeys(ctx, vc, enc, &ec.counters)
+		ks, closeKeys, err := a.openKeys(ctx, vc, enc, &ec.counters, &ec.usedKEKs)
 		if err != nil {
 			a.Close()
 			return nil, err
@@ -373,7 +377,7 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 		if err != nil {
 			return fail(err)
 		}
-		ks, closeKeys, err := a.openKeys(ctx, vc, enc, &a.clusters[vc.Name].counters)
+		ks, closeKeys, err := a.openKeys(ctx, vc, enc, &a.clusters[vc.Name].counters, &a.clusters[vc.Name].usedKEKs)
 		if err != nil {
 			return fail(err)
 		}

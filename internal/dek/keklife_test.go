@@ -142,3 +142,23 @@ func TestKEKCheckIntervalValidated(t *testing.T) {
 		t.Fatal("negative kekCheckInterval accepted")
 	}
 }
+
+// Managers sharing UsedKEKs (a reload builds a new one) keep refusing a
+// KEK the earlier one used.
+func TestUsedKEKsSurviveReload(t *testing.T) {
+	f := newFakeKMS("kek-a")
+	var used UsedKEKs
+	m1, _ := newManager(t, f, Options{UsedKEKs: &used})
+	if _, err := m1.Resolve(t.Context(), "kek-a"); err != nil {
+		t.Fatal(err)
+	}
+	f.deleteKEK("kek-a")
+	m2, _ := newManager(t, f, Options{UsedKEKs: &used})
+	if _, err := m2.Resolve(t.Context(), "kek-a"); !errors.Is(err, kms.ErrKeyUnusable) {
+		t.Fatalf("after reload: %v, want ErrKeyUnusable", err)
+	}
+	m3, _ := newManager(t, f, Options{})
+	if _, err := m3.Resolve(t.Context(), "kek-a"); !errors.Is(err, kms.ErrKeyNotFound) {
+		t.Fatalf("unrelated manager: %v, want ErrKeyNotFound", err)
+	}
+}

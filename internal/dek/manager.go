@@ -28,11 +28,8 @@ type Manager struct {
 
 	resMu sync.RWMutex
 	res   map[string]*resEntry // by KEK name
-	// known holds every KEK name that ever resolved in this Manager. It
-	// grows only with keys that exist in the KMS (a client cannot create
-	// those), never with client input. A later "not found" for such a name
-	// means the KEK was deleted: kms.ErrKeyUnusable, never unresolved.
-	known map[string]struct{}
+	// used holds every KEK name that ever resolved (Options.UsedKEKs).
+	used *UsedKEKs
 
 	stats *Counters
 }
@@ -50,6 +47,10 @@ func New(k kms.KMS, opts Options) (*Manager, error) {
 	if stats == nil {
 		stats = new(Counters)
 	}
+	used := opts.UsedKEKs
+	if used == nil {
+		used = new(UsedKEKs)
+	}
 	return &Manager{
 		kms:        k,
 		opts:       opts,
@@ -58,8 +59,37 @@ func New(k kms.KMS, opts Options) (*Manager, error) {
 		dec:        make(map[string]*decEntry),
 		decFlights: make(map[string]*call[cipher.AEAD]),
 		res:        make(map[string]*resEntry),
-		known:      make(map[string]struct{}),
+		used:       used,
 	}, nil
+}
+
+// UsedKEKs remembers every KEK name that ever resolved. It grows only with
+// keys that exist in the KMS (a client cannot create those), never with
+// client input. A later "not found" for such a name means the KEK was
+// deleted: kms.ErrKeyUnusable, never unresolved. Managers that replace one
+// another on reload share one (Options.UsedKEKs). The zero value is ready.
+type UsedKEKs struct {
+	mu    sync.RWMutex
+	names map[string]struct{}
+}
+
+func (u *UsedKEKs) has(name string) bool {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	_, ok := u.names[name]
+	return ok
+}
+
+func (u *UsedKEKs) add(name string) {
+	if u.has(name) {
+		return
+	}
+	u.mu.Lock()
+	if u.names == nil {
+		u.names = map[string]struct{}{}
+	}
+	u.names[name] = struct{}{}
+	u.mu.Unlock()
 }
 
 // encEntry is the active DEK of one KEK.

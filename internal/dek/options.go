@@ -78,6 +78,10 @@ type Options struct {
 	Now func() time.Time
 	// Hooks receive events for metrics.
 	Hooks Hooks
+	// UsedKEKs remembers the KEK names that resolved, so that their later
+	// "not found" is a refusal. Managers that replace one another (reload)
+	// share one. Nil: the Manager's own.
+	UsedKEKs *UsedKEKs
 	// Counters holds the cumulative counters Stats reports. Managers that
 	// replace one another (a config reload builds a new one) share one, so
 	// totals carry over and never go backwards. Nil: the Manager's own.

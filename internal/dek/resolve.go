@@ -90,7 +90,7 @@ func (m *Manager) startResolve(name string, e *resEntry) *call[kms.KEKRef] {
 		m.resMu.Lock()
 		if err != nil {
 			err = classify(err)
-			if _, was := m.known[name]; was && errors.Is(err, kms.ErrKeyNotFound) {
+			if errors.Is(err, kms.ErrKeyNotFound) && m.used.has(name) {
 				err = gone(name, err)
 			}
 			err = fmt.Errorf("dek: resolve KEK %q: %w", name, err)
@@ -98,7 +98,7 @@ func (m *Manager) startResolve(name string, e *resEntry) *call[kms.KEKRef] {
 		e.flight = nil
 		switch {
 		case err == nil:
-			m.known[name] = struct{}{}
+			m.used.add(name)
 			e.ref, e.err, e.at, e.known = ref, nil, now, true
 		case !transient(err):
 			e.ref, e.err, e.at, e.known = kms.KEKRef{}, err, now, true
