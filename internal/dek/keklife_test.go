@@ -162,3 +162,18 @@ func TestUsedKEKsSurviveReload(t *testing.T) {
 		t.Fatalf("unrelated manager: %v, want ErrKeyNotFound", err)
 	}
 }
+
+// KEKs nobody used for KEKExpireAfter are not checked any more.
+func TestCheckKEKsSkipsUnusedNames(t *testing.T) {
+	f := newFakeKMS("kek-a", "kek-b")
+	m, clock := newManager(t, f, Options{})
+	m.Resolve(t.Context(), "kek-a")
+	m.Resolve(t.Context(), "kek-b")
+	clock.Advance(DefaultKEKRefreshAfter - time.Second)
+	m.Resolve(t.Context(), "kek-a") // a hit: still in use
+	clock.Advance(DefaultKEKExpireAfter - DefaultKEKRefreshAfter + 2*time.Second)
+	m.CheckKEKs(t.Context())
+	if s := m.Stats(); s.KEKChecks != 1 {
+		t.Fatalf("%d checks, want 1 (kek-b unused for kekExpireAfter)", s.KEKChecks)
+	}
+}

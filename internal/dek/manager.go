@@ -453,17 +453,21 @@ func (m *Manager) Run(ctx context.Context, interval time.Duration) {
 // checkConcurrency bounds the KMS calls one CheckKEKs makes at a time.
 const checkConcurrency = 8
 
-// CheckKEKs re-resolves every KEK name whose positive answer is cached:
-// those are the KEKs records may be sealed under right now (a DEK is only
-// used after Resolve answered from this cache or the KMS). A KEK the KMS
+// CheckKEKs re-resolves every KEK name whose positive answer is cached and
+// that Resolve returned within KEKExpireAfter: those are the KEKs records
+// may be sealed under right now (a DEK is only used after Resolve answered
+// from this cache or the KMS; a name unused for longer is not checked, and
+// its cached answer expires KEKExpireAfter after its last check, so its next
+// use asks the KMS). A KEK the KMS
 // now reports missing or unusable gets its DEKs dropped and is refused
 // (kms.ErrKeyUnusable) from then on; a transient failure changes nothing.
 // It returns when every check has finished or ctx ended.
 func (m *Manager) CheckKEKs(ctx context.Context) {
+	now := m.opts.Now().UnixNano()
 	m.resMu.RLock()
 	names := make([]string, 0, len(m.res))
 	for name, e := range m.res {
-		if e.known && e.err == nil {
+		if e.known && e.err == nil && now-e.used.Load() < int64(m.opts.KEKExpireAfter) {
 			names = append(names, name)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/kseal/kseal/internal/kms"
@@ -17,6 +18,16 @@ type resEntry struct {
 	at     time.Time // when ref or err was learned
 	known  bool      // ref or err is set
 	flight *call[kms.KEKRef]
+	// used is when Resolve last returned this entry (unix ns, updated at
+	// most once a second): CheckKEKs checks only names in use.
+	used atomic.Int64
+}
+
+// touch records a use of e at now, writing at most once a second.
+func (e *resEntry) touch(now time.Time) {
+	if n := now.UnixNano(); n-e.used.Load() >= int64(time.Second) {
+		e.used.Store(n)
+	}
 }
 
 // Resolve maps a KEK name chosen by policy to the KMS's reference, caching
@@ -41,6 +52,7 @@ func (m *Manager) Resolve(ctx context.Context, name string) (kms.KEKRef, error) 
 	}
 	m.resMu.RUnlock()
 	if hit {
+		e.touch(now)
 		m.stats.resHits.Add(1)
 		if refresh {
 			m.resMu.Lock()
@@ -58,6 +70,7 @@ func (m *Manager) Resolve(ctx context.Context, name string) (kms.KEKRef, error) 
 		e = &resEntry{}
 		m.insertRes(name, e, now)
 	}
+	e.touch(now)
 	c := e.flight
 	if c == nil {
 		c = m.startResolve(name, e)
