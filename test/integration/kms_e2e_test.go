@@ -400,7 +400,7 @@ path "transit/decrypt/KEK-*" { capabilities = ["update"] }
 		provider: "vault",
 		section: fmt.Sprintf("      kms:\n        type: vault\n        config: {address: %q, tokenFile: %q, timeout: 1s}\n",
 			addr, tokenFile),
-		rotate:    func(t *testing.T) { call(root, "POST", "transit/keys/"+kek+"/rotate", `{}`) },
+		rotate: func(t *testing.T) { call(root, "POST", "transit/keys/"+kek+"/rotate", `{}`) },
 		lose: func(t *testing.T, how string) {
 			if how != "delete" {
 				t.Fatalf("openbao: cannot %s a key", how)
