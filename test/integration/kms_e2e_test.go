@@ -400,7 +400,11 @@ path "transit/decrypt/KEK-*" { capabilities = ["update"] }
 		provider: "vault",
 		section: fmt.Sprintf("      kms:\n        type: vault\n        config: {address: %q, tokenFile: %q, timeout: 1s}\n",
 			addr, tokenFile),
-		rotate: func(t *testing.T) { call(root, "POST", "transit/keys/"+kek+"/rotate", `{}`) },
+		rotate:    func(t *testing.T) { call(root, "POST", "transit/keys/"+kek+"/rotate", `{}`) },
+		down:      func(t *testing.T) { e2eScript(t, "openbao.sh", "stop", "--dir", dir) },
+		up:        func(t *testing.T) { e2eScript(t, "openbao.sh", "start", "--dir", dir, "--owner-pid", owner) },
+		describe:  vault.DescribeEDEK,
+		versioned: true,
 		lose: func(t *testing.T, how string) {
 			if how != "delete" {
 				t.Fatalf("openbao: cannot %s a key", how)
@@ -408,10 +412,6 @@ path "transit/decrypt/KEK-*" { capabilities = ["update"] }
 			call(root, "POST", "transit/keys/"+kek+"/config", `{"deletion_allowed":true}`)
 			call(root, "DELETE", "transit/keys/"+kek, "")
 		},
-		down:      func(t *testing.T) { e2eScript(t, "openbao.sh", "stop", "--dir", dir) },
-		up:        func(t *testing.T) { e2eScript(t, "openbao.sh", "start", "--dir", dir, "--owner-pid", owner) },
-		describe:  vault.DescribeEDEK,
-		versioned: true,
 	}
 }
 
