@@ -44,7 +44,7 @@ var errKEKGone = errKEKMissing
 // marker: the answer for a topic whose KEK is not found under
 // PASSTHROUGH_UNENCRYPTED.
 type sealedTopics struct {
-	mu     sync.Mutex
+	mu     sync.RWMutex
 	topics map[string]*sealedEntry
 
 	// tail reads a topic's newest batches; nil means Exchange.NewestBatches
@@ -105,6 +105,20 @@ func (s *sealedTopics) check(ctx context.Context, x *proxy.Exchange, topic strin
 	if s.now != nil {
 		now = s.now
 	}
+	// Fast path, taken by every produce to such a topic: a fresh answer,
+	// under the read lock only.
+	s.mu.RLock()
+	if e := s.topics[topic]; e != nil {
+		select {
+		case <-e.done:
+			if e.err == nil && now().Sub(e.at) < ttl {
+				s.mu.RUnlock()
+				return e.sealed, nil
+			}
+		default:
+		}
+	}
+	s.mu.RUnlock()
 	s.mu.Lock()
 	if s.topics == nil {
 		s.topics = map[string]*sealedEntry{}
