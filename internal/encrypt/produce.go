@@ -23,9 +23,12 @@ type produceState struct {
 	req   codec.ProduceRequest
 	iter  records.BatchIter
 	proc  *records.Processor
-	out   []byte          // every rewritten partition's record set, back to back
-	value []byte          // one sealed value
-	x     *proxy.Exchange // the current exchange (kekMissing asks the cluster through it)
+	out   []byte // every rewritten partition's record set, back to back
+	value []byte // one sealed value
+
+	// x is the exchange of the Produce being handled (set by
+	// produceState): kekMissing asks the cluster through it.
+	x *proxy.Exchange
 }
 
 var produceStateKey = new(int)
