@@ -109,9 +109,10 @@ type encEntry struct {
 // Current returns the active DEK for kek, making one if there is none or it
 // expired or is exhausted. It waits only when there is no usable DEK, and
 // never longer than ctx allows (nor than KMSTimeout). Every error means "no
-// DEK": the Produce must fail with a retriable code, never pass plaintext.
-// Errors wrap ErrUnavailable, or kms.ErrKeyUnusable if the KEK is gone,
-// disabled or otherwise unusable (its current DEK is then dropped).
+// DEK": the Produce must fail, never pass plaintext. Errors wrap
+// ErrUnavailable (retriable), or kms.ErrKeyUnusable if the KEK is gone,
+// disabled or otherwise unusable (its current DEK is then dropped; an
+// operator must act, so not retriable).
 //
 // A caller sealing many records calls Current once per batch, and again if
 // Seal fails with ErrExhausted (at most once more per batch).
@@ -458,10 +459,10 @@ const checkConcurrency = 8
 // may be sealed under right now (a DEK is only used after Resolve answered
 // from this cache or the KMS; a name unused for longer is not checked, and
 // its cached answer expires KEKExpireAfter after its last check, so its next
-// use asks the KMS). A KEK the KMS
-// now reports missing or unusable gets its DEKs dropped and is refused
-// (kms.ErrKeyUnusable) from then on; a transient failure changes nothing.
-// It returns when every check has finished or ctx ended.
+// use asks the KMS). A KEK the KMS now reports missing or unusable gets its
+// DEKs dropped and is refused (kms.ErrKeyUnusable) from then on; a transient
+// failure changes nothing. It returns when every check has finished or ctx
+// ended.
 func (m *Manager) CheckKEKs(ctx context.Context) {
 	now := m.opts.Now().UnixNano()
 	m.resMu.RLock()

@@ -35,7 +35,7 @@ func (e *resEntry) touch(now time.Time) {
 // and not used after KEKExpireAfter; "not found" is remembered for
 // NotFoundTTL. Errors wrap kms.ErrKeyNotFound (no such KEK: the caller
 // may apply its unresolvedKeyPolicy), kms.ErrKeyUnusable (the KEK exists but
-// is disabled or pending deletion, or it resolved before in this Manager
+// is disabled or pending deletion, or it resolved before (Options.UsedKEKs)
 // and is now gone: refuse, never pass plaintext), or ErrUnavailable.
 // Run re-checks the names cached as found every KEKCheckInterval.
 func (m *Manager) Resolve(ctx context.Context, name string) (kms.KEKRef, error) {
