@@ -11,8 +11,11 @@ import (
 	"errors"
 )
 
-// ErrKeyNotFound means the KEK does not exist (or was deleted or destroyed).
-// It is not retried, and callers may remember it briefly.
+// ErrKeyNotFound means the KEK does not exist: it never did, or it was
+// deleted or destroyed and the KMS keeps no trace of it (a KEK that exists
+// in some unusable state is ErrKeyUnusable). It is not retried, and callers
+// may remember it briefly. On the produce side a "not found" for a KEK that
+// was in use is turned into ErrKeyUnusable by internal/dek.
 var ErrKeyNotFound = errors.New("kms: key not found")
 
 // ErrKeyUnusable means the KEK exists (or existed) but cannot be used to
