@@ -2,10 +2,13 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -137,4 +140,66 @@ func FuzzTailResponses(f *testing.F) {
 			t.Fatalf("%d bytes took %v", len(body), d)
 		}
 	})
+}
+
+// newestBatches against kfake: every partition's tail reaches the visitor,
+// a transaction marker at the end makes it step back to the data batch
+// before, and a topic the cluster does not have has no partitions.
+func TestNewestBatchesAgainstKfake(t *testing.T) {
+	fake, err := kfake.NewCluster(kfake.NumBrokers(2), kfake.SeedTopics(3, "tail"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fake.Close)
+	p := startProxy(t, fake.ListenAddrs()[:1], nil)
+	vc := p.srv.clusters[0]
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(fake.ListenAddrs()...), kgo.TransactionalID("tail-txn"),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx := context.Background()
+	plain := &kgo.Record{Topic: "tail", Partition: 0, Value: []byte("plain")}
+	marked := &kgo.Record{Topic: "tail", Partition: 1, Value: []byte("v"), Headers: []kgo.RecordHeader{{Key: "kseal", Value: []byte{1}}}}
+	if err := cl.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(ctx, plain, marked).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatal(err)
+	}
+
+	seen := map[int32]int{}
+	var withHeader []int32
+	err = vc.newestBatches(ctx, "tail", func(part int32, recs []byte) (earlier, stop bool) {
+		seen[part]++
+		if bytes.Contains(recs, []byte("kseal")) {
+			withHeader = append(withHeader, part)
+			return false, false
+		}
+		// The commit marker alone says nothing: ask for older batches
+		// until the data batch shows up.
+		return !bytes.Contains(recs, []byte("plain")), false
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(withHeader) != 1 || withHeader[0] != 1 {
+		t.Fatalf("partitions with the header: %v, want [1]", withHeader)
+	}
+	if seen[0] < 2 || seen[1] < 2 {
+		t.Fatalf("visits %v: want a step back over the commit markers of partitions 0 and 1", seen)
+	}
+	if seen[2] != 0 {
+		t.Fatalf("empty partition 2 visited %d times", seen[2])
+	}
+
+	calls := 0
+	if err := vc.newestBatches(ctx, "no-such-topic", func(int32, []byte) (bool, bool) { calls++; return false, false }); err != nil || calls != 0 {
+		t.Fatalf("unknown topic: %d visits, %v", calls, err)
+	}
 }
