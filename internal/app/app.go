@@ -44,6 +44,7 @@ type DEKConfig struct {
 	NotFoundTTL          config.Duration `yaml:"notFoundTtl"`
 	KMSTimeout           config.Duration `yaml:"kmsTimeout"`
 	KMSAttempts          int             `yaml:"kmsAttempts"`
+	KEKCheckInterval     config.Duration `yaml:"kekCheckInterval"`
 }
 
 func (c DEKConfig) options() dek.Options {
@@ -57,6 +58,7 @@ func (c DEKConfig) options() dek.Options {
 		NotFoundTTL:          c.NotFoundTTL.Std(),
 		KMSTimeout:           c.KMSTimeout.Std(),
 		KMSAttempts:          c.KMSAttempts,
+		KEKCheckInterval:     c.KEKCheckInterval.Std(),
 	}
 }
 
@@ -76,6 +78,9 @@ func (c DEKConfig) validate() error {
 	}
 	if c.MaxEncryptionsPerDEK > dek.MaxEncryptionsCeiling {
 		errs = append(errs, fmt.Sprintf("maxEncryptionsPerDek: at most %d (GCM's limit per key)", uint64(dek.MaxEncryptionsCeiling)))
+	}
+	if c.KEKCheckInterval != 0 && c.KEKCheckInterval.Std() < 100*time.Millisecond {
+		errs = append(errs, fmt.Sprintf("kekCheckInterval: %v is below the minimum of 100ms", c.KEKCheckInterval.Std()))
 	}
 	if c.DecryptCacheSize < 0 || c.KMSAttempts < 0 {
 		errs = append(errs, "decryptCacheSize and kmsAttempts must not be negative")
@@ -220,6 +225,9 @@ type encCluster struct {
 	// counters are shared by the cluster's successive DEK managers, so
 	// the DEK metrics keep counting across reloads.
 	counters dek.Counters
+	// usedKEKs too: a KEK used before a reload and deleted after it is
+	// still refused, never unresolved.
+	usedKEKs dek.UsedKEKs
 	// health says whether the current KMS answers (readiness).
 	health atomic.Pointer[kmsHealth]
 }
@@ -259,7 +267,7 @@ func (a *App) retire(old func()) {
 
 // openKeys opens a virtual cluster's KMS and a DEK manager counting into
 // counters.
-func (a *App) openKeys(ctx context.Context, vc *config.VirtualCluster, enc *Encryption, counters *dek.Counters) (keys, func(), error) {
+func (a *App) openKeys(ctx context.Context, vc *config.VirtualCluster, enc *Encryption, counters *dek.Counters, used *dek.UsedKEKs) (keys, func(), error) {
 	vlog := a.log.With("virtualCluster", vc.Name)
 	k, err := enc.KMSConfig.Open(ctx, vlog.With("kms", vc.Encryption.KMS.Type))
 	if err != nil {
@@ -278,6 +286,7 @@ func (a *App) openKeys(ctx context.Context, vc *config.VirtualCluster, enc *Encr
 		health.observe(err)
 	}
 	dopts.Counters = counters
+	dopts.UsedKEKs = used
 	mgr, err := dek.New(k, dopts)
 	if err != nil {
 		closeKMS()
@@ -305,8 +314,11 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 			a.Close()
 			return nil, err
 		}
+		for _, w := range enc.Policy.Warnings() {
+			log.Warn(w, "virtualCluster", vc.Name)
+		}
 		ec := &encCluster{}
-		ks, closeKeys, err := a.openKeys(ctx, vc, enc, &ec.counters)
+		ks, closeKeys, err := a.openKeys(ctx, vc, enc, &ec.counters, &ec.usedKEKs)
 		if err != nil {
 			a.Close()
 			return nil, err
@@ -378,7 +390,7 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 		if err != nil {
 			return fail(err)
 		}
-		ks, closeKeys, err := a.openKeys(ctx, vc, enc, &a.clusters[vc.Name].counters)
+		ks, closeKeys, err := a.openKeys(ctx, vc, enc, &a.clusters[vc.Name].counters, &a.clusters[vc.Name].usedKEKs)
 		if err != nil {
 			return fail(err)
 		}

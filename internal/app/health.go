@@ -51,7 +51,7 @@ func newKMSHealth(k kms.KMS, timing kmsHealthTiming) *kmsHealth {
 		// exist is an answer either way.
 		h.probe = func(ctx context.Context) error {
 			_, err := k.ResolveKEK(ctx, kms.ProbeKEK)
-			if errors.Is(err, kms.ErrKeyNotFound) {
+			if errors.Is(err, kms.ErrKeyNotFound) || errors.Is(err, kms.ErrKeyUnusable) {
 				return nil
 			}
 			return err
@@ -65,7 +65,7 @@ func newKMSHealth(k kms.KMS, timing kmsHealthTiming) *kmsHealth {
 // being reachable and is ignored, as is a caller giving up.
 func (h *kmsHealth) observe(err error) {
 	switch {
-	case err == nil, errors.Is(err, kms.ErrKeyNotFound):
+	case err == nil, errors.Is(err, kms.ErrKeyNotFound), errors.Is(err, kms.ErrKeyUnusable):
 		h.record(nil)
 	case errors.Is(err, kms.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		h.record(err)

@@ -21,7 +21,7 @@ func newKMSMetrics(reg prometheus.Registerer) *kmsMetrics {
 	m := &kmsMetrics{
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kseal_kms_operations_total",
-			Help: "KMS operation attempts (retries included), by provider, operation (resolve_kek, generate_dek, decrypt_dek) and outcome (success, not_found, error).",
+			Help: "KMS operation attempts (retries included), by provider, operation (resolve_kek, generate_dek, decrypt_dek) and outcome (success, not_found, unusable, error).",
 		}, []string{"virtual_cluster", "provider", "operation", "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "kseal_kms_operation_duration_seconds",
@@ -41,6 +41,8 @@ func (m *kmsMetrics) hook(vc, provider string) func(op dek.Op, d time.Duration, 
 		switch {
 		case errors.Is(err, kms.ErrKeyNotFound):
 			outcome = "not_found"
+		case errors.Is(err, kms.ErrKeyUnusable):
+			outcome = "unusable"
 		case err != nil:
 			outcome = "error"
 		}
@@ -69,6 +71,10 @@ var (
 		"Unwrapped DEKs now in the decrypt cache.", []string{"virtual_cluster"}, nil)
 	dekGeneratedDesc = prometheus.NewDesc("kseal_deks_generated_total",
 		"Data keys generated (each wrapped by its KEK in the KMS).", []string{"virtual_cluster"}, nil)
+	kekChecksDesc = prometheus.NewDesc("kseal_kek_checks_total",
+		"Background re-checks of KEKs in use (encryption.dek.kekCheckInterval).", []string{"virtual_cluster"}, nil)
+	kekUnusableDesc = prometheus.NewDesc("kseal_kek_unusable_total",
+		"Times a KEK was found deleted, disabled or otherwise unusable: its DEK was dropped and produce to its topics refused.", []string{"virtual_cluster"}, nil)
 )
 
 func (c dekCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -78,6 +84,8 @@ func (c dekCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- dekDecryptRefreshesDesc
 	ch <- dekEntriesDesc
 	ch <- dekGeneratedDesc
+	ch <- kekChecksDesc
+	ch <- kekUnusableDesc
 }
 
 func (c dekCollector) Collect(ch chan<- prometheus.Metric) {
@@ -94,5 +102,7 @@ func (c dekCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(dekEvictionsDesc, s.DecryptEvictions)
 	counter(dekDecryptRefreshesDesc, s.DecryptRefreshes)
 	counter(dekGeneratedDesc, s.DEKsGenerated)
+	counter(kekChecksDesc, s.KEKChecks)
+	counter(kekUnusableDesc, s.KEKUnusable)
 	ch <- prometheus.MustNewConstMetric(dekEntriesDesc, prometheus.GaugeValue, float64(s.DecryptCached), c.vc)
 }

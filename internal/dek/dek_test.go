@@ -254,7 +254,9 @@ func TestGenerateErrors(t *testing.T) {
 		wantIs    error
 		wantCalls int64
 	}{
-		{"KEK missing: not retried", "nope", nil, kms.ErrKeyNotFound, 1},
+		// The caller resolved the KEK before asking for a DEK: a missing
+		// KEK now means it was deleted, which must never read as "no KEK".
+		{"KEK missing: not retried, unusable", "nope", nil, kms.ErrKeyUnusable, 1},
 		{"KMS unavailable: retried", "kek-a", kms.ErrUnavailable, ErrUnavailable, DefaultKMSAttempts},
 		{"KMS refuses: not retried, still no DEK", "kek-a", errors.New("access denied"), ErrUnavailable, 1},
 	}
@@ -521,12 +523,13 @@ func TestResolve(t *testing.T) {
 		return f.resolveCalls.Load() == 2 && m.res["kek-a"].flight == nil
 	})
 
-	// The KEK is deleted; once the entry expires the miss is seen and remembered.
+	// The KEK is deleted; once the entry expires the miss is seen and
+	// remembered. It resolved before, so it is unusable, not "not found".
 	f.deleteKEK("kek-a")
 	clock.Advance(DefaultKEKExpireAfter)
 	for range 3 {
-		if _, err := m.Resolve(t.Context(), "kek-a"); !errors.Is(err, kms.ErrKeyNotFound) {
-			t.Fatalf("err = %v, want kms.ErrKeyNotFound", err)
+		if _, err := m.Resolve(t.Context(), "kek-a"); !errors.Is(err, kms.ErrKeyUnusable) || errors.Is(err, kms.ErrKeyNotFound) {
+			t.Fatalf("err = %v, want kms.ErrKeyUnusable only", err)
 		}
 	}
 	if c := f.resolveCalls.Load(); c != 3 {

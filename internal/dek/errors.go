@@ -24,14 +24,17 @@ var (
 
 // Errors from Current, Decryptor and Resolve wrap one of:
 //   - kms.ErrKeyNotFound: the KEK does not exist or was destroyed
-//     (Fetch: RESOURCE_NOT_FOUND, 91);
+//     (Fetch: RESOURCE_NOT_FOUND, 91; Produce: the unresolvedKeyPolicy);
+//   - kms.ErrKeyUnusable: the KEK exists but is disabled or pending
+//     deletion, or it resolved before and is gone now (Produce: refused
+//     with RESOURCE_NOT_FOUND, never the unresolvedKeyPolicy);
 //   - ErrUnavailable: transient, retry later;
 //   - anything else: the KMS refused the request (e.g. it rejects the EDEK as
 //     invalid, or permission is denied). Current wraps these in
 //     ErrUnavailable too, since for a Produce every failure means "no DEK".
 
 // classify wraps transient failures in ErrUnavailable and leaves a missing
-// KEK and definite refusals as they are.
+// or unusable KEK and definite refusals as they are.
 func classify(err error) error {
 	switch {
 	case errors.Is(err, kms.ErrKeyNotFound):

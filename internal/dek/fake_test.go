@@ -19,6 +19,7 @@ import (
 type fakeKMS struct {
 	mu      sync.Mutex
 	keks    map[string]bool   // existing KEK ids
+	off     map[string]bool   // existing but disabled KEKs (ResolveKEK: ErrKeyUnusable)
 	keys    map[string][]byte // EDEK -> key copy
 	handed  [][]byte          // every raw key slice returned to the caller
 	serial  int
@@ -72,6 +73,17 @@ func (f *fakeKMS) setFail(err error) {
 	f.mu.Unlock()
 }
 
+// disable marks a KEK disabled (or enabled again): like moto, GenerateDEK
+// keeps serving it, only ResolveKEK tells.
+func (f *fakeKMS) disable(name string, off bool) {
+	f.mu.Lock()
+	if f.off == nil {
+		f.off = map[string]bool{}
+	}
+	f.off[name] = off
+	f.mu.Unlock()
+}
+
 func (f *fakeKMS) deleteKEK(id string) {
 	f.mu.Lock()
 	delete(f.keks, id)
@@ -85,6 +97,9 @@ func (f *fakeKMS) ResolveKEK(ctx context.Context, name string) (kms.KEKRef, erro
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.off[name] {
+		return kms.KEKRef{}, fmt.Errorf("fake: %q is disabled: %w", name, kms.ErrKeyUnusable)
+	}
 	if !f.keks[name] {
 		return kms.KEKRef{}, fmt.Errorf("fake: %q: %w", name, kms.ErrKeyNotFound)
 	}

@@ -28,6 +28,8 @@ type Manager struct {
 
 	resMu sync.RWMutex
 	res   map[string]*resEntry // by KEK name
+	// used holds every KEK name that ever resolved (Options.UsedKEKs).
+	used *UsedKEKs
 
 	stats *Counters
 }
@@ -45,6 +47,10 @@ func New(k kms.KMS, opts Options) (*Manager, error) {
 	if stats == nil {
 		stats = new(Counters)
 	}
+	used := opts.UsedKEKs
+	if used == nil {
+		used = new(UsedKEKs)
+	}
 	return &Manager{
 		kms:        k,
 		opts:       opts,
@@ -53,12 +59,45 @@ func New(k kms.KMS, opts Options) (*Manager, error) {
 		dec:        make(map[string]*decEntry),
 		decFlights: make(map[string]*call[cipher.AEAD]),
 		res:        make(map[string]*resEntry),
+		used:       used,
 	}, nil
+}
+
+// UsedKEKs remembers every KEK name that ever resolved. It grows only with
+// keys that exist in the KMS (a client cannot create those), never with
+// client input. A later "not found" for such a name means the KEK was
+// deleted: kms.ErrKeyUnusable, never unresolved. Managers that replace one
+// another on reload share one (Options.UsedKEKs). The zero value is ready.
+type UsedKEKs struct {
+	mu    sync.RWMutex
+	names map[string]struct{}
+}
+
+func (u *UsedKEKs) has(name string) bool {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	_, ok := u.names[name]
+	return ok
+}
+
+func (u *UsedKEKs) add(name string) {
+	if u.has(name) {
+		return
+	}
+	u.mu.Lock()
+	if u.names == nil {
+		u.names = map[string]struct{}{}
+	}
+	u.names[name] = struct{}{}
+	u.mu.Unlock()
 }
 
 // encEntry is the active DEK of one KEK.
 type encEntry struct {
 	key atomic.Pointer[Key] // nil until the first DEK arrives
+	// gone is set when the KMS reported the KEK deleted, disabled or
+	// otherwise unusable: Current refuses until it resolves again.
+	gone atomic.Pointer[error]
 
 	mu      sync.Mutex
 	flight  *call[*Key] // the GenerateDEK in progress, if any
@@ -70,13 +109,18 @@ type encEntry struct {
 // Current returns the active DEK for kek, making one if there is none or it
 // expired or is exhausted. It waits only when there is no usable DEK, and
 // never longer than ctx allows (nor than KMSTimeout). Every error means "no
-// DEK": the Produce must fail with a retriable code, never pass plaintext.
-// Errors wrap ErrUnavailable, or kms.ErrKeyNotFound if the KEK is gone.
+// DEK": the Produce must fail, never pass plaintext. Errors wrap
+// ErrUnavailable (retriable), or kms.ErrKeyUnusable if the KEK is gone,
+// disabled or otherwise unusable (its current DEK is then dropped; an
+// operator must act, so not retriable).
 //
 // A caller sealing many records calls Current once per batch, and again if
 // Seal fails with ErrExhausted (at most once more per batch).
 func (m *Manager) Current(ctx context.Context, kek kms.KEKRef) (*Key, error) {
 	e := m.encEntry(kek)
+	if g := e.gone.Load(); g != nil {
+		return nil, fmt.Errorf("dek: data key for KEK %q: %w", kek.Name, *g)
+	}
 	now := m.opts.Now()
 	if k := e.key.Load(); k != nil && m.usable(k, now) {
 		m.stats.encHits.Add(1)
@@ -100,7 +144,7 @@ func (m *Manager) Current(ctx context.Context, kek kms.KEKRef) (*Key, error) {
 	e.mu.Unlock()
 	k, err := c.wait(ctx)
 	if err != nil {
-		if !errors.Is(err, kms.ErrKeyNotFound) && !errors.Is(err, ErrUnavailable) {
+		if !errors.Is(err, kms.ErrKeyNotFound) && !errors.Is(err, kms.ErrKeyUnusable) && !errors.Is(err, ErrUnavailable) {
 			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
 		return nil, fmt.Errorf("dek: data key for KEK %q: %w", kek.Name, err)
@@ -181,6 +225,14 @@ func (m *Manager) generate(e *encEntry, kek kms.KEKRef, c *call[*Key]) {
 		}
 	}
 
+	if err != nil && errors.Is(err, kms.ErrKeyNotFound) {
+		// kek came from a successful ResolveKEK: it existed, so it was
+		// deleted since. Never "not found", which could mean plaintext.
+		err = gone(kek.Name, err)
+	}
+	if errors.Is(err, kms.ErrKeyUnusable) {
+		m.dropDEKs(kek.Name, err)
+	}
 	e.mu.Lock()
 	if err == nil && e.hasFP && e.lastFP == fp {
 		err = ErrReusedDEK
@@ -308,6 +360,9 @@ type Stats struct {
 	ResolveHits   uint64
 	ResolveMisses uint64
 
+	KEKChecks   uint64 // background re-resolutions of KEKs in use
+	KEKUnusable uint64 // times a KEK was found deleted, disabled or unusable
+
 	KMSCalls  uint64 // attempts, including retries
 	KMSErrors uint64
 }
@@ -320,6 +375,7 @@ type Counters struct {
 	decRefreshes                                               atomic.Uint64
 	resHits, resMisses                                         atomic.Uint64
 	kmsCalls, kmsErrors                                        atomic.Uint64
+	kekChecks, kekUnusable                                     atomic.Uint64
 }
 
 // Stats returns a snapshot of the counters (those of every Manager sharing
@@ -338,6 +394,7 @@ func (m *Manager) Stats() Stats {
 		DecryptCached: cached, DecryptRefreshes: s.decRefreshes.Load(),
 		ResolveHits: s.resHits.Load(), ResolveMisses: s.resMisses.Load(),
 		KMSCalls: s.kmsCalls.Load(), KMSErrors: s.kmsErrors.Load(),
+		KEKChecks: s.kekChecks.Load(), KEKUnusable: s.kekUnusable.Load(),
 	}
 }
 
@@ -352,7 +409,8 @@ func (m *Manager) Sweep() {
 	m.encMu.Lock()
 	for ref, e := range m.enc {
 		e.mu.Lock()
-		if k := e.key.Load(); e.flight == nil && (k == nil || !m.usable(k, now)) {
+		// An entry whose KEK was found unusable stays, to keep refusing.
+		if k := e.key.Load(); e.flight == nil && e.gone.Load() == nil && (k == nil || !m.usable(k, now)) {
 			delete(m.enc, ref)
 		}
 		e.mu.Unlock()
@@ -377,16 +435,109 @@ func (m *Manager) Sweep() {
 	m.resMu.Unlock()
 }
 
-// Run sweeps every interval until ctx ends.
+// Run sweeps every interval, and re-checks the KEKs in use every
+// KEKCheckInterval (CheckKEKs), until ctx ends.
 func (m *Manager) Run(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	c := time.NewTicker(m.opts.KEKCheckInterval)
+	defer c.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 			m.Sweep()
+		case <-c.C:
+			m.CheckKEKs(ctx)
+		}
+	}
+}
+
+// checkConcurrency bounds the KMS calls one CheckKEKs makes at a time.
+const checkConcurrency = 8
+
+// CheckKEKs re-resolves every KEK name whose positive answer is cached and
+// that Resolve returned within KEKExpireAfter: those are the KEKs records
+// may be sealed under right now (a DEK is only used after Resolve answered
+// from this cache or the KMS; a name unused for longer is not checked, and
+// its cached answer expires KEKExpireAfter after its last check, so its next
+// use asks the KMS). A KEK the KMS now reports missing or unusable gets its
+// DEKs dropped and is refused (kms.ErrKeyUnusable) from then on; a transient
+// failure changes nothing. It returns when every check has finished or ctx
+// ended.
+func (m *Manager) CheckKEKs(ctx context.Context) {
+	now := m.opts.Now().UnixNano()
+	m.resMu.RLock()
+	names := make([]string, 0, len(m.res))
+	for name, e := range m.res {
+		if e.known && e.err == nil && now-e.used.Load() < int64(m.opts.KEKExpireAfter) {
+			names = append(names, name)
+		}
+	}
+	m.resMu.RUnlock()
+	sem := make(chan struct{}, checkConcurrency)
+	var wg sync.WaitGroup
+	for _, name := range names {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return
+		}
+		m.stats.kekChecks.Add(1)
+		m.resMu.Lock()
+		e := m.res[name]
+		var c *call[kms.KEKRef]
+		if e != nil {
+			if c = e.flight; c == nil {
+				c = m.startResolve(name, e)
+			}
+		}
+		m.resMu.Unlock()
+		if c == nil {
+			<-sem
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.wait(ctx)
+			<-sem
+		}()
+	}
+	wg.Wait()
+}
+
+// gone turns a "not found" for a KEK that resolved before into
+// kms.ErrKeyUnusable (and drops kms.ErrKeyNotFound from the chain, so no
+// caller can mistake it for a KEK that never existed).
+func gone(name string, err error) error {
+	return fmt.Errorf("%w: KEK %q was in use and is gone (%v)", kms.ErrKeyUnusable, name, err)
+}
+
+// dropDEKs forgets the active DEKs of every reference of the KEK name and
+// refuses new ones until it resolves again: nothing more is sealed under a
+// KEK the KMS reported unusable.
+func (m *Manager) dropDEKs(name string, err error) {
+	m.stats.kekUnusable.Add(1)
+	m.encMu.RLock()
+	defer m.encMu.RUnlock()
+	for ref, e := range m.enc {
+		if ref.Name == name {
+			e.gone.Store(&err)
+			e.key.Store(nil)
+		}
+	}
+}
+
+// revive lets the KEK name make DEKs again after it resolved.
+func (m *Manager) revive(name string) {
+	m.encMu.RLock()
+	defer m.encMu.RUnlock()
+	for ref, e := range m.enc {
+		if ref.Name == name && e.gone.Load() != nil {
+			e.gone.Store(nil)
 		}
 	}
 }

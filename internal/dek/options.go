@@ -18,10 +18,13 @@ const (
 	DefaultKEKRefreshAfter      = 8 * time.Minute
 	DefaultKEKExpireAfter       = 10 * time.Minute
 	DefaultKEKCacheSize         = 10_000
-	DefaultKMSTimeout           = 20 * time.Second
-	DefaultKMSAttempts          = 3
-	DefaultKMSBackoff           = 500 * time.Millisecond
-	DefaultKMSBackoffMax        = 5 * time.Second
+	// DefaultKEKCheckInterval bounds, with one KMS call, how long a KEK
+	// that is deleted or disabled keeps sealing records (docs/threat-model.md).
+	DefaultKEKCheckInterval = 30 * time.Second
+	DefaultKMSTimeout       = 20 * time.Second
+	DefaultKMSAttempts      = 3
+	DefaultKMSBackoff       = 500 * time.Millisecond
+	DefaultKMSBackoffMax    = 5 * time.Second
 
 	// MinDecryptCacheMaxAge is the shortest DecryptCacheMaxAge: below it a
 	// busy consumer would cost a KMS call per EDEK every few fetches.
@@ -64,6 +67,12 @@ type Options struct {
 	KEKExpireAfter  time.Duration
 	// KEKCacheSize bounds the number of KEK names remembered.
 	KEKCacheSize int
+	// KEKCheckInterval is how often Run re-resolves every KEK whose positive
+	// answer is cached (the KEKs records are being sealed under). A KEK the
+	// KMS then reports missing, disabled or otherwise unusable has its DEK
+	// dropped and its topics refused: this interval plus one KMS call bounds
+	// how long records keep being sealed under a KEK that is gone.
+	KEKCheckInterval time.Duration
 
 	// KMSTimeout bounds one KMS operation including its retries. A call still
 	// running then is abandoned (its late result discarded and wiped).
@@ -80,6 +89,10 @@ type Options struct {
 	Now func() time.Time
 	// Hooks receive events for metrics.
 	Hooks Hooks
+	// UsedKEKs remembers the KEK names that resolved, so that their later
+	// "not found" is a refusal. Managers that replace one another (reload)
+	// share one. Nil: the Manager's own.
+	UsedKEKs *UsedKEKs
 	// Counters holds the cumulative counters Stats reports. Managers that
 	// replace one another (a config reload builds a new one) share one, so
 	// totals carry over and never go backwards. Nil: the Manager's own.
@@ -116,6 +129,7 @@ func (o Options) withDefaults() Options {
 	setDur(&o.NotFoundTTL, DefaultNotFoundTTL)
 	setDur(&o.KEKRefreshAfter, DefaultKEKRefreshAfter)
 	setDur(&o.KEKExpireAfter, DefaultKEKExpireAfter)
+	setDur(&o.KEKCheckInterval, DefaultKEKCheckInterval)
 	setDur(&o.KMSTimeout, DefaultKMSTimeout)
 	setDur(&o.KMSBackoff, DefaultKMSBackoff)
 	setDur(&o.KMSBackoffMax, DefaultKMSBackoffMax)
@@ -147,6 +161,7 @@ func (o Options) validate() error {
 		{"refreshAfterWrite", o.RefreshAfterWrite}, {"expireAfterWrite", o.ExpireAfterWrite},
 		{"decryptCacheTTL", o.DecryptCacheTTL}, {"decryptCacheMaxAge", o.DecryptCacheMaxAge}, {"notFoundTTL", o.NotFoundTTL},
 		{"kekRefreshAfter", o.KEKRefreshAfter}, {"kekExpireAfter", o.KEKExpireAfter},
+		{"kekCheckInterval", o.KEKCheckInterval},
 		{"kmsTimeout", o.KMSTimeout}, {"kmsBackoff", o.KMSBackoff}, {"kmsBackoffMax", o.KMSBackoffMax},
 	} {
 		if d.v < 0 {

@@ -2,7 +2,9 @@ package dek
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/kseal/kseal/internal/kms"
@@ -16,13 +18,26 @@ type resEntry struct {
 	at     time.Time // when ref or err was learned
 	known  bool      // ref or err is set
 	flight *call[kms.KEKRef]
+	// used is when Resolve last returned this entry (unix ns, updated at
+	// most once a second): CheckKEKs checks only names in use.
+	used atomic.Int64
+}
+
+// touch records a use of e at now, writing at most once a second.
+func (e *resEntry) touch(now time.Time) {
+	if n := now.UnixNano(); n-e.used.Load() >= int64(time.Second) {
+		e.used.Store(n)
+	}
 }
 
 // Resolve maps a KEK name chosen by policy to the KMS's reference, caching
 // it: found names are re-resolved in the background after KEKRefreshAfter
 // and not used after KEKExpireAfter; "not found" is remembered for
-// NotFoundTTL. Errors wrap kms.ErrKeyNotFound or ErrUnavailable like
-// Decryptor's.
+// NotFoundTTL. Errors wrap kms.ErrKeyNotFound (no such KEK: the caller
+// may apply its unresolvedKeyPolicy), kms.ErrKeyUnusable (the KEK exists but
+// is disabled or pending deletion, or it resolved before (Options.UsedKEKs)
+// and is now gone: refuse, never pass plaintext), or ErrUnavailable.
+// Run re-checks the names cached as found every KEKCheckInterval.
 func (m *Manager) Resolve(ctx context.Context, name string) (kms.KEKRef, error) {
 	now := m.opts.Now()
 	m.resMu.RLock()
@@ -37,6 +52,7 @@ func (m *Manager) Resolve(ctx context.Context, name string) (kms.KEKRef, error) 
 	}
 	m.resMu.RUnlock()
 	if hit {
+		e.touch(now)
 		m.stats.resHits.Add(1)
 		if refresh {
 			m.resMu.Lock()
@@ -54,6 +70,7 @@ func (m *Manager) Resolve(ctx context.Context, name string) (kms.KEKRef, error) 
 		e = &resEntry{}
 		m.insertRes(name, e, now)
 	}
+	e.touch(now)
 	c := e.flight
 	if c == nil {
 		c = m.startResolve(name, e)
@@ -82,14 +99,19 @@ func (m *Manager) startResolve(name string, e *resEntry) *call[kms.KEKRef] {
 		ref, err := callKMS(ctx, m, OpResolveKEK, func(ctx context.Context) (kms.KEKRef, error) {
 			return m.kms.ResolveKEK(ctx, name)
 		}, nil)
-		if err != nil {
-			err = fmt.Errorf("dek: resolve KEK %q: %w", name, classify(err))
-		}
 		now := m.opts.Now()
 		m.resMu.Lock()
+		if err != nil {
+			err = classify(err)
+			if errors.Is(err, kms.ErrKeyNotFound) && m.used.has(name) {
+				err = gone(name, err)
+			}
+			err = fmt.Errorf("dek: resolve KEK %q: %w", name, err)
+		}
 		e.flight = nil
 		switch {
 		case err == nil:
+			m.used.add(name)
 			e.ref, e.err, e.at, e.known = ref, nil, now, true
 		case !transient(err):
 			e.ref, e.err, e.at, e.known = kms.KEKRef{}, err, now, true
@@ -101,6 +123,12 @@ func (m *Manager) startResolve(name string, e *resEntry) *call[kms.KEKRef] {
 			m.insertRes(name, e, now) // evicted while in flight; put it back
 		}
 		m.resMu.Unlock()
+		switch {
+		case err == nil:
+			m.revive(name)
+		case errors.Is(err, kms.ErrKeyUnusable):
+			m.dropDEKs(name, err)
+		}
 		c.finish(ref, err)
 	}()
 	return c

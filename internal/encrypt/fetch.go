@@ -530,7 +530,7 @@ func (f *Filter) decryptRecord(ctx context.Context, cur *state, st *fetchWorker,
 		if err != nil {
 			var e *decryptError
 			switch {
-			case errors.Is(err, kms.ErrKeyNotFound):
+			case errors.Is(err, kms.ErrKeyNotFound), errors.Is(err, kms.ErrKeyUnusable):
 				e = fail(errKEKMissing, "kek_missing", err)
 			case dek.Retriable(err):
 				e = fail(errFetchKMS, "kms", err) // transient: consumers retry

@@ -66,7 +66,7 @@ func newFilter(t testing.TB, rules []policy.RuleConfig, keks []string, mod func(
 	if err != nil {
 		t.Fatal(err)
 	}
-	pol, err := policy.Compile(&policy.Config{Rules: rules})
+	pol, err := policy.Compile(&policy.Config{Rules: rules, UnresolvedKeyPolicy: policy.PassthroughUnencrypted})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,9 @@ import (
 
 // Keys is what the filter needs from DEK management.
 type Keys interface {
-	// Resolve checks that a KEK exists (kms.ErrKeyNotFound when it does not).
+	// Resolve checks that a KEK exists and is usable (kms.ErrKeyNotFound
+	// when it does not exist, kms.ErrKeyUnusable when it exists but is
+	// disabled or pending deletion, or was deleted after use).
 	Resolve(ctx context.Context, name string) (kms.KEKRef, error)
 	// Current returns the active data key for kek.
 	Current(ctx context.Context, kek kms.KEKRef) (recordcrypt.Key, error)
@@ -107,6 +109,8 @@ type Filter struct {
 	m      *Metrics
 	budget *Budget
 	state  atomic.Pointer[state]
+	// sealed remembers which topics kseal encrypted before (kekguard.go).
+	sealed sealedTopics
 
 	logLimit logLimiter
 }

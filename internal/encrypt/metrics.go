@@ -13,6 +13,9 @@ type Metrics struct {
 	decryptedBatches prometheus.Counter
 	requestRefusals  prometheus.Counter
 	processRefusals  prometheus.Counter
+	// sealedChecks counts reads of a topic's newest batches made because
+	// its KEK was not found under PASSTHROUGH_UNENCRYPTED (kekguard.go).
+	sealedChecks *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -40,8 +43,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.decryptedBatches = m.batches.WithLabelValues("decrypted")
 	m.requestRefusals = m.budget.WithLabelValues("request")
 	m.processRefusals = m.budget.WithLabelValues("process")
+	m.sealedChecks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kseal_encrypted_topic_checks_total",
+		Help: "Reads of a topic's newest batches, made before passing it through because its KEK does not exist, by outcome (encrypted: refused; plaintext: passed through; error: refused, retriable).",
+	}, []string{"outcome"})
 	if reg != nil {
-		reg.MustRegister(m.records, m.errors, m.batches, m.budget)
+		reg.MustRegister(m.records, m.errors, m.batches, m.budget, m.sealedChecks)
 	}
 	return m
 }

@@ -33,6 +33,10 @@ type produceState struct {
 	value []byte // one sealed value
 	tick  ticket
 	dups  []topicPartition
+
+	// x is the exchange of the Produce being handled (set by
+	// produceState): kekMissing asks the cluster through it.
+	x *proxy.Exchange
 }
 
 // topicPartition identifies a partition of a Produce request, for the
@@ -46,9 +50,11 @@ type topicPartition struct {
 var produceStateKey = new(int)
 
 func (f *Filter) produceState(x *proxy.Exchange) *produceState {
-	return x.ConnState(produceStateKey, func() any {
+	st := x.ConnState(produceStateKey, func() any {
 		return &produceState{proc: records.NewProcessor(records.WithMaxDecompressed(f.opts.MaxDecompressed))}
 	}).(*produceState)
+	st.x = x
+	return st
 }
 
 // maxKeptOut bounds the rewrite buffer a connection keeps between requests,
@@ -289,17 +295,19 @@ func (f *Filter) producePartition(ctx context.Context, cur *state, st *produceSt
 		return f.passPlain(st, topic, p.Records)
 	}
 	kek, err := cur.keys.Resolve(ctx, sel.KEK)
-	if errors.Is(err, kms.ErrKeyNotFound) {
-		if pe := f.unresolved(cur, topic, p.Records, fmt.Sprintf("KEK %q does not exist", sel.KEK)); pe != nil {
+	if err != nil {
+		// Missing, unusable or unreachable KEK: kekguard.go decides.
+		if pe := f.kekMissing(ctx, st.x, cur, topic, sel.KEK, p.Records, err); pe != nil {
 			return pe
 		}
 		return f.passPlain(st, topic, p.Records)
 	}
-	if err != nil {
-		return &partitionError{code: errNoKey, reason: "kms", err: fmt.Errorf("resolve KEK %q: %w", sel.KEK, err)}
-	}
 	key, err := cur.keys.Current(ctx, kek)
 	if err != nil {
+		if errors.Is(err, kms.ErrKeyUnusable) {
+			// The KEK was found gone between its check and this request.
+			return &partitionError{code: errKEKGone, reason: "kek_unusable", err: fmt.Errorf("data key for KEK %q: %w", sel.KEK, err)}
+		}
 		return &partitionError{code: errNoKey, reason: "kms", err: fmt.Errorf("data key for KEK %q: %w", sel.KEK, err)}
 	}
 	aadTopic := cur.policy.AADTopic(topic)
@@ -486,8 +494,9 @@ func (f *Filter) passPlain(st *produceState, topic string, recs []byte) *partiti
 
 var markerKey = []byte(recordcrypt.HeaderKey)
 
-// unresolved applies the unresolvedKeyPolicy: an error to refuse the
-// partition, nil to forward it unencrypted.
+// unresolved applies the unresolvedKeyPolicy to a topic no rule covers or
+// whose KEK does not exist (and, under PASSTHROUGH_UNENCRYPTED, was never
+// used to encrypt it: see kekMissing).
 func (f *Filter) unresolved(cur *state, topic string, recs []byte, why string) *partitionError {
 	if cur.policy.UnresolvedKeyPolicy() == policy.Reject {
 		return &partitionError{code: errRejected, reason: "rejected", err: errors.New(why + " and unresolvedKeyPolicy is REJECT")}

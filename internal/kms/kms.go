@@ -11,9 +11,20 @@ import (
 	"errors"
 )
 
-// ErrKeyNotFound means the KEK does not exist (or was deleted or destroyed).
-// It is not retried, and callers may remember it briefly.
+// ErrKeyNotFound means the KEK does not exist: it never did, or it was
+// deleted or destroyed and the KMS keeps no trace of it (a KEK that exists
+// in some unusable state is ErrKeyUnusable). It is not retried, and callers
+// may remember it briefly. On the produce side a "not found" for a KEK that
+// was in use is turned into ErrKeyUnusable by internal/dek.
 var ErrKeyNotFound = errors.New("kms: key not found")
+
+// ErrKeyUnusable means the KEK exists (or existed) but cannot be used to
+// make data keys: it is disabled, pending deletion, soft-deleted, or was
+// deleted after kseal had used it. Unlike ErrKeyNotFound it never lets a
+// topic fall back to its unresolvedKeyPolicy: produce to the topic is
+// refused. It is not retried, and callers may remember it briefly. An error
+// wraps at most one of ErrKeyNotFound and ErrKeyUnusable.
+var ErrKeyUnusable = errors.New("kms: key exists but is unusable")
 
 // ErrUnavailable wraps transient failures (timeouts, 5xx, connection refused)
 // that are worth retrying.
@@ -43,10 +54,16 @@ type EDEKInfo struct {
 
 // KMS is a key management service.
 type KMS interface {
-	// ResolveKEK checks that the named KEK exists and returns its reference.
-	// It returns an error wrapping ErrKeyNotFound when it does not exist.
+	// ResolveKEK checks that the named KEK exists and can make data keys,
+	// and returns its reference. It returns an error wrapping ErrKeyNotFound
+	// when no such key exists (nor ever did, as far as the KMS can tell), and
+	// one wrapping ErrKeyUnusable when the key exists but is disabled,
+	// pending deletion, soft-deleted or destroyed (when the KMS keeps a trace
+	// of deleted keys).
 	ResolveKEK(ctx context.Context, name string) (KEKRef, error)
-	// GenerateDEK returns a new 256-bit DEK wrapped by the current version of kek.
+	// GenerateDEK returns a new 256-bit DEK wrapped by the current version of
+	// kek. A key that is gone or unusable gives ErrKeyNotFound or
+	// ErrKeyUnusable, as ResolveKEK would.
 	GenerateDEK(ctx context.Context, kek KEKRef) (DEK, error)
 	// DecryptDEK unwraps an EDEK produced by GenerateDEK under any version of
 	// its KEK that still exists, returning the 32-byte key.

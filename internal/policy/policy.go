@@ -16,16 +16,20 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"time"
 )
 
 // UnresolvedKeyPolicy says what happens to records of a topic no rule
-// matches, or whose KEK does not exist.
+// matches, or whose KEK does not exist. A KEK that exists but is disabled,
+// pending deletion or deleted after use is not "unresolved": its topics are
+// refused whatever this policy says (docs/policy.md).
 type UnresolvedKeyPolicy string
 
 const (
-	// PassthroughUnencrypted forwards such records unencrypted (the default).
+	// PassthroughUnencrypted forwards such records unencrypted. It must be
+	// chosen explicitly.
 	PassthroughUnencrypted UnresolvedKeyPolicy = "PASSTHROUGH_UNENCRYPTED"
-	// Reject refuses to produce such records.
+	// Reject refuses to produce such records (the default: fail closed).
 	Reject UnresolvedKeyPolicy = "REJECT"
 )
 
@@ -37,13 +41,31 @@ type Config struct {
 	// Rules are tried in order; the first that matches the topic decides.
 	Rules []RuleConfig `yaml:"rules"`
 	// UnresolvedKeyPolicy applies when no rule matches or the KEK named does
-	// not exist: PASSTHROUGH_UNENCRYPTED (default) or REJECT.
+	// not exist: REJECT (default) or PASSTHROUGH_UNENCRYPTED.
 	UnresolvedKeyPolicy UnresolvedKeyPolicy `yaml:"unresolvedKeyPolicy"`
 	// Replicas map replica topics (MirrorMaker 2) to their origin topic.
 	Replicas []ReplicaConfig `yaml:"replicas"`
 	// CacheSize bounds how many topics' results are remembered (0: default).
 	CacheSize int `yaml:"cacheSize"`
+	// EncryptedTopicCheck tunes the check made before a topic whose KEK does
+	// not exist is passed through under PASSTHROUGH_UNENCRYPTED.
+	EncryptedTopicCheck EncryptedTopicCheckConfig `yaml:"encryptedTopicCheck"`
 }
+
+// EncryptedTopicCheckConfig is `encryption.policy.encryptedTopicCheck`:
+// before kseal passes a topic through because its KEK does not exist, it
+// reads the topic's newest batches from the cluster and refuses the topic if
+// kseal encrypted them. The answer is cached per topic.
+type EncryptedTopicCheckConfig struct {
+	// TTL is how long an answer is reused (0: DefaultEncryptedTopicCheckTTL).
+	TTL time.Duration `yaml:"ttl"`
+	// CacheSize bounds the topics whose answer is cached (0: DefaultCacheSize).
+	CacheSize int `yaml:"cacheSize"`
+}
+
+// DefaultEncryptedTopicCheckTTL is how long the encrypted-topic check's
+// answer for a topic is reused.
+const DefaultEncryptedTopicCheckTTL = time.Minute
 
 // RuleConfig is one rule: exactly one of Topics, TopicPrefix, TopicRegex
 // says what it matches, and exactly one of KEK, Passthrough what it does.
@@ -100,6 +122,14 @@ type Policy struct {
 	replicas   []replica
 	kekCache   *cache[Selection]
 	aadCache   *cache[string]
+	checkTTL   time.Duration
+	checkSize  int
+}
+
+// EncryptedTopicCheck returns the encrypted-topic check's answer TTL and
+// cache bound (defaulted).
+func (p *Policy) EncryptedTopicCheck() (ttl time.Duration, cacheSize int) {
+	return p.checkTTL, p.checkSize
 }
 
 type rule struct {
@@ -131,7 +161,7 @@ func Compile(cfg *Config) (*Policy, error) {
 
 	switch cfg.UnresolvedKeyPolicy {
 	case "":
-		p.unresolved = PassthroughUnencrypted
+		p.unresolved = Reject
 	case PassthroughUnencrypted, Reject:
 	default:
 		bad("unresolvedKeyPolicy", fmt.Errorf("%q is neither %s nor %s", cfg.UnresolvedKeyPolicy, PassthroughUnencrypted, Reject))
@@ -221,6 +251,19 @@ func Compile(cfg *Config) (*Policy, error) {
 	case size == 0:
 		size = DefaultCacheSize
 	}
+	p.checkTTL, p.checkSize = cfg.EncryptedTopicCheck.TTL, cfg.EncryptedTopicCheck.CacheSize
+	switch {
+	case p.checkTTL < 0:
+		bad("encryptedTopicCheck.ttl", fmt.Errorf("%v is negative", p.checkTTL))
+	case p.checkTTL == 0:
+		p.checkTTL = DefaultEncryptedTopicCheckTTL
+	}
+	switch {
+	case p.checkSize < 0:
+		bad("encryptedTopicCheck.cacheSize", fmt.Errorf("%d is negative", p.checkSize))
+	case p.checkSize == 0:
+		p.checkSize = DefaultCacheSize
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -259,6 +302,40 @@ func checkTopicName(s string, prefix bool) error {
 		}
 	}
 	return nil
+}
+
+// catchAllProbes are topic names of every shape Kafka allows: a rule whose
+// regex matches all of them is taken to match every topic.
+var catchAllProbes = []string{"a", "Z", "0", "_", "-", ".a", "orders", "__consumer_offsets", "x.y-z_9", "ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ"}
+
+// Warnings lists what in the policy is allowed but dangerous, for one log
+// line each at start: PASSTHROUGH_UNENCRYPTED together with a rule that
+// matches every topic and names a KEK (every topic whose KEK does not
+// exist then goes to the broker in clear).
+func (p *Policy) Warnings() []string {
+	if p.unresolved != PassthroughUnencrypted {
+		return nil
+	}
+	var out []string
+	for i := range p.rules {
+		r := &p.rules[i]
+		if r.re == nil || r.passthrough {
+			continue
+		}
+		all := true
+		for _, t := range catchAllProbes {
+			if !r.re.MatchString(t) {
+				all = false
+				break
+			}
+		}
+		if all {
+			out = append(out, fmt.Sprintf("unresolvedKeyPolicy is PASSTHROUGH_UNENCRYPTED and rules[%d] matches every topic: "+
+				"records of any topic whose KEK does not exist in the KMS (a typo, a topic created before its KEK) reach the broker unencrypted; "+
+				"set unresolvedKeyPolicy: REJECT (the default) unless that is intended", i))
+		}
+	}
+	return out
 }
 
 // UnresolvedKeyPolicy returns the configured policy (defaulted).

@@ -98,8 +98,8 @@ rules:
 
 func TestDefaults(t *testing.T) {
 	p := mustCompile(t, `{}`)
-	if p.UnresolvedKeyPolicy() != PassthroughUnencrypted {
-		t.Errorf("default UnresolvedKeyPolicy = %q", p.UnresolvedKeyPolicy())
+	if p.UnresolvedKeyPolicy() != Reject {
+		t.Errorf("default UnresolvedKeyPolicy = %q, want REJECT (fail closed)", p.UnresolvedKeyPolicy())
 	}
 	if got := p.Select("x"); got != (Selection{Unresolved, "", -1}) {
 		t.Errorf("Select with no rules = %+v", got)
@@ -276,5 +276,24 @@ func BenchmarkSelectMissRegex(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		p.evaluate("tenant-acme.orders")
+	}
+}
+
+func TestWarnings(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		n    int
+	}{
+		{"rules: [{topicRegex: '.*', kek: 'KEK-$(topicName)'}]", 0}, // REJECT by default
+		{"unresolvedKeyPolicy: PASSTHROUGH_UNENCRYPTED\nrules: [{topicRegex: '.*', kek: 'KEK-$(topicName)'}]", 1},
+		{"unresolvedKeyPolicy: PASSTHROUGH_UNENCRYPTED\nrules: [{topicRegex: '.+', kek: 'KEK-all'}]", 1},
+		{"unresolvedKeyPolicy: PASSTHROUGH_UNENCRYPTED\nrules: [{topicRegex: 'orders.*', kek: 'KEK-$(topicName)'}]", 0},
+		{"unresolvedKeyPolicy: PASSTHROUGH_UNENCRYPTED\nrules: [{topicRegex: '.*', passthrough: true}]", 0},
+		{"unresolvedKeyPolicy: PASSTHROUGH_UNENCRYPTED\nrules: [{topicPrefix: 'a', kek: 'k'}]", 0},
+	} {
+		p := mustCompile(t, tc.yaml)
+		if w := p.Warnings(); len(w) != tc.n {
+			t.Errorf("%s: warnings %q, want %d", tc.yaml, w, tc.n)
+		}
 	}
 }

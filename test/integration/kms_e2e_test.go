@@ -44,6 +44,9 @@ type e2eExternalKMS struct {
 	// versioned says the EDEK names the KEK version (moto rotates
 	// without new key material, so AWS EDEKs cannot show a rotation).
 	versioned bool
+	// lose makes the KEK unusable in the KMS: "delete" (OpenBao), "disable"
+	// or "schedule-deletion" (AWS). See keklife_test.go.
+	lose func(t *testing.T, how string)
 }
 
 // TestKMSProviders runs one scenario through kseal on the real cluster
@@ -402,6 +405,13 @@ path "transit/decrypt/KEK-*" { capabilities = ["update"] }
 		up:        func(t *testing.T) { e2eScript(t, "openbao.sh", "start", "--dir", dir, "--owner-pid", owner) },
 		describe:  vault.DescribeEDEK,
 		versioned: true,
+		lose: func(t *testing.T, how string) {
+			if how != "delete" {
+				t.Fatalf("openbao: cannot %s a key", how)
+			}
+			call(root, "POST", "transit/keys/"+kek+"/config", `{"deletion_allowed":true}`)
+			call(root, "DELETE", "transit/keys/"+kek, "")
+		},
 	}
 }
 
@@ -470,5 +480,19 @@ func e2eMoto(t *testing.T, kek string) *e2eExternalKMS {
 		down:     func(t *testing.T) { signal(t, syscall.SIGSTOP) },
 		up:       func(t *testing.T) { signal(t, syscall.SIGCONT) },
 		describe: kmsaws.DescribeEDEK,
+		lose: func(t *testing.T, how string) {
+			var err error
+			switch how {
+			case "disable":
+				_, err = adm.DisableKey(t.Context(), &awskms.DisableKeyInput{KeyId: &id})
+			case "schedule-deletion":
+				_, err = adm.ScheduleKeyDeletion(t.Context(), &awskms.ScheduleKeyDeletionInput{KeyId: &id, PendingWindowInDays: awssdk.Int32(7)})
+			default:
+				t.Fatalf("moto: cannot %s a key", how)
+			}
+			if err != nil {
+				t.Fatalf("%s: %v", how, err)
+			}
+		},
 	}
 }

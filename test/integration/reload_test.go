@@ -37,7 +37,7 @@ func TestReload(t *testing.T) {
 	}
 	config := func(gw testenv.Gateway, rule string) string {
 		return testenv.KsealConfig(cluster.Bootstrap, gw, "    encryption:\n"+k.section()+
-			"      policy:\n        rules:\n          - "+rule+"\n")
+			"      policy:\n        unresolvedKeyPolicy: PASSTHROUGH_UNENCRYPTED\n        rules:\n          - "+rule+"\n")
 	}
 	plainCfg := config(gw, fmt.Sprintf("{topics: [%q], passthrough: true}", topic))
 	encCfg := config(gw, fmt.Sprintf("{topics: [%q], kek: %q}", topic, "KEK-"+topic))

@@ -83,7 +83,7 @@ func newLocalKMS(t *testing.T, kek string) string {
 func startEncProxy(t *testing.T, kmsYAML, prefix, kek, dekYAML string) *encProxy {
 	t.Helper()
 	return startEncProxyPolicy(t, kmsYAML, dekYAML,
-		fmt.Sprintf("      policy:\n        rules:\n          - topicPrefix: %s\n            kek: %s\n", prefix, kek))
+		fmt.Sprintf("      policy:\n        unresolvedKeyPolicy: PASSTHROUGH_UNENCRYPTED\n        rules:\n          - topicPrefix: %s\n            kek: %s\n", prefix, kek))
 }
 
 // startEncProxyPolicy is startEncProxy with the whole `policy:` section

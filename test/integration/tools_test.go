@@ -79,6 +79,7 @@ func newToolsSetup(t *testing.T) *toolsSetup {
         type: local
         config: {keyStore: %q, masterKeyFile: %q, reloadInterval: 200ms}
       policy:
+        unresolvedKeyPolicy: PASSTHROUGH_UNENCRYPTED
         rules:
           - topicPrefix: it-tools
             kek: KEK-tools

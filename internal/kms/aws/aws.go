@@ -7,9 +7,11 @@
 //
 // Each call makes exactly one attempt within Config.Timeout: retries,
 // backoff and caching belong to the caller (internal/dek). Errors wrap
-// kms.ErrKeyNotFound (missing, disabled or pending-deletion keys) or
-// kms.ErrUnavailable (throttling, 5xx, network, timeouts); anything else,
-// such as AccessDenied, is a plain error.
+// kms.ErrKeyNotFound (missing keys or aliases, and for Decrypt disabled or
+// pending-deletion keys too), kms.ErrKeyUnusable (ResolveKEK and
+// GenerateDEK on a disabled or pending-deletion key) or kms.ErrUnavailable
+// (throttling, 5xx, network, timeouts); anything else, such as
+// AccessDenied, is a plain error.
 //
 // This package must never log, print or put into an error a data key,
 // a secret access key or a session token.
@@ -101,9 +103,12 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*KMS, error) {
 
 // ResolveKEK looks the key up with DescribeKey under AliasPrefix+name and
 // returns its key id (its key ARN when keys are addressed by ARN, since a
-// bare id names a key in this account and region only). A key that is
-// missing, disabled or pending deletion wraps kms.ErrKeyNotFound; a key
-// that cannot encrypt (asymmetric, HMAC) is a plain error.
+// bare id names a key in this account and region only). A missing alias or
+// key wraps kms.ErrKeyNotFound; a key that is disabled, pending deletion or
+// pending import wraps kms.ErrKeyUnusable; one whose custom key store is
+// disconnected (Unavailable), or that is being created or updated,
+// kms.ErrUnavailable; a key that cannot encrypt (asymmetric, HMAC) is a
+// plain error.
 func (k *KMS) ResolveKEK(ctx context.Context, name string) (kms.KEKRef, error) {
 	ident := k.aliasPrefix + name
 	if err := checkIdent(ident); err != nil {
@@ -122,7 +127,9 @@ func (k *KMS) ResolveKEK(ctx context.Context, name string) (kms.KEKRef, error) {
 	switch md.KeyState {
 	case types.KeyStateEnabled:
 	case types.KeyStateDisabled, types.KeyStatePendingDeletion, types.KeyStatePendingReplicaDeletion, types.KeyStatePendingImport:
-		return kms.KEKRef{}, fmt.Errorf("aws kms: %s (key %s) is %s: %w", ident, *md.KeyId, md.KeyState, kms.ErrKeyNotFound)
+		// The key exists: its topics must be refused, not sent down the
+		// unresolvedKeyPolicy.
+		return kms.KEKRef{}, fmt.Errorf("aws kms: %s (key %s) is %s: %w", ident, *md.KeyId, md.KeyState, kms.ErrKeyUnusable)
 	default: // Creating, Updating, Unavailable (custom key store disconnected)
 		return kms.KEKRef{}, fmt.Errorf("aws kms: %s (key %s) is %s: %w", ident, *md.KeyId, md.KeyState, kms.ErrUnavailable)
 	}
@@ -279,8 +286,9 @@ func DescribeEDEK(edek []byte) (kms.EDEKInfo, error) {
 // errors, 500/502/503/504, throttling codes, request timeouts.
 var retryables = retry.IsErrorRetryables(retry.DefaultRetryables)
 
-// classify wraps an SDK error for op on key: missing or unusable keys in
-// kms.ErrKeyNotFound, transient failures in kms.ErrUnavailable, the rest
+// classify wraps an SDK error for op on key: missing keys in
+// kms.ErrKeyNotFound, disabled or pending-deletion ones in
+// kms.ErrKeyUnusable (kms.ErrKeyNotFound for Decrypt), transient failures in kms.ErrUnavailable, the rest
 // (AccessDenied, InvalidCiphertext, IncorrectKey, validation) as they are.
 func classify(op, key string, err error) error {
 	var (
@@ -297,8 +305,16 @@ func classify(op, key string, err error) error {
 	switch {
 	case errors.Is(err, kms.ErrRedirectRefused):
 		// A plain refusal: retrying cannot change where the answer points.
-	case errors.As(err, &notFound), errors.As(err, &disabled), errors.As(err, &badState):
+	case errors.As(err, &notFound):
 		sentinel = kms.ErrKeyNotFound
+	case errors.As(err, &disabled), errors.As(err, &badState):
+		// The key exists but cannot be used. For making data keys that is
+		// a refusal (never "no KEK"); for Decrypt it reads like a missing
+		// key (RESOURCE_NOT_FOUND to the consumer).
+		sentinel = kms.ErrKeyUnusable
+		if op == "Decrypt" {
+			sentinel = kms.ErrKeyNotFound
+		}
 	case errors.As(err, &internal), errors.As(err, &depTimeout), errors.As(err, &unavailable),
 		errors.Is(err, context.DeadlineExceeded):
 		sentinel = kms.ErrUnavailable

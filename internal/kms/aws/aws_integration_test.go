@@ -314,8 +314,8 @@ func TestMoto(t *testing.T) {
 		if _, err := admin.DisableKey(ctx, &awskms.DisableKeyInput{KeyId: &id}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := p.ResolveKEK(ctx, "KEK-disabled"); !errors.Is(err, kms.ErrKeyNotFound) {
-			t.Fatalf("disabled key: %v, want ErrKeyNotFound", err)
+		if _, err := p.ResolveKEK(ctx, "KEK-disabled"); !errors.Is(err, kms.ErrKeyUnusable) || errors.Is(err, kms.ErrKeyNotFound) {
+			t.Fatalf("disabled key: %v, want ErrKeyUnusable only", err)
 		}
 		id = createKEK(t, admin, "alias/KEK-deleted")
 		if _, err := admin.ScheduleKeyDeletion(ctx, &awskms.ScheduleKeyDeletionInput{KeyId: &id, PendingWindowInDays: awssdk.Int32(7)}); err != nil {
@@ -325,8 +325,8 @@ func TestMoto(t *testing.T) {
 		if err != nil || md.KeyMetadata.KeyState != types.KeyStatePendingDeletion {
 			t.Fatalf("DescribeKey after ScheduleKeyDeletion = %v, %v", md, err)
 		}
-		if _, err := p.ResolveKEK(ctx, "KEK-deleted"); !errors.Is(err, kms.ErrKeyNotFound) {
-			t.Fatalf("key pending deletion: %v, want ErrKeyNotFound", err)
+		if _, err := p.ResolveKEK(ctx, "KEK-deleted"); !errors.Is(err, kms.ErrKeyUnusable) || errors.Is(err, kms.ErrKeyNotFound) {
+			t.Fatalf("key pending deletion: %v, want ErrKeyUnusable only", err)
 		}
 	})
 

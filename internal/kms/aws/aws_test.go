@@ -184,11 +184,14 @@ func TestErrorClassification(t *testing.T) {
 		name    string
 		status  int
 		errType string
-		want    error // kms.ErrKeyNotFound, kms.ErrUnavailable or nil (plain)
+		want    error // kms.ErrKeyNotFound, kms.ErrKeyUnusable, kms.ErrUnavailable or nil (plain)
 	}{
 		{"key not found", 400, "NotFoundException", kms.ErrKeyNotFound},
-		{"key disabled", 400, "DisabledException", kms.ErrKeyNotFound},
-		{"key pending deletion", 400, "KMSInvalidStateException", kms.ErrKeyNotFound},
+		// A key that exists but is disabled or pending deletion is never
+		// "not found" when making data keys (the topic would fall back to
+		// the unresolvedKeyPolicy); for Decrypt it is (RESOURCE_NOT_FOUND).
+		{"key disabled", 400, "DisabledException", kms.ErrKeyUnusable},
+		{"key pending deletion", 400, "KMSInvalidStateException", kms.ErrKeyUnusable},
 		{"throttled", 400, "ThrottlingException", kms.ErrUnavailable},
 		{"KMS internal error", 500, "KMSInternalException", kms.ErrUnavailable},
 		{"dependency timeout", 503, "DependencyTimeoutException", kms.ErrUnavailable},
@@ -233,7 +236,11 @@ func TestErrorClassification(t *testing.T) {
 				if err == nil {
 					t.Fatal("no error")
 				}
-				checkClass(t, err, tc.want)
+				want := tc.want
+				if want == kms.ErrKeyUnusable && op == "Decrypt" {
+					want = kms.ErrKeyNotFound
+				}
+				checkClass(t, err, want)
 				if n := len(f.reqs()) - before; n != 1 {
 					t.Errorf("%d attempts, want 1 (the caller retries)", n)
 				}
@@ -247,18 +254,22 @@ func TestErrorClassification(t *testing.T) {
 
 func checkClass(t *testing.T, err, want error) {
 	t.Helper()
-	nf, un := errors.Is(err, kms.ErrKeyNotFound), errors.Is(err, kms.ErrUnavailable)
+	nf, un, us := errors.Is(err, kms.ErrKeyNotFound), errors.Is(err, kms.ErrUnavailable), errors.Is(err, kms.ErrKeyUnusable)
 	switch want {
 	case kms.ErrKeyNotFound:
-		if !nf || un {
+		if !nf || un || us {
 			t.Errorf("err = %v, want only ErrKeyNotFound", err)
 		}
+	case kms.ErrKeyUnusable:
+		if !us || un || nf {
+			t.Errorf("err = %v, want only ErrKeyUnusable", err)
+		}
 	case kms.ErrUnavailable:
-		if !un || nf {
+		if !un || nf || us {
 			t.Errorf("err = %v, want only ErrUnavailable", err)
 		}
 	default:
-		if nf || un {
+		if nf || un || us {
 			t.Errorf("err = %v, want a plain error", err)
 		}
 	}
@@ -272,9 +283,9 @@ func TestResolveKEKKeyStates(t *testing.T) {
 	}{
 		{"Enabled", "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", nil, true},
 		{"Enabled", "SYMMETRIC_DEFAULT", "", nil, true}, // moto leaves KeyUsage out
-		{"Disabled", "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", kms.ErrKeyNotFound, false},
-		{"PendingDeletion", "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", kms.ErrKeyNotFound, false},
-		{"PendingImport", "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", kms.ErrKeyNotFound, false},
+		{"Disabled", "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", kms.ErrKeyUnusable, false},
+		{"PendingDeletion", "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", kms.ErrKeyUnusable, false},
+		{"PendingImport", "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", kms.ErrKeyUnusable, false},
 		{"Unavailable", "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", kms.ErrUnavailable, false},
 		{"Creating", "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", kms.ErrUnavailable, false},
 		{"Enabled", "RSA_2048", "ENCRYPT_DECRYPT", nil, false},

@@ -180,7 +180,10 @@ type keyInfo struct {
 
 // ResolveKEK reads the key's current version. name must be a Key Vault key
 // name (letters, digits, dashes): any other name cannot exist there, so it
-// is ErrKeyNotFound. A key that is disabled or cannot wrap is a plain error.
+// is ErrKeyNotFound, as is a key the vault does not know. A key that is
+// disabled, or deleted but still recoverable (soft-delete), is
+// ErrKeyUnusable: its topics are refused rather than sent down the
+// unresolvedKeyPolicy. A key that cannot wrap is a plain error.
 func (k *KMS) ResolveKEK(ctx context.Context, name string) (kms.KEKRef, error) {
 	ctx, cancel := context.WithTimeout(ctx, k.timeout)
 	defer cancel()
@@ -197,6 +200,9 @@ func (k *KMS) currentKey(ctx context.Context, name string) (keyInfo, error) {
 	}
 	var kb keyBundle
 	if err := k.call(ctx, http.MethodGet, "/keys/"+name, nil, &kb, "get key "+name); err != nil {
+		if errors.Is(err, kms.ErrKeyNotFound) && k.softDeleted(ctx, name) {
+			return keyInfo{}, fmt.Errorf("azure kms: key %s is deleted but recoverable (soft-delete): %w", name, kms.ErrKeyUnusable)
+		}
 		return keyInfo{}, err
 	}
 	version, err := versionFromKID(kb.Key.KID, name)
@@ -204,7 +210,7 @@ func (k *KMS) currentKey(ctx context.Context, name string) (keyInfo, error) {
 		return keyInfo{}, fmt.Errorf("azure kms: get key %s: %w", name, err)
 	}
 	if kb.Attributes.Enabled != nil && !*kb.Attributes.Enabled {
-		return keyInfo{}, fmt.Errorf("azure kms: key %s version %s is disabled", name, version)
+		return keyInfo{}, fmt.Errorf("azure kms: key %s version %s is disabled: %w", name, version, kms.ErrKeyUnusable)
 	}
 	var info keyInfo
 	info.version = version
@@ -226,6 +232,15 @@ func (k *KMS) currentKey(ctx context.Context, name string) (keyInfo, error) {
 		return keyInfo{}, fmt.Errorf("azure kms: key %s does not allow wrapKey and unwrapKey (key_ops %s)", name, printable(strings.Join(kb.Key.KeyOps, ","), 100))
 	}
 	return info, nil
+}
+
+// softDeleted reports whether the vault holds name as a deleted key that
+// can still be recovered (GET /deletedkeys/{name}). Any failure (no
+// soft-delete, no permission to read deleted keys) answers false: the key
+// then stays "not found".
+func (k *KMS) softDeleted(ctx context.Context, name string) bool {
+	var kb keyBundle
+	return k.call(ctx, http.MethodGet, "/deletedkeys/"+name, nil, &kb, "get deleted key "+name) == nil
 }
 
 // Probe reads the key kms.ProbeKEK, which need not exist: a 404 is the
@@ -342,7 +357,8 @@ type vaultError struct {
 // what says what failed in errors ("get key KEK-orders").
 //
 // Classification: 404 is ErrKeyNotFound; 408, 429 and 5xx, timeouts and
-// connection failures are ErrUnavailable; 403 (no permission, disabled key,
+// connection failures are ErrUnavailable; 403 for a disabled key (or
+// ForbiddenByPolicy) is ErrKeyUnusable; other 403s (no permission,
 // firewall) and other 4xx are plain errors. A 401 means the vault no longer
 // takes the cached token (revoked, or issued before the identity provider
 // restarted): the token is dropped and the request sent once more with a
@@ -384,6 +400,11 @@ func (k *KMS) call(ctx context.Context, method, path string, in, out any, what s
 			return fmt.Errorf("azure kms: %s: %w (HTTP 404%s)", what, kms.ErrKeyNotFound, detail)
 		case transientStatus(status):
 			return fmt.Errorf("azure kms: %s: %w: HTTP %d%s", what, kms.ErrUnavailable, status, detail)
+		case status == http.StatusForbidden && (strings.Contains(strings.ToLower(detail), "disabled") ||
+			strings.Contains(strings.ToLower(detail), "forbiddenbypolicy")):
+			// The key exists, but is disabled (or its policy forbids the
+			// operation): a refusal, never "no such key".
+			return fmt.Errorf("azure kms: %s: %w (HTTP 403%s)", what, kms.ErrKeyUnusable, detail)
 		case status == http.StatusUnauthorized:
 			k.tokens.invalidate(tok)
 			if attempt == 0 {

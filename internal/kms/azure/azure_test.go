@@ -120,12 +120,41 @@ func TestRefusedKeys(t *testing.T) {
 	for name, want := range map[string]string{
 		"KEK-ec":       "cannot wrap keys",
 		"KEK-signonly": "does not allow wrapKey",
-		"KEK-off":      "is disabled",
 	} {
 		_, err := k.ResolveKEK(context.Background(), name)
-		if err == nil || !strings.Contains(err.Error(), want) || errors.Is(err, kms.ErrKeyNotFound) || errors.Is(err, kms.ErrUnavailable) {
+		if err == nil || !strings.Contains(err.Error(), want) || errors.Is(err, kms.ErrKeyNotFound) || errors.Is(err, kms.ErrUnavailable) || errors.Is(err, kms.ErrKeyUnusable) {
 			t.Errorf("ResolveKEK(%s) = %v, want a plain error with %q", name, err, want)
 		}
+	}
+	// A disabled key exists: unusable, never "not found" (which would let
+	// its topics fall back to the unresolvedKeyPolicy).
+	_, err := k.ResolveKEK(context.Background(), "KEK-off")
+	if err == nil || !strings.Contains(err.Error(), "is disabled") || !errors.Is(err, kms.ErrKeyUnusable) || errors.Is(err, kms.ErrKeyNotFound) {
+		t.Errorf("ResolveKEK(KEK-off) = %v, want ErrKeyUnusable only", err)
+	}
+	// And a wrap under it (a DEK refresh racing the disabling) too.
+	_, err = k.GenerateDEK(context.Background(), kms.KEKRef{Name: "KEK-off", ID: "KEK-off"})
+	if !errors.Is(err, kms.ErrKeyUnusable) || errors.Is(err, kms.ErrKeyNotFound) {
+		t.Errorf("GenerateDEK(KEK-off) = %v, want ErrKeyUnusable only", err)
+	}
+}
+
+func TestDisabledKeyWrapIsUnusable(t *testing.T) {
+	f := newFakeVault(t)
+	k := openFake(t, f, nil)
+	createKey(t, k, "KEK-late", "RSA", 2048)
+	kb := adminCall(t, k, http.MethodGet, "/keys/KEK-late", nil)
+	v, _ := versionFromKID(kb["key"].(map[string]any)["kid"].(string), "KEK-late")
+	info, err := k.currentKey(context.Background(), "KEK-late")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminCall(t, k, http.MethodPatch, "/keys/KEK-late/"+v, map[string]any{"attributes": map[string]any{"enabled": false}})
+	var res keyOpResult
+	err = k.call(context.Background(), http.MethodPost, "/keys/KEK-late/"+info.version+"/wrapkey",
+		keyOpParams{Alg: algName(info.alg), Value: "AAAA"}, &res, "wrap")
+	if !errors.Is(err, kms.ErrKeyUnusable) || errors.Is(err, kms.ErrKeyNotFound) {
+		t.Errorf("wrap under a disabled key = %v, want ErrKeyUnusable", err)
 	}
 }
 

@@ -52,8 +52,9 @@ type KMS struct {
 
 // state is an immutable snapshot of the store, swapped whole on reload.
 type state struct {
-	keys map[string]*kek // live KEKs only
-	fi   os.FileInfo
+	keys    map[string]*kek     // live KEKs only
+	deleted map[string]struct{} // KEKs deleted (and not created again)
+	fi      os.FileInfo
 }
 
 type kek struct {
@@ -193,7 +194,7 @@ func (k *KMS) recheck() bool {
 // loadState opens every live version's material. The store passed its MAC,
 // so an inconsistency here means a bug or a store written by a newer kseal.
 func (mk *masterKeys) loadState(keys []fileKey, fi os.FileInfo) (*state, error) {
-	st := &state{keys: make(map[string]*kek, len(keys)), fi: fi}
+	st := &state{keys: make(map[string]*kek, len(keys)), deleted: map[string]struct{}{}, fi: fi}
 	for _, fk := range keys {
 		if !validName(fk.Name) {
 			return nil, fmt.Errorf("invalid KEK name %q", fk.Name)
@@ -202,6 +203,7 @@ func (mk *masterKeys) loadState(keys []fileKey, fi os.FileInfo) (*state, error) 
 			return nil, fmt.Errorf("KEK %q listed twice", fk.Name)
 		}
 		if fk.Deleted != nil {
+			st.deleted[fk.Name] = struct{}{}
 			continue
 		}
 		kk := &kek{name: fk.Name, versions: make(map[uint64]*kekVersion, len(fk.Versions))}
@@ -239,12 +241,23 @@ func (k *KMS) lookup(name string) *kek {
 	return nil
 }
 
-// ResolveKEK reports whether the KEK exists; ID is its name.
+// ResolveKEK reports whether the KEK exists; ID is its name. A KEK the
+// store records as deleted is kms.ErrKeyUnusable (its topics were
+// encrypted: they must not fall back to the unresolvedKeyPolicy), one it
+// never held kms.ErrKeyNotFound.
 func (k *KMS) ResolveKEK(_ context.Context, name string) (kms.KEKRef, error) {
 	if k.lookup(name) == nil {
-		return kms.KEKRef{}, fmt.Errorf("local kms: KEK %q: %w", name, kms.ErrKeyNotFound)
+		return kms.KEKRef{}, k.missing(name)
 	}
 	return kms.KEKRef{Name: name, ID: name}, nil
+}
+
+// missing is the error for a KEK that is not live: deleted or unknown.
+func (k *KMS) missing(name string) error {
+	if _, ok := k.state.Load().deleted[name]; ok {
+		return fmt.Errorf("local kms: KEK %q was deleted: %w", name, kms.ErrKeyUnusable)
+	}
+	return fmt.Errorf("local kms: KEK %q: %w", name, kms.ErrKeyNotFound)
 }
 
 // GenerateDEK makes a random DEK and wraps it under the KEK's primary
@@ -252,7 +265,7 @@ func (k *KMS) ResolveKEK(_ context.Context, name string) (kms.KEKRef, error) {
 func (k *KMS) GenerateDEK(_ context.Context, ref kms.KEKRef) (kms.DEK, error) {
 	kk := k.lookup(ref.Name)
 	if kk == nil {
-		return kms.DEK{}, fmt.Errorf("local kms: KEK %q: %w", ref.Name, kms.ErrKeyNotFound)
+		return kms.DEK{}, k.missing(ref.Name)
 	}
 	v := kk.primary
 	key := make([]byte, dekSize)

@@ -141,8 +141,13 @@ func TestLifecycle(t *testing.T) {
 			t.Fatalf("DecryptDEK after Delete: %v, want ErrKeyNotFound", err)
 		}
 	}
-	if _, err := k.ResolveKEK(ctx, "KEK-orders"); !errors.Is(err, kms.ErrKeyNotFound) {
-		t.Fatalf("ResolveKEK after Delete: %v", err)
+	// A deleted KEK is unusable, never "not found": its topics were
+	// encrypted and must not fall back to the unresolvedKeyPolicy.
+	if _, err := k.ResolveKEK(ctx, "KEK-orders"); !errors.Is(err, kms.ErrKeyUnusable) || errors.Is(err, kms.ErrKeyNotFound) {
+		t.Fatalf("ResolveKEK after Delete: %v, want ErrKeyUnusable only", err)
+	}
+	if _, err := k.GenerateDEK(ctx, kms.KEKRef{Name: "KEK-orders", ID: "KEK-orders"}); !errors.Is(err, kms.ErrKeyUnusable) {
+		t.Fatalf("GenerateDEK after Delete: %v, want ErrKeyUnusable", err)
 	}
 	if _, err := k.Rotate(ctx, "KEK-orders"); !errors.Is(err, kms.ErrKeyNotFound) {
 		t.Fatalf("Rotate after Delete: %v", err)

@@ -133,7 +133,10 @@ type keyInfo struct {
 }
 
 // ResolveKEK reads the Transit key: it must exist, not be soft-deleted, and
-// be usable for datakey without a derivation context.
+// be usable for datakey without a derivation context. A missing key (404)
+// is kms.ErrKeyNotFound; a soft-deleted one (OpenBao) kms.ErrKeyUnusable.
+// Transit keeps no trace of a deleted key: internal/dek remembers the names
+// that resolved and treats their later "not found" as unusable.
 func (k *KMS) ResolveKEK(ctx context.Context, name string) (kms.KEKRef, error) {
 	if !validKeyName(name) {
 		return kms.KEKRef{}, fmt.Errorf("vault kms: %q is not a valid Transit key name: %w", name, kms.ErrKeyNotFound)
@@ -144,9 +147,11 @@ func (k *KMS) ResolveKEK(ctx context.Context, name string) (kms.KEKRef, error) {
 	}
 	switch {
 	case info.SoftDeleted:
-		return kms.KEKRef{}, fmt.Errorf("vault kms: key %q is soft-deleted: %w", name, kms.ErrKeyNotFound)
+		// It exists and its topics were encrypted: refuse them, never let
+		// them fall back to the unresolvedKeyPolicy.
+		return kms.KEKRef{}, fmt.Errorf("vault kms: key %q is soft-deleted: %w", name, kms.ErrKeyUnusable)
 	case info.LatestVersion < 1:
-		return kms.KEKRef{}, fmt.Errorf("vault kms: key %q has no versions: %w", name, kms.ErrKeyNotFound)
+		return kms.KEKRef{}, fmt.Errorf("vault kms: key %q has no versions: %w", name, kms.ErrKeyUnusable)
 	case info.SupportsEncryption != nil && !*info.SupportsEncryption:
 		return kms.KEKRef{}, fmt.Errorf("vault kms: key %q (type %s) cannot encrypt, so it cannot wrap DEKs", name, info.Type)
 	case info.Derived:

@@ -240,12 +240,14 @@ func TestErrorClassification(t *testing.T) {
 func TestKeyStates(t *testing.T) {
 	for _, tc := range []struct {
 		name, data string
-		notFound   bool // else a plain error
+		want       error // kms.ErrKeyUnusable, or nil for a plain error
 	}{
-		{"soft-deleted", `{"name":"k","latest_version":1,"soft_deleted":true,"supports_encryption":true}`, true},
-		{"no versions", `{"name":"k","latest_version":0,"supports_encryption":true}`, true},
-		{"signing key", `{"name":"k","type":"ed25519","latest_version":1,"supports_encryption":false}`, false},
-		{"derived key", `{"name":"k","latest_version":1,"derived":true,"supports_encryption":true}`, false},
+		// A key that exists is never "not found": that would let its
+		// topics fall back to the unresolvedKeyPolicy.
+		{"soft-deleted", `{"name":"k","latest_version":1,"soft_deleted":true,"supports_encryption":true}`, kms.ErrKeyUnusable},
+		{"no versions", `{"name":"k","latest_version":0,"supports_encryption":true}`, kms.ErrKeyUnusable},
+		{"signing key", `{"name":"k","type":"ed25519","latest_version":1,"supports_encryption":false}`, nil},
+		{"derived key", `{"name":"k","latest_version":1,"derived":true,"supports_encryption":true}`, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -254,8 +256,9 @@ func TestKeyStates(t *testing.T) {
 			defer srv.Close()
 			k, _ := openTest(t, srv.URL, nil)
 			_, err := k.ResolveKEK(context.Background(), "k")
-			if err == nil || errors.Is(err, kms.ErrKeyNotFound) != tc.notFound || errors.Is(err, kms.ErrUnavailable) {
-				t.Fatalf("err = %v, want not-found %v", err, tc.notFound)
+			if err == nil || errors.Is(err, kms.ErrKeyNotFound) || errors.Is(err, kms.ErrUnavailable) ||
+				errors.Is(err, kms.ErrKeyUnusable) != (tc.want != nil) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
 			}
 		})
 	}
