@@ -180,10 +180,19 @@ type SNI struct {
 // NodeIDPlaceholder is what SNI.BrokerHostPattern must contain.
 const NodeIDPlaceholder = "$(nodeId)"
 
-// Limits bound what one client connection can make the proxy hold.
+// Limits bound what clients can make the proxy hold: per connection
+// (frame size, pipelined requests, idle time) and per virtual cluster (open
+// connections).
 type Limits struct {
 	MaxFrameBytes            int `yaml:"maxFrameBytes"`
 	MaxInFlightPerConnection int `yaml:"maxInFlightPerConnection"`
+	// MaxConnections bounds the client connections of the virtual cluster
+	// open at once (TLS handshakes and upstream dials included); past it a
+	// new connection is accepted and closed at once.
+	MaxConnections int `yaml:"maxConnections"`
+	// IdleTimeout closes a client connection that sent no request and got
+	// no response for this long with nothing in flight.
+	IdleTimeout Duration `yaml:"idleTimeout"`
 }
 
 // Encryption is filled in by the encryption feature; its sub-trees are
@@ -227,9 +236,18 @@ func (d Duration) Std() time.Duration { return time.Duration(d) }
 const (
 	DefaultMaxFrameBytes            = 100 << 20
 	DefaultMaxInFlightPerConnection = 128
-	DefaultBrokerPortCount          = 100
-	DefaultDialTimeout              = 10 * time.Second
-	DefaultDrainTimeout             = 30 * time.Second
+	// DefaultMaxConnections: each client connection holds two sockets
+	// (client and broker) and up to two frame buffers.
+	DefaultMaxConnections = 10000
+	// DefaultIdleTimeout is Kafka brokers' connections.max.idle.ms (10
+	// minutes), longer than clients' own 9 minutes, so clients close their
+	// idle connections first as they do against a broker.
+	DefaultIdleTimeout     = 10 * time.Minute
+	DefaultBrokerPortCount = 100
+	DefaultDialTimeout     = 10 * time.Second
+	DefaultDrainTimeout    = 30 * time.Second
+	// MinIdleTimeout keeps a typo (1ms) from closing every connection.
+	MinIdleTimeout = 100 * time.Millisecond
 )
 
 // Load reads, decodes, defaults and validates a config file.
@@ -320,6 +338,12 @@ func (c *Config) applyDefaults() {
 		}
 		if vc.Limits.MaxInFlightPerConnection == 0 {
 			vc.Limits.MaxInFlightPerConnection = DefaultMaxInFlightPerConnection
+		}
+		if vc.Limits.MaxConnections == 0 {
+			vc.Limits.MaxConnections = DefaultMaxConnections
+		}
+		if vc.Limits.IdleTimeout == 0 {
+			vc.Limits.IdleTimeout = Duration(DefaultIdleTimeout)
 		}
 	}
 }
@@ -441,6 +465,12 @@ func (c *Config) Validate() error {
 		}
 		if vc.Limits.MaxInFlightPerConnection < 1 {
 			add(p+".limits.maxInFlightPerConnection", "must be at least 1")
+		}
+		if vc.Limits.MaxConnections < 1 {
+			add(p+".limits.maxConnections", "must be at least 1")
+		}
+		if vc.Limits.IdleTimeout < Duration(MinIdleTimeout) {
+			add(p+".limits.idleTimeout", "%s is too short (minimum %s)", vc.Limits.IdleTimeout.Std(), MinIdleTimeout)
 		}
 		if vc.Encryption != nil && vc.Encryption.KMS.Type == "" {
 			add(p+".encryption.kms.type", "is required")

@@ -22,7 +22,8 @@ func TestDefaults(t *testing.T) {
 	vc := c.VirtualClusters[0]
 	if vc.Gateway.BrokerPortStart != 19093 || vc.Gateway.BrokerPortCount != DefaultBrokerPortCount ||
 		vc.Limits.MaxFrameBytes != DefaultMaxFrameBytes || vc.Gateway.AdvertisedHost != "localhost" ||
-		c.DrainTimeout.Std() != DefaultDrainTimeout || c.Log.Level != "info" {
+		c.DrainTimeout.Std() != DefaultDrainTimeout || c.Log.Level != "info" ||
+		vc.Limits.MaxConnections != DefaultMaxConnections || vc.Limits.IdleTimeout.Std() != DefaultIdleTimeout {
 		t.Errorf("defaults not applied: %+v %+v", c, vc)
 	}
 }
@@ -65,6 +66,9 @@ virtualClusters:
     gateway: {bootstrapPort: 19100}
 `, []string{`virtualClusters[1].name: "a" is used twice`, "virtualClusters[1].gateway: ports overlap"}},
 		{"tiny frames", good + "    limits: {maxFrameBytes: 10}\n", []string{"virtualClusters[0].limits.maxFrameBytes: 10 is too small"}},
+		{"negative connection limit", good + "    limits: {maxConnections: -1}\n", []string{"virtualClusters[0].limits.maxConnections: must be at least 1"}},
+		{"tiny idle timeout", good + "    limits: {idleTimeout: 1ms}\n", []string{"virtualClusters[0].limits.idleTimeout: 1ms is too short (minimum 100ms)"}},
+		{"negative idle timeout", good + "    limits: {idleTimeout: -5m}\n", []string{"virtualClusters[0].limits.idleTimeout: -5m0s is too short"}},
 		{"encryption without kms", good + "    encryption: {kms: {}}\n", []string{"virtualClusters[0].encryption.kms.type: is required"}},
 		{"empty sasl", saslDoc("{}"), []string{
 			"virtualClusters[0].upstream.sasl.mechanism: is required",

@@ -42,7 +42,11 @@ type Server struct {
 
 // ClusterOptions are what the caller adds to a virtual cluster besides its
 // config: extra filters (encryption) run after the built-in ones on
-// requests and before them on responses.
+// requests and before them on responses. So the built-in address filter
+// is the last to see a response: it rewrites every broker address in what
+// the extra filters leave, once. An extra filter that re-encodes a
+// response holding broker endpoints must keep them as they are (a codec
+// walker with Mapper KeepAddresses), not drop or map them.
 type ClusterOptions struct {
 	Filters []Filter
 	// VersionCaps lowers the highest version ApiVersions advertises for
@@ -248,7 +252,9 @@ type virtualCluster struct {
 	name    string
 	cfg     config.VirtualCluster
 	log     *slog.Logger
-	filters map[int16][]Filter
+	// reqFilters and respFilters are the filters of each API key in the
+	// order they run on requests and on responses (see ClusterOptions).
+	reqFilters, respFilters map[int16][]Filter
 	// added observes kseal_proxy_added_latency_seconds by API.
 	added *apiObservers
 
@@ -274,6 +280,15 @@ type virtualCluster struct {
 	warned    map[int32]bool
 
 	refreshSem chan struct{} // one metadata refresh at a time (a lock that gives up with ctx)
+	// unknownNodeRefresh rate-limits the metadata refreshes connections to
+	// node ids kseal does not know cause (unix nanoseconds of the last).
+	unknownNodeRefresh atomic.Int64
+
+	// open counts client connections from accept to close, for
+	// limits.maxConnections.
+	open      atomic.Int64
+	refuseLog rateLog
+	panicLog  rateLog
 
 	topics topicNames
 
@@ -291,15 +306,26 @@ func newVirtualCluster(s *Server, cfg config.VirtualCluster, opts ClusterOptions
 		brokers:   map[int32]string{},
 		listeners: map[int]net.Listener{},
 		warned:    map[int32]bool{},
-		filters:   map[int16][]Filter{},
+
+		reqFilters:  map[int16][]Filter{},
+		respFilters: map[int16][]Filter{},
 
 		refreshSem: make(chan struct{}, 1),
 	}
 	vc.added = newAPIObservers(s.metrics.added, cfg.Name)
-	for _, f := range append(builtinFilters(vc, opts.VersionCaps), opts.Filters...) {
+	builtin := builtinFilters(vc, opts.VersionCaps)
+	for _, f := range append(builtin[:len(builtin):len(builtin)], opts.Filters...) {
 		for _, k := range f.APIKeys() {
-			vc.filters[k] = append(vc.filters[k], f)
+			vc.reqFilters[k] = append(vc.reqFilters[k], f)
 		}
+	}
+	for _, f := range append(opts.Filters[:len(opts.Filters):len(opts.Filters)], builtin...) {
+		for _, k := range f.APIKeys() {
+			vc.respFilters[k] = append(vc.respFilters[k], f)
+		}
+	}
+	if cfg.Encryption != nil && cfg.Gateway.TLS == nil {
+		vc.log.Warn("this virtual cluster encrypts records but its client listener is plaintext (no gateway.tls): records of encrypted topics cross the network between clients and kseal in clear; set gateway.tls")
 	}
 	var err error
 	if cfg.Gateway.TLS != nil {
@@ -374,7 +400,7 @@ func (vc *virtualCluster) discover() {
 	backoff := 250 * time.Millisecond
 	for {
 		ctx, cancel := context.WithTimeout(vc.srv.ctx, vc.cfg.Upstream.DialTimeout.Std())
-		err := vc.refreshMetadata(ctx)
+		err := vc.guard(sideDiscovery, vc.log, func() error { return vc.refreshMetadata(ctx) })
 		cancel()
 		if vc.srv.ctx.Err() != nil {
 			return // shutting down
@@ -409,34 +435,72 @@ func (vc *virtualCluster) serve(ln net.Listener, node int32) {
 	go func() {
 		defer vc.srv.acceptWG.Done()
 		var delay time.Duration
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				// Temporary failures (EMFILE...): back off, keep serving.
-				delay = max(5*time.Millisecond, min(delay*2, time.Second))
-				vc.log.Error("accept failed", "error", err.Error(), "retryIn", delay.String())
-				time.Sleep(delay)
-				continue
-			}
-			delay = 0
-			go vc.handle(c, node)
+		for vc.accept(ln, node, &delay) {
 		}
 	}()
 }
 
+// accept accepts one connection on ln and starts serving it; it returns
+// false once ln is closed.
+func (vc *virtualCluster) accept(ln net.Listener, node int32, delay *time.Duration) (more bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			vc.recovered(sideAccept, vc.log, v)
+			more = true
+		}
+	}()
+	c, err := ln.Accept()
+	if err != nil {
+		if errors.Is(err, net.ErrClosed) {
+			return false
+		}
+		// Temporary failures (EMFILE...): back off, keep serving.
+		*delay = max(5*time.Millisecond, min(*delay*2, time.Second))
+		vc.log.Error("accept failed", "error", err.Error(), "retryIn", delay.String())
+		time.Sleep(*delay)
+		return true
+	}
+	*delay = 0
+	if vc.admit(c) {
+		go vc.handle(c, node)
+	}
+	return true
+}
+
+// handle serves one accepted client connection (holding a slot admit
+// took) until it ends. A panic while setting it up (TLS handshake, routing,
+// broker dial) closes it; the two sides of a served connection recover
+// their own (conn.serve).
 func (vc *virtualCluster) handle(client net.Conn, node int32) {
+	defer vc.release()
 	log := vc.log.With("client", client.RemoteAddr().String())
+	var up net.Conn
+	served := false // from here on the request side runs in this goroutine
+	defer func() {
+		if v := recover(); v != nil {
+			side := sideSetup
+			if served {
+				side = sideRequest
+			}
+			vc.recovered(side, log, v)
+			client.Close()
+			if up != nil {
+				up.Close()
+			}
+		}
+	}()
+	refuse := func(reason, msg string, args ...any) {
+		vc.srv.metrics.refused.WithLabelValues(vc.name, reason).Inc()
+		log.Warn(msg, args...)
+		client.Close()
+	}
 	if vc.tlsServer != nil {
 		tc := tls.Server(client, vc.tlsServer)
 		ctx, cancel := context.WithTimeout(vc.srv.ctx, 10*time.Second)
 		err := tc.HandshakeContext(ctx)
 		cancel()
 		if err != nil {
-			log.Warn("rejecting client connection: TLS handshake failed", "error", err.Error())
-			client.Close()
+			refuse(refusedTLS, "rejecting client connection: TLS handshake failed", "error", err.Error())
 			return
 		}
 		client = tc
@@ -444,8 +508,7 @@ func (vc *virtualCluster) handle(client net.Conn, node int32) {
 			name := tc.ConnectionState().ServerName
 			var ok bool
 			if node, ok = vc.sni.route(name); !ok {
-				log.Warn("rejecting client connection: TLS server name matches neither the bootstrap host nor the broker pattern", "serverName", name)
-				client.Close()
+				refuse(refusedSNI, "rejecting client connection: TLS server name matches neither the bootstrap host nor the broker pattern", "serverName", printable(name))
 				return
 			}
 		}
@@ -455,8 +518,7 @@ func (vc *virtualCluster) handle(client net.Conn, node int32) {
 	}
 	up, err := vc.connectUpstream(node)
 	if err != nil {
-		log.Warn("rejecting client connection: upstream unreachable", "error", err.Error())
-		client.Close()
+		refuse(refusedUpstream, "rejecting client connection: upstream unreachable", "error", err.Error())
 		return
 	}
 	vc.reachedUpstream.Store(true)
@@ -474,6 +536,7 @@ func (vc *virtualCluster) handle(client net.Conn, node int32) {
 		return
 	}
 	defer vc.srv.untrack(c)
+	served = true
 	vc.srv.metrics.connOpened(vc.name)
 	c.serve(vc.srv.ctx)
 }
@@ -523,7 +586,14 @@ func (vc *virtualCluster) upstreamFor(node int32) (string, error) {
 		return addr, nil
 	}
 	// A client may hold metadata from before a restart of kseal, or from a
-	// broker we have not seen yet: learn the cluster again.
+	// broker we have not seen yet: learn the cluster again, at most once per
+	// refreshInterval for all such connections (a client naming node ids
+	// that do not exist must not turn into a stream of Metadata requests).
+	now := time.Now().UnixNano()
+	last := vc.unknownNodeRefresh.Load()
+	if now-last < int64(refreshInterval) || !vc.unknownNodeRefresh.CompareAndSwap(last, now) {
+		return "", fmt.Errorf("node %d is not known yet (metadata was refreshed less than %s ago)", node, refreshInterval)
+	}
 	ctx, cancel := context.WithTimeout(vc.srv.ctx, vc.cfg.Upstream.DialTimeout.Std())
 	defer cancel()
 	if err := vc.refreshMetadata(ctx); err != nil {
