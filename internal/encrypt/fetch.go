@@ -64,7 +64,10 @@ type fetchWorker struct {
 var fetchStateKey = new(int)
 
 func (f *Filter) fetchState(x *proxy.Exchange) *fetchState {
-	return x.ConnState(fetchStateKey, func() any { return &fetchState{} }).(*fetchState)
+	return x.ConnState(fetchStateKey, func() any {
+		// Endpoints are the address filter's, which runs after this one.
+		return &fetchState{walker: codec.FetchWalker{Mapper: proxy.KeepAddresses}, share: codec.ShareFetchWalker{Mapper: proxy.KeepAddresses}}
+	}).(*fetchState)
 }
 
 func (f *Filter) worker(st *fetchState, i int) *fetchWorker {

@@ -323,5 +323,3 @@ virtualClusters:
 		t.Errorf("warning does not name the cluster at WARN level:\n%s", logs)
 	}
 }
-
-

@@ -248,10 +248,10 @@ func (s *Server) BootstrapAddr(name string) string {
 
 // virtualCluster is one upstream cluster and its proxy ports.
 type virtualCluster struct {
-	srv     *Server
-	name    string
-	cfg     config.VirtualCluster
-	log     *slog.Logger
+	srv  *Server
+	name string
+	cfg  config.VirtualCluster
+	log  *slog.Logger
 	// reqFilters and respFilters are the filters of each API key in the
 	// order they run on requests and on responses (see ClusterOptions).
 	reqFilters, respFilters map[int16][]Filter
