@@ -287,7 +287,7 @@ func TestEncryptedResponsesKeepRewrittenEndpoints(t *testing.T) {
 	e.broker.captureNext()
 	req := kmsg.NewPtrProduceRequest()
 	req.Acks, req.TimeoutMillis = -1, 1000
-	req.Topics = []kmsg.ProduceRequestTopic{{Topic: "orders", Partitions: []kmsg.ProduceRequestTopicPartition{{Partition: 0, Records: testBatch(chainCanary + "-0", chainCanary + "-1")}}}}
+	req.Topics = []kmsg.ProduceRequestTopic{{Topic: "orders", Partitions: []kmsg.ProduceRequestTopicPartition{{Partition: 0, Records: testBatch(chainCanary+"-0", chainCanary+"-1")}}}}
 	resp := kmsg.NewPtrProduceResponse()
 	resp.SetVersion(11)
 	if err := resp.ReadFrom(e.exchange(t, req, 11)); err != nil {
