@@ -32,8 +32,9 @@ type cannedEnv struct {
 }
 
 // startCanned builds and starts it; limits is the virtual cluster's limits
-// section (a flow map). log gets what kseal logs (nil: discarded).
-func startCanned(tb testing.TB, limits string, log io.Writer) *cannedEnv {
+// section (a flow map), unresolved its unresolvedKeyPolicy. log gets what
+// kseal logs (nil: discarded).
+func startCanned(tb testing.TB, limits, unresolved string, log io.Writer) *cannedEnv {
 	tb.Helper()
 	b := startCannedBroker(tb)
 	dir := tb.TempDir()
@@ -70,8 +71,8 @@ virtualClusters:
             passthrough: true
           - topicRegex: '.*'
             kek: 'KEK-$(topicName)'
-        unresolvedKeyPolicy: REJECT
-`, b.addr(), base, base+1, limits, kcfg.KeyStore, kcfg.MasterKeyFile)
+        unresolvedKeyPolicy: %s
+`, b.addr(), base, base+1, limits, kcfg.KeyStore, kcfg.MasterKeyFile, unresolved)
 	cfg, err := config.Parse([]byte(doc))
 	if err != nil {
 		tb.Fatal(err)
@@ -200,7 +201,7 @@ const chainCanary = "CANARY-chain-5d2a"
 // 12 item 3: the encrypt filter's walkers used to drop them after the
 // address filter had rewritten them).
 func TestEncryptedResponsesKeepRewrittenEndpoints(t *testing.T) {
-	e := startCanned(t, "{}", testWriter{t})
+	e := startCanned(t, "{}", "REJECT", testWriter{t})
 	e.produceEncrypted(t, chainCanary+"-0", chainCanary+"-1")
 	wantHost, wantPort := "127.0.0.1", int32(e.brokerPort)
 

@@ -77,6 +77,9 @@ func (b *cannedBroker) stored() []byte {
 }
 
 func (b *cannedBroker) serve(c net.Conn) {
+	// kseal closes first; a reset in answer spares its socket the TIME_WAIT
+	// state, so fuzzing does not use up the machine's ephemeral ports.
+	c.(*net.TCPConn).SetLinger(0)
 	defer c.Close()
 	defer func() {
 		if v := recover(); v != nil {

@@ -116,7 +116,7 @@ func (vc *virtualCluster) admit(c net.Conn) bool {
 	vc.srv.metrics.refused.WithLabelValues(vc.name, refusedMaxConnections).Inc()
 	if ok, n := vc.refuseLog.allow(time.Now(), 1, refuseLogEvery); ok {
 		vc.log.Warn("refusing client connections: limits.maxConnections are open", "maxConnections", vc.cfg.Limits.MaxConnections,
-			"client", c.RemoteAddr().String(), "refusedUnlogged", n)
+			"client", addrString(c.RemoteAddr()), "refusedUnlogged", n)
 	}
 	return false
 }

@@ -235,6 +235,23 @@ func (s *Server) untrack(c *conn) {
 	s.connsWG.Done()
 }
 
+// ServeConn serves c, a client connection accepted elsewhere (an in-memory
+// or Unix socket connection in tests and fuzzing), as one accepted on the
+// named virtual cluster's bootstrap port, and returns once it is closed.
+// It counts against limits.maxConnections like any other.
+func (s *Server) ServeConn(name string, c net.Conn) error {
+	for _, vc := range s.clusters {
+		if vc.name == name {
+			if vc.admit(c) {
+				vc.handle(c, -1)
+			}
+			return nil
+		}
+	}
+	c.Close()
+	return fmt.Errorf("no virtual cluster %q", name)
+}
+
 // BootstrapAddr returns the address the named virtual cluster's bootstrap
 // port listens on (useful when the config asked for port 0 in tests).
 func (s *Server) BootstrapAddr(name string) string {
@@ -473,7 +490,7 @@ func (vc *virtualCluster) accept(ln net.Listener, node int32, delay *time.Durati
 // their own (conn.serve).
 func (vc *virtualCluster) handle(client net.Conn, node int32) {
 	defer vc.release()
-	log := vc.log.With("client", client.RemoteAddr().String())
+	log := vc.log.With("client", addrString(client.RemoteAddr()))
 	var up net.Conn
 	served := false // from here on the request side runs in this goroutine
 	defer func() {
@@ -539,6 +556,15 @@ func (vc *virtualCluster) handle(client net.Conn, node int32) {
 	served = true
 	vc.srv.metrics.connOpened(vc.name)
 	c.serve(vc.srv.ctx)
+}
+
+// addrString is a peer's address for logs (a connection that is not TCP
+// may have none).
+func addrString(a net.Addr) string {
+	if a == nil {
+		return "unknown"
+	}
+	return a.String()
 }
 
 // upstreamWait is how long a client connection is held while its broker
