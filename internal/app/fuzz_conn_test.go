@@ -84,16 +84,16 @@ func connectionSeeds() map[string][]byte {
 	// id, acks, timeout and a topic count of 2^32-2 with nothing behind it.
 	hugeTopics := frameOf([]byte{0, 0, 0, 9, 0, 0, 0, 1, 0, 2, 'f', 'z', 0, 0, 0xff, 0xff, 0, 0, 3, 0xe8, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	return map[string][]byte{
-		"produce-encrypted":        valid,
-		"produce-v3":               produce("orders", 3),
-		"produce-passthrough":      produce("plain", 9),
-		"produce-topic-0xff":       produce("\xff", 9),
-		"produce-then-fetch":       append(append(append([]byte(nil), valid...), fetch(12)...), shareFetch()...),
-		"fetch-v16-by-id":          fetch(16),
-		"share-fetch":              shareFetch(),
-		"metadata-apiversions":     append(append([]byte(nil), apiVersions...), metadata...),
-		"truncated-frame":          valid[:len(valid)/2],
-		"oversized-frame":          binary.BigEndian.AppendUint32(nil, 200<<20),
+		"produce-encrypted":          valid,
+		"produce-v3":                 produce("orders", 3),
+		"produce-passthrough":        produce("plain", 9),
+		"produce-topic-0xff":         produce("\xff", 9),
+		"produce-then-fetch":         append(append(append([]byte(nil), valid...), fetch(12)...), shareFetch()...),
+		"fetch-v16-by-id":            fetch(16),
+		"share-fetch":                shareFetch(),
+		"metadata-apiversions":       append(append([]byte(nil), apiVersions...), metadata...),
+		"truncated-frame":            valid[:len(valid)/2],
+		"oversized-frame":            binary.BigEndian.AppendUint32(nil, 200<<20),
 		"header-tag-count-2pow32":    frameOf([]byte{0, 18, 0, 3, 0, 0, 0, 1, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}),
 		"produce-topic-count-2pow32": hugeTopics,
 	}
