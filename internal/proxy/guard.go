@@ -104,6 +104,14 @@ const (
 // refuseLogEvery bounds the log lines of connections refused at the limit.
 const refuseLogEvery = 10 * time.Second
 
+// Connections refused while being set up (failed TLS handshakes, unknown
+// server names, unreachable brokers) are logged up to setupLogBurst at once,
+// then one per setupLogEvery.
+const (
+	setupLogBurst = 20
+	setupLogEvery = time.Second
+)
+
 // admit takes a connection slot of the virtual cluster, or closes c
 // (accepted, then closed at once: the client sees the connection end and
 // retries with its backoff) when limits.maxConnections are open.

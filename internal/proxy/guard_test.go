@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -321,5 +322,36 @@ virtualClusters:
 	}
 	if !strings.Contains(logs, "level=WARN") || !strings.Contains(logs, "virtualCluster=enc") {
 		t.Errorf("warning does not name the cluster at WARN level:\n%s", logs)
+	}
+}
+
+// Connections to node ids kseal does not know (an SNI name a client made
+// up, say) ask the cluster for its brokers at most once a second together,
+// not once each.
+func TestUnknownNodeRefreshRateLimited(t *testing.T) {
+	var asked atomic.Int32
+	var addr string
+	b := startScriptBroker(t, func(h frame.RequestHeader, body []byte) []byte {
+		if h.APIKey != int16(kmsg.Metadata) {
+			return nil
+		}
+		asked.Add(1)
+		return metadataReply(h, addr)
+	})
+	addr = b.addr
+	p := startOwnProxy(t, b.addr, "")
+	waitFor(t, 5*time.Second, "broker 0's port", func() bool { return p.listening(0) })
+	before := asked.Load()
+	start := time.Now()
+	for i := 0; i < 20; i++ {
+		if _, err := p.vc.upstreamFor(int32(1000 + i)); err == nil {
+			t.Fatalf("node %d resolved", 1000+i)
+		}
+	}
+	if n := asked.Load() - before; n > 1 {
+		t.Errorf("20 lookups of unknown nodes made %d metadata requests, want at most 1", n)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("20 lookups of unknown nodes took %s", took)
 	}
 }

@@ -304,7 +304,8 @@ type virtualCluster struct {
 	// open counts client connections from accept to close, for
 	// limits.maxConnections.
 	open      atomic.Int64
-	refuseLog rateLog
+	refuseLog rateLog // connections over limits.maxConnections
+	setupLog  rateLog // connections refused at TLS, SNI or broker dial
 	panicLog  rateLog
 
 	topics topicNames
@@ -508,8 +509,11 @@ func (vc *virtualCluster) handle(client net.Conn, node int32) {
 	}()
 	refuse := func(reason, msg string, args ...any) {
 		vc.srv.metrics.refused.WithLabelValues(vc.name, reason).Inc()
-		log.Warn(msg, args...)
 		client.Close()
+		// Anyone can make these: logged up to a rate, all counted.
+		if ok, n := vc.setupLog.allow(time.Now(), setupLogBurst, setupLogEvery); ok {
+			log.Warn(msg, append(args, "refusedUnlogged", n)...)
+		}
 	}
 	if vc.tlsServer != nil {
 		tc := tls.Server(client, vc.tlsServer)
@@ -566,6 +570,10 @@ func addrString(a net.Addr) string {
 	}
 	return a.String()
 }
+
+// maxWarnedNodes bounds the node ids warnUnmapped remembers (they come from
+// broker responses); past it the others are not logged.
+const maxWarnedNodes = 1024
 
 // upstreamWait is how long a client connection is held while its broker
 // cannot be reached (a broker restarting, leaders moving). Closing at once
@@ -699,7 +707,7 @@ func (vc *virtualCluster) MapBroker(node int32, host string, port int32) (string
 func (vc *virtualCluster) warnUnmapped(node int32, why string) {
 	vc.mu.Lock()
 	defer vc.mu.Unlock()
-	if !vc.warned[node] {
+	if !vc.warned[node] && len(vc.warned) < maxWarnedNodes {
 		vc.warned[node] = true
 		vc.log.Error("broker cannot be served: it is hidden from clients", "node", node, "reason", why)
 	}
