@@ -104,8 +104,8 @@ func (panicFilter) APIKeys() []int16 { return []int16{int16(kmsg.ApiVersions)} }
 
 func (panicFilter) OnRequest(_ context.Context, x *Exchange) error {
 	if x.CorrelationID == panicOnRequest {
-		var m map[string]int
-		m["boom"]++ // a nil map write: a real bug's panic
+		var none []byte
+		_ = none[x.CorrelationID] // index out of range: a real bug's panic
 	}
 	return nil
 }
