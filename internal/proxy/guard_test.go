@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"log/slog"
@@ -353,5 +354,53 @@ func TestUnknownNodeRefreshRateLimited(t *testing.T) {
 	}
 	if took := time.Since(start); took > 2*time.Second {
 		t.Errorf("20 lookups of unknown nodes took %s", took)
+	}
+}
+
+// Connections refused while being set up are counted by reason.
+func TestRefusedSetupCounted(t *testing.T) {
+	pki := newPKI(t)
+	cert, key, _ := pki.issue(t, "proxy", "*.kseal.test", "bootstrap.kseal.test")
+	port := freePortRange(t, 1)
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+virtualClusters:
+  - name: test
+    upstream: {bootstrapServers: ["127.0.0.1:1"]}
+    gateway:
+      bindAddress: 127.0.0.1
+      bootstrapPort: %d
+      tls: {certFile: %q, keyFile: %q}
+      sni: {bootstrapHost: bootstrap.kseal.test, brokerHostPattern: 'broker-$(nodeId).kseal.test'}
+`, port, cert, key)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &logSink{t: t}
+	m := NewMetrics(prometheus.NewRegistry())
+	srv, err := New(cfg, slog.New(slog.NewTextHandler(sink, nil)), m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	plain := rawConn(t, addr)
+	plain.Write([]byte("not a TLS client hello, not at all"))
+	expectClosed(t, plain, 3*time.Second)
+	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pki.pool, ServerName: "evil.kseal.test"})
+	if err == nil {
+		expectClosed(t, c, 3*time.Second)
+		c.Close()
+	}
+	for reason, want := range map[string]float64{refusedTLS: 1, refusedSNI: 1} {
+		waitFor(t, 3*time.Second, "refused{reason="+reason+"}", func() bool {
+			return counterValue(m.refused.WithLabelValues("test", reason)) == want
+		})
 	}
 }
