@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kmsg"
+
 	"github.com/kseal/kseal/internal/codec"
 	"github.com/kseal/kseal/internal/frame"
 )
@@ -105,15 +107,11 @@ func (c *conn) checkIdle() {
 		c.idleTimer.Reset(idle - since)
 		return
 	}
-	first := false
 	c.closeOne.Do(func() {
-		first = true
-		c.closeSockets()
-	})
-	if first {
 		c.vc.srv.metrics.idleClosed.WithLabelValues(c.vc.name).Inc()
 		c.log.Debug("closing idle client connection", "idleFor", since.Round(time.Millisecond).String())
-	}
+		c.closeSockets()
+	})
 }
 
 // finish logs why the connection ended (once) and closes both sides.
@@ -166,10 +164,17 @@ func (c *conn) requests(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("request header: %w", err)
 		}
-		if _, known := frame.MaxVersion(h.APIKey); !known || refusedAPIs[h.APIKey] {
+		maxVersion, known := frame.MaxVersion(h.APIKey)
+		if !known || refusedAPIs[h.APIKey] {
 			// Never advertised by ApiVersions, so no conforming client
 			// sends it; forwarding unknown bytes helps nobody.
 			return fmt.Errorf("request with API key %d (%s), which kseal does not advertise (correlation id %d)", h.APIKey, apiName(h.APIKey), h.CorrelationID)
+		}
+		if (h.APIVersion < 0 || h.APIVersion > maxVersion) && h.APIKey != int16(kmsg.ApiVersions) {
+			// A version past kseal's tables (ApiVersions excepted: clients
+			// probe with their newest, and get UNSUPPORTED_VERSION back). It
+			// was never advertised, and no filter could read it.
+			return fmt.Errorf("%s request v%d, a version kseal does not advertise (correlation id %d)", apiName(h.APIKey), h.APIVersion, h.CorrelationID)
 		}
 		x := &Exchange{
 			APIKey:        h.APIKey,

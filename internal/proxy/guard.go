@@ -120,12 +120,12 @@ func (vc *virtualCluster) admit(c net.Conn) bool {
 		return true
 	}
 	vc.open.Add(-1)
-	c.Close()
 	vc.srv.metrics.refused.WithLabelValues(vc.name, refusedMaxConnections).Inc()
 	if ok, n := vc.refuseLog.allow(time.Now(), 1, refuseLogEvery); ok {
 		vc.log.Warn("refusing client connections: limits.maxConnections are open", "maxConnections", vc.cfg.Limits.MaxConnections,
 			"client", addrString(c.RemoteAddr()), "refusedUnlogged", n)
 	}
+	c.Close()
 	return false
 }
 

@@ -404,3 +404,57 @@ virtualClusters:
 		})
 	}
 }
+
+// A request of a version kseal does not know is refused, never forwarded:
+// no filter could read it, and ApiVersions never offered it.
+func TestUnknownVersionRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	seen := make(chan [2]int16, 100)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				for {
+					msg, err := frame.ReadRequest(c, nil, 1<<20)
+					if err != nil || len(msg) < frame.SizeLen+4 {
+						return
+					}
+					msg = msg[frame.SizeLen:]
+					key, v := int16(binary.BigEndian.Uint16(msg)), int16(binary.BigEndian.Uint16(msg[2:]))
+					seen <- [2]int16{key, v}
+					h, err := frame.ParseRequestHeader(msg)
+					if err != nil || !h.Known() || key != int16(kmsg.Metadata) {
+						return
+					}
+					c.Write(metadataReply(h, ln.Addr().String()))
+				}
+			}()
+		}
+	}()
+	p := startLimitsProxy(t, []string{ln.Addr().String()}, "{}")
+	for _, key := range []kmsg.Key{kmsg.ListGroups, kmsg.Metadata} {
+		c := rawConn(t, p.bootstrap)
+		msg := appendRequestHeader(nil, int16(key), 99, 1, "t", false)
+		c.Write(append(binary.BigEndian.AppendUint32(nil, uint32(len(msg)+4)), append(msg, 0, 0, 0, 0)...))
+		expectClosed(t, c, 3*time.Second)
+	}
+	for {
+		select {
+		case kv := <-seen:
+			if kv[1] == 99 {
+				t.Errorf("api %d v99 forwarded to the broker", kv[0])
+			}
+			continue
+		default:
+		}
+		break
+	}
+}

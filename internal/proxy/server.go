@@ -509,11 +509,11 @@ func (vc *virtualCluster) handle(client net.Conn, node int32) {
 	}()
 	refuse := func(reason, msg string, args ...any) {
 		vc.srv.metrics.refused.WithLabelValues(vc.name, reason).Inc()
-		client.Close()
 		// Anyone can make these: logged up to a rate, all counted.
 		if ok, n := vc.setupLog.allow(time.Now(), setupLogBurst, setupLogEvery); ok {
 			log.Warn(msg, append(args, "refusedUnlogged", n)...)
 		}
+		client.Close()
 	}
 	if vc.tlsServer != nil {
 		tc := tls.Server(client, vc.tlsServer)
