@@ -220,11 +220,13 @@ func (f *Filter) decryptTasks(ctx context.Context, cur *state, st *fetchState) {
 		return
 	}
 	var wg sync.WaitGroup
+	var panics proxy.Panics // raised again here, where the connection recovers it
 	for i := 1; i < n; i++ {
-		wg.Go(func() { run(st.workers[i]) })
+		wg.Go(func() { defer panics.Recover(); run(st.workers[i]) })
 	}
-	run(st.workers[0])
+	func() { defer panics.Recover(); run(st.workers[0]) }()
 	wg.Wait()
+	panics.Repanic()
 }
 
 // keepOutputs keeps the tasks' output buffers for the next fetch (unless

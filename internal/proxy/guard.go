@@ -7,6 +7,7 @@ import (
 	"net"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -17,6 +18,31 @@ import (
 // that goroutine was doing: one connection, one accept, one discovery
 // round. A panic in a goroutine a filter starts itself is the filter's to
 // recover.
+
+// Panics carries a panic out of the goroutines a filter starts for one
+// exchange (parallel work on a response, say) to the connection's
+// goroutine, whose guard recovers it: a panic in a goroutine of its own
+// would end the process. Each goroutine, the caller's own share of the work
+// included, runs `defer p.Recover()`; once all are done the caller calls
+// p.Repanic(). The first panic is kept, with its stack.
+type Panics struct {
+	first atomic.Pointer[string]
+}
+
+// Recover must be called directly by defer.
+func (p *Panics) Recover() {
+	if v := recover(); v != nil {
+		msg := fmt.Sprintf("%v\n[recovered in a goroutine of the exchange]\n%s", v, debug.Stack())
+		p.first.CompareAndSwap(nil, &msg)
+	}
+}
+
+// Repanic panics with the first panic Recover caught, if any.
+func (p *Panics) Repanic() {
+	if msg := p.first.Load(); msg != nil {
+		panic(*msg)
+	}
+}
 
 // Where a panic was recovered: the side label of kseal_panics_total.
 const (
