@@ -16,8 +16,8 @@ import (
 // discovery recovers a panic (a bug, whatever input caused it), logs it
 // once with its stack, counts it in kseal_panics_total and ends only what
 // that goroutine was doing: one connection, one accept, one discovery
-// round. A panic in a goroutine a filter starts itself is the filter's to
-// recover.
+// round. A filter that starts goroutines of its own carries their panics
+// back to the connection's goroutine with Panics.
 
 // Panics carries a panic out of the goroutines a filter starts for one
 // exchange (parallel work on a response, say) to the connection's
