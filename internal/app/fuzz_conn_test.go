@@ -13,7 +13,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -121,14 +120,15 @@ func FuzzConnection(f *testing.F) {
 	}
 	defer live.Close()
 	liveness := appendTestRequest(nil, kmsg.NewPtrApiVersionsRequest(), 3, 9)
+	pairs := newUnixPairs(f)
 	inputs := 0
 	f.Fuzz(func(t *testing.T, in []byte) {
-		// The client end of a Unix socket pair, served by kseal as if
+		// A Unix socket connection, served by kseal as if
 		// accepted on the bootstrap port: no TCP port per input (thousands
 		// of inputs a second would fill the machine's ephemeral ports with
 		// TIME_WAIT), and ServeConn returning says kseal is done with it.
 		panicsBefore := panicsRecovered(t, e)
-		c, served := unixPair(t)
+		c, served := pairs.pair(t)
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
@@ -202,21 +202,33 @@ func panicLines(logs string) string {
 	return strings.Join(out, "\n")
 }
 
-// unixPair returns the two ends of a connected Unix stream socket pair.
-func unixPair(t *testing.T) (client, server *net.UnixConn) {
-	t.Helper()
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+// unixPairs makes connected pairs of Unix stream sockets.
+type unixPairs struct{ ln *net.UnixListener }
+
+func newUnixPairs(tb testing.TB) *unixPairs {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", "kseal") // short: socket paths are limited
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	conn := func(fd int) *net.UnixConn {
-		f := os.NewFile(uintptr(fd), "socketpair")
-		defer f.Close() // FileConn dups it
-		c, err := net.FileConn(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c.(*net.UnixConn)
+	tb.Cleanup(func() { os.RemoveAll(dir) })
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "s"), Net: "unix"})
+	if err != nil {
+		tb.Fatal(err)
 	}
-	return conn(fds[0]), conn(fds[1])
+	tb.Cleanup(func() { ln.Close() })
+	return &unixPairs{ln: ln}
+}
+
+func (u *unixPairs) pair(tb testing.TB) (client, server *net.UnixConn) {
+	tb.Helper()
+	c, err := net.DialUnix("unix", nil, u.ln.Addr().(*net.UnixAddr))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s, err := u.ln.AcceptUnix()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c, s
 }

@@ -236,11 +236,11 @@ func (f *Filter) unresolved(cur *state, topic string, recs []byte, why string) *
 }
 
 func (f *Filter) countPlain(topic string, recs []byte) {
-	var n int32
+	var n int64 // the client's record counts: may be negative or add past int32
 	it := records.NewBatchIter(recs)
 	for it.Next() {
-		if b := it.Batch(); b.Kind == records.KindBatch && !b.Control() {
-			n += b.NumRecords
+		if b := it.Batch(); b.Kind == records.KindBatch && !b.Control() && b.NumRecords > 0 {
+			n += int64(b.NumRecords)
 		}
 	}
 	f.m.records.WithLabelValues(topic, "produce", "plaintext").Add(float64(n))
