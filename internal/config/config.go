@@ -189,7 +189,9 @@ type SNI struct {
 // NodeIDPlaceholder is what SNI.BrokerHostPattern must contain.
 const NodeIDPlaceholder = "$(nodeId)"
 
-// Limits bound what one client connection can make the proxy hold.
+// Limits bound what clients can make the proxy hold: per connection
+// (frame size, pipelined requests, idle time) and per virtual cluster (open
+// connections).
 type Limits struct {
 	MaxFrameBytes            int `yaml:"maxFrameBytes"`
 	MaxInFlightPerConnection int `yaml:"maxInFlightPerConnection"`
@@ -199,6 +201,13 @@ type Limits struct {
 	// MaxTopicLabels caps the distinct topic label values of
 	// kseal_records_total.
 	MaxTopicLabels int `yaml:"maxTopicLabels"`
+	// MaxConnections bounds the client connections of the virtual cluster
+	// open at once (TLS handshakes and upstream dials included); past it a
+	// new connection is accepted and closed at once.
+	MaxConnections int `yaml:"maxConnections"`
+	// IdleTimeout closes a client connection that sent no request and got
+	// no response for this long with nothing in flight.
+	IdleTimeout Duration `yaml:"idleTimeout"`
 }
 
 // Encryption is filled in by the encryption feature; its sub-trees are
@@ -242,9 +251,18 @@ func (d Duration) Std() time.Duration { return time.Duration(d) }
 const (
 	DefaultMaxFrameBytes            = 100 << 20
 	DefaultMaxInFlightPerConnection = 128
-	DefaultBrokerPortCount          = 100
-	DefaultDialTimeout              = 10 * time.Second
-	DefaultDrainTimeout             = 30 * time.Second
+	// DefaultMaxConnections: each client connection holds two sockets
+	// (client and broker) and up to two frame buffers.
+	DefaultMaxConnections = 10000
+	// DefaultIdleTimeout is Kafka brokers' connections.max.idle.ms (10
+	// minutes), longer than clients' own 9 minutes, so clients close their
+	// idle connections first as they do against a broker.
+	DefaultIdleTimeout     = 10 * time.Minute
+	DefaultBrokerPortCount = 100
+	DefaultDialTimeout     = 10 * time.Second
+	DefaultDrainTimeout    = 30 * time.Second
+	// MinIdleTimeout keeps a typo (1ms) from closing every connection.
+	MinIdleTimeout = 100 * time.Millisecond
 )
 
 // Defaults and bounds of the encryption filter's memory limits.
@@ -350,6 +368,12 @@ func (c *Config) applyDefaults() {
 		}
 		if vc.Limits.MaxTopicLabels == 0 {
 			vc.Limits.MaxTopicLabels = DefaultMaxTopicLabels
+		}
+		if vc.Limits.MaxConnections == 0 {
+			vc.Limits.MaxConnections = DefaultMaxConnections
+		}
+		if vc.Limits.IdleTimeout == 0 {
+			vc.Limits.IdleTimeout = Duration(DefaultIdleTimeout)
 		}
 	}
 	if c.Limits.MaxRewriteBytes == 0 {
@@ -485,6 +509,12 @@ func (c *Config) Validate() error {
 		}
 		if vc.Limits.MaxTopicLabels < 1 {
 			add(p+".limits.maxTopicLabels", "must be at least 1")
+		}
+		if vc.Limits.MaxConnections < 1 {
+			add(p+".limits.maxConnections", "must be at least 1")
+		}
+		if vc.Limits.IdleTimeout < Duration(MinIdleTimeout) {
+			add(p+".limits.idleTimeout", "%s is too short (minimum %s)", vc.Limits.IdleTimeout.Std(), MinIdleTimeout)
 		}
 		if vc.Encryption != nil && vc.Encryption.KMS.Type == "" {
 			add(p+".encryption.kms.type", "is required")

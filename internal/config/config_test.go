@@ -24,7 +24,8 @@ func TestDefaults(t *testing.T) {
 		vc.Limits.MaxFrameBytes != DefaultMaxFrameBytes || vc.Gateway.AdvertisedHost != "localhost" ||
 		c.DrainTimeout.Std() != DefaultDrainTimeout || c.Log.Level != "info" ||
 		c.Limits.MaxRewriteBytes != DefaultMaxRewriteBytes || vc.Limits.MaxProduceRewriteBytes != DefaultMaxProduceRewriteBytes ||
-		vc.Limits.MaxTopicLabels != DefaultMaxTopicLabels {
+		vc.Limits.MaxTopicLabels != DefaultMaxTopicLabels ||
+		vc.Limits.MaxConnections != DefaultMaxConnections || vc.Limits.IdleTimeout.Std() != DefaultIdleTimeout {
 		t.Errorf("defaults not applied: %+v %+v", c, vc)
 	}
 }
@@ -75,6 +76,9 @@ virtualClusters:
 		{"request budget over the process's", "limits: {maxRewriteBytes: 2097152}\n" + good + "    limits: {maxProduceRewriteBytes: 4194304}\n", []string{
 			"virtualClusters[0].limits.maxProduceRewriteBytes: 4194304 is more than limits.maxRewriteBytes",
 		}},
+		{"negative connection limit", good + "    limits: {maxConnections: -1}\n", []string{"virtualClusters[0].limits.maxConnections: must be at least 1"}},
+		{"tiny idle timeout", good + "    limits: {idleTimeout: 1ms}\n", []string{"virtualClusters[0].limits.idleTimeout: 1ms is too short (minimum 100ms)"}},
+		{"negative idle timeout", good + "    limits: {idleTimeout: -5m}\n", []string{"virtualClusters[0].limits.idleTimeout: -5m0s is too short"}},
 		{"encryption without kms", good + "    encryption: {kms: {}}\n", []string{"virtualClusters[0].encryption.kms.type: is required"}},
 		{"empty sasl", saslDoc("{}"), []string{
 			"virtualClusters[0].upstream.sasl.mechanism: is required",

@@ -71,7 +71,10 @@ type fetchWorker struct {
 var fetchStateKey = new(int)
 
 func (f *Filter) fetchState(x *proxy.Exchange) *fetchState {
-	return x.ConnState(fetchStateKey, func() any { return &fetchState{} }).(*fetchState)
+	return x.ConnState(fetchStateKey, func() any {
+		// Endpoints are the address filter's, which runs after this one.
+		return &fetchState{walker: codec.FetchWalker{Mapper: proxy.KeepAddresses}, share: codec.ShareFetchWalker{Mapper: proxy.KeepAddresses}}
+	}).(*fetchState)
 }
 
 func (f *Filter) worker(st *fetchState, i int) *fetchWorker {
@@ -267,11 +270,13 @@ func (f *Filter) decryptTasks(ctx context.Context, cur *state, st *fetchState) {
 		return
 	}
 	var wg sync.WaitGroup
+	var panics proxy.Panics // raised again here, where the connection recovers it
 	for i := 1; i < n; i++ {
-		wg.Go(func() { run(i) })
+		wg.Go(func() { defer panics.Recover(); run(i) })
 	}
-	run(0)
+	func() { defer panics.Recover(); run(0) }()
 	wg.Wait()
+	panics.Repanic()
 }
 
 // decryptTask runs fetchPartition for t with worker wi. A panic (a bug
@@ -281,7 +286,6 @@ func (f *Filter) decryptTasks(ctx context.Context, cur *state, st *fetchState) {
 func (f *Filter) decryptTask(ctx context.Context, cur *state, st *fetchState, wi int, t *fetchTask, out []byte) {
 	defer func() {
 		if r := recover(); r != nil {
-			f.m.errors.WithLabelValues("fetch", "panic").Inc()
 			f.log.Error("panic while decrypting a fetched partition: partition answered with an error",
 				"topic", t.topic, "partition", t.partition, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 			st.workers[wi] = f.newWorker()

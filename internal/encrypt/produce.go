@@ -460,7 +460,7 @@ func budgetCode(err error) *kerr.Error {
 // where they lie (a compressed batch is decompressed within the request's
 // budget) and rebuilds nothing: the partition is forwarded as it came.
 func (f *Filter) passPlain(st *produceState, topic string, recs []byte) *partitionError {
-	var n int32
+	var n int64
 	st.iter.Reset(recs)
 	for st.iter.Next() {
 		b := st.iter.Batch()
@@ -481,8 +481,8 @@ func (f *Filter) passPlain(st *produceState, topic string, recs []byte) *partiti
 			return &partitionError{code: errForgedMarker, reason: "forged_marker",
 				err: fmt.Errorf("a record of the batch at offset %d already has a %q header", b.BaseOffset, recordcrypt.HeaderKey)}
 		}
-		if !b.Control() {
-			n += b.NumRecords
+		if !b.Control() && b.NumRecords > 0 {
+			n += int64(b.NumRecords) // the client's counts: may be negative or add past int32
 		}
 	}
 	if err := st.iter.Err(); err != nil {

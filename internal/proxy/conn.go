@@ -8,9 +8,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kseal/kseal/internal/codec"
 	"github.com/kseal/kseal/internal/frame"
@@ -48,21 +52,32 @@ type conn struct {
 	// Filter state, per side (see Exchange.ConnState).
 	stateReq  map[any]any
 	stateResp map[any]any
+
+	// For limits.idleTimeout: when a request was last read or a response
+	// last written (unix nanoseconds), and how many requests await their
+	// response.
+	lastActive atomic.Int64
+	pending    atomic.Int32
+	idleTimer  *time.Timer
 }
 
-// errClientGone and friends end a connection without a log line at error
-// level: they are the normal ways connections end.
+// errDraining ends the request side when the server drains: not an error
+// worth a log line.
 var errDraining = errors.New("draining")
 
 func (c *conn) serve(ctx context.Context) {
 	defer c.vc.srv.metrics.connClosed(c.vc.name)
+	c.lastActive.Store(time.Now().UnixNano())
+	c.idleTimer = time.AfterFunc(time.Duration(math.MaxInt64), c.checkIdle)
+	c.idleTimer.Reset(c.vc.cfg.Limits.IdleTimeout.Std())
+	defer c.idleTimer.Stop()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		err := c.responses(ctx)
+		err := c.vc.guard(sideResponse, c.log, func() error { return c.responses(ctx) })
 		c.finish("response side", err)
 	}()
-	err := c.requests(ctx)
+	err := c.vc.guard(sideRequest, c.log, func() error { return c.requests(ctx) })
 	if !errors.Is(err, errDraining) {
 		c.finish("request side", err)
 	}
@@ -73,6 +88,32 @@ func (c *conn) serve(ctx context.Context) {
 	c.close()
 }
 
+// checkIdle closes the connection when it has been idle for
+// limits.idleTimeout with nothing in flight, and otherwise looks again
+// when that could next be the case.
+func (c *conn) checkIdle() {
+	select {
+	case <-c.dead:
+		return
+	default:
+	}
+	idle := c.vc.cfg.Limits.IdleTimeout.Std()
+	if c.pending.Load() > 0 {
+		c.idleTimer.Reset(idle)
+		return
+	}
+	since := time.Since(time.Unix(0, c.lastActive.Load()))
+	if since < idle {
+		c.idleTimer.Reset(idle - since)
+		return
+	}
+	c.closeOne.Do(func() {
+		c.vc.srv.metrics.idleClosed.WithLabelValues(c.vc.name).Inc()
+		c.log.Debug("closing idle client connection", "idleFor", since.Round(time.Millisecond).String())
+		c.closeSockets()
+	})
+}
+
 // finish logs why the connection ended (once) and closes both sides.
 func (c *conn) finish(side string, err error) {
 	first := false
@@ -80,7 +121,7 @@ func (c *conn) finish(side string, err error) {
 		first = true
 		c.closeSockets()
 	})
-	if !first || err == nil || isClosed(err) {
+	if !first || err == nil || isClosed(err) || errors.Is(err, errPanicked) {
 		return
 	}
 	c.log.Warn("closing client connection", "side", side, "error", err.Error())
@@ -118,14 +159,22 @@ func (c *conn) requests(ctx context.Context) error {
 			return fmt.Errorf("read request: %w", err)
 		}
 		start := time.Now()
+		c.lastActive.Store(start.UnixNano())
 		h, err := frame.ParseRequestHeader(body)
 		if err != nil {
 			return fmt.Errorf("request header: %w", err)
 		}
-		if _, known := frame.MaxVersion(h.APIKey); !known || refusedAPIs[h.APIKey] {
+		maxVersion, known := frame.MaxVersion(h.APIKey)
+		if !known || refusedAPIs[h.APIKey] {
 			// Never advertised by ApiVersions, so no conforming client
 			// sends it; forwarding unknown bytes helps nobody.
 			return fmt.Errorf("request with API key %d (%s), which kseal does not advertise (correlation id %d)", h.APIKey, apiName(h.APIKey), h.CorrelationID)
+		}
+		if (h.APIVersion < 0 || h.APIVersion > maxVersion) && h.APIKey != int16(kmsg.ApiVersions) {
+			// A version past kseal's tables (ApiVersions excepted: clients
+			// probe with their newest, and get UNSUPPORTED_VERSION back). It
+			// was never advertised, and no filter could read it.
+			return fmt.Errorf("%s request v%d, a version kseal does not advertise (correlation id %d)", apiName(h.APIKey), h.APIVersion, h.CorrelationID)
 		}
 		x := &Exchange{
 			APIKey:        h.APIKey,
@@ -138,7 +187,7 @@ func (c *conn) requests(ctx context.Context) error {
 			state:         &c.stateReq,
 			started:       start,
 		}
-		for _, f := range c.vc.filters[h.APIKey] {
+		for _, f := range c.vc.reqFilters[h.APIKey] {
 			if err := f.OnRequest(ctx, x); err != nil {
 				return fmt.Errorf("%s v%d request (correlation id %d): %w", apiName(h.APIKey), h.APIVersion, h.CorrelationID, err)
 			}
@@ -155,6 +204,7 @@ func (c *conn) requests(ctx context.Context) error {
 		}
 		local, req := x.Local, x.Request
 		if !x.NoResponse || x.Local {
+			c.pending.Add(1)
 			// Blocks when the queue is full: backpressure on the client.
 			select {
 			case c.inflight <- x:
@@ -195,6 +245,7 @@ func (c *conn) responses(ctx context.Context) error {
 				return err
 			}
 			if ok {
+				c.answered()
 				c.vc.srv.metrics.response(c.vc.name, x.APIKey, size, time.Since(x.started))
 				// Forwarding overlaps the broker's sending: only the
 				// request side's time is kseal's own.
@@ -220,7 +271,7 @@ func (c *conn) responses(ctx context.Context) error {
 			x.Response = body
 			x.scratch = &c.scratchResp
 			x.state = &c.stateResp
-			filters := c.vc.filters[x.APIKey]
+			filters := c.vc.respFilters[x.APIKey]
 			if len(filters) > 0 {
 				rh, err := frame.ParseResponseHeader(body, x.APIKey, x.APIVersion)
 				if err != nil {
@@ -238,12 +289,19 @@ func (c *conn) responses(ctx context.Context) error {
 		if _, err := (&net.Buffers{sizeBuf[:], x.Response}).WriteTo(w); err != nil {
 			return fmt.Errorf("write to client: %w", err)
 		}
+		c.answered()
 		c.vc.srv.metrics.response(c.vc.name, x.APIKey, len(x.Response), time.Since(x.started))
 		c.vc.added.observe(x.APIKey, x.added+time.Since(read))
 		c.reclaim(&c.respBuf, &c.scratchResp, x.Response)
 		x.Response = nil
 	}
 	return nil
+}
+
+// answered notes a response written to the client (for the idle timeout).
+func (c *conn) answered() {
+	c.lastActive.Store(time.Now().UnixNano())
+	c.pending.Add(-1)
 }
 
 // readFrame reads one size-prefixed frame into *buf (growing it as needed,

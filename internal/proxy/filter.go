@@ -3,6 +3,8 @@ package proxy
 import (
 	"context"
 	"time"
+
+	"github.com/kseal/kseal/internal/codec"
 )
 
 // An Exchange is one request and its response on a client connection, as
@@ -119,3 +121,12 @@ func (NopFilter) OnRequest(context.Context, *Exchange) error { return nil }
 
 // OnResponse does nothing.
 func (NopFilter) OnResponse(context.Context, *Exchange) error { return nil }
+
+// KeepAddresses is the codec.AddressMapper for the walkers of extra filters
+// (ClusterOptions): it keeps every broker endpoint as the broker sent it.
+// Those filters see a response before the built-in address filter, which
+// then maps each endpoint to the proxy once; a walker with no mapper would
+// drop them instead, and the client would lose the KIP-951 leader hints.
+var KeepAddresses codec.AddressMapper = codec.MapperFunc(func(_ int32, host string, port int32) (string, int32, bool) {
+	return host, port, true
+})

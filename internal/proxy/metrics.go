@@ -18,6 +18,9 @@ type Metrics struct {
 	respBytes   *prometheus.CounterVec
 	latency     *prometheus.HistogramVec
 	added       *prometheus.HistogramVec
+	refused     *prometheus.CounterVec
+	idleClosed  *prometheus.CounterVec
+	panics      *prometheus.CounterVec
 }
 
 // NewMetrics creates the plumbing metrics and registers them with reg
@@ -50,9 +53,21 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			// 10 µs to about 1.5 s.
 			Buckets: prometheus.ExponentialBuckets(0.00001, 2.5, 14),
 		}, []string{"virtual_cluster", "api"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kseal_connections_refused_total",
+			Help: "Client connections closed before being served, by reason: max_connections (limits.maxConnections reached), tls_handshake, sni (no broker for the server name), upstream_unreachable.",
+		}, []string{"virtual_cluster", "reason"}),
+		idleClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kseal_connections_idle_closed_total", Help: "Client connections closed after limits.idleTimeout without traffic.",
+		}, []string{"virtual_cluster"}),
+		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kseal_panics_total",
+			Help: "Panics recovered (each is a bug, logged with its stack), by where: request and response (the connection is closed), setup (TLS handshake, routing, broker dial), accept, discovery.",
+		}, []string{"virtual_cluster", "side"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connections, m.connTotal, m.requests, m.reqBytes, m.respBytes, m.latency, m.added)
+		reg.MustRegister(m.connections, m.connTotal, m.requests, m.reqBytes, m.respBytes, m.latency, m.added,
+			m.refused, m.idleClosed, m.panics)
 	}
 	return m
 }

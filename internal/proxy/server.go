@@ -42,7 +42,11 @@ type Server struct {
 
 // ClusterOptions are what the caller adds to a virtual cluster besides its
 // config: extra filters (encryption) run after the built-in ones on
-// requests and before them on responses.
+// requests and before them on responses. So the built-in address filter
+// is the last to see a response: it rewrites every broker address in what
+// the extra filters leave, once. An extra filter that re-encodes a
+// response holding broker endpoints must keep them as they are (a codec
+// walker with Mapper KeepAddresses), not drop or map them.
 type ClusterOptions struct {
 	Filters []Filter
 	// VersionCaps lowers the highest version ApiVersions advertises for
@@ -231,6 +235,23 @@ func (s *Server) untrack(c *conn) {
 	s.connsWG.Done()
 }
 
+// ServeConn serves c, a client connection accepted elsewhere (an in-memory
+// or Unix socket connection in tests and fuzzing), as one accepted on the
+// named virtual cluster's bootstrap port, and returns once it is closed.
+// It counts against limits.maxConnections like any other.
+func (s *Server) ServeConn(name string, c net.Conn) error {
+	for _, vc := range s.clusters {
+		if vc.name == name {
+			if vc.admit(c) {
+				vc.handle(c, -1)
+			}
+			return nil
+		}
+	}
+	c.Close()
+	return fmt.Errorf("no virtual cluster %q", name)
+}
+
 // BootstrapAddr returns the address the named virtual cluster's bootstrap
 // port listens on (useful when the config asked for port 0 in tests).
 func (s *Server) BootstrapAddr(name string) string {
@@ -244,11 +265,13 @@ func (s *Server) BootstrapAddr(name string) string {
 
 // virtualCluster is one upstream cluster and its proxy ports.
 type virtualCluster struct {
-	srv     *Server
-	name    string
-	cfg     config.VirtualCluster
-	log     *slog.Logger
-	filters map[int16][]Filter
+	srv  *Server
+	name string
+	cfg  config.VirtualCluster
+	log  *slog.Logger
+	// reqFilters and respFilters are the filters of each API key in the
+	// order they run on requests and on responses (see ClusterOptions).
+	reqFilters, respFilters map[int16][]Filter
 	// added observes kseal_proxy_added_latency_seconds by API.
 	added *apiObservers
 
@@ -274,6 +297,16 @@ type virtualCluster struct {
 	warned    map[int32]bool
 
 	refreshSem chan struct{} // one metadata refresh at a time (a lock that gives up with ctx)
+	// unknownNodeRefresh rate-limits the metadata refreshes connections to
+	// node ids kseal does not know cause (unix nanoseconds of the last).
+	unknownNodeRefresh atomic.Int64
+
+	// open counts client connections from accept to close, for
+	// limits.maxConnections.
+	open      atomic.Int64
+	refuseLog rateLog // connections over limits.maxConnections
+	setupLog  rateLog // connections refused at TLS, SNI or broker dial
+	panicLog  rateLog
 
 	topics topicNames
 
@@ -291,15 +324,26 @@ func newVirtualCluster(s *Server, cfg config.VirtualCluster, opts ClusterOptions
 		brokers:   map[int32]string{},
 		listeners: map[int]net.Listener{},
 		warned:    map[int32]bool{},
-		filters:   map[int16][]Filter{},
+
+		reqFilters:  map[int16][]Filter{},
+		respFilters: map[int16][]Filter{},
 
 		refreshSem: make(chan struct{}, 1),
 	}
 	vc.added = newAPIObservers(s.metrics.added, cfg.Name)
-	for _, f := range append(builtinFilters(vc, opts.VersionCaps), opts.Filters...) {
+	builtin := builtinFilters(vc, opts.VersionCaps)
+	for _, f := range append(builtin[:len(builtin):len(builtin)], opts.Filters...) {
 		for _, k := range f.APIKeys() {
-			vc.filters[k] = append(vc.filters[k], f)
+			vc.reqFilters[k] = append(vc.reqFilters[k], f)
 		}
+	}
+	for _, f := range append(opts.Filters[:len(opts.Filters):len(opts.Filters)], builtin...) {
+		for _, k := range f.APIKeys() {
+			vc.respFilters[k] = append(vc.respFilters[k], f)
+		}
+	}
+	if cfg.Encryption != nil && cfg.Gateway.TLS == nil {
+		vc.log.Warn("this virtual cluster encrypts records but its client listener is plaintext (no gateway.tls): records of encrypted topics cross the network between clients and kseal in clear; set gateway.tls")
 	}
 	var err error
 	if cfg.Gateway.TLS != nil {
@@ -374,7 +418,7 @@ func (vc *virtualCluster) discover() {
 	backoff := 250 * time.Millisecond
 	for {
 		ctx, cancel := context.WithTimeout(vc.srv.ctx, vc.cfg.Upstream.DialTimeout.Std())
-		err := vc.refreshMetadata(ctx)
+		err := vc.guard(sideDiscovery, vc.log, func() error { return vc.refreshMetadata(ctx) })
 		cancel()
 		if vc.srv.ctx.Err() != nil {
 			return // shutting down
@@ -409,34 +453,75 @@ func (vc *virtualCluster) serve(ln net.Listener, node int32) {
 	go func() {
 		defer vc.srv.acceptWG.Done()
 		var delay time.Duration
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				// Temporary failures (EMFILE...): back off, keep serving.
-				delay = max(5*time.Millisecond, min(delay*2, time.Second))
-				vc.log.Error("accept failed", "error", err.Error(), "retryIn", delay.String())
-				time.Sleep(delay)
-				continue
-			}
-			delay = 0
-			go vc.handle(c, node)
+		for vc.accept(ln, node, &delay) {
 		}
 	}()
 }
 
+// accept accepts one connection on ln and starts serving it; it returns
+// false once ln is closed.
+func (vc *virtualCluster) accept(ln net.Listener, node int32, delay *time.Duration) (more bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			vc.recovered(sideAccept, vc.log, v)
+			more = true
+		}
+	}()
+	c, err := ln.Accept()
+	if err != nil {
+		if errors.Is(err, net.ErrClosed) {
+			return false
+		}
+		// Temporary failures (EMFILE...): back off, keep serving.
+		*delay = max(5*time.Millisecond, min(*delay*2, time.Second))
+		vc.log.Error("accept failed", "error", err.Error(), "retryIn", delay.String())
+		time.Sleep(*delay)
+		return true
+	}
+	*delay = 0
+	if vc.admit(c) {
+		go vc.handle(c, node)
+	}
+	return true
+}
+
+// handle serves one accepted client connection (holding a slot admit
+// took) until it ends. A panic while setting it up (TLS handshake, routing,
+// broker dial) closes it; the two sides of a served connection recover
+// their own (conn.serve).
 func (vc *virtualCluster) handle(client net.Conn, node int32) {
-	log := vc.log.With("client", client.RemoteAddr().String())
+	defer vc.release()
+	log := vc.log.With("client", addrString(client.RemoteAddr()))
+	var up net.Conn
+	served := false // from here on the request side runs in this goroutine
+	defer func() {
+		if v := recover(); v != nil {
+			side := sideSetup
+			if served {
+				side = sideRequest
+			}
+			vc.recovered(side, log, v)
+			client.Close()
+			if up != nil {
+				up.Close()
+			}
+		}
+	}()
+	refuse := func(reason, msg string, args ...any) {
+		vc.srv.metrics.refused.WithLabelValues(vc.name, reason).Inc()
+		// Anyone can make these: logged up to a rate, all counted.
+		if ok, n := vc.setupLog.allow(time.Now(), setupLogBurst, setupLogEvery); ok {
+			log.Warn(msg, append(args, "refusedUnlogged", n)...)
+		}
+		client.Close()
+	}
 	if vc.tlsServer != nil {
 		tc := tls.Server(client, vc.tlsServer)
 		ctx, cancel := context.WithTimeout(vc.srv.ctx, 10*time.Second)
 		err := tc.HandshakeContext(ctx)
 		cancel()
 		if err != nil {
-			log.Warn("rejecting client connection: TLS handshake failed", "error", err.Error())
-			client.Close()
+			refuse(refusedTLS, "rejecting client connection: TLS handshake failed", "error", err.Error())
 			return
 		}
 		client = tc
@@ -444,8 +529,7 @@ func (vc *virtualCluster) handle(client net.Conn, node int32) {
 			name := tc.ConnectionState().ServerName
 			var ok bool
 			if node, ok = vc.sni.route(name); !ok {
-				log.Warn("rejecting client connection: TLS server name matches neither the bootstrap host nor the broker pattern", "serverName", name)
-				client.Close()
+				refuse(refusedSNI, "rejecting client connection: TLS server name matches neither the bootstrap host nor the broker pattern", "serverName", printable(name))
 				return
 			}
 		}
@@ -455,8 +539,7 @@ func (vc *virtualCluster) handle(client net.Conn, node int32) {
 	}
 	up, err := vc.connectUpstream(node)
 	if err != nil {
-		log.Warn("rejecting client connection: upstream unreachable", "error", err.Error())
-		client.Close()
+		refuse(refusedUpstream, "rejecting client connection: upstream unreachable", "error", err.Error())
 		return
 	}
 	vc.reachedUpstream.Store(true)
@@ -474,9 +557,23 @@ func (vc *virtualCluster) handle(client net.Conn, node int32) {
 		return
 	}
 	defer vc.srv.untrack(c)
+	served = true
 	vc.srv.metrics.connOpened(vc.name)
 	c.serve(vc.srv.ctx)
 }
+
+// addrString is a peer's address for logs (a connection that is not TCP
+// may have none).
+func addrString(a net.Addr) string {
+	if a == nil {
+		return "unknown"
+	}
+	return a.String()
+}
+
+// maxWarnedNodes bounds the node ids warnUnmapped remembers (they come from
+// broker responses); past it the others are not logged.
+const maxWarnedNodes = 1024
 
 // upstreamWait is how long a client connection is held while its broker
 // cannot be reached (a broker restarting, leaders moving). Closing at once
@@ -523,7 +620,14 @@ func (vc *virtualCluster) upstreamFor(node int32) (string, error) {
 		return addr, nil
 	}
 	// A client may hold metadata from before a restart of kseal, or from a
-	// broker we have not seen yet: learn the cluster again.
+	// broker we have not seen yet: learn the cluster again, at most once per
+	// refreshInterval for all such connections (a client naming node ids
+	// that do not exist must not turn into a stream of Metadata requests).
+	now := time.Now().UnixNano()
+	last := vc.unknownNodeRefresh.Load()
+	if now-last < int64(refreshInterval) || !vc.unknownNodeRefresh.CompareAndSwap(last, now) {
+		return "", fmt.Errorf("node %d is not known yet (metadata was refreshed less than %s ago)", node, refreshInterval)
+	}
 	ctx, cancel := context.WithTimeout(vc.srv.ctx, vc.cfg.Upstream.DialTimeout.Std())
 	defer cancel()
 	if err := vc.refreshMetadata(ctx); err != nil {
@@ -603,7 +707,7 @@ func (vc *virtualCluster) MapBroker(node int32, host string, port int32) (string
 func (vc *virtualCluster) warnUnmapped(node int32, why string) {
 	vc.mu.Lock()
 	defer vc.mu.Unlock()
-	if !vc.warned[node] {
+	if !vc.warned[node] && len(vc.warned) < maxWarnedNodes {
 		vc.warned[node] = true
 		vc.log.Error("broker cannot be served: it is hidden from clients", "node", node, "reason", why)
 	}

@@ -30,7 +30,7 @@ const (
 // consumer the time kseal would take to read a whole fetch before sending
 // its first byte, and keeps large responses out of kseal's buffers.
 func (vc *virtualCluster) responseMode(key int16) streamMode {
-	fs := vc.filters[key]
+	fs := vc.respFilters[key]
 	if len(fs) == 0 {
 		return streamRaw
 	}

@@ -19,7 +19,14 @@ type topicNames struct {
 	lastRefresh time.Time
 }
 
+// maxTopicNameLen is Kafka's limit on topic names: a longer name from a
+// broker is not a topic kseal needs to know (and would only grow the cache).
+const maxTopicNameLen = 249
+
 func (t *topicNames) learn(name []byte, id [16]byte) {
+	if len(name) == 0 || len(name) > maxTopicNameLen {
+		return
+	}
 	t.mu.RLock()
 	known := t.names[id] == string(name)
 	t.mu.RUnlock()

@@ -1,0 +1,159 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// This file keeps one client's input from ending the process: every
+// goroutine the proxy starts per listener, per connection or for broker
+// discovery recovers a panic (a bug, whatever input caused it), logs it
+// once with its stack, counts it in kseal_panics_total and ends only what
+// that goroutine was doing: one connection, one accept, one discovery
+// round. A filter that starts goroutines of its own carries their panics
+// back to the connection's goroutine with Panics.
+
+// Panics carries a panic out of the goroutines a filter starts for one
+// exchange (parallel work on a response, say) to the connection's
+// goroutine, whose guard recovers it: a panic in a goroutine of its own
+// would end the process. Each goroutine, the caller's own share of the work
+// included, runs `defer p.Recover()`; once all are done the caller calls
+// p.Repanic(). The first panic is kept, with its stack.
+type Panics struct {
+	first atomic.Pointer[string]
+}
+
+// Recover must be called directly by defer.
+func (p *Panics) Recover() {
+	if v := recover(); v != nil {
+		msg := fmt.Sprintf("%v\n[recovered in a goroutine of the exchange]\n%s", v, debug.Stack())
+		p.first.CompareAndSwap(nil, &msg)
+	}
+}
+
+// Repanic panics with the first panic Recover caught, if any.
+func (p *Panics) Repanic() {
+	if msg := p.first.Load(); msg != nil {
+		panic(*msg)
+	}
+}
+
+// Where a panic was recovered: the side label of kseal_panics_total.
+const (
+	sideRequest   = "request"   // reading requests, request filters, forwarding
+	sideResponse  = "response"  // reading responses, response filters, writing
+	sideSetup     = "setup"     // TLS handshake, SNI routing, broker dial
+	sideAccept    = "accept"    // a listener's accept loop
+	sideDiscovery = "discovery" // the broker discovery loop
+)
+
+// errPanicked ends a connection's side after a recovered panic, which is
+// already logged: the connection is closed without another log line.
+var errPanicked = errors.New("panic recovered")
+
+// Panics of one virtual cluster are logged (every one is counted) up to
+// panicLogBurst at once, then one per panicLogEvery: a client repeating the
+// input that triggers a bug cannot flood the log with stacks.
+const (
+	panicLogBurst = 10
+	panicLogEvery = 10 * time.Second
+)
+
+// recovered logs and counts a recovered panic v. Call it from the deferred
+// function that recovered, so the stack still shows where v was raised.
+func (vc *virtualCluster) recovered(side string, log *slog.Logger, v any) {
+	vc.srv.metrics.panics.WithLabelValues(vc.name, side).Inc()
+	ok, suppressed := vc.panicLog.allow(time.Now(), panicLogBurst, panicLogEvery)
+	if !ok {
+		return
+	}
+	log.Error("panic recovered: a bug in kseal; only what it interrupted is closed (please report this with the stack)",
+		"side", side, "panic", fmt.Sprint(v), "stack", string(debug.Stack()), "suppressedSinceLast", suppressed)
+}
+
+// guard runs fn, turning a panic into errPanicked (after logging and
+// counting it).
+func (vc *virtualCluster) guard(side string, log *slog.Logger, fn func() error) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			vc.recovered(side, log, v)
+			err = errPanicked
+		}
+	}()
+	return fn()
+}
+
+// rateLog lets log lines through as a token bucket: burst at once, then
+// one per interval; it counts the ones it held back.
+type rateLog struct {
+	mu         sync.Mutex
+	tokens     float64
+	last       time.Time
+	suppressed int
+}
+
+// allow reports whether to log now, and how many lines were held back
+// since the last one logged.
+func (r *rateLog) allow(now time.Time, burst int, every time.Duration) (bool, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.last.IsZero() {
+		r.tokens = float64(burst)
+	} else {
+		r.tokens = min(float64(burst), r.tokens+float64(now.Sub(r.last))/float64(every))
+	}
+	r.last = now
+	if r.tokens < 1 {
+		r.suppressed++
+		return false, 0
+	}
+	r.tokens--
+	n := r.suppressed
+	r.suppressed = 0
+	return true, n
+}
+
+// Refusal reasons: the reason label of kseal_connections_refused_total.
+const (
+	refusedMaxConnections = "max_connections"
+	refusedTLS            = "tls_handshake"
+	refusedSNI            = "sni"
+	refusedUpstream       = "upstream_unreachable"
+)
+
+// refuseLogEvery bounds the log lines of connections refused at the limit.
+const refuseLogEvery = 10 * time.Second
+
+// Connections refused while being set up (failed TLS handshakes, unknown
+// server names, unreachable brokers) are logged up to setupLogBurst at once,
+// then one per setupLogEvery.
+const (
+	setupLogBurst = 20
+	setupLogEvery = time.Second
+)
+
+// admit takes a connection slot of the virtual cluster, or closes c
+// (accepted, then closed at once: the client sees the connection end and
+// retries with its backoff) when limits.maxConnections are open.
+func (vc *virtualCluster) admit(c net.Conn) bool {
+	if vc.open.Add(1) <= int64(vc.cfg.Limits.MaxConnections) {
+		return true
+	}
+	vc.open.Add(-1)
+	vc.srv.metrics.refused.WithLabelValues(vc.name, refusedMaxConnections).Inc()
+	if ok, n := vc.refuseLog.allow(time.Now(), 1, refuseLogEvery); ok {
+		vc.log.Warn("refusing client connections: limits.maxConnections are open", "maxConnections", vc.cfg.Limits.MaxConnections,
+			"client", addrString(c.RemoteAddr()), "refusedUnlogged", n)
+	}
+	c.Close()
+	return false
+}
+
+// release gives back the slot admit took.
+func (vc *virtualCluster) release() { vc.open.Add(-1) }
