@@ -285,7 +285,6 @@ func (a *App) openKeys(ctx context.Context, vc *config.VirtualCluster, enc *Encr
 func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*App, error) {
 	a := &App{cfg: cfg, log: log, km: newKMSMetrics(reg), clusters: map[string]*encCluster{}}
 	opts := map[string]proxy.ClusterOptions{}
-	encMetrics := encrypt.NewMetrics(reg)
 	for i := range cfg.VirtualClusters {
 		vc := &cfg.VirtualClusters[i]
 		if vc.Encryption == nil {
@@ -296,6 +295,10 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 			a.Close()
 			return nil, err
 		}
+		// Each encrypting cluster has its own filter and DEK metrics,
+		// told apart by a virtual_cluster label (the same names and label
+		// names, so Prometheus takes them as one metric family).
+		vcReg := clusterRegisterer(reg, vc.Name)
 		ec := &encCluster{}
 		ks, closeKeys, err := a.openKeys(ctx, vc, enc, &ec.counters)
 		if err != nil {
@@ -310,11 +313,11 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 			Keys:       ks,
 			Log:        log.With("virtualCluster", vc.Name),
 			KMSTimeout: enc.DEK.KMSTimeout.Std(),
-			Metrics:    encMetrics,
+			Metrics:    encrypt.NewMetrics(vcReg),
 		})
 		a.clusters[vc.Name] = ec
-		if reg != nil {
-			reg.MustRegister(dekCollector{vc: vc.Name, mgr: &ec.mgr})
+		if vcReg != nil {
+			vcReg.MustRegister(dekCollector{mgr: &ec.mgr})
 		}
 		opts[vc.Name] = proxy.ClusterOptions{Filters: []proxy.Filter{ec.filter}, VersionCaps: encrypt.MaxVersions}
 	}
@@ -325,6 +328,15 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 	}
 	a.Server = srv
 	return a, nil
+}
+
+// clusterRegisterer registers metrics of one virtual cluster: each gets a
+// virtual_cluster label with its name. nil stays nil (not registered).
+func clusterRegisterer(reg prometheus.Registerer, name string) prometheus.Registerer {
+	if reg == nil {
+		return nil
+	}
+	return prometheus.WrapRegistererWith(prometheus.Labels{"virtual_cluster": name}, reg)
 }
 
 // reloadGrace is how long replaced KMS clients stay open for requests that

@@ -317,8 +317,8 @@ func TestMetricsAndHealthEndpoints(t *testing.T) {
 	}
 	_, metrics := get("/metrics")
 	for _, want := range []string{
-		`kseal_records_total{direction="produce",outcome="encrypted",topic="orders"} 1`,
-		`kseal_records_total{direction="produce",outcome="plaintext",topic="plain"} 1`,
+		`kseal_records_total{direction="produce",outcome="encrypted",topic="orders",virtual_cluster="test"} 1`,
+		`kseal_records_total{direction="produce",outcome="plaintext",topic="plain",virtual_cluster="test"} 1`,
 		`kseal_kms_operations_total{operation="generate_dek",outcome="success",provider="local",virtual_cluster="test"} 1`,
 		`kseal_kms_operations_total{operation="decrypt_dek",outcome="success",provider="local",virtual_cluster="test"}`,
 		`kseal_dek_cache_hits_total{cache="encrypt",virtual_cluster="test"}`,

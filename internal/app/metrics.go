@@ -49,24 +49,25 @@ func (m *kmsMetrics) hook(vc, provider string) func(op dek.Op, d time.Duration, 
 	}
 }
 
-// dekCollector exposes a Manager's counters.
+// dekCollector exposes a Manager's counters. It is registered once per
+// encrypting virtual cluster, through clusterRegisterer, which adds the
+// virtual_cluster label.
 type dekCollector struct {
-	vc  string
 	mgr *atomic.Pointer[dek.Manager] // the current one, across reloads
 }
 
 var (
 	dekHitsDesc = prometheus.NewDesc("kseal_dek_cache_hits_total",
 		"DEK cache lookups answered from the cache, by cache (encrypt: active DEK; decrypt: unwrapped DEKs; resolve: KEK names).",
-		[]string{"virtual_cluster", "cache"}, nil)
+		[]string{"cache"}, nil)
 	dekMissesDesc = prometheus.NewDesc("kseal_dek_cache_misses_total",
-		"DEK cache lookups that needed the KMS, by cache.", []string{"virtual_cluster", "cache"}, nil)
+		"DEK cache lookups that needed the KMS, by cache.", []string{"cache"}, nil)
 	dekEvictionsDesc = prometheus.NewDesc("kseal_dek_cache_evictions_total",
-		"Unwrapped DEKs dropped from the decrypt cache for size or TTL (their bytes are wiped).", []string{"virtual_cluster"}, nil)
+		"Unwrapped DEKs dropped from the decrypt cache for size or TTL (their bytes are wiped).", nil, nil)
 	dekEntriesDesc = prometheus.NewDesc("kseal_dek_cache_entries",
-		"Unwrapped DEKs now in the decrypt cache.", []string{"virtual_cluster"}, nil)
+		"Unwrapped DEKs now in the decrypt cache.", nil, nil)
 	dekGeneratedDesc = prometheus.NewDesc("kseal_deks_generated_total",
-		"Data keys generated (each wrapped by its KEK in the KMS).", []string{"virtual_cluster"}, nil)
+		"Data keys generated (each wrapped by its KEK in the KMS).", nil, nil)
 )
 
 func (c dekCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -80,7 +81,7 @@ func (c dekCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c dekCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.mgr.Load().Stats()
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append([]string{c.vc}, labels...)...)
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
 	counter(dekHitsDesc, s.EncryptHits, "encrypt")
 	counter(dekHitsDesc, s.DecryptHits+s.DecryptNegativeHits, "decrypt")
@@ -90,5 +91,5 @@ func (c dekCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(dekMissesDesc, s.ResolveMisses, "resolve")
 	counter(dekEvictionsDesc, s.DecryptEvictions)
 	counter(dekGeneratedDesc, s.DEKsGenerated)
-	ch <- prometheus.MustNewConstMetric(dekEntriesDesc, prometheus.GaugeValue, float64(s.DecryptCached), c.vc)
+	ch <- prometheus.MustNewConstMetric(dekEntriesDesc, prometheus.GaugeValue, float64(s.DecryptCached))
 }
