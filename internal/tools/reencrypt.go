@@ -31,11 +31,19 @@ type ReencryptOptions struct {
 	// log start).
 	From int64
 	// To is the offset to stop before in every partition; 0 or negative
-	// for the source's last stable offset when the run starts.
+	// for the source's last stable offset when the run starts. That
+	// default end is soft: records that arrived since and came in the same
+	// fetch as the last record before it are copied too (the group's
+	// progress moves past every record fetched, so a record fetched and
+	// not copied would be skipped by a later run). An explicit To is hard:
+	// nothing at or after it is copied, and progress is kept in a group of
+	// its own (see Group).
 	To int64
 	// Group is the consumer group whose committed offsets store progress,
 	// and TransactionalID the producer's id; both default to
-	// "kseal-reencrypt.<source>.<dest>".
+	// "kseal-reencrypt.<source>.<dest>", with ".to-<To>" appended for an
+	// explicit To: that group's progress may have passed records after To
+	// without copying them, so a run with another end must not use it.
 	Group           string
 	TransactionalID string
 	// CreateDest creates Dest when it does not exist, with Source's
@@ -57,6 +65,9 @@ type ReencryptOptions struct {
 	// run returns at once, without ending the transaction or closing the
 	// client (the hook owns sess then).
 	afterProduce func(sess *kgo.GroupTransactSession, copied int64) bool
+	// beforeCopy, for tests, runs when the ranges and the progress are
+	// known, before the copy starts.
+	beforeCopy func()
 	// beforeDestCount, for tests, runs when the count check has counted
 	// Source and turns to Dest.
 	beforeDestCount func()
@@ -119,6 +130,9 @@ func Reencrypt(ctx context.Context, o ReencryptOptions) (*ReencryptResult, error
 	}
 	if o.Group == "" {
 		o.Group = DefaultGroup(o.Source, o.Dest)
+		if o.To > 0 {
+			o.Group += fmt.Sprintf(".to-%d", o.To)
+		}
 	}
 	if o.TransactionalID == "" {
 		o.TransactionalID = o.Group
@@ -166,6 +180,9 @@ func Reencrypt(ctx context.Context, o ReencryptOptions) (*ReencryptResult, error
 		remaining += max(r.End-pos[r.Partition], 0)
 	}
 	o.Progress.SetTotal(remaining)
+	if o.beforeCopy != nil {
+		o.beforeCopy()
+	}
 	if remaining > 0 {
 		crashed, err := copyRecords(ctx, o, src, pos, res)
 		o.Progress.Finish()
@@ -177,6 +194,12 @@ func Reencrypt(ctx context.Context, o ReencryptOptions) (*ReencryptResult, error
 	}
 	if !res.Complete {
 		return res, nil
+	}
+	if o.To <= 0 {
+		// The soft end: the copy may have gone past it (see To).
+		for i, r := range src {
+			src[i].End = max(r.End, pos[r.Partition])
+		}
 	}
 	if res.Check, err = countCheck(ctx, rd, o, src); err != nil {
 		return res, err
@@ -424,15 +447,19 @@ func copyRecords(ctx context.Context, o ReencryptOptions, src []Range, pos map[i
 			n       int64
 			moved   int64
 		)
+		// Every record polled counts as consumed: End commits the offset
+		// after the last one of each partition. So with the soft end every
+		// polled record is copied, and with a hard end those at or after
+		// it are left behind in a group kept for that end (see To).
+		hard := o.To > 0
 		reached := map[int32]bool{}
 		for _, rec := range recs {
 			p := rec.Partition
-			if reached[p] || done[p] {
-				continue
-			}
 			if rec.Offset >= end[p] {
 				reached[p] = true
-				continue
+				if hard {
+					continue
+				}
 			}
 			if !rec.Attrs.IsControl() {
 				wg.Add(1)

@@ -280,3 +280,58 @@ func TestReencryptCheckWaitsForOpenTransactions(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestReencryptCopiesRecordsFetchedPastTheEnd: records that reach the
+// source after a run has fixed its end, and come in the same fetch as the
+// last record before it, count as consumed in the group's progress. The run
+// must copy them: they used to be left out, and the next run (to catch up
+// with the source) started after them, skipping them for good.
+func TestReencryptCopiesRecordsFetchedPastTheEnd(t *testing.T) {
+	e := startEnv(t)
+	want := sourceMix(t, e, 30) // offsets 0..9 of each partition
+	e.rotate(t)
+	ctx := context.Background()
+
+	o := e.reencryptOptions("orders-live")
+	var late []*kgo.Record
+	o.beforeCopy = func() {
+		for i := 0; i < 6; i++ {
+			late = append(late, rec("orders", int32(i%3), fmt.Sprintf("late%d", i), fmt.Sprintf("late value %d", i)))
+		}
+		produce(t, e.proxy(t), late...)
+	}
+	res, err := Reencrypt(ctx, o)
+	if err != nil {
+		t.Fatalf("first run: %v (%+v)", err, res)
+	}
+	t.Logf("first run copied %d, ranges %v", res.Copied, res.Ends)
+
+	// The catch-up run: its end includes the late records.
+	res, err = Reencrypt(ctx, e.reencryptOptions("orders-live"))
+	if err != nil {
+		t.Fatalf("catch-up run: %v (%+v, check %+v)", err, res, res.Check)
+	}
+	if !res.Complete || !res.Check.OK || res.Check.In != 36 || res.Check.Out != 36 {
+		t.Fatalf("catch-up run: %+v, check %+v", res, res.Check)
+	}
+	sameRecords(t, consumeAll(t, e.cluster.Proxy, "orders-live", 36), append(want, late...))
+}
+
+// TestReencryptExplicitEndHasItsOwnGroup: an explicit --to keeps progress in
+// a group of its own, so a later run without it cannot resume from an
+// offset past records the first never copied; it refuses the non-empty
+// destination instead.
+func TestReencryptExplicitEndHasItsOwnGroup(t *testing.T) {
+	e := startEnv(t)
+	sourceMix(t, e, 30)
+	ctx := context.Background()
+	o := e.reencryptOptions("orders-part")
+	o.To = 5
+	res, err := Reencrypt(ctx, o)
+	if err != nil || res.Group != DefaultGroup("orders", "orders-part")+".to-5" || res.Check.Out != 15 {
+		t.Fatalf("run to offset 5: %+v, %v", res, err)
+	}
+	if _, err := Reencrypt(ctx, e.reencryptOptions("orders-part")); err == nil || !strings.Contains(err.Error(), "already holds records") {
+		t.Fatalf("a run to the end into the same destination: %v", err)
+	}
+}
