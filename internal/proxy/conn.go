@@ -50,8 +50,8 @@ type conn struct {
 	stateResp map[any]any
 }
 
-// errClientGone and friends end a connection without a log line at error
-// level: they are the normal ways connections end.
+// errDraining ends the request side at shutdown without a log line: like
+// a closed socket (isClosed), it is a normal way for a connection to end.
 var errDraining = errors.New("draining")
 
 func (c *conn) serve(ctx context.Context) {
