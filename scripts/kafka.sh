@@ -227,24 +227,18 @@ EOF
   # Ready means: every node is alive and a metadata request lists all n
   # brokers (they have registered with the controller quorum and are
   # unfenced).
-  local deadline=$((SECONDS + timeout)) got=0 p
-  while :; do
-    for p in ${pids//,/ }; do
-      if ! kill -0 "$p" 2>/dev/null; then
-        for ((i = 1; i <= n; i++)); do echo "--- node-$i.log (tail)" >&2; tail -n 30 "$dir/node-$i.log" >&2; done
-        cmd_stop --dir "$dir" >&2 || true
-        die "start: a Kafka node (pid $p) exited during startup"
-      fi
-    done
+  local got=0 rc=0
+  brokers_up() {
     got=$(kcat -L -J -b "$bootstrap" -m 5 2>/dev/null | python3 -c 'import json,sys; print(len(json.load(sys.stdin).get("brokers") or []))' 2>/dev/null || echo 0)
-    [ "$got" = "$n" ] && break
-    if [ $SECONDS -ge $deadline ]; then
-      for ((i = 1; i <= n; i++)); do echo "--- node-$i.log (tail)" >&2; tail -n 30 "$dir/node-$i.log" >&2; done
-      cmd_stop --dir "$dir" >&2 || true
-      die "start: cluster not ready after ${timeout}s (metadata lists $got of $n brokers)"
-    fi
-    sleep 0.5
-  done
+    [ "$got" = "$n" ]
+  }
+  wait_ready "$timeout" "$pids" brokers_up || rc=$?
+  if [ "$rc" != 0 ]; then
+    for ((i = 1; i <= n; i++)); do echo "--- node-$i.log (tail)" >&2; tail -n 30 "$dir/node-$i.log" >&2; done
+    cmd_stop --dir "$dir" >&2 || true
+    [ "$rc" != 1 ] || die "start: a Kafka node exited during startup"
+    die "start: cluster not ready after ${timeout}s (metadata lists $got of $n brokers)"
+  fi
   echo "kafka.sh: $n-broker Kafka $KAFKA_VERSION ready at $bootstrap ($dir)" >&2
 }
 

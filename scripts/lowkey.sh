@@ -96,6 +96,14 @@ pick_java() {
   die "Lowkey Vault $LOWKEY_VERSION needs Java $need+; none found (set LOWKEY_JAVA)"
 }
 
+# ready PORT TOKEN_PORT reports whether the vault answers /ping and the token
+# port hands out tokens.
+ready() {
+  curl -sfk -o /dev/null --max-time 2 "https://127.0.0.1:$1/ping" &&
+    curl -sf -o /dev/null --max-time 2 -H 'Metadata: true' \
+      "http://127.0.0.1:$2/metadata/identity/oauth2/token?resource=https://localhost:$1"
+}
+
 cmd_start() {
   local dir="" port="" tport="" owner="" timeout=60
   while [ $# -gt 0 ]; do
@@ -148,22 +156,14 @@ EOF
   fi
 
   # Ready means the vault answers /ping and the token port hands out tokens.
-  local deadline=$((SECONDS + timeout))
-  until curl -sfk -o /dev/null --max-time 2 "https://127.0.0.1:$port/ping" &&
-    curl -sf -o /dev/null --max-time 2 -H 'Metadata: true' \
-      "http://127.0.0.1:$tport/metadata/identity/oauth2/token?resource=https://localhost:$port"; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      tail -n 30 "$dir/lowkey.log" >&2
-      cmd_stop --dir "$dir" >&2 || true
-      die "start: Lowkey Vault (pid $pid) exited during startup"
-    fi
-    if [ $SECONDS -ge $deadline ]; then
-      tail -n 30 "$dir/lowkey.log" >&2
-      cmd_stop --dir "$dir" >&2 || true
-      die "start: Lowkey Vault not ready on ports $port/$tport after ${timeout}s"
-    fi
-    sleep 0.5
-  done
+  local rc=0
+  wait_ready "$timeout" "$pid" ready "$port" "$tport" || rc=$?
+  if [ "$rc" != 0 ]; then
+    tail -n 30 "$dir/lowkey.log" >&2
+    cmd_stop --dir "$dir" >&2 || true
+    [ "$rc" != 1 ] || die "start: Lowkey Vault (pid $pid) exited during startup"
+    die "start: Lowkey Vault not ready on ports $port/$tport after ${timeout}s"
+  fi
 
   # Trust what the server serves (its built-in self-signed certificate,
   # issued for localhost and 127.0.0.1) rather than skipping verification.

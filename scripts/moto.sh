@@ -48,6 +48,17 @@ cmd_install() {
   touch "$MHOME/.complete"
 }
 
+# answers PORT reports whether a server answers HTTP on PORT.
+answers() {
+  "$PYTHON" - "$1" <<'EOF' 2>/dev/null
+import sys, urllib.request, urllib.error
+try:
+    urllib.request.urlopen("http://127.0.0.1:%s/moto-api/" % sys.argv[1], timeout=1)
+except urllib.error.HTTPError:
+    pass
+EOF
+}
+
 cmd_start() {
   local dir="" port="" owner="" timeout=60
   while [ $# -gt 0 ]; do
@@ -84,27 +95,14 @@ EOF
   fi
 
   # Ready means the server answers HTTP (any status) on its port.
-  local deadline=$((SECONDS + timeout))
-  until "$PYTHON" - "$port" <<'EOF' 2>/dev/null
-import sys, urllib.request, urllib.error
-try:
-    urllib.request.urlopen("http://127.0.0.1:%s/moto-api/" % sys.argv[1], timeout=1)
-except urllib.error.HTTPError:
-    pass
-EOF
-  do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      tail -n 30 "$dir/moto.log" >&2
-      cmd_stop --dir "$dir" >&2 || true
-      die "start: moto_server (pid $pid) exited during startup"
-    fi
-    if [ $SECONDS -ge $deadline ]; then
-      tail -n 30 "$dir/moto.log" >&2
-      cmd_stop --dir "$dir" >&2 || true
-      die "start: moto_server not answering on port $port after ${timeout}s"
-    fi
-    sleep 0.2
-  done
+  local rc=0
+  wait_ready "$timeout" "$pid" answers "$port" || rc=$?
+  if [ "$rc" != 0 ]; then
+    tail -n 30 "$dir/moto.log" >&2
+    cmd_stop --dir "$dir" >&2 || true
+    [ "$rc" != 1 ] || die "start: moto_server (pid $pid) exited during startup"
+    die "start: moto_server not answering on port $port after ${timeout}s"
+  fi
   echo "moto.sh: moto $MOTO_VERSION ready at http://127.0.0.1:$port ($dir)" >&2
 }
 
