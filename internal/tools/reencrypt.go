@@ -351,9 +351,11 @@ func progress(ctx context.Context, rd *reader, o ReencryptOptions, src []Range) 
 // answers, so no commit of progress is pending afterwards and the next
 // run's group join does not wait out the transaction timeout.
 func fence(ctx context.Context, o ReencryptOptions) error {
-	cl, err := kgo.NewClient(append(o.Direct.opts(), kgo.TransactionalID(o.TransactionalID))...)
+	// Through kseal, like the copy's own transactions (same identity, same
+	// permissions).
+	cl, err := kgo.NewClient(append(o.Proxy.opts(), kgo.TransactionalID(o.TransactionalID))...)
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", strings.Join(o.Direct.Brokers, ","), err)
+		return fmt.Errorf("connect to kseal at %s: %w", strings.Join(o.Proxy.Brokers, ","), err)
 	}
 	defer cl.Close()
 	fctx, cancel := context.WithTimeout(ctx, time.Minute)
