@@ -56,16 +56,19 @@ func TestTwoEncryptingVirtualClusters(t *testing.T) {
 	shared, own := store(t.TempDir()), store(t.TempDir())
 	var doc strings.Builder
 	doc.WriteString("virtualClusters:\n")
-	used := map[int]bool{}
+	var bases []int // each virtual cluster's 6 ports: nothing binds them before Build
 	for _, vc := range []struct {
 		name string
 		kcfg *local.Config
 	}{{"a", shared}, {"b", shared}, {"c", own}} {
 		base := 0
-		for base == 0 || used[base/10] {
-			base = freePorts(t, 6)
+		for clash := true; clash; {
+			base, clash = freePorts(t, 6), false
+			for _, b := range bases {
+				clash = clash || base < b+6 && b < base+6
+			}
 		}
-		used[base/10] = true
+		bases = append(bases, base)
 		fmt.Fprintf(&doc, `  - name: %s
     upstream: {bootstrapServers: [%q]}
     gateway: {bindAddress: 127.0.0.1, advertisedHost: 127.0.0.1, bootstrapPort: %d, brokerPortStart: %d, brokerPortCount: 4}
