@@ -52,7 +52,8 @@
 #   BENCH_OUT=BENCHMARKS.md  BENCH_KEEP=1 (keep the work dir for inspection)
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
 REPS=${BENCH_REPS:-3}
@@ -79,6 +80,7 @@ export KAFKA_JVM_OPTS=${BENCH_KAFKA_JVM_OPTS:--XX:+UseG1GC -XX:MaxGCPauseMillis=
 # Messages go to fd 3, the script's own stderr: a signal's trap may run while
 # a function's stderr is redirected into a log file.
 exec 3>&2
+# scripts/lib.sh's die and log, to fd 3.
 die() { echo "bench.sh: $*" >&3; exit 1; }
 log() { echo "bench.sh: $*" >&3; }
 
@@ -90,7 +92,7 @@ case $REPS in '' | *[!0-9]* | 0) die "BENCH_REPS must be a positive integer" ;; 
 [ ${#CASES[@]} -gt 0 ] || die "BENCH_CASES is empty"
 for w in "${WORKLOADS[@]}"; do
   case ${w%%:*} in '' | *[!0-9]*) die "BENCH_WORKLOADS: bad record size in '$w' (want SIZE:CODEC)" ;; esac
-  [ "${w%%:*}" -ge 1 ] && [ "${w%%:*}" -le 1000000 ] || die "BENCH_WORKLOADS: record size out of range in '$w'"
+  if [ "${w%%:*}" -lt 1 ] || [ "${w%%:*}" -gt 1000000 ]; then die "BENCH_WORKLOADS: record size out of range in '$w'"; fi
   case ${w#*:} in none | gzip | snappy | lz4 | zstd) ;; *) die "BENCH_WORKLOADS: bad codec in '$w' (none gzip snappy lz4 zstd)" ;; esac
 done
 NEED_VAULT=0 NEED_LOCAL=0 NEED_KROXY=0
@@ -185,6 +187,7 @@ trap 'exit 143' TERM
 # proxy and the client of the current run (pids in proxy.pid and
 # client.pid, checked to still be what we started before they are signalled;
 # TERM to `timeout` reaches the client JVM).
+# shellcheck disable=SC2016 # expanded by the watcher's shell
 nohup bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done
   p=$(cat "$2" 2>/dev/null)
   [ -n "$p" ] && grep -qaE "kseal|Launcher" "/proc/$p/cmdline" 2>/dev/null && kill -TERM "$p"
@@ -224,30 +227,6 @@ children_cpu() {
     t = 0
     for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] }
     printf "%.2f\n", t }')
-}
-
-# free_block N prints a port P such that P..P+N-1 are all free on 127.0.0.1.
-free_block() {
-  python3 - "$1" <<'EOF'
-import random, socket, sys
-n = int(sys.argv[1])
-for _ in range(200):
-    base = random.randint(20000, 30000 - n)
-    held = []
-    try:
-        for p in range(base, base + n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            held.append(s)
-            s.bind(("127.0.0.1", p))
-    except OSError:
-        continue
-    finally:
-        for s in held:
-            s.close()
-    print(base)
-    sys.exit(0)
-sys.exit("no free port block")
-EOF
 }
 
 # java_tool runs a Kafka tool (pinned). It runs in the background and is
@@ -354,8 +333,7 @@ start_proxy() {
 stop_proxy() {
   [ -n "$PROXY_PID" ] || return 0
   kill -TERM "$PROXY_PID" 2>/dev/null || true
-  local i
-  for i in $(seq 75); do
+  for _ in $(seq 75); do
     kill -0 "$PROXY_PID" 2>/dev/null || break
     sleep 0.2
   done
@@ -371,7 +349,7 @@ value_class() {
   local f="$WORK/value.bin"
   kcat -C -b "$1" -t "$2" -p 0 -o beginning -c 1 -e -q -f '%s' >"$f" 2>/dev/null || true
   if [ ! -s "$f" ]; then echo none; return; fi
-  if [ "$(LC_ALL=C tr -d 'A-Z' <"$f" | wc -c)" = 0 ]; then echo plaintext; else echo ciphertext; fi
+  if [ "$(LC_ALL=C tr -d '[:upper:]' <"$f" | wc -c)" = 0 ]; then echo plaintext; else echo ciphertext; fi
 }
 
 # warm_file SIZE prints a file of BENCH_PROXY_WARMUP SIZE-byte A-Z values,
@@ -519,19 +497,19 @@ run_case() {
   fi
   if [ $ok = OK ]; then
     snap
-    run_producer "$bs" "$topic" "$records" -1 "$size" "$codec" "$p.produce.log" && prod=$RESULT || { ok=FAILED; log "$c: producer failed, see below"; tail -n 5 "$p.produce.log" >&2; }
+    if run_producer "$bs" "$topic" "$records" -1 "$size" "$codec" "$p.produce.log"; then prod=$RESULT; else ok=FAILED; log "$c: producer failed, see below"; tail -n 5 "$p.produce.log" >&2; fi
     delta
     d1=$DELTA
   fi
   if [ $ok = OK ]; then
     snap
-    run_consumer "$bs" "$topic" "$records" "g-$topic" "$p.consume.log" && cons=$RESULT || { ok=FAILED; log "$c: consumer failed, see below"; tail -n 5 "$p.consume.log" >&2; }
+    if run_consumer "$bs" "$topic" "$records" "g-$topic" "$p.consume.log"; then cons=$RESULT; else ok=FAILED; log "$c: consumer failed, see below"; tail -n 5 "$p.consume.log" >&2; fi
     delta
     d2=$DELTA
   fi
   if [ $ok = OK ]; then
     snap
-    run_producer "$bs" "$lat" "$LAT_RECORDS" "$LAT_RATE" "$size" "$codec" "$p.latency.log" "$LAT_WARMUP" && latr=$RESULT || { ok=FAILED; log "$c: fixed-rate producer failed"; tail -n 5 "$p.latency.log" >&2; }
+    if run_producer "$bs" "$lat" "$LAT_RECORDS" "$LAT_RATE" "$size" "$codec" "$p.latency.log" "$LAT_WARMUP"; then latr=$RESULT; else ok=FAILED; log "$c: fixed-rate producer failed"; tail -n 5 "$p.latency.log" >&2; fi
     delta
     d3=$DELTA
   fi
@@ -551,9 +529,11 @@ run_case() {
   stop_proxy
   # shellcheck disable=SC2206 # splitting the space-separated fields is the point
   local -a f=(${prod:-- - - - - -} ${cons:-- -} ${latr:-- - - - - -} ${d1:-- - - - -} ${d2:-- - - - -} ${d3:-- - - - -})
-  printf '%s\t%s\t%s\t%s\t%s\t%s' "$size" "$codec" "$records" "$c" "$rep" "$ok" >>"$WORK/runs.tsv"
-  printf '\t%s' "${f[@]}" "${rss:--}" "${rest:--}" >>"$WORK/runs.tsv"
-  printf '\n' >>"$WORK/runs.tsv"
+  {
+    printf '%s\t%s\t%s\t%s\t%s\t%s' "$size" "$codec" "$records" "$c" "$rep" "$ok"
+    printf '\t%s' "${f[@]}" "${rss:--}" "${rest:--}"
+    printf '\n'
+  } >>"$WORK/runs.tsv"
   log "  $ok in $((SECONDS - t0)) s"
   [ $ok = OK ]
 }
@@ -595,6 +575,7 @@ log "starting a 1-broker Kafka cluster"
 "${PIN_BROKER[@]}" "$ROOT/scripts/kafka.sh" start --brokers 1 --dir "$KAFKA_DIR" --owner-pid $$
 # shellcheck disable=SC1091
 . "$KAFKA_DIR/cluster.env"
+# shellcheck disable=SC2153 # PIDS comes from cluster.env
 BROKER_PID=${PIDS%%,*}
 
 PROXY_PORT=$(free_block 9)
@@ -701,6 +682,12 @@ KX_JAVA=${KROXYLICIOUS_JAVA_HOME:-/usr/lib/jvm/temurin-25-jdk-amd64}/bin/java
 rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 [ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || rev="$rev (with uncommitted changes)"
 knobs=$(env | grep '^BENCH_' | sort | sed -E "s/^([^=]+)=(.*[ ].*)$/\1='\2'/" | tr '\n' ' ' || true)
+# The JVM option variables are lists: split on purpose.
+# shellcheck disable=SC2086
+client_flags=$(jvm_flags java "$CPU_CLIENT" $CLIENT_JVM)
+kroxy_flags=""
+# shellcheck disable=SC2086
+if [ "$NEED_KROXY" != 0 ]; then kroxy_flags=$(jvm_flags "$KX_JAVA" "$CPU_PROXY" $KROXY_JVM); fi
 cat >"$WORK/meta.env" <<EOF
 command=${knobs}scripts/bench.sh
 date=$(date -u '+%Y-%m-%d %H:%M UTC')
@@ -730,11 +717,11 @@ load_start=$LOAD_START
 load_end=$LOAD_END
 duration_s=$(( $(date +%s) - START_EPOCH ))
 broker_jvm=$KAFKA_HEAP_OPTS $KAFKA_JVM_OPTS
-client_jvm=$CLIENT_JVM ($(jvm_flags java "$CPU_CLIENT" $CLIENT_JVM))
+client_jvm=$CLIENT_JVM ($client_flags)
 openbao=$([ $NEED_VAULT = 0 ] || "$BAO_BIN" version 2>/dev/null | head -n 1)
 kroxylicious=$KROXY_VERSION
 kroxylicious_java=$([ $NEED_KROXY = 0 ] || "$KX_JAVA" -version 2>&1 | sed -n 2p)
-kroxylicious_jvm=$([ $NEED_KROXY = 0 ] || echo "$KROXY_JVM ($(jvm_flags "$KX_JAVA" "$CPU_PROXY" $KROXY_JVM))")
+kroxylicious_jvm=$([ "$NEED_KROXY" = 0 ] || echo "$KROXY_JVM ($kroxy_flags)")
 EOF
 python3 "$ROOT/bench/report.py" "$WORK/meta.env" "$WORK/runs.tsv" "$WORK/micro.txt" "$OUT"
 log "wrote $OUT in $(( $(date +%s) - START_EPOCH ))s"

@@ -6,11 +6,11 @@
 #
 #   scripts/confluent-kafka.sh        (idempotent; safe to run concurrently)
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 VERSION=${CONFLUENT_KAFKA_VERSION:-2.6.1}
 CACHE=$ROOT/.cache
 HOME_DIR=$CACHE/confluent-kafka-$VERSION
-die() { echo "confluent-kafka.sh: $*" >&2; exit 1; }
 
 if [ ! -f "$HOME_DIR/.complete" ]; then
   mkdir -p "$CACHE"

@@ -5,23 +5,12 @@
 #            Kafka client implementation
 #   java     17+ runs the Apache Kafka broker and the Java console clients
 #   mvn      fetches the pinned Kafka jars from Maven Central (scripts/kafka.sh)
-#   python3  picks free loopback ports for scripts/kafka.sh
+#   python3  picks free loopback ports (scripts/lib.sh)
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-die() { echo "deps.sh: $*" >&2; exit 1; }
-
-if ! command -v kcat >/dev/null 2>&1; then
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || die "kcat is missing and there is no root or sudo to install it (apt-get install kcat)"
-    sudo="sudo"
-  fi
-  echo "deps.sh: installing kcat with apt-get" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq >/dev/null
-  $sudo apt-get install -y -qq --no-install-recommends kcat >/dev/null
-  command -v kcat >/dev/null 2>&1 || die "apt-get did not install kcat"
-fi
+apt_install kcat
 
 command -v java >/dev/null 2>&1 || die "java is missing (need a JDK 17+)"
 jv=$(java -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p')

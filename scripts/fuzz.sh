@@ -9,25 +9,29 @@
 # that is not a finding, so it is reported and skipped, but only when no new
 # failing input was written.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
 t=${1:-5s}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+# corpus_files DIR lists a seed corpus, to tell whether a run wrote a new input.
+corpus_files() { { find "$1" -maxdepth 1 -type f -printf '%f\n' 2>/dev/null || true; } | sort; }
 for pkg in $(go list ./internal/...); do
   dir=$(go list -f '{{.Dir}}' "$pkg")
-  for f in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
+  while read -r f; do
     echo "fuzz $pkg $f ($t)"
     corpus="$dir/testdata/fuzz/$f"
-    before=$(ls "$corpus" 2>/dev/null | sort || true)
-    if go test -run '^$' -fuzz "^$f\$" -fuzztime "$t" "$pkg" >"$log" 2>&1; then
+    before=$(corpus_files "$corpus")
+    if go test -run '^$' -fuzz "^$f\$" -fuzztime "$t" "$pkg" </dev/null >"$log" 2>&1; then
       continue
     fi
-    after=$(ls "$corpus" 2>/dev/null | sort || true)
+    after=$(corpus_files "$corpus")
     if [ "$before" = "$after" ] && grep -q 'context deadline exceeded' "$log" && ! grep -q 'Failing input written' "$log"; then
       echo "fuzz $f: no failing input; the fuzz coordinator's deadline race (golang/go#75804), not a finding"
       continue
     fi
     cat "$log"
     exit 1
-  done
+  done < <(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u)
 done

@@ -20,8 +20,8 @@
 #   PIDS=pid1,...  WATCHER_PID=...  KAFKA_LIBS=...  CLUSTER_ID=...
 # Each node's stdout/stderr goes to D/node-N.log.
 set -euo pipefail
-
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 KAFKA_VERSION=${KAFKA_VERSION:-4.3.1}
 LOG4J_VERSION=2.25.4 # the log4j-core version kafka_2.13 $KAFKA_VERSION depends on
 DEP_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
@@ -32,8 +32,6 @@ LIBS=$KHOME/libs
 KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}
 KAFKA_JVM_OPTS=${KAFKA_JVM_OPTS:--XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true}
 KAFKA_STOP_TIMEOUT=${KAFKA_STOP_TIMEOUT:-10}
-
-die() { echo "kafka.sh: $*" >&2; exit 1; }
 
 cmd_fetch() {
   if [ -f "$KHOME/.complete" ]; then
@@ -101,43 +99,6 @@ rootLogger.level = warn
 rootLogger.appenderRef.err.ref = err
 EOF
   touch "$KHOME/.complete"
-}
-
-# free_ports N prints N distinct free TCP ports on 127.0.0.1, one a line,
-# below the kernel's ephemeral range so outgoing connections cannot take them
-# between now and the broker's bind.
-free_ports() {
-  python3 - "$1" <<'EOF'
-import random, socket, sys
-n = int(sys.argv[1])
-lo = 20000
-try:
-    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-        eph = int(f.read().split()[0])
-except OSError:
-    eph = 32768
-hi = eph - 1 if eph > lo + 1000 else 30999
-held, ports = [], []
-for _ in range(20 * n + 100):
-    if len(ports) == n:
-        break
-    p = random.randint(lo, hi)
-    if p in ports:
-        continue
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", p))
-    except OSError:
-        s.close()
-        continue
-    held.append(s)
-    ports.append(p)
-if len(ports) != n:
-    sys.exit("no free ports")
-for s in held:
-    s.close()
-print("\n".join(map(str, ports)))
-EOF
 }
 
 # java_kafka runs a Kafka main class with the cached jars.
@@ -259,35 +220,25 @@ CLUSTER_ID=$cid
 EOF
 
   if [ -n "$owner" ]; then
-    # The watcher outlives this script; it polls the owner and, once the owner
-    # is gone, replaces itself with `stop` (stop knows not to kill itself).
-    # It starts after cluster.env exists: it exits when that file is gone.
-    nohup bash -c 'while kill -0 "$1" 2>/dev/null && [ -f "$2/cluster.env" ]; do sleep 1; done; [ -f "$2/cluster.env" ] && exec "$3" stop --dir "$2"' \
-      kafka-watcher "$owner" "$dir" "$ROOT/scripts/kafka.sh" </dev/null >"$dir/watcher.log" 2>&1 &
-    echo "WATCHER_PID=$!" >>"$dir/cluster.env"
+    # The watcher runs while cluster.env exists, so that file is written first.
+    echo "WATCHER_PID=$(start_watcher kafka-watcher "$owner" "$dir" cluster.env)" >>"$dir/cluster.env"
   fi
 
   # Ready means: every node is alive and a metadata request lists all n
   # brokers (they have registered with the controller quorum and are
   # unfenced).
-  local deadline=$((SECONDS + timeout)) got=0 p
-  while :; do
-    for p in ${pids//,/ }; do
-      if ! kill -0 "$p" 2>/dev/null; then
-        for ((i = 1; i <= n; i++)); do echo "--- node-$i.log (tail)" >&2; tail -n 30 "$dir/node-$i.log" >&2; done
-        cmd_stop --dir "$dir" >&2 || true
-        die "start: a Kafka node (pid $p) exited during startup"
-      fi
-    done
+  local got=0 rc=0
+  brokers_up() {
     got=$(kcat -L -J -b "$bootstrap" -m 5 2>/dev/null | python3 -c 'import json,sys; print(len(json.load(sys.stdin).get("brokers") or []))' 2>/dev/null || echo 0)
-    [ "$got" = "$n" ] && break
-    if [ $SECONDS -ge $deadline ]; then
-      for ((i = 1; i <= n; i++)); do echo "--- node-$i.log (tail)" >&2; tail -n 30 "$dir/node-$i.log" >&2; done
-      cmd_stop --dir "$dir" >&2 || true
-      die "start: cluster not ready after ${timeout}s (metadata lists $got of $n brokers)"
-    fi
-    sleep 0.5
-  done
+    [ "$got" = "$n" ]
+  }
+  wait_ready "$timeout" "$pids" brokers_up || rc=$?
+  if [ "$rc" != 0 ]; then
+    for ((i = 1; i <= n; i++)); do echo "--- node-$i.log (tail)" >&2; tail -n 30 "$dir/node-$i.log" >&2; done
+    cmd_stop --dir "$dir" >&2 || true
+    [ "$rc" != 1 ] || die "start: a Kafka node exited during startup"
+    die "start: cluster not ready after ${timeout}s (metadata lists $got of $n brokers)"
+  fi
   echo "kafka.sh: $n-broker Kafka $KAFKA_VERSION ready at $bootstrap ($dir)" >&2
 }
 

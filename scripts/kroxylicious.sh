@@ -32,16 +32,14 @@
 # and its tools keep using the default Java 17), KROXYLICIOUS_JVM_OPTS,
 # KSEAL_CACHE (default .cache/ in the repository).
 set -euo pipefail
-
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 CACHE=${KSEAL_CACHE:-$ROOT/.cache}
 CENTRAL=${MAVEN_CENTRAL_URL:-https://repo.maven.apache.org/maven2}
 DEP_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 LOG4J_VERSION=2.25.4 # an slf4j2 binding, so the proxy's warnings reach its log
 JAVA_HOME_KX=${KROXYLICIOUS_JAVA_HOME:-/usr/lib/jvm/temurin-25-jdk-amd64}
 MODULES=(kroxylicious-runtime kroxylicious-record-encryption kroxylicious-kms-provider-hashicorp-vault)
-
-die() { echo "kroxylicious.sh: $*" >&2; exit 1; }
 
 # central_versions MODULE prints the versions Central lists for
 # io.kroxylicious:MODULE, one a line (nothing when unreachable).

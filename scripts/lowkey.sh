@@ -30,8 +30,8 @@
 # `java` is older), 3.4.x runs on Java 17. LOWKEY_VERSION and LOWKEY_JAVA
 # override the choice.
 set -euo pipefail
-
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 LOWKEY_VERSION=${LOWKEY_VERSION:-7.1.13}
 GROUP=com.github.nagyesta.lowkey-vault
 ARTIFACT=lowkey-vault-app
@@ -42,8 +42,6 @@ JAR=${LOWKEY_VAULT_JAR:-$LHOME/$ARTIFACT-$LOWKEY_VERSION.jar}
 # A small heap and a quick JIT: CI has 2 cores for everything.
 LOWKEY_JVM_OPTS=${LOWKEY_JVM_OPTS:--Xms64m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto -Djava.awt.headless=true}
 TEMURIN25=/usr/lib/jvm/temurin-25-jdk-amd64/bin/java
-
-die() { echo "lowkey.sh: $*" >&2; exit 1; }
 
 cmd_install() {
   if [ -n "${LOWKEY_VAULT_JAR:-}" ]; then
@@ -89,7 +87,7 @@ pick_java() {
   [ "${LOWKEY_VERSION%%.*}" -lt 4 ] 2>/dev/null || need=25
   local j
   for j in "$(command -v java 2>/dev/null || true)" "$TEMURIN25"; do
-    [ -n "$j" ] && [ -x "$j" ] || continue
+    if [ -z "$j" ] || [ ! -x "$j" ]; then continue; fi
     if [ "$(java_major "$j")" -ge "$need" ] 2>/dev/null; then
       echo "$j"
       return
@@ -98,9 +96,12 @@ pick_java() {
   die "Lowkey Vault $LOWKEY_VERSION needs Java $need+; none found (set LOWKEY_JAVA)"
 }
 
-# free_port prints a free TCP port on 127.0.0.1.
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+# ready PORT TOKEN_PORT reports whether the vault answers /ping and the token
+# port hands out tokens.
+ready() {
+  curl -sfk -o /dev/null --max-time 2 "https://127.0.0.1:$1/ping" &&
+    curl -sf -o /dev/null --max-time 2 -H 'Metadata: true' \
+      "http://127.0.0.1:$2/metadata/identity/oauth2/token?resource=https://localhost:$1"
 }
 
 cmd_start() {
@@ -124,8 +125,13 @@ cmd_start() {
   cmd_install
   local java
   java=$(pick_java)
-  [ -n "$port" ] || port=$(free_port)
-  [ -n "$tport" ] || tport=$(free_port)
+  if [ -z "$port" ] || [ -z "$tport" ]; then
+    local picked
+    mapfile -t picked < <(free_ports 2)
+    [ ${#picked[@]} -eq 2 ] || die "start: no free ports"
+    [ -n "$port" ] || port=${picked[0]}
+    [ -n "$tport" ] || tport=${picked[1]}
+  fi
   [ "$port" != "$tport" ] || die "start: --port and --token-port must differ"
 
   # shellcheck disable=SC2086 # LOWKEY_JVM_OPTS is a list of options
@@ -134,13 +140,6 @@ cmd_start() {
     </dev/null >"$dir/lowkey.log" 2>&1 &
   local pid=$!
 
-  local watcher=""
-  if [ -n "$owner" ]; then
-    nohup bash -c 'while kill -0 "$1" 2>/dev/null && [ -f "$2/lowkey.env" ]; do sleep 1; done; [ -f "$2/lowkey.env" ] && exec "$3" stop --dir "$2"' \
-      lowkey-watcher "$owner" "$dir" "$ROOT/scripts/lowkey.sh" </dev/null >"$dir/watcher.log" 2>&1 &
-    watcher=$!
-  fi
-
   cat >"$dir/lowkey.env" <<EOF
 LOWKEY_VAULT_URL=https://localhost:$port
 LOWKEY_PORT=$port
@@ -148,27 +147,23 @@ LOWKEY_TOKEN_PORT=$tport
 LOWKEY_IDENTITY_ENDPOINT=http://127.0.0.1:$tport/metadata/identity/oauth2/token
 LOWKEY_CA_FILE=$dir/lowkey-ca.pem
 LOWKEY_PID=$pid
-WATCHER_PID=$watcher
 LOWKEY_VERSION=$LOWKEY_VERSION
 EOF
+  if [ -n "$owner" ]; then
+    # The watcher runs while lowkey.env exists, so that file is written first
+    # (a watcher started earlier could find no file and exit at once).
+    echo "WATCHER_PID=$(start_watcher lowkey-watcher "$owner" "$dir" lowkey.env)" >>"$dir/lowkey.env"
+  fi
 
   # Ready means the vault answers /ping and the token port hands out tokens.
-  local deadline=$((SECONDS + timeout))
-  until curl -sfk -o /dev/null --max-time 2 "https://127.0.0.1:$port/ping" &&
-    curl -sf -o /dev/null --max-time 2 -H 'Metadata: true' \
-      "http://127.0.0.1:$tport/metadata/identity/oauth2/token?resource=https://localhost:$port"; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      tail -n 30 "$dir/lowkey.log" >&2
-      cmd_stop --dir "$dir" >&2 || true
-      die "start: Lowkey Vault (pid $pid) exited during startup"
-    fi
-    if [ $SECONDS -ge $deadline ]; then
-      tail -n 30 "$dir/lowkey.log" >&2
-      cmd_stop --dir "$dir" >&2 || true
-      die "start: Lowkey Vault not ready on ports $port/$tport after ${timeout}s"
-    fi
-    sleep 0.5
-  done
+  local rc=0
+  wait_ready "$timeout" "$pid" ready "$port" "$tport" || rc=$?
+  if [ "$rc" != 0 ]; then
+    tail -n 30 "$dir/lowkey.log" >&2
+    cmd_stop --dir "$dir" >&2 || true
+    [ "$rc" != 1 ] || die "start: Lowkey Vault (pid $pid) exited during startup"
+    die "start: Lowkey Vault not ready on ports $port/$tport after ${timeout}s"
+  fi
 
   # Trust what the server serves (its built-in self-signed certificate,
   # issued for localhost and 127.0.0.1) rather than skipping verification.
@@ -197,18 +192,7 @@ cmd_stop() {
     kill "$watcher" 2>/dev/null || true
   fi
   # Only signal our own server: the pid may have been reused after a crash.
-  if [ -n "$pid" ] && grep -qa -- "--app.token.port" "/proc/$pid/cmdline" 2>/dev/null; then
-    kill -CONT "$pid" 2>/dev/null || true # a test may have paused it
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + 10))
-    while grep -qa -- "--app.token.port" "/proc/$pid/cmdline" 2>/dev/null; do
-      if [ $SECONDS -ge $deadline ]; then
-        kill -KILL "$pid" 2>/dev/null || true
-        break
-      fi
-      sleep 0.1
-    done
-  fi
+  stop_process "$pid" --app.token.port 10
   mv "$dir/lowkey.env" "$dir/lowkey.env.stopped"
 }
 

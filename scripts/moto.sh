@@ -19,8 +19,8 @@
 # The credentials are dummies: moto accepts any. Its log goes to D/moto.log.
 # moto keeps everything in memory: a restarted server has no keys.
 set -euo pipefail
-
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 MOTO_VERSION=${MOTO_VERSION:-5.2.5}
 # moto_server needs only Flask and flask-cors for KMS. The moto[server] extra
 # would add cfn-lint, sympy, docker and more for other services: 320 MB and
@@ -31,8 +31,6 @@ CACHE=${KSEAL_CACHE:-$ROOT/.cache}
 MHOME=$CACHE/moto-$MOTO_VERSION
 VENV=$MHOME/venv
 PYTHON=${PYTHON:-python3}
-
-die() { echo "moto.sh: $*" >&2; exit 1; }
 
 cmd_install() {
   if [ -f "$MHOME/.complete" ]; then
@@ -50,9 +48,15 @@ cmd_install() {
   touch "$MHOME/.complete"
 }
 
-# free_port prints a free TCP port on 127.0.0.1.
-free_port() {
-  "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+# answers PORT reports whether a server answers HTTP on PORT.
+answers() {
+  "$PYTHON" - "$1" <<'EOF' 2>/dev/null
+import sys, urllib.request, urllib.error
+try:
+    urllib.request.urlopen("http://127.0.0.1:%s/moto-api/" % sys.argv[1], timeout=1)
+except urllib.error.HTTPError:
+    pass
+EOF
 }
 
 cmd_start() {
@@ -76,47 +80,29 @@ cmd_start() {
   "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" </dev/null >"$dir/moto.log" 2>&1 &
   local pid=$!
 
-  local watcher=""
-  if [ -n "$owner" ]; then
-    # The watcher polls the owner and, once it is gone, replaces itself with
-    # `stop` (stop knows not to kill its caller).
-    nohup bash -c 'while kill -0 "$1" 2>/dev/null && [ -f "$2/moto.env" ]; do sleep 1; done; [ -f "$2/moto.env" ] && exec "$3" stop --dir "$2"' \
-      moto-watcher "$owner" "$dir" "$ROOT/scripts/moto.sh" </dev/null >"$dir/watcher.log" 2>&1 &
-    watcher=$!
-  fi
-
   cat >"$dir/moto.env" <<EOF
 MOTO_ENDPOINT=http://127.0.0.1:$port
 MOTO_PORT=$port
 MOTO_PID=$pid
-WATCHER_PID=$watcher
 AWS_ACCESS_KEY_ID=kseal-test
 AWS_SECRET_ACCESS_KEY=kseal-test-secret
 AWS_REGION=us-east-1
 EOF
+  if [ -n "$owner" ]; then
+    # The watcher runs while moto.env exists, so that file is written first
+    # (a watcher started earlier could find no file and exit at once).
+    echo "WATCHER_PID=$(start_watcher moto-watcher "$owner" "$dir" moto.env)" >>"$dir/moto.env"
+  fi
 
   # Ready means the server answers HTTP (any status) on its port.
-  local deadline=$((SECONDS + timeout))
-  until "$PYTHON" - "$port" <<'EOF' 2>/dev/null
-import sys, urllib.request, urllib.error
-try:
-    urllib.request.urlopen("http://127.0.0.1:%s/moto-api/" % sys.argv[1], timeout=1)
-except urllib.error.HTTPError:
-    pass
-EOF
-  do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      tail -n 30 "$dir/moto.log" >&2
-      cmd_stop --dir "$dir" >&2 || true
-      die "start: moto_server (pid $pid) exited during startup"
-    fi
-    if [ $SECONDS -ge $deadline ]; then
-      tail -n 30 "$dir/moto.log" >&2
-      cmd_stop --dir "$dir" >&2 || true
-      die "start: moto_server not answering on port $port after ${timeout}s"
-    fi
-    sleep 0.2
-  done
+  local rc=0
+  wait_ready "$timeout" "$pid" answers "$port" || rc=$?
+  if [ "$rc" != 0 ]; then
+    tail -n 30 "$dir/moto.log" >&2
+    cmd_stop --dir "$dir" >&2 || true
+    [ "$rc" != 1 ] || die "start: moto_server (pid $pid) exited during startup"
+    die "start: moto_server not answering on port $port after ${timeout}s"
+  fi
   echo "moto.sh: moto $MOTO_VERSION ready at http://127.0.0.1:$port ($dir)" >&2
 }
 
@@ -137,18 +123,7 @@ cmd_stop() {
     kill "$watcher" 2>/dev/null || true
   fi
   # Only signal our own server: the pid may have been reused after a crash.
-  if [ -n "$pid" ] && grep -q "moto_server" "/proc/$pid/cmdline" 2>/dev/null; then
-    kill -CONT "$pid" 2>/dev/null || true # a test may have paused it
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + 5))
-    while grep -q "moto_server" "/proc/$pid/cmdline" 2>/dev/null; do
-      if [ $SECONDS -ge $deadline ]; then
-        kill -KILL "$pid" 2>/dev/null || true
-        break
-      fi
-      sleep 0.1
-    done
-  fi
+  stop_process "$pid" moto_server 5
   mv "$dir/moto.env" "$dir/moto.env.stopped"
 }
 

@@ -30,15 +30,13 @@
 # goes to D/bao.log; D/init.keys (0600) keeps the unseal key and root token
 # for restarts: this is a throwaway test server, not a way to run OpenBao.
 set -euo pipefail
-
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 OPENBAO_VERSION=${OPENBAO_VERSION:-2.7.2}
 CACHE=${KSEAL_CACHE:-$ROOT/.cache}
 BHOME=$CACHE/openbao-$OPENBAO_VERSION
 VENV=$BHOME/venv
 STOP_TIMEOUT=10
-
-die() { echo "openbao.sh: $*" >&2; exit 1; }
 
 cmd_install() {
   if [ -f "$BHOME/.complete" ] && [ -x "$(cat "$BHOME/bin-path" 2>/dev/null)" ]; then
@@ -76,50 +74,6 @@ cmd_install() {
   touch "$BHOME/.complete"
   exec 9>&-
   echo "openbao.sh: $v" >&2
-}
-
-# free_ports N prints N distinct free TCP ports on 127.0.0.1, below the
-# kernel's ephemeral range so outgoing connections cannot take them between
-# now and the server's bind.
-free_ports() {
-  python3 - "$1" <<'EOF'
-import random, socket, sys
-n = int(sys.argv[1])
-lo = 20000
-try:
-    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-        eph = int(f.read().split()[0])
-except OSError:
-    eph = 32768
-hi = eph - 1 if eph > lo + 1000 else 30999
-held, ports = [], []
-for _ in range(20 * n + 100):
-    if len(ports) == n:
-        break
-    p = random.randint(lo, hi)
-    if p in ports:
-        continue
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", p))
-    except OSError:
-        s.close()
-        continue
-    held.append(s)
-    ports.append(p)
-if len(ports) != n:
-    sys.exit("no free ports")
-for s in held:
-    s.close()
-print("\n".join(map(str, ports)))
-EOF
-}
-
-# is_ours PID reports whether PID is a bao server (a pid may have been
-# reused after a crash: never signal anything else).
-is_ours() {
-  [ -n "$1" ] && grep -qa "server" "/proc/$1/cmdline" 2>/dev/null &&
-    grep -qa "bao" "/proc/$1/cmdline" 2>/dev/null
 }
 
 cmd_start() {
@@ -205,12 +159,8 @@ BAO_BIN=$bin
 EOF
   )
   if [ -n "$owner" ]; then
-    # The watcher outlives this script; once the owner is gone it replaces
-    # itself with `stop` (which knows not to kill its caller). It runs while
-    # openbao.env exists, so that file is written first.
-    nohup bash -c 'while kill -0 "$1" 2>/dev/null && [ -f "$2/openbao.env" ]; do sleep 1; done; [ -f "$2/openbao.env" ] && exec "$3" stop --dir "$2"' \
-      openbao-watcher "$owner" "$dir" "$ROOT/scripts/openbao.sh" </dev/null >"$dir/watcher.log" 2>&1 &
-    echo "WATCHER_PID=$!" >>"$dir/openbao.env"
+    # The watcher runs while openbao.env exists, so that file is written first.
+    echo "WATCHER_PID=$(start_watcher openbao-watcher "$owner" "$dir" openbao.env)" >>"$dir/openbao.env"
   fi
 
   local deadline=$((SECONDS + timeout))
@@ -283,20 +233,8 @@ cmd_stop() {
   if [ -n "$watcher" ] && [ "$watcher" != "$$" ]; then
     kill "$watcher" 2>/dev/null || true
   fi
-  if is_ours "$pid"; then
-    kill -CONT "$pid" 2>/dev/null || true # a test may have frozen it
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + STOP_TIMEOUT))
-    while is_ours "$pid"; do
-      if [ $SECONDS -ge $deadline ]; then
-        echo "openbao.sh: bao server $pid did not stop within ${STOP_TIMEOUT}s, killing" >&2
-        kill -KILL "$pid" 2>/dev/null || true
-        sleep 0.2
-        break
-      fi
-      sleep 0.1
-    done
-  fi
+  # Only signal our own server: the pid may have been reused after a crash.
+  stop_process "$pid" bao.hcl "$STOP_TIMEOUT"
   rm -f "$dir/openbao.env"
 }
 

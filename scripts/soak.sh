@@ -16,7 +16,9 @@
 # KSEAL_SOAK_CONSUMERS, KSEAL_SOAK_RATE (records/s per producer),
 # KSEAL_SOAK_MAX_RSS_MIB. Extra arguments go to go test (e.g. -run TestSoak).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
 
 export KSEAL_SOAK_DURATION=${KSEAL_SOAK_DURATION:-5m}
 export KSEAL_FAULT_ROUNDS=${KSEAL_FAULT_ROUNDS:-3}

@@ -11,7 +11,9 @@
 # KSEAL_IT_KEEP=1 keeps the cluster folder, KSEAL_IT_LOGS=1 prints kseal's
 # log for passing tests too.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
 
 scripts/deps.sh
 scripts/kafka.sh fetch

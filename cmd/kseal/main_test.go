@@ -2,26 +2,30 @@ package main
 
 import (
 	"bytes"
-	"net"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/kseal/kseal/internal/testenv"
 )
 
-func freePort(t *testing.T) int {
+// freePorts returns the first of n consecutive free ports, below the
+// kernel's ephemeral range (a port from bind(":0") could be taken by an
+// outgoing connection before kseal binds it, and the ones after it were
+// never checked).
+func freePorts(t *testing.T, n int) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	base, err := testenv.FreePortRange(n)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return base
 }
 
 // The README's run command: dev mode starts with no external service,
 // round-trips plaintext through kseal and stores ciphertext at the broker.
 func TestDevModeDemo(t *testing.T) {
-	port := freePort(t)
+	port := freePorts(t, 5) // dev mode: the bootstrap port and 4 broker ports
 	var out, errOut bytes.Buffer
 	code := run([]string{"dev", "--exit", "--port", strconv.Itoa(port)}, &out, &errOut)
 	if code != 0 {

@@ -264,7 +264,7 @@ func cmdReencrypt(args []string, stdout, stderr io.Writer) int {
 	proxyCA := f.fs.String("proxy-ca", "", "CA file to verify kseal's TLS certificate (default: the system roots)")
 	from := f.fs.Int64("from", 0, "first offset to copy in every partition")
 	to := f.fs.Int64("to", -1, "offset to stop before in every partition (default: the end when the run starts)")
-	group := f.fs.String("group", "", "consumer group storing progress (default: kseal-reencrypt.SOURCE.DEST)")
+	group := f.fs.String("group", "", "consumer group storing progress (default: kseal-reencrypt.SOURCE.DEST, with .to-N appended for --to N)")
 	txnID := f.fs.String("transactional-id", "", "transactional id (default: the group)")
 	create := f.fs.Bool("create", true, "create the destination topic when it does not exist")
 	limit := f.fs.Int64("limit", 0, "stop after about this many records (run again to continue)")

@@ -48,7 +48,7 @@ func toolsEnv(t *testing.T) (cfgPath, proxyAddr, brokerAddr string) {
 		t.Fatal(err)
 	}
 	k.Close()
-	port := freePort(t)
+	port := freePorts(t, 2)
 	doc := fmt.Sprintf(`
 log: {level: warn}
 virtualClusters:
@@ -63,7 +63,7 @@ virtualClusters:
             passthrough: true
           - topicPrefix: orders
             kek: KEK-orders
-`, fake.ListenAddrs()[0], port, freePort(t), kcfg.KeyStore, kcfg.MasterKeyFile)
+`, fake.ListenAddrs()[0], port, port+1, kcfg.KeyStore, kcfg.MasterKeyFile)
 	cfgPath = filepath.Join(dir, "kseal.yaml")
 	if err := os.WriteFile(cfgPath, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)

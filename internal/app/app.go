@@ -302,8 +302,7 @@ func (a *App) openKeys(ctx context.Context, vc *config.VirtualCluster, enc *Encr
 func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*App, error) {
 	a := &App{cfg: cfg, log: log, km: newKMSMetrics(reg), clusters: map[string]*encCluster{}}
 	opts := map[string]proxy.ClusterOptions{}
-	encMetrics := encrypt.NewMetrics(reg)
-	budget := encrypt.NewBudget(cfg.Limits.MaxRewriteBytes, reg) // one for the process
+	budget := encrypt.NewBudget(cfg.Limits.MaxRewriteBytes, reg) // one for the process, shared by every cluster
 	for i := range cfg.VirtualClusters {
 		vc := &cfg.VirtualClusters[i]
 		if vc.Encryption == nil {
@@ -317,6 +316,10 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 		for _, w := range enc.Policy.Warnings() {
 			log.Warn(w, "virtualCluster", vc.Name)
 		}
+		// Each encrypting cluster has its own filter and DEK metrics,
+		// told apart by a virtual_cluster label (the same names and label
+		// names, so Prometheus takes them as one metric family).
+		vcReg := clusterRegisterer(reg, vc.Name)
 		ec := &encCluster{}
 		ks, closeKeys, err := a.openKeys(ctx, vc, enc, &ec.counters, &ec.usedKEKs)
 		if err != nil {
@@ -331,15 +334,15 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 			Keys:       ks,
 			Log:        log.With("virtualCluster", vc.Name),
 			KMSTimeout: enc.DEK.KMSTimeout.Std(),
-			Metrics:    encMetrics,
+			Metrics:    encrypt.NewMetrics(vcReg),
 
 			Budget:                 budget,
 			MaxProduceRewriteBytes: vc.Limits.MaxProduceRewriteBytes,
 			MaxTopicLabels:         vc.Limits.MaxTopicLabels,
 		})
 		a.clusters[vc.Name] = ec
-		if reg != nil {
-			reg.MustRegister(dekCollector{vc: vc.Name, mgr: &ec.mgr})
+		if vcReg != nil {
+			vcReg.MustRegister(dekCollector{mgr: &ec.mgr})
 		}
 		opts[vc.Name] = proxy.ClusterOptions{Filters: []proxy.Filter{ec.filter}, VersionCaps: encrypt.MaxVersions}
 	}
@@ -350,6 +353,15 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 	}
 	a.Server = srv
 	return a, nil
+}
+
+// clusterRegisterer registers metrics of one virtual cluster: each gets a
+// virtual_cluster label with its name. nil stays nil (not registered).
+func clusterRegisterer(reg prometheus.Registerer, name string) prometheus.Registerer {
+	if reg == nil {
+		return nil
+	}
+	return prometheus.WrapRegistererWith(prometheus.Labels{"virtual_cluster": name}, reg)
 }
 
 // reloadGrace is how long replaced KMS clients stay open for requests that

@@ -31,32 +31,19 @@ import (
 	"github.com/kseal/kseal/internal/kms/local"
 	"github.com/kseal/kseal/internal/proxy"
 	"github.com/kseal/kseal/internal/recordcrypt"
+	"github.com/kseal/kseal/internal/testenv"
 )
 
+// freePorts returns the first of n consecutive free ports, below the
+// kernel's ephemeral range (outgoing connections cannot take them between
+// the check and kseal's bind).
 func freePorts(t *testing.T, n int) int {
 	t.Helper()
-	for try := 0; try < 50; try++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		base := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		ok := true
-		for p := base; p < base+n && ok; p++ {
-			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
-			if err != nil {
-				ok = false
-				continue
-			}
-			l.Close()
-		}
-		if ok && base+n < 65000 {
-			return base
-		}
+	base, err := testenv.FreePortRange(n)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free ports")
-	return 0
+	return base
 }
 
 type env struct {
@@ -317,8 +304,8 @@ func TestMetricsAndHealthEndpoints(t *testing.T) {
 	}
 	_, metrics := get("/metrics")
 	for _, want := range []string{
-		`kseal_records_total{direction="produce",outcome="encrypted",topic="orders"} 1`,
-		`kseal_records_total{direction="produce",outcome="plaintext",topic="plain"} 1`,
+		`kseal_records_total{direction="produce",outcome="encrypted",topic="orders",virtual_cluster="test"} 1`,
+		`kseal_records_total{direction="produce",outcome="plaintext",topic="plain",virtual_cluster="test"} 1`,
 		`kseal_kms_operations_total{operation="generate_dek",outcome="success",provider="local",virtual_cluster="test"} 1`,
 		`kseal_kms_operations_total{operation="decrypt_dek",outcome="success",provider="local",virtual_cluster="test"}`,
 		`kseal_dek_cache_hits_total{cache="encrypt",virtual_cluster="test"}`,

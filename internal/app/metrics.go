@@ -51,30 +51,31 @@ func (m *kmsMetrics) hook(vc, provider string) func(op dek.Op, d time.Duration, 
 	}
 }
 
-// dekCollector exposes a Manager's counters.
+// dekCollector exposes a Manager's counters. It is registered once per
+// encrypting virtual cluster, through clusterRegisterer, which adds the
+// virtual_cluster label.
 type dekCollector struct {
-	vc  string
 	mgr *atomic.Pointer[dek.Manager] // the current one, across reloads
 }
 
 var (
 	dekHitsDesc = prometheus.NewDesc("kseal_dek_cache_hits_total",
 		"DEK cache lookups answered from the cache, by cache (encrypt: active DEK; decrypt: unwrapped DEKs; resolve: KEK names).",
-		[]string{"virtual_cluster", "cache"}, nil)
+		[]string{"cache"}, nil)
 	dekMissesDesc = prometheus.NewDesc("kseal_dek_cache_misses_total",
-		"DEK cache lookups that needed the KMS, by cache.", []string{"virtual_cluster", "cache"}, nil)
+		"DEK cache lookups that needed the KMS, by cache.", []string{"cache"}, nil)
 	dekEvictionsDesc = prometheus.NewDesc("kseal_dek_cache_evictions_total",
-		"Unwrapped DEKs dropped from the decrypt cache for size, TTL or maximum age (their bytes are wiped).", []string{"virtual_cluster"}, nil)
+		"Unwrapped DEKs dropped from the decrypt cache for size, TTL or maximum age (their bytes are wiped).", nil, nil)
 	dekDecryptRefreshesDesc = prometheus.NewDesc("kseal_dek_decrypt_refreshes_total",
-		"Unwrapped DEKs in use unwrapped again through the KMS as they neared decryptCacheMaxAge.", []string{"virtual_cluster"}, nil)
+		"Unwrapped DEKs in use unwrapped again through the KMS as they neared decryptCacheMaxAge.", nil, nil)
 	dekEntriesDesc = prometheus.NewDesc("kseal_dek_cache_entries",
-		"Unwrapped DEKs now in the decrypt cache.", []string{"virtual_cluster"}, nil)
+		"Unwrapped DEKs now in the decrypt cache.", nil, nil)
 	dekGeneratedDesc = prometheus.NewDesc("kseal_deks_generated_total",
-		"Data keys generated (each wrapped by its KEK in the KMS).", []string{"virtual_cluster"}, nil)
+		"Data keys generated (each wrapped by its KEK in the KMS).", nil, nil)
 	kekChecksDesc = prometheus.NewDesc("kseal_kek_checks_total",
-		"Background re-checks of KEKs in use (encryption.dek.kekCheckInterval).", []string{"virtual_cluster"}, nil)
+		"Background re-checks of KEKs in use (encryption.dek.kekCheckInterval).", nil, nil)
 	kekUnusableDesc = prometheus.NewDesc("kseal_kek_unusable_total",
-		"Times a KEK was found deleted, disabled or otherwise unusable: its DEK was dropped and produce to its topics refused.", []string{"virtual_cluster"}, nil)
+		"Times a KEK was found deleted, disabled or otherwise unusable: its DEK was dropped and produce to its topics refused.", nil, nil)
 )
 
 func (c dekCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -91,7 +92,7 @@ func (c dekCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c dekCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.mgr.Load().Stats()
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append([]string{c.vc}, labels...)...)
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
 	counter(dekHitsDesc, s.EncryptHits, "encrypt")
 	counter(dekHitsDesc, s.DecryptHits+s.DecryptNegativeHits, "decrypt")
@@ -104,5 +105,5 @@ func (c dekCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(dekGeneratedDesc, s.DEKsGenerated)
 	counter(kekChecksDesc, s.KEKChecks)
 	counter(kekUnusableDesc, s.KEKUnusable)
-	ch <- prometheus.MustNewConstMetric(dekEntriesDesc, prometheus.GaugeValue, float64(s.DecryptCached), c.vc)
+	ch <- prometheus.MustNewConstMetric(dekEntriesDesc, prometheus.GaugeValue, float64(s.DecryptCached))
 }

@@ -5,7 +5,7 @@
 //
 // It fails closed: a partition whose records must be encrypted is either
 // forwarded encrypted or not forwarded at all; every failure answers the
-// client with a Kafka error code (see docs/errors.md) or, where Kafka allows
+// client with a Kafka error code (docs/format.md, "Errors") or, where Kafka allows
 // no answer (acks=0), closes the connection. It never logs record values or
 // key material.
 package encrypt
@@ -39,7 +39,7 @@ type Keys interface {
 	Decryptor(ctx context.Context, edek []byte) (cipher.AEAD, error)
 }
 
-// Error codes the filter answers with (docs/errors.md).
+// Error codes the filter answers with (docs/format.md, "Errors").
 var (
 	// errRejected: REJECT policy, topic has no KEK. Not retriable.
 	errRejected = kerr.PolicyViolation

@@ -61,8 +61,8 @@ type conn struct {
 	idleTimer  *time.Timer
 }
 
-// errDraining ends the request side when the server drains: not an error
-// worth a log line.
+// errDraining ends the request side at shutdown without a log line: like
+// a closed socket (isClosed), it is a normal way for a connection to end.
 var errDraining = errors.New("draining")
 
 func (c *conn) serve(ctx context.Context) {

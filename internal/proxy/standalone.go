@@ -2,7 +2,7 @@ package proxy
 
 // Standalone owns what a client connection gives its exchanges (scratch
 // buffers, per-connection filter state, topic id resolution), so filters
-// can run outside the proxy: in their own tests, or in tools. Like a
+// can run outside the proxy, in their own tests. Like a
 // connection, it is not safe for concurrent use.
 type Standalone struct {
 	// Topics resolves topic ids for Exchange.TopicName.

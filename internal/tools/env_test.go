@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +18,7 @@ import (
 	"github.com/kseal/kseal/internal/app"
 	"github.com/kseal/kseal/internal/config"
 	"github.com/kseal/kseal/internal/kms/local"
+	"github.com/kseal/kseal/internal/testenv"
 )
 
 // env is kfake (3 brokers), the local KMS with KEK-orders, and kseal in
@@ -33,30 +32,16 @@ type env struct {
 	cluster *Cluster
 }
 
+// freePorts returns the first of n consecutive free ports, below the
+// kernel's ephemeral range (outgoing connections cannot take them between
+// the check and kseal's bind).
 func freePorts(t *testing.T, n int) int {
 	t.Helper()
-	for try := 0; try < 50; try++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		base := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		ok := base+n < 65000
-		for p := base; p < base+n && ok; p++ {
-			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
-			if err != nil {
-				ok = false
-				continue
-			}
-			l.Close()
-		}
-		if ok {
-			return base
-		}
+	base, err := testenv.FreePortRange(n)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free ports")
-	return 0
+	return base
 }
 
 // testWriter sends kseal's log to the test log until the test ends (KMS

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -30,11 +31,19 @@ type ReencryptOptions struct {
 	// log start).
 	From int64
 	// To is the offset to stop before in every partition; 0 or negative
-	// for the source's last stable offset when the run starts.
+	// for the source's last stable offset when the run starts. That
+	// default end is soft: records that arrived since and came in the same
+	// fetch as the last record before it are copied too (the group's
+	// progress moves past every record fetched, so a record fetched and
+	// not copied would be skipped by a later run). An explicit To is hard:
+	// nothing at or after it is copied, and progress is kept in a group of
+	// its own (see Group).
 	To int64
 	// Group is the consumer group whose committed offsets store progress,
 	// and TransactionalID the producer's id; both default to
-	// "kseal-reencrypt.<source>.<dest>".
+	// "kseal-reencrypt.<source>.<dest>", with ".to-<To>" appended for an
+	// explicit To: that group's progress may have passed records after To
+	// without copying them, so a run with another end must not use it.
 	Group           string
 	TransactionalID string
 	// CreateDest creates Dest when it does not exist, with Source's
@@ -56,6 +65,15 @@ type ReencryptOptions struct {
 	// run returns at once, without ending the transaction or closing the
 	// client (the hook owns sess then).
 	afterProduce func(sess *kgo.GroupTransactSession, copied int64) bool
+	// beforeCopy, for tests, runs when the ranges and the progress are
+	// known, before the copy starts.
+	beforeCopy func()
+	// beforeDestCount, for tests, runs when the count check has counted
+	// Source and turns to Dest.
+	beforeDestCount func()
+	// stableWait bounds the wait for Dest's open transactions to end
+	// before the count check (default 2 minutes).
+	stableWait time.Duration
 }
 
 // DefaultGroup is the progress group reencrypt uses for a pair of topics.
@@ -112,6 +130,9 @@ func Reencrypt(ctx context.Context, o ReencryptOptions) (*ReencryptResult, error
 	}
 	if o.Group == "" {
 		o.Group = DefaultGroup(o.Source, o.Dest)
+		if o.To > 0 {
+			o.Group += fmt.Sprintf(".to-%d", o.To)
+		}
 	}
 	if o.TransactionalID == "" {
 		o.TransactionalID = o.Group
@@ -144,6 +165,12 @@ func Reencrypt(ctx context.Context, o ReencryptOptions) (*ReencryptResult, error
 	}
 	res.Ends = src
 
+	// A killed predecessor may have left a transaction open; fencing it
+	// (which aborts it, or completes one it had already asked to commit)
+	// makes the stored progress final before it is read.
+	if err := fence(ctx, o); err != nil {
+		return nil, err
+	}
 	pos, err := progress(ctx, rd, o, src)
 	if err != nil {
 		return nil, err
@@ -153,6 +180,9 @@ func Reencrypt(ctx context.Context, o ReencryptOptions) (*ReencryptResult, error
 		remaining += max(r.End-pos[r.Partition], 0)
 	}
 	o.Progress.SetTotal(remaining)
+	if o.beforeCopy != nil {
+		o.beforeCopy()
+	}
 	if remaining > 0 {
 		crashed, err := copyRecords(ctx, o, src, pos, res)
 		o.Progress.Finish()
@@ -164,6 +194,12 @@ func Reencrypt(ctx context.Context, o ReencryptOptions) (*ReencryptResult, error
 	}
 	if !res.Complete {
 		return res, nil
+	}
+	if o.To <= 0 {
+		// The soft end: the copy may have gone past it (see To).
+		for i, r := range src {
+			src[i].End = max(r.End, pos[r.Partition])
+		}
 	}
 	if res.Check, err = countCheck(ctx, rd, o, src); err != nil {
 		return res, err
@@ -261,7 +297,8 @@ func waitReady(ctx context.Context, rd *reader, topic string) error {
 func progress(ctx context.Context, rd *reader, o ReencryptOptions, src []Range) (map[int32]int64, error) {
 	var offs kadm.OffsetResponses
 	err := retry(ctx, func() (err error) {
-		offs, err = rd.adm.FetchOffsetsForTopics(ctx, o.Group, o.Source)
+		// Stable: wait out a commit of offsets still in flight.
+		offs, err = rd.adm.FetchOffsetsForTopics(kadm.RequireStable(ctx), o.Group, o.Source)
 		if err == nil {
 			err = offs.Error()
 		}
@@ -307,6 +344,26 @@ func progress(ctx context.Context, rd *reader, o ReencryptOptions, src []Range) 
 		return nil, fmt.Errorf("store starting offsets (group %q): %w", o.Group, err)
 	}
 	return pos, nil
+}
+
+// fence takes over the transactional id: Kafka aborts a transaction a
+// killed run left open (or finishes one whose commit it had begun) before it
+// answers, so no commit of progress is pending afterwards and the next
+// run's group join does not wait out the transaction timeout.
+func fence(ctx context.Context, o ReencryptOptions) error {
+	// Through kseal, like the copy's own transactions (same identity, same
+	// permissions).
+	cl, err := kgo.NewClient(append(o.Proxy.opts(), kgo.TransactionalID(o.TransactionalID))...)
+	if err != nil {
+		return fmt.Errorf("connect to kseal at %s: %w", strings.Join(o.Proxy.Brokers, ","), err)
+	}
+	defer cl.Close()
+	fctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if _, _, err := cl.ProducerID(fctx); err != nil {
+		return fmt.Errorf("take over transactional id %q: %w", o.TransactionalID, err)
+	}
+	return nil
 }
 
 // errCrashed is the simulated crash of the test hook.
@@ -392,15 +449,19 @@ func copyRecords(ctx context.Context, o ReencryptOptions, src []Range, pos map[i
 			n       int64
 			moved   int64
 		)
+		// Every record polled counts as consumed: End commits the offset
+		// after the last one of each partition. So with the soft end every
+		// polled record is copied, and with a hard end those at or after
+		// it are left behind in a group kept for that end (see To).
+		hard := o.To > 0
 		reached := map[int32]bool{}
 		for _, rec := range recs {
 			p := rec.Partition
-			if reached[p] || done[p] {
-				continue
-			}
 			if rec.Offset >= end[p] {
 				reached[p] = true
-				continue
+				if hard {
+					continue
+				}
 			}
 			if !rec.Attrs.IsControl() {
 				wg.Add(1)
@@ -495,8 +556,55 @@ func copyOf(rec *kgo.Record, dest string) *kgo.Record {
 	return out
 }
 
+// waitStable waits until no transaction is open in topic: every
+// partition's last stable offset equals its high watermark. A transaction
+// Kafka has acknowledged as committed becomes visible to read_committed
+// readers only when the coordinator has written its commit markers, which
+// it does after answering EndTxn; until then the last stable offset stays
+// at the transaction's first record.
+func waitStable(ctx context.Context, adm *kadm.Client, topic string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		hw, err := adm.ListEndOffsets(ctx, topic)
+		if err == nil {
+			err = hw.Error()
+		}
+		var lso kadm.ListedOffsets
+		if err == nil {
+			lso, err = adm.ListCommittedOffsets(ctx, topic)
+		}
+		if err == nil {
+			err = lso.Error()
+		}
+		if err != nil {
+			return fmt.Errorf("end offsets of %s: %w", topic, err)
+		}
+		var open []string
+		hw.Each(func(h kadm.ListedOffset) {
+			if l, ok := lso.Lookup(h.Topic, h.Partition); !ok || l.Offset < h.Offset {
+				open = append(open, fmt.Sprintf("partition %d (stable up to %d of %d)", h.Partition, l.Offset, h.Offset))
+			}
+		})
+		if len(open) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			slices.Sort(open)
+			return fmt.Errorf("%q still has open transactions after %v, in %s: its records cannot be counted yet; run again to repeat the check", topic, limit, strings.Join(open, ", "))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // countCheck reads both topics straight from the brokers (committed
-// records only) and compares the counts partition by partition.
+// records only) and compares the counts partition by partition. It first
+// waits for Dest's transactions, the run's own last one included, to become
+// visible: counting earlier reads a prefix of Dest and reports records
+// missing that are there.
 func countCheck(ctx context.Context, rd *reader, o ReencryptOptions, src []Range) (*CountCheck, error) {
 	chk := &CountCheck{OK: true, DestKEKs: []KEKUsage{}}
 	// The log start may have moved since the copy began (retention).
@@ -512,6 +620,16 @@ func countCheck(ctx context.Context, rd *reader, o ReencryptOptions, src []Range
 	}
 	if err := rd.scan(ctx, ranges, func(rec *kgo.Record) error { in[rec.Partition]++; return nil }, nil); err != nil {
 		return nil, fmt.Errorf("count check, source: %w", err)
+	}
+	if o.beforeDestCount != nil {
+		o.beforeDestCount()
+	}
+	wait := o.stableWait
+	if wait <= 0 {
+		wait = 2 * time.Minute
+	}
+	if err := waitStable(ctx, rd.adm, o.Dest, wait); err != nil {
+		return nil, fmt.Errorf("count check: %w", err)
 	}
 	dst, err := rd.ranges(ctx, o.Dest)
 	if err != nil {

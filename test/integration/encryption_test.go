@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -820,22 +819,18 @@ func testEncTampered(t *testing.T, e *encEnv) {
 	for _, tc := range []struct {
 		name, prefix string
 		alter        func(t *testing.T, r *kgo.Record)
-		knownBug     string // skipped unless KSEAL_IT_KNOWN_BUGS=1
 	}{
-		{"flipped tag bit", "enc-tamper-tag", func(t *testing.T, r *kgo.Record) { r.Value[len(r.Value)-1] ^= 0x01 }, ""},
-		{"moved to another key", "enc-tamper-key", func(t *testing.T, r *kgo.Record) { r.Key = []byte("mallory") }, ""},
+		{"flipped tag bit", "enc-tamper-tag", func(t *testing.T, r *kgo.Record) { r.Value[len(r.Value)-1] ^= 0x01 }},
+		{"moved to another key", "enc-tamper-key", func(t *testing.T, r *kgo.Record) { r.Key = []byte("mallory") }},
 		{"flipped EDEK bit", "enc-tamper-edek", func(t *testing.T, r *kgo.Record) {
 			env, err := recordcrypt.Parse(r.Value)
 			if err != nil {
 				t.Fatal(err)
 			}
 			r.Value[bytes.Index(r.Value, env.EDEK)+len(env.EDEK)-1] ^= 0x01 // inside the wrapped key
-		}, ""},
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.knownBug != "" && os.Getenv("KSEAL_IT_KNOWN_BUGS") != "1" {
-				t.Skip("known bug: " + tc.knownBug + " (set KSEAL_IT_KNOWN_BUGS=1 to run)")
-			}
 			t.Parallel()
 			topic := e.topic(t, tc.prefix, 1, nil)
 			canary := uniq("canary")

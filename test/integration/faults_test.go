@@ -832,9 +832,9 @@ func (rf *rawFetcher) drain(t *testing.T, n int, canary string) {
 // TestFaultDEKCapBelowBatch: one batch with more records than a DEK may
 // seal (maxEncryptionsPerDek) must still be accepted: kseal has to move to
 // a fresh DEK within the batch, as the DEK manager's contract describes
-// (Current again after ErrExhausted). Today the filter refuses the whole
-// request with a retriable error each time, so such a batch is retried
-// forever. Known bug: skipped unless KSEAL_IT_KNOWN_BUGS=1.
+// (Current again after ErrExhausted). A filter that refused the whole
+// request with a retriable error instead would have the batch retried
+// forever.
 func TestFaultDEKCapBelowBatch(t *testing.T) {
 	const dekCap, n = 100, 300
 	kek := uniq("KEK-cap")
@@ -887,9 +887,10 @@ func TestFaultDEKCapBelowBatch(t *testing.T) {
 // buffers have grown), then one long-poll Fetch and several refused
 // Produce requests without waiting.
 //
-// Known bug: a refusal is built in the connection's request-side scratch
-// buffer and queued; the next request reuses that buffer, so the client
-// receives a later refusal (another correlation id) in its place.
+// The bug this guards against: a refusal built in the connection's
+// request-side scratch buffer and queued was overwritten when the next
+// request reused that buffer, so the client received a later refusal
+// (another correlation id) in its place.
 func TestFaultPipelinedRefusals(t *testing.T) {
 	kek := uniq("KEK-pipe")
 	p := startEncProxyPolicy(t, newLocalKMS(t, kek), "", fmt.Sprintf(
