@@ -36,6 +36,7 @@ type Server struct {
 	connsWG  sync.WaitGroup
 	acceptWG sync.WaitGroup
 	bgWG     sync.WaitGroup // broker discovery loops
+	setupWG  sync.WaitGroup // accepted connections not yet tracked (TLS handshake, broker dial)
 	ctx      context.Context
 	cancel   context.CancelFunc
 }
@@ -206,7 +207,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	<-done
-	s.bgWG.Wait() // nothing logs after Shutdown returns
+	s.setupWG.Wait() // handshakes end with s.ctx, dials with their timeout
+	s.bgWG.Wait()    // nothing logs after Shutdown returns
 	return err
 }
 
@@ -243,6 +245,7 @@ func (s *Server) ServeConn(name string, c net.Conn) error {
 	for _, vc := range s.clusters {
 		if vc.name == name {
 			if vc.admit(c) {
+				s.setupWG.Add(1)
 				vc.handle(c, -1)
 			}
 			return nil
@@ -480,6 +483,7 @@ func (vc *virtualCluster) accept(ln net.Listener, node int32, delay *time.Durati
 	}
 	*delay = 0
 	if vc.admit(c) {
+		vc.srv.setupWG.Add(1)
 		go vc.handle(c, node)
 	}
 	return true
@@ -491,6 +495,8 @@ func (vc *virtualCluster) accept(ln net.Listener, node int32, delay *time.Durati
 // their own (conn.serve).
 func (vc *virtualCluster) handle(client net.Conn, node int32) {
 	defer vc.release()
+	setupDone := sync.OnceFunc(vc.srv.setupWG.Done)
+	defer setupDone()
 	log := vc.log.With("client", addrString(client.RemoteAddr()))
 	var up net.Conn
 	served := false // from here on the request side runs in this goroutine
@@ -557,6 +563,7 @@ func (vc *virtualCluster) handle(client net.Conn, node int32) {
 		return
 	}
 	defer vc.srv.untrack(c)
+	setupDone() // tracked: Shutdown drains it like any other connection
 	served = true
 	vc.srv.metrics.connOpened(vc.name)
 	c.serve(vc.srv.ctx)
