@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kseal/kseal/internal/testenv"
 )
@@ -93,7 +95,13 @@ func newTopic(t *testing.T, prefix string, configs map[string]*string) string {
 				if len(leaders) != len(cluster.Brokers) {
 					t.Fatalf("topic %s: leaders on %d brokers, want all %d", name, len(leaders), len(cluster.Brokers))
 				}
-				return name
+				// One broker knowing the topic is not all of them knowing
+				// it: a transaction coordinator or a group coordinator on a
+				// broker whose metadata cache lags answers
+				// UNKNOWN_TOPIC_OR_PARTITION (seen on a loaded machine).
+				if everyBrokerKnows(ctx, name) {
+					return name
+				}
 			}
 		}
 		if ctx.Err() != nil {
@@ -101,6 +109,32 @@ func newTopic(t *testing.T, prefix string, configs map[string]*string) string {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// everyBrokerKnows reports whether each broker's own metadata cache lists
+// every partition of topic with a leader.
+func everyBrokerKnows(ctx context.Context, topic string) bool {
+	for id, addr := range cluster.Brokers {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+		if err != nil {
+			return false
+		}
+		req := kmsg.NewPtrMetadataRequest()
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(topic)
+		req.Topics = append(req.Topics, rt)
+		resp, err := req.RequestWith(ctx, cl.Broker(int(id)))
+		cl.Close()
+		if err != nil || len(resp.Topics) != 1 || resp.Topics[0].ErrorCode != 0 || len(resp.Topics[0].Partitions) != partitions {
+			return false
+		}
+		for _, p := range resp.Topics[0].Partitions {
+			if p.ErrorCode != 0 || p.Leader < 0 {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // makeRecords builds n records from src with distinct keys and values.
