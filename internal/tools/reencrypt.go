@@ -189,6 +189,19 @@ func Reencrypt(ctx context.Context, o ReencryptOptions) (*ReencryptResult, error
 		if crashed || err != nil {
 			return res, err
 		}
+		// Kafka makes a transaction's offset commit visible when it has
+		// written the commit markers, after answering EndTxn: wait for
+		// that, so that whoever looks at the group once the run has
+		// returned (the next run, an operator, a test) sees its progress.
+		if err := retry(ctx, func() error {
+			offs, err := rd.adm.FetchOffsetsForTopics(kadm.RequireStable(ctx), o.Group, o.Source)
+			if err == nil {
+				err = offs.Error()
+			}
+			return err
+		}); err != nil {
+			return res, fmt.Errorf("stored progress (group %q) after the last transaction: %w", o.Group, err)
+		}
 	} else {
 		res.Complete = true
 	}
