@@ -210,3 +210,26 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// kek_missing, which clients can cause, is rate-limited; the event after a
+// pause counts those left out.
+func TestKEKTrackerRateLimitsMissing(t *testing.T) {
+	r := &recorder{}
+	k := NewKEKTracker(r)
+	now := time.Unix(1000, 0)
+	k.now = func() time.Time { return now }
+	missing := fmt.Errorf("x: %w", kms.ErrKeyNotFound)
+	for i := range missingBurst + 50 {
+		k.Observe(fmt.Sprint("topic-", i), missing)
+	}
+	if len(r.events) != missingBurst {
+		t.Fatalf("%d events, want %d", len(r.events), missingBurst)
+	}
+	k.Observe("real-kek", nil) // not rate-limited
+	now = now.Add(missingEvery)
+	k.Observe("one-more", missing)
+	last := r.events[len(r.events)-1]
+	if len(r.events) != missingBurst+2 || last.KEK != "one-more" || last.Suppressed != 50 {
+		t.Fatalf("after a pause: %d events, last %+v", len(r.events), last)
+	}
+}
