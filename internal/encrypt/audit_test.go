@@ -138,3 +138,21 @@ func TestAuditOffIsNil(t *testing.T) {
 	// No emitter: nothing to panic on.
 	produceThrough(t, f, -1, []producePart{{"enc-a", 0, b}})
 }
+
+// A panic while decrypting a partition is a panic_recovered event (and the
+// partition a decrypt_refused one), without the panic's text.
+func TestAuditDecryptPanic(t *testing.T) {
+	f, done := auditedFilter(t, []policy.RuleConfig{{TopicRegex: ".*", KEK: "KEK-$(topicName)"}}, []string{"KEK-orders"})
+	set, _ := bigPartition(t, f, "orders", 1, 2, 16)
+	cur := f.state.Load()
+	f.Swap(cur.policy, panicKeys{cur.keys})
+	fetchThrough(t, f, []fetchPart{{topic: "orders", partition: 1, set: set}})
+	evs, raw := done()
+	if len(evs) != 2 || evs[0]["type"] != "panic_recovered" || evs[0]["where"] != "decrypt" ||
+		evs[1]["type"] != "decrypt_refused" || evs[1]["reason"] != "panic" || evs[1]["partition"] != 1.0 {
+		t.Fatalf("events:\n%s", raw)
+	}
+	if strings.Contains(raw, "decryptor bug") {
+		t.Fatalf("the panic's text is in the stream:\n%s", raw)
+	}
+}
