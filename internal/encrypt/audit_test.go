@@ -2,6 +2,7 @@ package encrypt
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -10,9 +11,11 @@ import (
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kseal/kseal/internal/audit"
 	"github.com/kseal/kseal/internal/policy"
+	"github.com/kseal/kseal/internal/proxy"
 )
 
 // auditBuffer collects the audit stream's JSON lines.
@@ -154,5 +157,21 @@ func TestAuditDecryptPanic(t *testing.T) {
 	}
 	if strings.Contains(raw, "decryptor bug") {
 		t.Fatalf("the panic's text is in the stream:\n%s", raw)
+	}
+}
+
+// Produce v0-v2 closes the connection: an input_refused event, rate-limited.
+func TestAuditLegacyProduceVersion(t *testing.T) {
+	f, done := auditedFilter(t, mixedRules, nil)
+	frame, hlen := produceFrame(-1, []producePart{{"enc-a", 0, plainBatch([][]byte{[]byte("x")})}})
+	for range 3 {
+		var s proxy.Standalone
+		if err := f.OnRequest(context.Background(), s.Exchange(int16(kmsg.Produce), 2, frame, hlen, nil, 0)); err == nil {
+			t.Fatal("produce v2 not refused")
+		}
+	}
+	evs, raw := done()
+	if len(evs) != 1 || evs[0]["type"] != "input_refused" || evs[0]["reason"] != "legacy_produce_version" {
+		t.Fatalf("events:\n%s", raw)
 	}
 }

@@ -289,8 +289,10 @@ func (f *Filter) decryptTask(ctx context.Context, cur *state, st *fetchState, wi
 		if r := recover(); r != nil {
 			f.log.Error("panic while decrypting a fetched partition: partition answered with an error",
 				"topic", t.topic, "partition", t.partition, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-			if _, ok := f.logLimit.allow(t.topic, -3, time.Now()); ok && f.opts.Audit != nil {
-				f.opts.Audit.Emit(audit.Event{Type: audit.PanicRecovered, Where: "decrypt"})
+			if f.opts.Audit != nil {
+				if n, ok := f.logLimit.allow(t.topic, -3, time.Now()); ok {
+					f.opts.Audit.Emit(audit.Event{Type: audit.PanicRecovered, Where: "decrypt", Suppressed: n})
+				}
 			}
 			st.workers[wi] = f.newWorker()
 			t.out, t.changed, t.rebuilt = nil, false, 0

@@ -77,9 +77,11 @@ func (f *Filter) produce(ctx context.Context, x *proxy.Exchange) error {
 	if codec.ProduceLegacyVersion(x.APIVersion) {
 		// Old message formats cannot carry encrypted records; no Kafka 4
 		// broker accepts them either. Refuse rather than forward plaintext.
-		if _, ok := f.logLimit.allow("", -4, time.Now()); ok && f.opts.Audit != nil {
-			f.opts.Audit.Emit(audit.Event{Type: audit.InputRefused, Reason: "legacy_produce_version",
-				Detail: fmt.Sprintf("produce v%d", x.APIVersion)})
+		if f.opts.Audit != nil {
+			if n, ok := f.logLimit.allow("", -4, time.Now()); ok {
+				f.opts.Audit.Emit(audit.Event{Type: audit.InputRefused, Reason: "legacy_produce_version",
+					Detail: fmt.Sprintf("produce v%d", x.APIVersion), Suppressed: n})
+			}
 		}
 		return fmt.Errorf("produce v%d (legacy message format) refused", x.APIVersion)
 	}
