@@ -60,7 +60,8 @@ type Writer struct {
 }
 
 // NewWriter starts a writer of events to w, queueing up to buffer events
-// (DefaultBufferEvents if 0). If w is an io.Closer, Close closes it.
+// (DefaultBufferEvents if 0). If w is an io.Closer other than os.Stdout
+// or os.Stderr, Close closes it.
 func NewWriter(w io.Writer, buffer int, m *Metrics) *Writer {
 	if buffer <= 0 {
 		buffer = DefaultBufferEvents

@@ -111,8 +111,8 @@ const (
 	OpDecryptDEK  Op = "decrypt_dek"
 )
 
-// Hooks are optional callbacks for metrics; they must be fast and must not
-// block. Counters are in Stats; hooks are for what counters cannot hold.
+// Hooks are optional callbacks for metrics and audit events; they must be
+// fast and must not block. Counters are in Stats; hooks are for what counters cannot hold.
 type Hooks struct {
 	// OnKMSCall is called after every KMS attempt with its latency and error.
 	OnKMSCall func(op Op, d time.Duration, err error)
