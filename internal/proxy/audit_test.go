@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -106,5 +107,60 @@ func TestAuditConnectionRefused(t *testing.T) {
 	}
 	if host, _, err := net.SplitHostPort(e.RemoteAddr); err != nil || host != "127.0.0.1" {
 		t.Fatalf("remote address %q", e.RemoteAddr)
+	}
+}
+
+// Failed TLS handshakes and unknown server names are connection_refused
+// events.
+func TestAuditSetupRefusals(t *testing.T) {
+	pki := newPKI(t)
+	cert, key, _ := pki.issue(t, "proxy", "*.kseal.test", "bootstrap.kseal.test")
+	port := freePortRange(t, 1)
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+virtualClusters:
+  - name: test
+    upstream: {bootstrapServers: ["127.0.0.1:1"]}
+    gateway:
+      bindAddress: 127.0.0.1
+      bootstrapPort: %d
+      tls: {certFile: %q, keyFile: %q}
+      sni: {bootstrapHost: bootstrap.kseal.test, brokerHostPattern: 'broker-$(nodeId).kseal.test'}
+`, port, cert, key)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &auditRecorder{}
+	srv, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), nil,
+		map[string]ClusterOptions{"test": {Audit: audit.ForCluster(rec, "test")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	plain := rawConn(t, addr)
+	plain.Write([]byte("not a TLS client hello, not at all"))
+	expectClosed(t, plain, 3*time.Second)
+	if c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pki.pool, ServerName: "evil.kseal.test"}); err == nil {
+		expectClosed(t, c, 3*time.Second)
+		c.Close()
+	}
+	waitFor(t, 3*time.Second, "two connection_refused events", func() bool { return len(rec.of(audit.ConnectionRefused)) >= 2 })
+	time.Sleep(100 * time.Millisecond)
+	reasons := map[string]int{}
+	for _, e := range rec.of(audit.ConnectionRefused) {
+		reasons[e.Reason]++
+		if !strings.HasPrefix(e.RemoteAddr, "127.0.0.1:") {
+			t.Errorf("remote address %q", e.RemoteAddr)
+		}
+	}
+	if reasons[refusedTLS] != 1 || reasons[refusedSNI] != 1 || len(reasons) != 2 {
+		t.Fatalf("refusal events by reason %v", reasons)
 	}
 }
