@@ -181,6 +181,8 @@ func reload(path string, a *app.App, log *slog.Logger) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		err = a.Reload(ctx, cfg)
 		cancel()
+	} else {
+		a.ReloadFailed(err) // Reload reports its own to the audit stream
 	}
 	if err != nil {
 		log.Error("reload refused: the running config stays in force", "config", path, "error", err.Error())

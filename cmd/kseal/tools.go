@@ -221,6 +221,9 @@ func cmdAudit(args []string, stdout, stderr io.Writer) int {
 		Progress: tools.NewProgress(stderr, "kseal audit", "offsets")})
 	if err != nil {
 		fmt.Fprintf(stderr, "kseal audit: %v\n", err)
+		if f.jsonOut {
+			writeJSON(stdout, map[string]string{"error": err.Error()})
+		}
 		return 2
 	}
 	if f.jsonOut {
@@ -310,12 +313,19 @@ func cmdReencrypt(args []string, stdout, stderr io.Writer) int {
 		From: *from, To: *to, Group: *group, TransactionalID: *txnID, CreateDest: *create, Limit: *limit,
 		RecordsPerTxn: *perTxn, Idle: f.idle, Describe: c.Describer(),
 		Progress: tools.NewProgress(stderr, "kseal reencrypt", "offsets")})
-	if res != nil {
-		if f.jsonOut {
-			writeJSON(stdout, res)
-		} else {
-			res.WriteText(stdout)
+	switch {
+	case f.jsonOut:
+		// One document, also when the run failed: scripts read the error
+		// and what was copied before it from it.
+		if res == nil {
+			res = &tools.ReencryptResult{Source: *src, Dest: *dst}
 		}
+		if err != nil {
+			res.Error = err.Error()
+		}
+		res.WriteJSON(stdout)
+	case res != nil:
+		res.WriteText(stdout)
 	}
 	switch {
 	case errors.Is(err, context.Canceled):

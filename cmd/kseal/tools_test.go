@@ -129,9 +129,11 @@ func TestToolCommands(t *testing.T) {
 			Envelope struct {
 				KEK        string `json:"kek"`
 				KEKVersion string `json:"kekVersion"`
+				Cipher     string `json:"cipher"`
 			} `json:"envelope"`
 		}
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil || r.State != "encrypted" || r.Envelope.KEK != "KEK-orders" || r.Envelope.KEKVersion != "1" {
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil || r.State != "encrypted" || r.Envelope.KEK != "KEK-orders" || r.Envelope.KEKVersion != "1" ||
+			r.Envelope.Cipher != "AES-256-GCM" {
 			t.Errorf("inspect line %q: %+v %v", sc.Text(), r, err)
 		}
 	}
@@ -153,12 +155,17 @@ func TestToolCommands(t *testing.T) {
 	}
 	var rep struct {
 		Disagreements int `json:"disagreements"`
-		Topics        []struct {
+		Totals        struct {
+			Records   int `json:"records"`
+			Plaintext int `json:"plaintext"`
+		} `json:"totals"`
+		Topics []struct {
 			Topic     string `json:"topic"`
 			Plaintext int    `json:"plaintext"`
 		} `json:"topics"`
 	}
-	if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.Disagreements != 1 || len(rep.Topics) != 1 || rep.Topics[0].Plaintext != 1 {
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.Disagreements != 1 || len(rep.Topics) != 1 || rep.Topics[0].Plaintext != 1 ||
+		rep.Totals.Records != 7 || rep.Totals.Plaintext != 1 {
 		t.Errorf("audit JSON %+v, %v\n%s", rep, err, out)
 	}
 
@@ -169,6 +176,21 @@ func TestToolCommands(t *testing.T) {
 	}
 	if code, out, _ = runTool("audit", "--config", cfg, "--topics", "orders-copy"); code != 0 {
 		t.Errorf("audit of the copy: exit %d\n%s", code, out)
+	}
+	// reencrypt --json: one document with the counts.
+	code, out, errOut = runTool("reencrypt", "--config", cfg, "--source", "orders", "--dest", "orders-copy2", "--json")
+	var res struct {
+		Copied   int    `json:"copied"`
+		Complete bool   `json:"complete"`
+		Error    string `json:"error"`
+		Check    struct {
+			In, Out int
+			OK      bool
+		} `json:"check"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); code != 0 || err != nil || res.Copied != 7 || !res.Complete || !res.Check.OK ||
+		res.Check.In != 7 || res.Check.Out != 7 || res.Error != "" {
+		t.Fatalf("reencrypt --json: exit %d, %+v, %v\n%s\n%s", code, res, err, out, errOut)
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"gopkg.in/yaml.v3"
 
+	"github.com/kseal/kseal/internal/audit"
 	"github.com/kseal/kseal/internal/config"
 	"github.com/kseal/kseal/internal/dek"
 	"github.com/kseal/kseal/internal/encrypt"
@@ -31,6 +32,7 @@ import (
 	_ "github.com/kseal/kseal/internal/kms/vault" // registers "vault"
 	"github.com/kseal/kseal/internal/policy"
 	"github.com/kseal/kseal/internal/proxy"
+	"github.com/kseal/kseal/internal/recordcrypt"
 )
 
 // DEKConfig is the `encryption.dek` section.
@@ -207,6 +209,11 @@ type App struct {
 
 	retiredMu sync.Mutex
 	retired   map[*retiredKeys]struct{} // replaced by a reload, closed after reloadGrace
+
+	// auditW writes the audit stream (nil: audit.path unset); audit is
+	// it as an Emitter, nil when off.
+	auditW *audit.Writer
+	audit  audit.Emitter
 }
 
 // retiredKeys are KMS clients and DEK loops a reload replaced, kept open for
@@ -230,6 +237,10 @@ type encCluster struct {
 	usedKEKs dek.UsedKEKs
 	// health says whether the current KMS answers (readiness).
 	health atomic.Pointer[kmsHealth]
+	// audit is the cluster's audit events (nil: off), kek its KEK state
+	// changes, kept across reloads.
+	audit audit.Emitter
+	kek   *audit.KEKTracker
 }
 
 // Close releases KMS clients and background loops (after Server.Shutdown),
@@ -245,6 +256,9 @@ func (a *App) Close() {
 	for r := range retired {
 		r.timer.Stop()
 		r.once.Do(r.close)
+	}
+	if a.auditW != nil {
+		a.auditW.Close()
 	}
 }
 
@@ -267,7 +281,7 @@ func (a *App) retire(old func()) {
 
 // openKeys opens a virtual cluster's KMS and a DEK manager counting into
 // counters.
-func (a *App) openKeys(ctx context.Context, vc *config.VirtualCluster, enc *Encryption, counters *dek.Counters, used *dek.UsedKEKs) (keys, func(), error) {
+func (a *App) openKeys(ctx context.Context, vc *config.VirtualCluster, enc *Encryption, counters *dek.Counters, used *dek.UsedKEKs, ec *encCluster) (keys, func(), error) {
 	vlog := a.log.With("virtualCluster", vc.Name)
 	k, err := enc.KMSConfig.Open(ctx, vlog.With("kms", vc.Encryption.KMS.Type))
 	if err != nil {
@@ -286,6 +300,13 @@ func (a *App) openKeys(ctx context.Context, vc *config.VirtualCluster, enc *Encr
 		health.observe(err)
 	}
 	dopts.Counters = counters
+	if ec.audit != nil {
+		dopts.Hooks.OnKEKState = ec.kek.Observe
+		dopts.Hooks.OnDEKGenerated = func(kek kms.KEKRef, edek []byte) {
+			ec.audit.Emit(audit.Event{Type: audit.DEKGenerated, KEK: kek.Name,
+				EDEKFingerprint: recordcrypt.DEKIDOf(edek).String()})
+		}
+	}
 	dopts.UsedKEKs = used
 	mgr, err := dek.New(k, dopts)
 	if err != nil {
@@ -302,6 +323,9 @@ func (a *App) openKeys(ctx context.Context, vc *config.VirtualCluster, enc *Encr
 func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*App, error) {
 	a := &App{cfg: cfg, log: log, km: newKMSMetrics(reg), clusters: map[string]*encCluster{}}
 	opts := map[string]proxy.ClusterOptions{}
+	if err := a.openAudit(cfg, reg); err != nil {
+		return nil, err
+	}
 	budget := encrypt.NewBudget(cfg.Limits.MaxRewriteBytes, reg) // one for the process, shared by every cluster
 	for i := range cfg.VirtualClusters {
 		vc := &cfg.VirtualClusters[i]
@@ -320,8 +344,9 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 		// told apart by a virtual_cluster label (the same names and label
 		// names, so Prometheus takes them as one metric family).
 		vcReg := clusterRegisterer(reg, vc.Name)
-		ec := &encCluster{}
-		ks, closeKeys, err := a.openKeys(ctx, vc, enc, &ec.counters, &ec.usedKEKs)
+		ec := &encCluster{audit: audit.ForCluster(a.audit, vc.Name)}
+		ec.kek = audit.NewKEKTracker(ec.audit)
+		ks, closeKeys, err := a.openKeys(ctx, vc, enc, &ec.counters, &ec.usedKEKs, ec)
 		if err != nil {
 			a.Close()
 			return nil, err
@@ -339,12 +364,19 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 			Budget:                 budget,
 			MaxProduceRewriteBytes: vc.Limits.MaxProduceRewriteBytes,
 			MaxTopicLabels:         vc.Limits.MaxTopicLabels,
+			Audit:                  ec.audit,
 		})
 		a.clusters[vc.Name] = ec
 		if vcReg != nil {
 			vcReg.MustRegister(dekCollector{mgr: &ec.mgr})
 		}
 		opts[vc.Name] = proxy.ClusterOptions{Filters: []proxy.Filter{ec.filter}, VersionCaps: encrypt.MaxVersions}
+	}
+	for i := range cfg.VirtualClusters {
+		name := cfg.VirtualClusters[i].Name
+		o := opts[name]
+		o.Audit = audit.ForCluster(a.audit, name)
+		opts[name] = o
 	}
 	srv, err := proxy.New(cfg, log, proxy.NewMetrics(reg), opts)
 	if err != nil {
@@ -373,13 +405,17 @@ const reloadGrace = 30 * time.Second
 // the new config changes what cannot change while running (listeners,
 // upstreams, limits, which clusters encrypt), nothing changes and the old
 // config stays in force.
-func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
+func (a *App) Reload(ctx context.Context, cfg *config.Config) (err error) {
+	reason := "invalid_config"
+	defer func() { a.auditReload(reason, err) }()
 	if err := Validate(cfg); err != nil {
 		return err
 	}
+	reason = "restart_needed"
 	if err := a.restartNeeded(cfg); err != nil {
 		return err
 	}
+	reason = "kms"
 	type swap struct {
 		ec    *encCluster
 		pol   *policy.Policy
@@ -402,7 +438,8 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 		if err != nil {
 			return fail(err)
 		}
-		ks, closeKeys, err := a.openKeys(ctx, vc, enc, &a.clusters[vc.Name].counters, &a.clusters[vc.Name].usedKEKs)
+		ec := a.clusters[vc.Name]
+		ks, closeKeys, err := a.openKeys(ctx, vc, enc, &ec.counters, &ec.usedKEKs, ec)
 		if err != nil {
 			return fail(err)
 		}
@@ -426,6 +463,9 @@ func (a *App) restartNeeded(cfg *config.Config) error {
 	var errs config.Errors
 	if cfg.Limits != a.cfg.Limits {
 		errs = append(errs, errors.New("limits: changes need a restart"))
+	}
+	if cfg.Audit != a.cfg.Audit {
+		errs = append(errs, errors.New("audit: changes need a restart"))
 	}
 	if len(cfg.VirtualClusters) != len(a.cfg.VirtualClusters) {
 		errs = append(errs, errors.New("virtualClusters: adding or removing a virtual cluster needs a restart"))

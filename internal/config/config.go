@@ -27,6 +27,8 @@ type Config struct {
 	DrainTimeout    Duration         `yaml:"drainTimeout"`
 	Limits          ProcessLimits    `yaml:"limits"`
 	VirtualClusters []VirtualCluster `yaml:"virtualClusters"`
+	// Audit is the security event stream (audit.go).
+	Audit Audit `yaml:"audit"`
 }
 
 // ProcessLimits bound what all connections together can make the proxy
@@ -428,6 +430,7 @@ func (c *Config) Validate() error {
 	if c.DrainTimeout < 0 {
 		add("drainTimeout", "must not be negative")
 	}
+	errs = c.Audit.validate(errs)
 	if len(c.VirtualClusters) == 0 {
 		add("virtualClusters", "at least one virtual cluster is required")
 	}

@@ -249,6 +249,12 @@ func (m *Manager) generate(e *encEntry, kek kms.KEKRef, c *call[*Key]) {
 	}
 	e.flight = nil
 	e.mu.Unlock()
+	if k != nil && m.opts.Hooks.OnDEKGenerated != nil {
+		m.opts.Hooks.OnDEKGenerated(kek, k.edek)
+	}
+	if h := m.opts.Hooks.OnKEKState; h != nil && errors.Is(err, kms.ErrKeyUnusable) {
+		h(kek.Name, err)
+	}
 	c.finish(k, classify(err))
 }
 

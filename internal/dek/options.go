@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/kseal/kseal/internal/kms"
 )
 
 // Defaults, matching what operators of Kroxylicious already tune against.
@@ -109,11 +111,21 @@ const (
 	OpDecryptDEK  Op = "decrypt_dek"
 )
 
-// Hooks are optional callbacks for metrics; they must be fast and must not
-// block. Counters are in Stats; hooks are for what counters cannot hold.
+// Hooks are optional callbacks for metrics and audit events; they must be
+// fast and must not block. Counters are in Stats; hooks are for what counters cannot hold.
 type Hooks struct {
 	// OnKMSCall is called after every KMS attempt with its latency and error.
 	OnKMSCall func(op Op, d time.Duration, err error)
+	// OnKEKState is called after every KMS answer about a KEK name that
+	// is not transient: err is nil when it resolved, wraps
+	// kms.ErrKeyNotFound or kms.ErrKeyUnusable (also when a DEK request
+	// finds the KEK gone), or is another refusal (e.g. permission denied).
+	// It runs on a background goroutine, with no lock held. For audit
+	// events; nil: not called.
+	OnKEKState func(name string, err error)
+	// OnDEKGenerated is called after a new DEK was made under kek, with
+	// its EDEK (never the key; the caller must not keep or change it).
+	OnDEKGenerated func(kek kms.KEKRef, edek []byte)
 }
 
 func (o Options) withDefaults() Options {

@@ -129,6 +129,9 @@ func (m *Manager) startResolve(name string, e *resEntry) *call[kms.KEKRef] {
 		case errors.Is(err, kms.ErrKeyUnusable):
 			m.dropDEKs(name, err)
 		}
+		if h := m.opts.Hooks.OnKEKState; h != nil && (err == nil || !transient(err)) {
+			h(name, err)
+		}
 		c.finish(ref, err)
 	}()
 	return c

@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/kseal/kseal/internal/audit"
 	"github.com/kseal/kseal/internal/codec"
 	"github.com/kseal/kseal/internal/dek"
 	"github.com/kseal/kseal/internal/kms"
@@ -288,12 +289,17 @@ func (f *Filter) decryptTask(ctx context.Context, cur *state, st *fetchState, wi
 		if r := recover(); r != nil {
 			f.log.Error("panic while decrypting a fetched partition: partition answered with an error",
 				"topic", t.topic, "partition", t.partition, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			if f.opts.Audit != nil {
+				if n, ok := f.logLimit.allow(t.topic, -3, time.Now()); ok {
+					f.opts.Audit.Emit(audit.Event{Type: audit.PanicRecovered, Where: "decrypt", Suppressed: n})
+				}
+			}
 			st.workers[wi] = f.newWorker()
 			t.out, t.changed, t.rebuilt = nil, false, 0
 			t.err = &decryptError{code: errInternal, reason: "panic", offset: -1, err: fmt.Errorf("panic: %v", r)}
 		}
 	}()
-	t.out, t.changed, t.rebuilt, t.err = f.fetchPartition(ctx, cur, st.workers[wi], out, t.topic, t.set, t.encrypted)
+	t.out, t.changed, t.rebuilt, t.err = f.fetchPartition(ctx, cur, st.workers[wi], out, t.topic, t.partition, t.set, t.encrypted)
 }
 
 // keepOutputs keeps the tasks' output buffers for the next fetch (unless
@@ -345,7 +351,7 @@ func mayHoldMarker(set []byte) bool {
 // there); only when the first batch is bad is the error returned, for the
 // caller to answer the partition with its code. Other partitions are
 // unaffected either way.
-func (f *Filter) fetchPartition(ctx context.Context, cur *state, w *fetchWorker, out []byte, topic string, set []byte, encrypted bool) (_ []byte, changed bool, rebuilt int, _ *decryptError) {
+func (f *Filter) fetchPartition(ctx context.Context, cur *state, w *fetchWorker, out []byte, topic string, partition int32, set []byte, encrypted bool) (_ []byte, changed bool, rebuilt int, _ *decryptError) {
 	building := false
 	var aadTopic string
 	// fail cuts the partition before the batch at set[at:].
@@ -356,7 +362,7 @@ func (f *Filter) fetchPartition(ctx context.Context, cur *state, w *fetchWorker,
 		if !building {
 			out = append(out, set[:at]...)
 		}
-		f.logTruncated(topic, e)
+		f.logTruncated(topic, partition, e)
 		return out, true, rebuilt, nil
 	}
 	w.iter.Reset(set)
@@ -420,11 +426,12 @@ func (f *Filter) fetchPartition(ctx context.Context, cur *state, w *fetchWorker,
 
 // logTruncated logs a partition delivered only up to a batch that cannot
 // be decrypted (rate-limited like failPartition's lines).
-func (f *Filter) logTruncated(topic string, e *decryptError) {
+func (f *Filter) logTruncated(topic string, partition int32, e *decryptError) {
 	suppressed, ok := f.logLimit.allow(topic, -2, time.Now())
 	if !ok {
 		return
 	}
+	f.auditDecrypt(topic, partition, e, suppressed)
 	f.log.Warn("cannot decrypt a fetched batch: records before it delivered, the consumer gets the error when it fetches from there",
 		"topic", topic, "batchOffset", e.offset, "kek", e.kek, "dek", e.dekID.String(),
 		"error", e.code.Message, "reason", e.err.Error(), "suppressedSinceLast", suppressed)
@@ -452,6 +459,7 @@ func (f *Filter) failPartition(p partitionSetter, topic string, partition int32,
 	if !ok {
 		return
 	}
+	f.auditDecrypt(topic, partition, e, suppressed)
 	f.log.Error("cannot decrypt records: partition answered with an error",
 		"topic", topic, "partition", partition, "batchOffset", e.offset,
 		"kek", e.kek, "dek", e.dekID.String(), "error", e.code.Message, "reason", e.err.Error(),

@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/kseal/kseal/internal/audit"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/policy"
 	"github.com/kseal/kseal/internal/proxy"
@@ -100,6 +101,9 @@ type Options struct {
 	// several filters take the last one's.
 	MaxTopicLabels int
 	Metrics        *Metrics
+	// Audit receives security events (refusals, recovered panics),
+	// rate-limited per topic-partition like the log lines. Nil: none.
+	Audit audit.Emitter
 }
 
 // Filter is the encryption filter; one per virtual cluster.

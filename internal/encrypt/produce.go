@@ -12,6 +12,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
+	"github.com/kseal/kseal/internal/audit"
 	"github.com/kseal/kseal/internal/codec"
 	"github.com/kseal/kseal/internal/dek"
 	"github.com/kseal/kseal/internal/frame"
@@ -76,6 +77,12 @@ func (f *Filter) produce(ctx context.Context, x *proxy.Exchange) error {
 	if codec.ProduceLegacyVersion(x.APIVersion) {
 		// Old message formats cannot carry encrypted records; no Kafka 4
 		// broker accepts them either. Refuse rather than forward plaintext.
+		if f.opts.Audit != nil {
+			if n, ok := f.logLimit.allow("", -4, time.Now()); ok {
+				f.opts.Audit.Emit(audit.Event{Type: audit.InputRefused, Reason: "legacy_produce_version",
+					Detail: fmt.Sprintf("produce v%d", x.APIVersion), Suppressed: n})
+			}
+		}
 		return fmt.Errorf("produce v%d (legacy message format) refused", x.APIVersion)
 	}
 	defer func() {
@@ -235,6 +242,7 @@ func (f *Filter) logRefusal(topic string, partition int32, pe *partitionError, r
 	if !ok {
 		return
 	}
+	f.auditRefusal(topic, partition, pe, suppressed)
 	args := []any{"error", pe.code.Message, "reason", pe.err.Error(), "suppressedSinceLast", suppressed}
 	if topic != "" {
 		args = append(args, "topic", topic, "partition", partition, "refusedPartitions", refused)

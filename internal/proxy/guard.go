@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/kseal/kseal/internal/audit"
 )
 
 // This file keeps one client's input from ending the process: every
@@ -72,6 +74,9 @@ func (vc *virtualCluster) recovered(side string, log *slog.Logger, v any) {
 	ok, suppressed := vc.panicLog.allow(time.Now(), panicLogBurst, panicLogEvery)
 	if !ok {
 		return
+	}
+	if vc.audit != nil {
+		vc.audit.Emit(audit.Event{Type: audit.PanicRecovered, Where: side, Suppressed: suppressed})
 	}
 	log.Error("panic recovered: a bug in kseal; only what it interrupted is closed (please report this with the stack)",
 		"side", side, "panic", fmt.Sprint(v), "stack", string(debug.Stack()), "suppressedSinceLast", suppressed)
@@ -150,6 +155,10 @@ func (vc *virtualCluster) admit(c net.Conn) bool {
 	if ok, n := vc.refuseLog.allow(time.Now(), 1, refuseLogEvery); ok {
 		vc.log.Warn("refusing client connections: limits.maxConnections are open", "maxConnections", vc.cfg.Limits.MaxConnections,
 			"client", addrString(c.RemoteAddr()), "refusedUnlogged", n)
+		if vc.audit != nil {
+			vc.audit.Emit(audit.Event{Type: audit.ConnectionRefused, Reason: refusedMaxConnections,
+				RemoteAddr: addrString(c.RemoteAddr()), Suppressed: n})
+		}
 	}
 	c.Close()
 	return false

@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kseal/kseal/internal/audit"
 	"github.com/kseal/kseal/internal/config"
 )
 
@@ -53,6 +54,10 @@ type ClusterOptions struct {
 	// VersionCaps lowers the highest version ApiVersions advertises for
 	// some APIs (e.g. to keep topic names in Produce and Fetch).
 	VersionCaps map[int16]int16
+	// Audit receives security events: recovered panics, connections
+	// refused at limits.maxConnections, a TLS handshake or SNI routing
+	// (rate-limited like their log lines). Nil: none.
+	Audit audit.Emitter
 }
 
 // New builds a server; nothing listens until Start.
@@ -272,6 +277,8 @@ type virtualCluster struct {
 	name string
 	cfg  config.VirtualCluster
 	log  *slog.Logger
+	// audit receives security events (ClusterOptions.Audit); may be nil.
+	audit audit.Emitter
 	// reqFilters and respFilters are the filters of each API key in the
 	// order they run on requests and on responses (see ClusterOptions).
 	reqFilters, respFilters map[int16][]Filter
@@ -332,6 +339,8 @@ func newVirtualCluster(s *Server, cfg config.VirtualCluster, opts ClusterOptions
 		respFilters: map[int16][]Filter{},
 
 		refreshSem: make(chan struct{}, 1),
+
+		audit: opts.Audit,
 	}
 	vc.added = newAPIObservers(s.metrics.added, cfg.Name)
 	builtin := builtinFilters(vc, opts.VersionCaps)
@@ -518,6 +527,10 @@ func (vc *virtualCluster) handle(client net.Conn, node int32) {
 		// Anyone can make these: logged up to a rate, all counted.
 		if ok, n := vc.setupLog.allow(time.Now(), setupLogBurst, setupLogEvery); ok {
 			log.Warn(msg, append(args, "refusedUnlogged", n)...)
+			if vc.audit != nil && reason != refusedUpstream {
+				vc.audit.Emit(audit.Event{Type: audit.ConnectionRefused, Reason: reason,
+					RemoteAddr: addrString(client.RemoteAddr()), Suppressed: n})
+			}
 		}
 		client.Close()
 	}

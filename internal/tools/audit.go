@@ -44,6 +44,8 @@ type AuditReport struct {
 	Topics    []TopicReport `json:"topics"`
 	// Disagreements counts topics whose records the policy does not allow.
 	Disagreements int `json:"disagreements"`
+	// Totals sums the topics' counts.
+	Totals AuditTotals `json:"totals"`
 	// Incomplete counts topics that could not be read to the end.
 	Incomplete int `json:"incomplete"`
 }
@@ -308,8 +310,36 @@ func Audit(ctx context.Context, o AuditOptions) (*AuditReport, error) {
 			rep.Incomplete++
 		}
 	}
+	rep.Totals = totals(rep.Topics)
 	rep.Finished = time.Now().UTC()
 	return rep, nil
+}
+
+// AuditTotals are the counts of every topic audited, together.
+type AuditTotals struct {
+	Topics     int   `json:"topics"`
+	Records    int64 `json:"records"`
+	Encrypted  int64 `json:"encrypted"`
+	Plaintext  int64 `json:"plaintext"`
+	Tombstones int64 `json:"tombstones"`
+	Malformed  int64 `json:"malformed"`
+	// Violations counts the records of every disagreement.
+	Violations int64 `json:"violations"`
+}
+
+func totals(topics []TopicReport) AuditTotals {
+	t := AuditTotals{Topics: len(topics)}
+	for _, r := range topics {
+		t.Records += r.Records
+		t.Encrypted += r.Encrypted
+		t.Plaintext += r.Plaintext
+		t.Tombstones += r.Tombstones
+		t.Malformed += r.Malformed
+		for _, v := range r.Violations {
+			t.Violations += v.Count
+		}
+	}
+	return t
 }
 
 // WriteJSON writes the report as one indented JSON document.
@@ -322,10 +352,7 @@ func (r *AuditReport) WriteJSON(w io.Writer) error {
 // WriteText writes the report for a person.
 func (r *AuditReport) WriteText(w io.Writer) error {
 	var b strings.Builder
-	var records int64
-	for _, t := range r.Topics {
-		records += t.Records
-	}
+	records := totals(r.Topics).Records
 	fmt.Fprintf(&b, "kseal audit of virtual cluster %q (%s), %s\n", r.Cluster, strings.Join(r.Brokers, ","), r.Started.Format(time.RFC3339))
 	what := "every record stored, including aborted and open transactions"
 	if r.Isolation == "read_committed" {

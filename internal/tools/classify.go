@@ -54,7 +54,9 @@ type EnvelopeInfo struct {
 	KEKVersion string `json:"kekVersion,omitempty"`
 	DEK        string `json:"dek"` // DEK id: 8 bytes of SHA-256 of the EDEK, hex
 	EDEKSize   int    `json:"edekSize"`
-	Counter    uint64 `json:"counter"`
+	// Cipher is the AEAD the format version uses (docs/format.md).
+	Cipher  string `json:"cipher"`
+	Counter uint64 `json:"counter"`
 	// PlaintextSize is the size of the value a consumer through kseal reads.
 	PlaintextSize int `json:"plaintextSize"`
 
@@ -133,7 +135,7 @@ func (c *Classifier) Classify(r *kgo.Record) RecordInfo {
 	}
 	id := env.DEKID()
 	e := &EnvelopeInfo{Format: int(env.Version), KeyBound: env.KeyBound(), DEK: id.String(),
-		EDEKSize: len(env.EDEK), Counter: env.Counter, PlaintextSize: env.PlaintextLen(), id: id}
+		EDEKSize: len(env.EDEK), Cipher: cipherOf(env.Version), Counter: env.Counter, PlaintextSize: env.PlaintextLen(), id: id}
 	if c.describe != nil {
 		d, ok := c.cache[id]
 		if !ok {
@@ -154,4 +156,13 @@ func malformed(info RecordInfo, why string) RecordInfo {
 	info.State = Malformed
 	info.Problem = why
 	return info
+}
+
+// cipherOf names the AEAD of a format version: version 1 seals with
+// AES-256-GCM (docs/format.md). Parse accepts no other version.
+func cipherOf(version byte) string {
+	if version == recordcrypt.Version1 {
+		return "AES-256-GCM"
+	}
+	return "unknown"
 }

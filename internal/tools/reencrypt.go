@@ -2,6 +2,7 @@ package tools
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -95,6 +96,9 @@ type ReencryptResult struct {
 	Ends     []Range `json:"ranges"` // per partition, the source range
 	// Check is the final count check, run when Complete.
 	Check *CountCheck `json:"check,omitempty"`
+	// Error is why the run failed, when it did (set by the command, for
+	// its JSON output).
+	Error string `json:"error,omitempty"`
 }
 
 // CountCheck compares, partition by partition, the committed records of
@@ -672,6 +676,13 @@ func countCheck(ctx context.Context, rd *reader, o ReencryptOptions, src []Range
 }
 
 // WriteText writes the result for a person.
+// WriteJSON writes the result as one indented JSON document, for scripts.
+func (r *ReencryptResult) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
 func (r *ReencryptResult) WriteText(w io.Writer) error {
 	var b strings.Builder
 	if r.Created {
