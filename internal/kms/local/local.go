@@ -45,8 +45,8 @@ type KMS struct {
 	interval time.Duration
 
 	state     atomic.Pointer[state]
-	mu        sync.Mutex   // serialises reloads and writes within the process
-	lastCheck atomic.Int64 // unix nanoseconds of the last out-of-turn check
+	mu        sync.Mutex    // serialises reloads and writes within the process
+	lastCheck atomic.Int64  // unix nanoseconds of the last out-of-turn check
 	changes   atomic.Uint64 // moves with every new state served (kms.Changes)
 
 	stop      chan struct{}
