@@ -303,3 +303,29 @@ func TestBinaryConsoleAndInstantKEK(t *testing.T) {
 		t.Errorf("through kseal:\n%s", plain)
 	}
 }
+
+// kseal.example.yaml encrypts, validates, and its README steps work: copied
+// to kseal.yaml (the --config default), kms init and kms create succeed.
+func TestBinaryExampleConfig(t *testing.T) {
+	b, err := os.ReadFile("../../kseal.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "kseal.yaml"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bin := ksealBinary(t)
+	for _, args := range [][]string{{"validate"}, {"kms", "init"}, {"kms", "create", "KEK-orders"}, {"kms", "list"}} {
+		out, errOut, code := runBinary(t, bin, dir, args...)
+		if code != 0 {
+			t.Fatalf("kseal %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
+		}
+	}
+	if !strings.Contains(string(b), "encryption:") {
+		t.Error("kseal.example.yaml shows no encryption")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "kseal-master.key")); err != nil {
+		t.Error(err)
+	}
+}

@@ -17,7 +17,7 @@ var commands = []struct{ name, synopsis, summary string }{
 	{"run", "kseal run --config FILE", "start the proxy"},
 	{"validate", "kseal validate --config FILE", "check a config file and report every problem"},
 	{"kms", "kseal kms COMMAND", "manage the built-in local KMS (init, create, rotate, list, delete)"},
-	{"console", "kseal console produce|consume", "a small Kafka client: produce lines, consume records (through kseal or straight from the broker)"},
+	{"console", "kseal console produce|consume", "a small Kafka client: produce lines, consume records (--raw: straight from a broker)"},
 	{"inspect", "kseal inspect --topic T", "show what is stored at the brokers, record by record (no KMS access)"},
 	{"audit", "kseal audit [--topics REGEX]", "per-topic evidence that stored records match the policy (exit 1 if not)"},
 	{"reencrypt", "kseal reencrypt --source S --dest D", "copy a topic through kseal under the current KEK version"},
@@ -38,7 +38,7 @@ func usageText() string {
 	var b strings.Builder
 	b.WriteString("kseal: a Kafka proxy that encrypts record values at rest.\n\nUsage:\n")
 	for _, c := range commands {
-		fmt.Fprintf(&b, "  %-38s %s\n", c.synopsis, c.summary)
+		fmt.Fprintf(&b, "  %-36s %s\n", c.synopsis, c.summary)
 	}
 	b.WriteString("\n`kseal COMMAND --help` describes a command and its flags.\n")
 	return b.String()

@@ -21,7 +21,7 @@ import (
 	"github.com/kseal/kseal/internal/recordcrypt"
 )
 
-const consoleUsage = `kseal console: a small Kafka client: produce lines, consume records (through kseal or straight from the broker)
+const consoleUsage = `kseal console: a small Kafka client: produce lines, consume records (--raw: straight from a broker)
 
 Usage:
   kseal console produce --topic T [--bootstrap HOST:PORT] [--key K] [--value V]
