@@ -329,3 +329,27 @@ func TestBinaryExampleConfig(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// Flags may follow a command's positional argument.
+func TestBinaryFlagsAfterArguments(t *testing.T) {
+	b, err := os.ReadFile("../../kseal.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "my.yaml"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bin := ksealBinary(t)
+	for _, args := range [][]string{{"kms", "init", "--config", "my.yaml"}, {"kms", "create", "KEK-a", "--config", "my.yaml"}, {"kms", "create", "--config", "my.yaml", "--", "KEK-b"}} {
+		if out, errOut, code := runBinary(t, bin, dir, args...); code != 0 {
+			t.Fatalf("kseal %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
+		}
+	}
+	if out, errOut, code := runBinary(t, bin, dir, "kms", "create", "KEK-c", "--config", "my.yaml", "extra"); code != 2 {
+		t.Errorf("two KEK names: exit %d, want 2\n%s%s", code, out, errOut)
+	}
+	if out, _, code := runBinary(t, bin, dir, "kms", "create", "KEK-d", "--help"); code != 0 || !strings.HasPrefix(out, "kseal kms create: ") {
+		t.Errorf("help after an argument: exit %d\n%s", code, out)
+	}
+}

@@ -70,16 +70,17 @@ func usageFunc(fs *flag.FlagSet, description, text string) func() {
 	}
 }
 
-// parseFlags parses args. done says the command must end now with code:
-// 0 after -h/--help (the usage went to stdout), 2 after a usage error (the
-// error and the usage went to fs's output). A help flag after the
-// positional arguments counts too.
+// parseFlags parses args; flags may follow positional arguments (`kseal kms
+// create KEK --config F`), and everything after "--" is positional. done
+// says the command must end now with code: 0 after -h/--help (the usage
+// went to stdout), 2 after a usage error (the error and the usage went to
+// fs's output).
 func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (code int, done bool) {
 	usage := fs.Usage
 	fs.Usage = func() {}
-	err := fs.Parse(args)
+	err := parseInterspersed(fs, args)
 	fs.Usage = usage
-	if errors.Is(err, flag.ErrHelp) || (err == nil && wantsHelp(fs.Args())) {
+	if errors.Is(err, flag.ErrHelp) {
 		out := fs.Output()
 		fs.SetOutput(stdout)
 		usage()
@@ -93,17 +94,26 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (code int, do
 	return 0, false
 }
 
-// wantsHelp reports whether args ask for help.
-func wantsHelp(args []string) bool {
-	for _, a := range args {
-		switch a {
-		case "-h", "-help", "--help", "--h":
-			return true
-		case "--":
-			return false
+// parseInterspersed parses the flags among args; fs.Args() is then the
+// positional arguments, in order.
+func parseInterspersed(fs *flag.FlagSet, args []string) error {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
 		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
+			pos = append(pos, rest...)
+			break
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
 	}
-	return false
+	return fs.Parse(append([]string{"--"}, pos...))
 }
 
 // version and commit are set at build time (the Makefile's build target):
