@@ -25,7 +25,8 @@ broker (franz-go's kfake: NOT durable, for trying kseal only), the local
 KMS with a KEK for the topic "demo", kseal in front of the broker, and the
 admin endpoints (/metrics, /healthz, /readyz). It writes the config it runs
 (kseal-dev.yaml in --dir) so that ` + "`kseal kms`" + `, inspect and audit can reach its
-KMS and broker; a KEK created with ` + "`kseal kms create`" + ` is used at once. The
+KMS and broker; a KEK created with ` + "`kseal kms create`" + ` is used at once (on
+Linux; elsewhere within the key store's reloadInterval, 10s). The
 policy encrypts topic T under the KEK "KEK-T" once that KEK exists and lets
 other topics through in plaintext (PASSTHROUGH_UNENCRYPTED).
 `
