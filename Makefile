@@ -5,8 +5,14 @@ FUZZTIME ?= 5s
 
 .PHONY: build run test unit fuzz deploy-check integration kms-integration lint bench soak clean
 
+# kseal version prints VERSION and COMMIT (git describe / rev-parse; without
+# git, the build information Go embeds stands in).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
+LDFLAGS = -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+
 build:
-	$(GO) build -o bin/kseal ./cmd/kseal
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/kseal ./cmd/kseal
 
 # The README's run command: no external service needed (in-memory broker,
 # local KMS, proxy, and a demo).

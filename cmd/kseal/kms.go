@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,7 +13,9 @@ import (
 	"github.com/kseal/kseal/internal/kms/local"
 )
 
-const kmsUsage = `Usage: kseal kms COMMAND [--config FILE] [--cluster NAME] [KEK]
+const kmsUsage = `kseal kms: manage the built-in local KMS (init, create, rotate, list, delete)
+
+Usage: kseal kms COMMAND [--config FILE] [--cluster NAME] [KEK]
 
 Manages the built-in local KMS named in a virtual cluster's encryption.kms
 section (type: local).
@@ -25,7 +26,20 @@ section (type: local).
                   records under older versions keep decrypting
   list            list KEKs and their versions
   delete KEK      delete a KEK: records encrypted under it can no longer be read
+
+A running kseal using the same key store picks a change up at once (within
+reloadInterval where the system reports no file changes).
+` + "`kseal kms COMMAND --help`" + ` shows a command's flags.
 `
+
+// kmsCommands are the one-line descriptions of the kms subcommands.
+var kmsCommands = map[string]string{
+	"init":   "create the master key file (if configured and missing) and an empty key store",
+	"create": "create a KEK (version 1); a running kseal uses it at once",
+	"rotate": "add a new version of a KEK; new DEKs use it within the DEK refresh period",
+	"list":   "list KEKs and their versions",
+	"delete": "delete a KEK: records encrypted under it can no longer be read",
+}
 
 func cmdKMS(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -33,16 +47,29 @@ func cmdKMS(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	sub := args[0]
-	fs := flag.NewFlagSet("kseal kms "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "kseal.yaml", "path to the YAML config file")
-	cluster := fs.String("cluster", "", "virtual cluster whose KMS to use (default: the first with a local KMS)")
-	if err := fs.Parse(args[1:]); err != nil {
+	switch sub {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, kmsUsage)
+		return 0
+	}
+	desc, known := kmsCommands[sub]
+	if !known {
+		fmt.Fprintf(stderr, "kseal kms: unknown command %q\n\n%s", sub, kmsUsage)
 		return 2
 	}
 	needName := sub == "create" || sub == "rotate" || sub == "delete"
+	synopsis := "Usage: kseal kms " + sub + " [--config FILE] [--cluster NAME]"
+	if needName {
+		synopsis += " KEK"
+	}
+	fs := newFlagSet("kms "+sub, desc, synopsis+"\n", stderr)
+	path := fs.String("config", "kseal.yaml", "path to the YAML config file")
+	cluster := fs.String("cluster", "", "virtual cluster whose KMS to use (default: the first with a local KMS)")
+	if code, done := parseFlags(fs, args[1:], stdout); done {
+		return code
+	}
 	if needName != (fs.NArg() == 1) || fs.NArg() > 1 {
-		fmt.Fprint(stderr, kmsUsage)
+		fs.Usage()
 		return 2
 	}
 	cfg, err := localKMSConfig(*path, *cluster)

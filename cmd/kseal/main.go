@@ -4,13 +4,11 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -22,34 +20,18 @@ import (
 	"github.com/kseal/kseal/internal/config"
 )
 
-const usage = `kseal: a Kafka proxy that encrypts record values at rest.
-
-Usage:
-  kseal dev [--demo=false]       try kseal: in-memory broker + local KMS + proxy, no setup
-  kseal run --config FILE        start the proxy
-  kseal validate --config FILE   check a config file and report every problem
-  kseal kms COMMAND ...          manage the built-in local KMS (init, create, rotate, list, delete)
-  kseal inspect --topic T        show what is stored at the brokers, record by record (no KMS access)
-  kseal audit [--topics REGEX]   per-topic evidence that stored records match the policy (exit 1 if not)
-  kseal reencrypt --source S --dest D   copy a topic through kseal under the current KEK version
-  kseal version                  print version and build information
-`
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
-
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, usageText())
 		return 2
 	}
 	switch args[0] {
 	case "run":
-		return cmdRun(args[1:], stderr)
+		return cmdRun(args[1:], stdout, stderr)
 	case "validate":
 		return cmdValidate(args[1:], stdout, stderr)
 	case "dev":
@@ -62,36 +44,42 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdAudit(args[1:], stdout, stderr)
 	case "reencrypt":
 		return cmdReencrypt(args[1:], stdout, stderr)
+	case "console":
+		return cmdConsole(args[1:], stdout, stderr)
 	case "version":
-		printVersion(stdout)
-		return 0
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		return cmdVersion(args[1:], stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		if len(args) > 1 && summary(args[1]) != "" {
+			// `kseal help CMD` is `kseal CMD --help`.
+			return run([]string{args[1], "--help"}, stdout, stderr)
+		}
+		fmt.Fprint(stdout, usageText())
 		return 0
 	default:
-		fmt.Fprintf(stderr, "kseal: unknown command %q\n\n%s", args[0], usage)
+		fmt.Fprintf(stderr, "kseal: unknown command %q\n\n%s", args[0], usageText())
 		return 2
 	}
 }
 
-func configFlag(name string, args []string, stderr io.Writer) (string, bool) {
-	fs := flag.NewFlagSet("kseal "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "kseal.yaml", "path to the YAML config file")
-	if err := fs.Parse(args); err != nil {
-		return "", false
+// configFlag parses the flags of a command taking only --config; done
+// says the command ends now with code (see parseFlags).
+func configFlag(name, text string, args []string, stdout, stderr io.Writer) (path string, code int, done bool) {
+	fs := newFlagSet(name, summary(name), text, stderr)
+	p := fs.String("config", "kseal.yaml", "path to the YAML config file")
+	if code, done := parseFlags(fs, args, stdout); done {
+		return "", code, true
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "kseal %s: unexpected argument %q\n", name, fs.Arg(0))
-		return "", false
+		return "", 2, true
 	}
-	return *path, true
+	return *p, 0, false
 }
 
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
-	path, ok := configFlag("validate", args, stderr)
-	if !ok {
-		return 2
+	path, code, done := configFlag("validate", "Usage: kseal validate --config FILE\n\nLoads the config file as `kseal run` would, without starting anything,\nand reports every problem found, each with its key path.\n", args, stdout, stderr)
+	if done {
+		return code
 	}
 	if _, err := app.Load(path); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", path, err)
@@ -111,10 +99,10 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-func cmdRun(args []string, stderr io.Writer) int {
-	path, ok := configFlag("run", args, stderr)
-	if !ok {
-		return 2
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	path, code, done := configFlag("run", "Usage: kseal run --config FILE\n\nServes the virtual clusters of the config file until SIGTERM or SIGINT\n(then drains connections for drainTimeout). SIGHUP reloads the encryption\npolicy and KMS settings from the file.\n", args, stdout, stderr)
+	if done {
+		return code
 	}
 	cfg, err := app.Load(path)
 	if err != nil {
@@ -122,50 +110,95 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return 1
 	}
 	log := newLogger(cfg.Log, stderr)
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	a, err := app.Build(context.Background(), cfg, log, reg)
+	srv, err := startServer(cfg, log)
 	if err != nil {
 		log.Error("cannot start", "error", err.Error())
 		return 1
 	}
-	defer a.Close()
-	srv := a.Server
-	if err := srv.Start(); err != nil {
-		log.Error("cannot start", "error", err.Error())
-		return 1
-	}
-	if cfg.Admin.Listen != "" {
-		adm, err := admin.Listen(cfg.Admin.Listen, reg, func(context.Context) error { return a.Ready() }, log, admin.Options{Profiling: cfg.Admin.Profiling})
-		if err != nil {
-			log.Error("cannot start", "error", err.Error())
-			return 1
-		}
-		defer adm.Close(context.Background())
-	}
-	log.Info("kseal started", "version", version)
+	defer srv.close()
+	ver, rev := buildVersion()
+	log.Info("kseal started", "version", ver, "commit", rev)
+	return srv.serve(path)
+}
 
+// server is a running kseal: the proxy and, when cfg.Admin.Listen is set,
+// the admin endpoints.
+type server struct {
+	app   *app.App
+	admin *admin.Server
+	cfg   *config.Config
+	log   *slog.Logger
+}
+
+// startServer builds and starts what cfg describes.
+func startServer(cfg *config.Config, log *slog.Logger) (*server, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a, err := app.Build(context.Background(), cfg, log, reg)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.Server.Start(); err != nil {
+		a.Close()
+		return nil, err
+	}
+	s := &server{app: a, cfg: cfg, log: log}
+	if cfg.Admin.Listen != "" {
+		s.admin, err = admin.Listen(cfg.Admin.Listen, reg, func(context.Context) error { return a.Ready() }, log, admin.Options{Profiling: cfg.Admin.Profiling})
+		if err != nil {
+			s.shutdown(context.Background())
+			a.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// close releases what startServer opened (after serve or on an error).
+func (s *server) close() {
+	if s.admin != nil {
+		s.admin.Close(context.Background())
+	}
+	s.app.Close()
+}
+
+// shutdown stops accepting and drains connections until ctx ends.
+func (s *server) shutdown(ctx context.Context) error {
+	return s.app.Server.Shutdown(ctx)
+}
+
+// serve runs until SIGTERM or SIGINT, reloading path on SIGHUP, then
+// drains connections (a second signal skips the drain). It returns the
+// exit code.
+func (s *server) serve(path string) int {
+	log := s.log
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	var s os.Signal
-	for s == nil {
+	defer signal.Stop(sig)
+	var got os.Signal
+	for got == nil {
 		select {
-		case s = <-sig:
+		case got = <-sig:
 		case <-hup:
-			reload(path, a, log)
+			reload(path, s.app, log)
 		}
 	}
-	log.Info("shutting down: draining connections", "signal", s.String(), "drainTimeout", cfg.DrainTimeout.Std().String())
+	log.Info("shutting down: draining connections", "signal", got.String(), "drainTimeout", s.cfg.DrainTimeout.Std().String())
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	go func() {
 		// A second signal skips the drain.
-		<-sig
-		cancel()
+		select {
+		case <-sig:
+			cancel()
+		case <-ctx.Done():
+		}
 	}()
 	start := time.Now()
-	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.Canceled) {
+	if err := s.shutdown(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		log.Warn("shutdown was not clean", "error", err.Error())
 		return 1
 	}
@@ -189,17 +222,4 @@ func reload(path string, a *app.App, log *slog.Logger) {
 		return
 	}
 	log.Info("reloaded encryption policy and KMS settings", "config", path)
-}
-
-func printVersion(w io.Writer) {
-	fmt.Fprintf(w, "kseal %s\n", version)
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		fmt.Fprintf(w, "go %s\n", bi.GoVersion)
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision", "vcs.time", "vcs.modified", "GOOS", "GOARCH":
-				fmt.Fprintf(w, "%s %s\n", s.Key, s.Value)
-			}
-		}
-	}
 }

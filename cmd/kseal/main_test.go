@@ -25,7 +25,7 @@ func freePorts(t *testing.T, n int) int {
 // The README's run command: dev mode starts with no external service,
 // round-trips plaintext through kseal and stores ciphertext at the broker.
 func TestDevModeDemo(t *testing.T) {
-	port := freePorts(t, 5) // dev mode: the bootstrap port and 4 broker ports
+	port := freePorts(t, 6) // dev mode: the bootstrap port, 4 broker ports, the admin port
 	var out, errOut bytes.Buffer
 	code := run([]string{"dev", "--exit", "--port", strconv.Itoa(port)}, &out, &errOut)
 	if code != 0 {

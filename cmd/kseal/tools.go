@@ -39,11 +39,14 @@ type toolFlags struct {
 	idle        time.Duration
 	// required, when set, says what required flag is missing ("" if none).
 	required func() string
+	// stdout receives --help; exit is the exit code when parse says !ok
+	// with a nil error (0 after --help, 2 after a usage error).
+	stdout io.Writer
+	exit   int
 }
 
-func newToolFlags(name string, stderr io.Writer) *toolFlags {
-	f := &toolFlags{fs: flag.NewFlagSet("kseal "+name, flag.ContinueOnError)}
-	f.fs.SetOutput(stderr)
+func newToolFlags(name, text string, stdout, stderr io.Writer) *toolFlags {
+	f := &toolFlags{fs: newFlagSet(name, summary(name), text, stderr), stdout: stdout, exit: 2}
 	f.fs.StringVar(&f.config, "config", "kseal.yaml", "path to the YAML config file")
 	f.fs.StringVar(&f.cluster, "cluster", "", "virtual cluster to use (default: the only one)")
 	f.fs.StringVar(&f.brokers, "brokers", "", "comma-separated brokers to read from instead of the cluster's upstream.bootstrapServers")
@@ -58,7 +61,8 @@ func newToolFlags(name string, stderr io.Writer) *toolFlags {
 // parse parses args and loads the virtual cluster; a false ok means usage
 // (exit 2) when err is nil.
 func (f *toolFlags) parse(args []string) (*tools.Cluster, bool, error) {
-	if err := f.fs.Parse(args); err != nil {
+	if code, done := parseFlags(f.fs, args, f.stdout); done {
+		f.exit = code
 		return nil, false, nil
 	}
 	if f.fs.NArg() > 0 {
@@ -139,8 +143,7 @@ DEK id, sizes. Never shows keys or values.
 `
 
 func cmdInspect(args []string, stdout, stderr io.Writer) int {
-	f := newToolFlags("inspect", stderr)
-	f.fs.Usage = func() { fmt.Fprint(stderr, inspectUsage); f.fs.PrintDefaults() }
+	f := newToolFlags("inspect", inspectUsage, stdout, stderr)
 	topic := f.fs.String("topic", "", "topic to inspect (required)")
 	var parts int32List
 	f.fs.Var(&parts, "partition", "partitions to read, comma-separated (default: all)")
@@ -156,7 +159,7 @@ func cmdInspect(args []string, stdout, stderr io.Writer) int {
 	}
 	c, ok, err := f.parse(args)
 	if !ok {
-		return 2
+		return f.exit
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "kseal inspect: %v\n", err)
@@ -195,13 +198,12 @@ to the end (and nothing disagreed in what was read).
 `
 
 func cmdAudit(args []string, stdout, stderr io.Writer) int {
-	f := newToolFlags("audit", stderr)
-	f.fs.Usage = func() { fmt.Fprint(stderr, auditUsage); f.fs.PrintDefaults() }
+	f := newToolFlags("audit", auditUsage, stdout, stderr)
 	pattern := f.fs.String("topics", "", "audit the topics whose whole name matches this regular expression (default: all but Kafka's internal topics)")
 	f.fs.BoolVar(&f.committed, "committed", false, "count only what read_committed consumers see (default: every record stored, aborted transactions included)")
 	c, ok, err := f.parse(args)
 	if !ok {
-		return 2
+		return f.exit
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "kseal audit: %v\n", err)
@@ -259,8 +261,7 @@ takes DEKs under the new version at once.
 `
 
 func cmdReencrypt(args []string, stdout, stderr io.Writer) int {
-	f := newToolFlags("reencrypt", stderr)
-	f.fs.Usage = func() { fmt.Fprint(stderr, reencryptUsage); f.fs.PrintDefaults() }
+	f := newToolFlags("reencrypt", reencryptUsage, stdout, stderr)
 	src := f.fs.String("source", "", "topic to copy (required)")
 	dst := f.fs.String("dest", "", "topic to copy to (required; created with the source's partitions and configs if missing)")
 	proxy := f.fs.String("proxy", "", "kseal's bootstrap address (default: the cluster's advertisedHost:bootstrapPort)")
@@ -280,7 +281,7 @@ func cmdReencrypt(args []string, stdout, stderr io.Writer) int {
 	}
 	c, ok, err := f.parse(args)
 	if !ok {
-		return 2
+		return f.exit
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "kseal reencrypt: %v\n", err)

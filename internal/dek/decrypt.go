@@ -15,6 +15,7 @@ type decEntry struct {
 	aead       cipher.AEAD
 	err        error
 	expires    time.Time // refusals only
+	gen        uint64    // refusals only: the KMS's change counter before the call
 	created    int64     // keys only: when the KMS unwrapped it
 	lastAccess atomic.Int64
 	// refreshAt (keys only) is when a hit starts a background unwrap of the
@@ -95,11 +96,11 @@ func (m *Manager) refreshDec(e *decEntry, edek []byte, now int64) {
 }
 
 // decExpired reports whether an entry may no longer be used: a refusal
-// after NotFoundTTL, a key unused for DecryptCacheTTL or unwrapped
+// after NotFoundTTL or a change of the KMS's keys, a key unused for DecryptCacheTTL or unwrapped
 // DecryptCacheMaxAge ago.
 func (m *Manager) decExpired(e *decEntry, now time.Time) bool {
 	if e.aead == nil {
-		return !now.Before(e.expires)
+		return !now.Before(e.expires) || m.changedSince(e.gen)
 	}
 	n := now.UnixNano()
 	return n-e.lastAccess.Load() >= int64(m.opts.DecryptCacheTTL) || n-e.created >= int64(m.opts.DecryptCacheMaxAge)
@@ -121,6 +122,7 @@ func (m *Manager) newDecKey(aead cipher.AEAD, now time.Time) *decEntry {
 func (m *Manager) unwrap(edek string, c *call[cipher.AEAD], prev *decEntry) {
 	ctx, cancel := context.WithTimeout(context.Background(), m.opts.KMSTimeout)
 	defer cancel()
+	gen := m.changesNow()
 	raw, err := callKMS(ctx, m, OpDecryptDEK, func(ctx context.Context) ([]byte, error) {
 		return m.kms.DecryptDEK(ctx, []byte(edek))
 	}, func(raw []byte) { clear(raw) })
@@ -143,7 +145,7 @@ func (m *Manager) unwrap(edek string, c *call[cipher.AEAD], prev *decEntry) {
 	case !transient(err):
 		// Also replaces a key being refreshed: a KEK deleted since it was
 		// unwrapped stops decryption now, not at DecryptCacheMaxAge.
-		m.insertDec(edek, &decEntry{err: err, expires: now.Add(m.opts.NotFoundTTL)}, now)
+		m.insertDec(edek, &decEntry{err: err, expires: now.Add(m.opts.NotFoundTTL), gen: gen}, now)
 	case prev != nil:
 		// Transient: the cached key serves on until its maximum age; try
 		// again a little later rather than at every hit.

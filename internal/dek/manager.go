@@ -32,6 +32,25 @@ type Manager struct {
 	used *UsedKEKs
 
 	stats *Counters
+
+	// changes reads the KMS's change counter (kms.Changes); nil when the
+	// KMS does not report changes.
+	changes func() uint64
+}
+
+// changesNow is the KMS's change counter (0 when it reports none). Read it
+// before a KMS call whose refusal is remembered: an answer is then dropped
+// when the keys changed after the call started.
+func (m *Manager) changesNow() uint64 {
+	if m.changes == nil {
+		return 0
+	}
+	return m.changes()
+}
+
+// changedSince reports whether the KMS's keys changed after gen was read.
+func (m *Manager) changedSince(gen uint64) bool {
+	return m.changes != nil && m.changes() != gen
 }
 
 // New makes a Manager over k.
@@ -51,7 +70,12 @@ func New(k kms.KMS, opts Options) (*Manager, error) {
 	if used == nil {
 		used = new(UsedKEKs)
 	}
+	var changes func() uint64
+	if c, ok := k.(kms.Changes); ok {
+		changes = c.Changes
+	}
 	return &Manager{
+		changes:    changes,
 		kms:        k,
 		opts:       opts,
 		stats:      stats,

@@ -16,6 +16,7 @@ type resEntry struct {
 	ref    kms.KEKRef
 	err    error     // a non-transient refusal, remembered for NotFoundTTL
 	at     time.Time // when ref or err was learned
+	gen    uint64    // the KMS's change counter before err was asked for
 	known  bool      // ref or err is set
 	flight *call[kms.KEKRef]
 	// used is when Resolve last returned this entry (unix ns, updated at
@@ -33,7 +34,8 @@ func (e *resEntry) touch(now time.Time) {
 // Resolve maps a KEK name chosen by policy to the KMS's reference, caching
 // it: found names are re-resolved in the background after KEKRefreshAfter
 // and not used after KEKExpireAfter; "not found" is remembered for
-// NotFoundTTL. Errors wrap kms.ErrKeyNotFound (no such KEK: the caller
+// NotFoundTTL, or until the KMS reports a change of its keys (kms.Changes).
+// Errors wrap kms.ErrKeyNotFound (no such KEK: the caller
 // may apply its unresolvedKeyPolicy), kms.ErrKeyUnusable (the KEK exists but
 // is disabled or pending deletion, or it resolved before (Options.UsedKEKs)
 // and is now gone: refuse, never pass plaintext), or ErrUnavailable.
@@ -84,7 +86,7 @@ func (m *Manager) resExpired(e *resEntry, now time.Time) bool {
 		return true
 	}
 	if e.err != nil {
-		return now.Sub(e.at) >= m.opts.NotFoundTTL
+		return now.Sub(e.at) >= m.opts.NotFoundTTL || m.changedSince(e.gen)
 	}
 	return now.Sub(e.at) >= m.opts.KEKExpireAfter
 }
@@ -96,6 +98,7 @@ func (m *Manager) startResolve(name string, e *resEntry) *call[kms.KEKRef] {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), m.opts.KMSTimeout)
 		defer cancel()
+		gen := m.changesNow()
 		ref, err := callKMS(ctx, m, OpResolveKEK, func(ctx context.Context) (kms.KEKRef, error) {
 			return m.kms.ResolveKEK(ctx, name)
 		}, nil)
@@ -114,7 +117,7 @@ func (m *Manager) startResolve(name string, e *resEntry) *call[kms.KEKRef] {
 			m.used.add(name)
 			e.ref, e.err, e.at, e.known = ref, nil, now, true
 		case !transient(err):
-			e.ref, e.err, e.at, e.known = kms.KEKRef{}, err, now, true
+			e.ref, e.err, e.at, e.gen, e.known = kms.KEKRef{}, err, now, gen, true
 		default:
 			// Transient: a still-valid earlier answer keeps serving until it
 			// expires; nothing new is remembered.

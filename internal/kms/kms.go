@@ -90,3 +90,14 @@ const ProbeKEK = "kseal-readiness-probe"
 type Closer interface {
 	Close() error
 }
+
+// Changes is implemented by providers that learn when their keys change
+// (the local KMS watches its key store). Changes returns a counter that
+// moves whenever the provider starts serving a changed set of keys;
+// internal/dek then forgets the "not found" answers it remembers (for
+// notFoundTtl), so a KEK created a moment ago is used by the next request
+// rather than after notFoundTtl. It must be cheap (an atomic load): it is
+// read on the produce and fetch paths.
+type Changes interface {
+	Changes() uint64
+}

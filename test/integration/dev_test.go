@@ -22,7 +22,7 @@ func TestDevModeKcatRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port, err := testenv.FreePortRange(5)
+	port, err := testenv.FreePortRange(6) // bootstrap, 4 broker ports, admin
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -166,7 +166,7 @@ func (k *KMS) modify(ctx context.Context, f func([]fileKey, time.Time) ([]fileKe
 	if err != nil {
 		return fmt.Errorf("local kms: key store %s: %w", k.path, err)
 	}
-	k.state.Store(st)
+	k.setState(st)
 	return nil
 }
 

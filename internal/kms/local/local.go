@@ -5,7 +5,10 @@
 // keep unwrapping until those versions are disabled or the KEK deleted.
 //
 // It registers itself as KMS type "local". A running proxy notices changes
-// that `kseal kms` commands make to the store within ReloadInterval.
+// that `kseal kms` commands make to the store at once where the system tells
+// it about file changes (inotify on Linux), and within ReloadInterval
+// elsewhere; each change it loads moves its Changes counter (kms.Changes), so
+// internal/dek forgets its remembered "not found" answers at once.
 //
 // This package must never log, print or put into an error any key material,
 // the master key, or a DEK.
@@ -42,8 +45,9 @@ type KMS struct {
 	interval time.Duration
 
 	state     atomic.Pointer[state]
-	mu        sync.Mutex   // serialises reloads and writes within the process
-	lastCheck atomic.Int64 // unix nanoseconds of the last out-of-turn check
+	mu        sync.Mutex    // serialises reloads and writes within the process
+	lastCheck atomic.Int64  // unix nanoseconds of the last out-of-turn check
+	changes   atomic.Uint64 // moves with every new state served (kms.Changes)
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -72,6 +76,17 @@ type kekVersion struct {
 var _ kms.KMS = (*KMS)(nil)
 var _ kms.Closer = (*KMS)(nil)
 var _ kms.Prober = (*KMS)(nil)
+var _ kms.Changes = (*KMS)(nil)
+
+// Changes counts the changes of the key store this KMS has loaded (its own
+// writes and other processes' `kseal kms` commands alike).
+func (k *KMS) Changes() uint64 { return k.changes.Load() }
+
+// setState serves st from now on. Call with k.mu held.
+func (k *KMS) setState(st *state) {
+	k.state.Store(st)
+	k.changes.Add(1)
+}
 
 // New loads the key store cfg names and, when cfg.ReloadInterval > 0, starts
 // watching it for changes. Close stops the watcher.
@@ -128,12 +143,22 @@ func (k *KMS) watch() {
 	defer close(k.done)
 	t := time.NewTicker(k.interval)
 	defer t.Stop()
+	// Where the system reports file changes, a `kseal kms` command's write is
+	// loaded as soon as it lands; the ticker stays as the fallback (and for
+	// file systems that report nothing, such as some network mounts).
+	events, stopEvents, err := watchStore(k.path)
+	if err != nil {
+		k.logger.Debug("local kms: no change notification for the key store; checking it every reloadInterval", "path", k.path, "err", err)
+	} else {
+		defer stopEvents()
+	}
 	failing := ""
 	for {
 		select {
 		case <-k.stop:
 			return
 		case <-t.C:
+		case <-events:
 		}
 		// A failing reload keeps the keys already loaded: a half-copied or
 		// broken store must not take encryption down. Log each new failure
@@ -171,7 +196,7 @@ func (k *KMS) Reload() error {
 	if err != nil {
 		return fmt.Errorf("local kms: key store %s: %w", k.path, err)
 	}
-	k.state.Store(st)
+	k.setState(st)
 	k.logger.Info("local kms: key store reloaded", "path", k.path, "keks", len(st.keys))
 	return nil
 }
