@@ -37,7 +37,7 @@ func TestInvalid(t *testing.T) {
 	}{
 		{"empty", ``, []string{"config is empty"}},
 		{"no clusters", `log: {level: info}`, []string{"virtualClusters: at least one"}},
-		{"unknown key", good + "    extra: 1\n", []string{`line 6: unknown key "extra"`}},
+		{"unknown key", good + "    extra: 1\n", []string{`line 6: virtualClusters[0].extra: unknown key`}},
 		{"bad level", "log: {level: loud}\n" + good, []string{`log.level: "loud"`}},
 		{"bad format", "log: {format: xml}\n" + good, []string{`log.format: "xml"`}},
 		{"bad duration", "drainTimeout: soon\n" + good, []string{`"soon" is not a duration`}},
@@ -92,7 +92,7 @@ virtualClusters:
 		{"sasl two password sources", saslDoc("{mechanism: PLAIN, username: u, passwordEnv: P, passwordFile: /f}"),
 			[]string{"virtualClusters[0].upstream.sasl.passwordEnv: set either passwordFile or passwordEnv, not both"}},
 		{"sasl inline password", saslDoc("{mechanism: PLAIN, username: u, password: hunter2}"),
-			[]string{`unknown key "password"`}},
+			[]string{`virtualClusters[0].upstream.sasl.password: unknown key`}},
 		{"sasl NUL user", saslDoc(`{mechanism: SCRAM-SHA-512, username: "a\0b", passwordEnv: P}`),
 			[]string{"virtualClusters[0].upstream.sasl.username: must not contain a NUL character"}},
 	}
