@@ -529,7 +529,7 @@ func (c *Config) Validate() error {
 				add(p+".gateway.sni.advertisedPort", "%d is not a port", sni.AdvertisedPort)
 			}
 		}
-		if g.BootstrapPort >= g.BrokerPortStart && g.BootstrapPort < g.BrokerPortStart+g.BrokerPortCount {
+		if !derived && g.BootstrapPort >= g.BrokerPortStart && g.BootstrapPort < g.BrokerPortStart+g.BrokerPortCount {
 			add(p+".gateway.bootstrapPort", "%d falls inside the broker port range %d..%d", g.BootstrapPort, g.BrokerPortStart, g.BrokerPortStart+g.BrokerPortCount-1)
 		}
 		if vc.Limits.MaxFrameBytes < 1024 {

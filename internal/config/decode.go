@@ -185,8 +185,16 @@ func Settle(decoded, valid Errors, pos *Positions) Errors {
 		}
 		return a.Path < b.Path
 	})
+	if len(out) > maxProblems {
+		more := len(out) - maxProblems
+		out = append(out[:maxProblems:maxProblems], &Problem{Msg: fmt.Sprintf("and %d more problems", more)})
+	}
 	return out
 }
+
+// maxProblems bounds the problems reported of one file: past a few hundred,
+// more say nothing new.
+const maxProblems = 500
 
 func underAny(path string, decoded Errors) bool {
 	for _, e := range decoded {
@@ -203,7 +211,7 @@ func underAny(path string, decoded Errors) bool {
 
 // maxDecodeSteps bounds the values one document may expand to through
 // aliases (a few kilobytes of anchors can otherwise stand for billions).
-const maxDecodeSteps = 1 << 20
+const maxDecodeSteps = 1 << 18
 
 // DecodeNode decodes n into v (a pointer) the way yaml.v3 does with
 // KnownFields, but does not stop at the first problem: every unknown key,
@@ -226,7 +234,6 @@ func DecodeNode(n *yaml.Node, v any, prefix string, pos *Positions) Errors {
 		}
 		n = n.Content[0]
 	}
-	pos.set(prefix, n.Line)
 	d.value(n, rv.Elem(), prefix)
 	return d.errs
 }
@@ -329,8 +336,8 @@ func got(n *yaml.Node) string {
 	return "something else"
 }
 
-// want says in words what kind of value t is.
-func want(t reflect.Type) string {
+// wantWords says in words what kind of value t is.
+func wantWords(t reflect.Type) string {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -376,7 +383,7 @@ func want(t reflect.Type) string {
 }
 
 func (d *decoder) wrongKind(n *yaml.Node, t reflect.Type, path string) {
-	d.fail(path, n.Line, "expected %s, got %s", want(t), got(n))
+	d.fail(path, n.Line, "expected %s, got %s", wantWords(t), got(n))
 }
 
 func (d *decoder) duration(n *yaml.Node, v reflect.Value, path string) {
@@ -396,6 +403,9 @@ func (d *decoder) duration(n *yaml.Node, v reflect.Value, path string) {
 	v.SetInt(int64(dur))
 }
 
+// bigInt is a whole number too large for yaml.v3 to read as one.
+var bigInt = regexp.MustCompile(`^[-+]?[0-9][0-9_]*$`)
+
 func (d *decoder) scalar(n *yaml.Node, v reflect.Value, path string) {
 	t := v.Type()
 	if n.Kind != yaml.ScalarNode {
@@ -408,7 +418,11 @@ func (d *decoder) scalar(n *yaml.Node, v reflect.Value, path string) {
 		// yaml.v3 would truncate 1.5 to 1; a count with a fraction is a
 		// mistake.
 		if n.ShortTag() != "!!int" {
-			d.wrongKind(n, t, path)
+			if bigInt.MatchString(n.Value) {
+				d.fail(path, n.Line, "%s is too large", n.Value)
+			} else {
+				d.wrongKind(n, t, path)
+			}
 			return
 		}
 	}
@@ -639,7 +653,8 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string) {
 // unknownKey words the problem of a key the section does not have, with
 // the likeliest intended key or the list of keys it has.
 func unknownKey(key string, names []string) string {
-	best, bestDist := "", 3
+	// A near miss: one edit in a short key, two in a longer one.
+	best, bestDist := "", min(2, max(1, len(key)/4))+1
 	for _, n := range names {
 		if strings.EqualFold(n, key) {
 			best, bestDist = n, 0
