@@ -11,7 +11,7 @@ import (
 
 // goTypeName matches what a message must never show: Go type names and
 // yaml.v3's own wording.
-var goTypeName = regexp.MustCompile(`config\.|time\.Duration|\[\]string|\bu?int(8|16|32|64)?\b|float64|\bstruct\b|map\[|!!(str|int|bool|map|seq|float)|unmarshal|in a \w+ section`)
+var goTypeName = regexp.MustCompile(`\bconfig\.[A-Z]|time\.Duration|\[\]string|\bu?int(8|16|32|64)?\b|float64|\bstruct\b|map\[|!!(str|int|bool|map|seq|float)|unmarshal|in a \w+ section`)
 
 // problemsOf returns err's problems, failing the test if err is not a
 // list of them.
