@@ -218,3 +218,44 @@ func TestCompileStandalone(t *testing.T) {
 		}
 	}
 }
+
+// FuzzValidate: any document, encryption sections included, is either
+// valid or a list of problems sorted by line, never a panic.
+func FuzzValidate(f *testing.F) {
+	f.Add([]byte(vcHead + "      kms: {type: vault, config: {address: 'http://v:8200', tokenEnv: T, timeout: 5}}\n      policy: {rules: [{topicPrefix: o, kek: K}]}\n"))
+	f.Add([]byte(vcHead + "      kms: {type: aws, config: {credentials: {source: static, accessKeyId: [a]}}}\n      dek: {kmsTimeout: x, <<: {notFoundTtl: 1s}}\n"))
+	f.Add([]byte(vcHead + "      kms: {type: azure, config: &c {vaultName: abc, auth: {method: managedIdentity}, tls: *c}}\n"))
+	f.Add([]byte(vcHead + "      kms: {type: local, config: {keyStore: /k, masterKeyEnv: M}}\n      policy: {replicas: [{topicRegex: '(.*)', originTopic: $1}], encryptedTopicCheck: {ttl: 1m}}\n"))
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		cfg, err := config.DecodeAll(doc)
+		if err != nil {
+			return
+		}
+		err = Validate(cfg)
+		if err == nil {
+			return
+		}
+		var errs config.Errors
+		if !errors.As(err, &errs) {
+			t.Fatalf("not a list of problems: %v", err)
+		}
+		last := 0
+		for _, e := range errs {
+			var p *config.Problem
+			if !errors.As(e, &p) {
+				t.Fatalf("not a Problem: %v", e)
+			}
+			if p.Msg == "" {
+				t.Fatalf("empty message: %+v", p)
+			}
+			if last < 0 && p.Line != 0 || p.Line != 0 && p.Line < last {
+				t.Fatalf("not sorted by line: %v", err)
+			}
+			if p.Line == 0 {
+				last = -1
+			} else {
+				last = p.Line
+			}
+		}
+	})
+}

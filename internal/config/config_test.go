@@ -193,6 +193,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("virtualClusters: [{name: a, upstream: {bootstrapServers: [\"h:1\"]}, gateway: {bootstrapPort: 1, sni: {bootstrapHost: b, brokerHostPattern: 'x$(nodeId)'}, tls: {certFile: c, keyFile: k}}}]"))
 	f.Add([]byte("drainTimeout: 1h\nadmin: {listen: ':1'}\nvirtualClusters: []"))
 	f.Add([]byte(saslDoc("{mechanism: SCRAM-SHA-256, username: u, passwordEnv: P}")))
+	f.Add([]byte("virtualClusters:\n  - &vc {name: a, upstream: {bootstrapServers: [\"h:1\"]}, gateway: {bootstrapPort: 1}, limits: &l {maxConnections: 2}}\n  - <<: *vc\n    name: b\n    limits: {<<: [*l], idleTimeout: 1m}\n"))
+	f.Add([]byte("log: {level: [x], format: 1}\ndrainTimeout: 5\nlog: {}\nvirtualClusters: {a: b}\n---\nx: 1\n"))
 	f.Fuzz(func(t *testing.T, doc []byte) {
 		c, err := Parse(doc)
 		if err != nil {
