@@ -136,12 +136,13 @@ func subProblem(prefix, msg string) *Problem {
 	return &Problem{Path: prefix, Msg: msg}
 }
 
-// asProblem returns err as a Problem, taking a leading key path out of a
-// plain error's message.
+// asProblem returns err as a new Problem, taking a leading key path out of
+// a plain error's message.
 func asProblem(err error) *Problem {
 	var p *Problem
 	if errors.As(err, &p) {
-		return p
+		q := *p
+		return &q
 	}
 	return subProblem("", err.Error())
 }
