@@ -217,7 +217,8 @@ type Limits struct {
 }
 
 // Encryption is filled in by the encryption feature; its sub-trees are
-// decoded by the packages that own them.
+// kept as the file's YAML nodes and decoded (with DecodeNode, so problems
+// keep the file's lines) into the types of the packages that own them.
 type Encryption struct {
 	KMS    KMS       `yaml:"kms"`
 	Policy yaml.Node `yaml:"policy"`

@@ -214,12 +214,16 @@ func underAny(path string, decoded Errors) bool {
 // aliases (a few kilobytes of anchors can otherwise stand for billions).
 const maxDecodeSteps = 1 << 18
 
-// DecodeNode decodes n into v (a pointer) the way yaml.v3 does with
-// KnownFields, but does not stop at the first problem: every unknown key,
-// value of the wrong kind and bad duration is reported, with its full key
-// path under prefix and its line in the file n was parsed from, in plain
-// words. Values with a problem keep what v held. The line of every key
-// decoded is recorded in pos (which may be nil).
+// DecodeNode decodes n into v (a pointer) as yaml.v3 does with KnownFields
+// (yaml tags, inline structs, anchors, aliases and merge keys), but does
+// not stop at the first problem: every unknown key, duplicate key, value of
+// the wrong kind and bad duration is reported, with its full key path under
+// prefix and its line in the file n was parsed from, in plain words. Values
+// with a problem keep what v held, and so do keys written with no value
+// (yaml.v3 would zero them). Whole numbers must be written as such (yaml.v3
+// would truncate 1.5 to 1). yaml.Node fields get the file's node as it is,
+// for a later DecodeNode. The line of every key decoded is recorded in pos
+// (which may be nil).
 func DecodeNode(n *yaml.Node, v any, prefix string, pos *Positions) Errors {
 	rv := reflect.ValueOf(v)
 	if rv.Kind() != reflect.Pointer || rv.IsNil() {
