@@ -220,7 +220,7 @@ const maxDecodeSteps = 1 << 18
 // the wrong kind and bad duration is reported, with its full key path under
 // prefix and its line in the file n was parsed from, in plain words. Values
 // with a problem keep what v held, and so do keys written with no value
-// (yaml.v3 would zero them). Whole numbers must be written as such (yaml.v3
+// (yaml.v3 empties lists and pointed-to sections there). Whole numbers must be written as such (yaml.v3
 // would truncate 1.5 to 1). yaml.Node fields get the file's node as it is,
 // for a later DecodeNode. The line of every key decoded is recorded in pos
 // (which may be nil).
