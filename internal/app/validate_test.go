@@ -112,7 +112,8 @@ drainTimeout: 30
 			{8, "virtualClusters[0].encryption.kms.config.reloadInterval", "1ms is too short (minimum 100ms)"},
 			{8, "virtualClusters[0].encryption.kms.config.reload", "unknown key (this section has: keyStore, masterKeyFile, masterKeyEnv, reloadInterval)"},
 			{9, "virtualClusters[0].encryption.policy.rules[0].topics", `expected a list of strings, got "orders"`},
-			{9, "virtualClusters[0].encryption.policy.rules[0]", "set exactly one of topics, topicPrefix, topicRegex"},
+			// and not "rules[0]: set exactly one of topics, ...": topics is
+			// there, of the wrong kind.
 			{10, "virtualClusters[0].encryption.dek.notFoundTtl", "-5s must not be negative"},
 			{10, "virtualClusters[0].encryption.dek.kekCheckInterval", "1ms is below the minimum of 100ms"},
 		}},

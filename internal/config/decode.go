@@ -22,6 +22,10 @@ type Problem struct {
 	Path string
 	Line int
 	Msg  string
+
+	// badValue: the value at Path could not be decoded (it was left at its
+	// default), as opposed to a key that should not be there.
+	badValue bool
 }
 
 func (p *Problem) Error() string {
@@ -206,6 +210,12 @@ func underAny(path string, decoded Errors) bool {
 		if path == bad || strings.HasPrefix(path, bad+".") || strings.HasPrefix(path, bad+"[") {
 			return true
 		}
+		// What the section holding a value left at its default says of
+		// itself is about that default too ("set one of topics, ..." when
+		// topics was there, of the wrong kind).
+		if p, ok := e.(*Problem); ok && p.badValue && path == parentPath(bad) {
+			return true
+		}
 	}
 	return false
 }
@@ -253,6 +263,11 @@ type decoder struct {
 
 func (d *decoder) fail(path string, line int, format string, args ...any) {
 	d.errs = append(d.errs, &Problem{Path: path, Line: line, Msg: fmt.Sprintf(format, args...)})
+}
+
+// failValue reports a value that could not be decoded.
+func (d *decoder) failValue(path string, line int, format string, args ...any) {
+	d.errs = append(d.errs, &Problem{Path: path, Line: line, Msg: fmt.Sprintf(format, args...), badValue: true})
 }
 
 var (
@@ -388,7 +403,7 @@ func wantWords(t reflect.Type) string {
 }
 
 func (d *decoder) wrongKind(n *yaml.Node, t reflect.Type, path string) {
-	d.fail(path, n.Line, "expected %s, got %s", wantWords(t), got(n))
+	d.failValue(path, n.Line, "expected %s, got %s", wantWords(t), got(n))
 }
 
 func (d *decoder) duration(n *yaml.Node, v reflect.Value, path string) {
@@ -402,7 +417,7 @@ func (d *decoder) duration(n *yaml.Node, v reflect.Value, path string) {
 		if _, numErr := strconv.ParseFloat(n.Value, 64); numErr == nil {
 			hint += " (a number needs a unit)"
 		}
-		d.fail(path, n.Line, "%s is not %s", got(n), hint)
+		d.failValue(path, n.Line, "%s is not %s", got(n), hint)
 		return
 	}
 	v.SetInt(int64(dur))
@@ -424,7 +439,7 @@ func (d *decoder) scalar(n *yaml.Node, v reflect.Value, path string) {
 		// mistake.
 		if n.ShortTag() != "!!int" {
 			if bigInt.MatchString(n.Value) {
-				d.fail(path, n.Line, "%s is too large", n.Value)
+				d.failValue(path, n.Line, "%s is too large", n.Value)
 			} else {
 				d.wrongKind(n, t, path)
 			}
@@ -435,9 +450,9 @@ func (d *decoder) scalar(n *yaml.Node, v reflect.Value, path string) {
 	if err := n.Decode(tmp.Interface()); err != nil {
 		if n.ShortTag() == "!!int" && t.Kind() != reflect.String && t.Kind() != reflect.Bool {
 			if strings.HasPrefix(n.Value, "-") && t.Kind() >= reflect.Uint && t.Kind() <= reflect.Uint64 {
-				d.fail(path, n.Line, "%s must not be negative", n.Value)
+				d.failValue(path, n.Line, "%s must not be negative", n.Value)
 			} else {
-				d.fail(path, n.Line, "%s is too large", n.Value)
+				d.failValue(path, n.Line, "%s is too large", n.Value)
 			}
 			return
 		}
@@ -458,7 +473,7 @@ func (d *decoder) custom(n *yaml.Node, v reflect.Value, path string) {
 			d.wrongKind(n, v.Type(), path)
 			return
 		}
-		d.fail(path, n.Line, "%s", strings.TrimPrefix(err.Error(), "yaml: "))
+		d.failValue(path, n.Line, "%s", strings.TrimPrefix(err.Error(), "yaml: "))
 		return
 	}
 	v.Set(tmp.Elem())
