@@ -82,11 +82,37 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	if _, err := app.Load(path); err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", path, err)
+		printProblems(stderr, path, err)
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", path)
 	return 0
+}
+
+// printProblems prints a config's problems one per line as FILE:LINE: KEY:
+// WHAT (the form editors jump to), then how many there are.
+func printProblems(w io.Writer, path string, err error) {
+	var errs config.Errors
+	if !errors.As(err, &errs) {
+		fmt.Fprintf(w, "%s: %v\n", path, err)
+		return
+	}
+	for _, e := range errs {
+		var p *config.Problem
+		switch {
+		case !errors.As(e, &p):
+			fmt.Fprintf(w, "%s: %v\n", path, e)
+		case p.Line > 0:
+			fmt.Fprintf(w, "%s:%d: %s\n", path, p.Line, (&config.Problem{Path: p.Path, Msg: p.Msg}).Error())
+		default:
+			fmt.Fprintf(w, "%s: %v\n", path, p)
+		}
+	}
+	plural := "s"
+	if len(errs) == 1 {
+		plural = ""
+	}
+	fmt.Fprintf(w, "%s: %d problem%s\n", path, len(errs), plural)
 }
 
 func newLogger(c config.Log, w io.Writer) *slog.Logger {

@@ -5,11 +5,9 @@
 package app
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"reflect"
@@ -19,7 +17,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"gopkg.in/yaml.v3"
 
 	"github.com/kseal/kseal/internal/audit"
 	"github.com/kseal/kseal/internal/config"
@@ -64,33 +61,46 @@ func (c DEKConfig) options() dek.Options {
 	}
 }
 
+// validate checks the section; each error names its key ("kmsTimeout: ...").
 func (c DEKConfig) validate() error {
-	var errs []string
-	if c.RefreshAfterWrite < 0 || c.ExpireAfterWrite < 0 || c.DecryptCacheTTL < 0 || c.DecryptCacheMaxAge < 0 || c.NotFoundTTL < 0 || c.KMSTimeout < 0 {
-		errs = append(errs, "durations must not be negative")
+	var errs []error
+	add := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	for _, d := range []struct {
+		key string
+		v   config.Duration
+	}{
+		{"refreshAfterWrite", c.RefreshAfterWrite}, {"expireAfterWrite", c.ExpireAfterWrite},
+		{"decryptCacheTtl", c.DecryptCacheTTL}, {"decryptCacheMaxAge", c.DecryptCacheMaxAge},
+		{"notFoundTtl", c.NotFoundTTL}, {"kmsTimeout", c.KMSTimeout}, {"kekCheckInterval", c.KEKCheckInterval},
+	} {
+		if d.v < 0 {
+			add(d.key, "%v must not be negative", d.v.Std())
+		}
 	}
 	if c.RefreshAfterWrite > 0 && c.ExpireAfterWrite > 0 && c.ExpireAfterWrite < c.RefreshAfterWrite {
-		errs = append(errs, "expireAfterWrite must not be shorter than refreshAfterWrite")
+		add("expireAfterWrite", "%v is shorter than refreshAfterWrite (%v)", c.ExpireAfterWrite.Std(), c.RefreshAfterWrite.Std())
 	}
 	if c.DecryptCacheMaxAge > 0 && c.DecryptCacheMaxAge.Std() < dek.MinDecryptCacheMaxAge {
-		errs = append(errs, fmt.Sprintf("decryptCacheMaxAge: %v is below the minimum %v", c.DecryptCacheMaxAge.Std(), dek.MinDecryptCacheMaxAge))
+		add("decryptCacheMaxAge", "%v is below the minimum %v", c.DecryptCacheMaxAge.Std(), dek.MinDecryptCacheMaxAge)
 	}
 	if c.DecryptCacheTTL > 0 && c.DecryptCacheMaxAge > 0 && c.DecryptCacheTTL > c.DecryptCacheMaxAge {
-		errs = append(errs, fmt.Sprintf("decryptCacheTtl: %v is longer than decryptCacheMaxAge %v, so it would never apply", c.DecryptCacheTTL.Std(), c.DecryptCacheMaxAge.Std()))
+		add("decryptCacheTtl", "%v is longer than decryptCacheMaxAge %v, so it would never apply", c.DecryptCacheTTL.Std(), c.DecryptCacheMaxAge.Std())
 	}
 	if c.MaxEncryptionsPerDEK > dek.MaxEncryptionsCeiling {
-		errs = append(errs, fmt.Sprintf("maxEncryptionsPerDek: at most %d (GCM's limit per key)", uint64(dek.MaxEncryptionsCeiling)))
+		add("maxEncryptionsPerDek", "at most %d (GCM's limit per key)", uint64(dek.MaxEncryptionsCeiling))
 	}
-	if c.KEKCheckInterval != 0 && c.KEKCheckInterval.Std() < 100*time.Millisecond {
-		errs = append(errs, fmt.Sprintf("kekCheckInterval: %v is below the minimum of 100ms", c.KEKCheckInterval.Std()))
+	if c.KEKCheckInterval > 0 && c.KEKCheckInterval.Std() < 100*time.Millisecond {
+		add("kekCheckInterval", "%v is below the minimum of 100ms", c.KEKCheckInterval.Std())
 	}
-	if c.DecryptCacheSize < 0 || c.KMSAttempts < 0 {
-		errs = append(errs, "decryptCacheSize and kmsAttempts must not be negative")
+	if c.DecryptCacheSize < 0 {
+		add("decryptCacheSize", "%d must not be negative", c.DecryptCacheSize)
 	}
-	if len(errs) > 0 {
-		return errors.New(strings.Join(errs, "; "))
+	if c.KMSAttempts < 0 {
+		add("kmsAttempts", "%d must not be negative", c.KMSAttempts)
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Encryption is one virtual cluster's compiled encryption section.
@@ -100,61 +110,52 @@ type Encryption struct {
 	DEK       DEKConfig
 }
 
-// decodeStrict decodes a YAML node into v, refusing unknown keys.
-func decodeStrict(n *yaml.Node, v any) error {
-	if n == nil || n.Kind == 0 {
-		return nil
+// Compile checks a virtual cluster's encryption section (without opening
+// the KMS) and returns its parts. It reports every problem of the section,
+// the KMS provider's, policy's and dek's sub-sections included, each with
+// its full key path and, when the section was decoded from a file, its line
+// there (the sub-sections are decoded from the file's own YAML nodes).
+func Compile(vcIndex int, e *config.Encryption) (*Encryption, error) {
+	enc, errs := compile(vcIndex, e)
+	if len(errs) > 0 {
+		return nil, errs
 	}
-	b, err := yaml.Marshal(n)
-	if err != nil {
-		return err
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
-		return err
-	}
-	return nil
+	return enc, nil
 }
 
-// Compile checks a virtual cluster's encryption section (without opening
-// the KMS) and returns its parts. Errors name the key.
-func Compile(vcIndex int, e *config.Encryption) (*Encryption, error) {
+func compile(vcIndex int, e *config.Encryption) (*Encryption, config.Errors) {
 	p := fmt.Sprintf("virtualClusters[%d].encryption", vcIndex)
-	var errs config.Errors
+	var pos config.Positions
+	var decoded, invalid config.Errors
 	out := &Encryption{}
 	prov, ok := kms.Lookup(e.KMS.Type)
-	if !ok {
-		errs = append(errs, fmt.Errorf("%s.kms.type: unknown %q (known: %s)", p, e.KMS.Type, strings.Join(kms.Names(), ", ")))
-	} else {
+	switch {
+	case e.KMS.Type == "":
+		// As config.Validate says (Settle drops the repeat).
+		invalid = append(invalid, &config.Problem{Path: p + ".kms.type", Msg: "is required"})
+	case !ok:
+		invalid = append(invalid, &config.Problem{Path: p + ".kms.type",
+			Msg: fmt.Sprintf("unknown %q (known: %s)", e.KMS.Type, strings.Join(kms.Names(), ", "))})
+	default:
 		out.KMSConfig = prov.NewConfig()
-		if err := decodeStrict(&e.KMS.Config, out.KMSConfig); err != nil {
-			errs = append(errs, fmt.Errorf("%s.kms.config: %v", p, err))
-		} else if err := out.KMSConfig.Validate(); err != nil {
-			errs = append(errs, fmt.Errorf("%s.kms.config.%v", p, err))
-		}
+		decoded = append(decoded, config.DecodeNode(&e.KMS.Config, out.KMSConfig, p+".kms.config", &pos)...)
+		invalid = append(invalid, config.Sub(p+".kms.config", out.KMSConfig.Validate())...)
 	}
 	var pc policy.Config
-	if err := decodeStrict(&e.Policy, &pc); err != nil {
-		errs = append(errs, fmt.Errorf("%s.policy: %v", p, err))
-	} else if pol, err := policy.Compile(&pc); err != nil {
-		errs = append(errs, fmt.Errorf("%s.policy.%v", p, err))
-	} else {
-		out.Policy = pol
-	}
-	if err := decodeStrict(&e.DEK, &out.DEK); err != nil {
-		errs = append(errs, fmt.Errorf("%s.dek: %v", p, err))
-	} else if err := out.DEK.validate(); err != nil {
-		errs = append(errs, fmt.Errorf("%s.dek: %v", p, err))
-	}
-	if len(errs) > 0 {
+	decoded = append(decoded, config.DecodeNode(&e.Policy, &pc, p+".policy", &pos)...)
+	pol, err := policy.Compile(&pc)
+	invalid = append(invalid, config.Sub(p+".policy", err)...)
+	out.Policy = pol
+	decoded = append(decoded, config.DecodeNode(&e.DEK, &out.DEK, p+".dek", &pos)...)
+	invalid = append(invalid, config.Sub(p+".dek", out.DEK.validate())...)
+	if errs := config.Settle(decoded, invalid, &pos); len(errs) > 0 {
 		return nil, errs
 	}
 	return out, nil
 }
 
 // Validate checks the whole tree, encryption sections included, and
-// reports every problem.
+// reports every problem, sorted by line.
 func Validate(cfg *config.Config) error {
 	var errs config.Errors
 	if err := cfg.Validate(); err != nil {
@@ -166,17 +167,11 @@ func Validate(cfg *config.Config) error {
 	}
 	for i := range cfg.VirtualClusters {
 		if e := cfg.VirtualClusters[i].Encryption; e != nil {
-			if _, err := Compile(i, e); err != nil {
-				var ce config.Errors
-				if errors.As(err, &ce) {
-					errs = append(errs, ce...)
-				} else {
-					errs = append(errs, err)
-				}
-			}
+			_, ce := compile(i, e)
+			errs = append(errs, ce...)
 		}
 	}
-	if len(errs) > 0 {
+	if errs = config.Settle(nil, errs, cfg.Positions()); len(errs) > 0 {
 		return errs
 	}
 	return nil
@@ -188,7 +183,7 @@ func Load(path string) (*config.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := config.Decode(b)
+	cfg, err := config.DecodeAll(b)
 	if err != nil {
 		return nil, err
 	}

@@ -32,9 +32,9 @@ func TestDEKConfigDecryptCacheMaxAge(t *testing.T) {
 		t.Errorf("unset: %v (0 takes dek's default %v)", err, dek.DefaultDecryptCacheMaxAge)
 	}
 	for _, tc := range []struct{ yaml, want string }{
-		{"{decryptCacheMaxAge: 500ms}", "virtualClusters[0].encryption.dek: decryptCacheMaxAge: 500ms is below the minimum 1s"},
-		{"{decryptCacheMaxAge: -1s}", "virtualClusters[0].encryption.dek: durations must not be negative"},
-		{"{decryptCacheMaxAge: 5m, decryptCacheTtl: 1h}", "virtualClusters[0].encryption.dek: decryptCacheTtl: 1h0m0s is longer than decryptCacheMaxAge 5m0s"},
+		{"{decryptCacheMaxAge: 500ms}", "virtualClusters[0].encryption.dek.decryptCacheMaxAge: 500ms is below the minimum 1s"},
+		{"{decryptCacheMaxAge: -1s}", "virtualClusters[0].encryption.dek.decryptCacheMaxAge: -1s must not be negative"},
+		{"{decryptCacheMaxAge: 5m, decryptCacheTtl: 1h}", "virtualClusters[0].encryption.dek.decryptCacheTtl: 1h0m0s is longer than decryptCacheMaxAge 5m0s"},
 	} {
 		if _, err := compile(tc.yaml); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want %q", tc.yaml, err, tc.want)

@@ -27,8 +27,8 @@ func TestKEKCheckIntervalValidation(t *testing.T) {
 	for _, tc := range []struct {
 		dek, want string
 	}{
-		{"{kekCheckInterval: 10ms}", "virtualClusters[0].encryption.dek: kekCheckInterval: 10ms is below the minimum of 100ms"},
-		{"{kekCheckInterval: -1s}", "virtualClusters[0].encryption.dek: kekCheckInterval: -1s is below the minimum of 100ms"},
+		{"{kekCheckInterval: 10ms}", "virtualClusters[0].encryption.dek.kekCheckInterval: 10ms is below the minimum of 100ms"},
+		{"{kekCheckInterval: -1s}", "virtualClusters[0].encryption.dek.kekCheckInterval: -1s must not be negative"},
 		{"{kekCheckInterval: 5s}", ""},
 		{"{}", ""},
 	} {

@@ -23,8 +23,8 @@ const (
 // validate appends the audit section's problems to errs.
 func (a Audit) validate(errs Errors) Errors {
 	if a.BufferEvents < 0 || a.BufferEvents > MaxAuditBufferEvents {
-		errs = append(errs, fmt.Errorf("audit.bufferEvents: %d is out of range (0 for the default %d, at most %d)",
-			a.BufferEvents, DefaultAuditBufferEvents, MaxAuditBufferEvents))
+		errs = append(errs, &Problem{Path: "audit.bufferEvents", Msg: fmt.Sprintf("%d is out of range (0 for the default %d, at most %d)",
+			a.BufferEvents, DefaultAuditBufferEvents, MaxAuditBufferEvents)})
 	}
 	return errs
 }

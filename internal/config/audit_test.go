@@ -20,7 +20,7 @@ func TestAuditSection(t *testing.T) {
 	for doc, want := range map[string]string{
 		"audit: {path: x, bufferEvents: -1}\n":       "audit.bufferEvents: -1 is out of range",
 		"audit: {path: x, bufferEvents: 99999999}\n": "audit.bufferEvents: 99999999 is out of range",
-		"audit: {path: x, nope: 1}\n":                `unknown key "nope"`,
+		"audit: {path: x, nope: 1}\n":                "audit.nope: unknown key",
 	} {
 		if _, err := Parse([]byte(doc + good)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: %v, want %q", doc, err, want)

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -29,6 +30,11 @@ type Config struct {
 	VirtualClusters []VirtualCluster `yaml:"virtualClusters"`
 	// Audit is the security event stream (audit.go).
 	Audit Audit `yaml:"audit"`
+
+	// pos and decodeErrs are what DecodeAll learnt of the file: where each
+	// key is written, and the problems found while decoding it.
+	pos        *Positions
+	decodeErrs Errors
 }
 
 // ProcessLimits bound what all connections together can make the proxy
@@ -213,7 +219,8 @@ type Limits struct {
 }
 
 // Encryption is filled in by the encryption feature; its sub-trees are
-// decoded by the packages that own them.
+// kept as the file's YAML nodes and decoded (with DecodeNode, so problems
+// keep the file's lines) into the types of the packages that own them.
 type Encryption struct {
 	KMS    KMS       `yaml:"kms"`
 	Policy yaml.Node `yaml:"policy"`
@@ -237,7 +244,7 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration (e.g. 30s, 5m, 1h)", n.Line, s)
+		return fmt.Errorf("%q is not a duration like 30s, 5m or 1h30m", s)
 	}
 	*d = Duration(v)
 	return nil
@@ -287,7 +294,7 @@ func Load(path string) (*Config, error) {
 
 // Parse decodes, defaults and validates a config document.
 func Parse(b []byte) (*Config, error) {
-	c, err := Decode(b)
+	c, err := DecodeAll(b)
 	if err != nil {
 		return nil, err
 	}
@@ -298,36 +305,67 @@ func Parse(b []byte) (*Config, error) {
 }
 
 // Decode decodes and defaults a config document without validating it, for
-// callers that add their own checks to Validate's.
+// callers that add their own checks to Validate's. Any problem found while
+// decoding (unknown keys, values of the wrong kind) is an error listing
+// them all.
 func Decode(b []byte) (*Config, error) {
-	var c Config
+	c, err := DecodeAll(b)
+	if err != nil {
+		return nil, err
+	}
+	if len(c.decodeErrs) > 0 {
+		return nil, Settle(c.decodeErrs, nil, c.pos)
+	}
+	return c, nil
+}
+
+// DecodeAll decodes and defaults as much of a config document as it can.
+// Problems found while decoding do not stop it: they are kept in the
+// Config and reported by Validate together with everything else, so one
+// bad value does not hide the others. The error is for a document that is
+// not YAML, or is empty.
+func DecodeAll(b []byte) (*Config, error) {
+	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
+	if err := dec.Decode(&root); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil, errors.New("config is empty")
 		}
-		return nil, yamlError(err)
+		return nil, Errors{syntaxProblem(err)}
+	}
+	if len(root.Content) == 0 {
+		return nil, errors.New("config is empty")
+	}
+	if top := root.Content[0]; top.Kind == yaml.ScalarNode && top.ShortTag() == "!!null" {
+		return nil, errors.New("config is empty")
+	}
+	c := &Config{pos: &Positions{}}
+	c.decodeErrs = DecodeNode(&root, c, "", c.pos)
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		c.decodeErrs = append(c.decodeErrs, &Problem{Line: extra.Line, Msg: "a second YAML document (after ---): the config is one document"})
+	} else if !errors.Is(err, io.EOF) {
+		c.decodeErrs = append(c.decodeErrs, syntaxProblem(err))
 	}
 	c.applyDefaults()
-	return &c, nil
+	return c, nil
 }
 
-var unknownField = regexp.MustCompile(`field (\S+) not found in type config\.(\w+)`)
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
-// yamlError rewrites yaml.v3's messages in terms of the file, not Go types.
-func yamlError(err error) error {
-	var te *yaml.TypeError
-	if !errors.As(err, &te) {
-		return fmt.Errorf("invalid config: %w", err)
+// syntaxProblem words a YAML parser error (whose lines are the file's).
+func syntaxProblem(err error) *Problem {
+	msg := err.Error()
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return &Problem{Line: line, Msg: "not valid YAML: " + m[2]}
 	}
-	var errs Errors
-	for _, m := range te.Errors {
-		m = unknownField.ReplaceAllString(m, "unknown key \"$1\" (in a $2 section)")
-		errs = append(errs, errors.New(m))
-	}
-	return errs
+	return &Problem{Msg: "not valid YAML: " + strings.TrimPrefix(msg, "yaml: ")}
 }
+
+// Positions returns where the file decoded into c wrote each key (nil for a
+// Config not decoded from a file).
+func (c *Config) Positions() *Positions { return c.pos }
 
 func (c *Config) applyDefaults() {
 	if c.Log.Level == "" {
@@ -407,7 +445,7 @@ func (e Errors) Unwrap() []error { return e }
 func (c *Config) Validate() error {
 	var errs Errors
 	add := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+		errs = append(errs, &Problem{Path: key, Msg: fmt.Sprintf(format, args...)})
 	}
 	if c.Limits.MaxRewriteBytes < MinMaxProduceRewriteBytes {
 		add("limits.maxRewriteBytes", "%d is too small (minimum %d)", c.Limits.MaxRewriteBytes, MinMaxProduceRewriteBytes)
@@ -462,23 +500,22 @@ func (c *Config) Validate() error {
 		if strings.ContainsAny(g.AdvertisedHost, " :/") {
 			add(p+".gateway.advertisedHost", "%q is not a host name", g.AdvertisedHost)
 		}
-		if g.BootstrapPort < 1 || g.BootstrapPort > 65535 {
+		bootstrapOK := g.BootstrapPort >= 1 && g.BootstrapPort <= 65535
+		if !bootstrapOK {
 			add(p+".gateway.bootstrapPort", "%d is not a port (1-65535)", g.BootstrapPort)
 		}
 		if g.BrokerPortCount < 1 {
 			add(p+".gateway.brokerPortCount", "must be at least 1")
 		}
-		if g.BrokerPortStart < 1 || g.BrokerPortStart+g.BrokerPortCount-1 > 65535 {
+		// A start defaulted from a bad bootstrap port is that port's problem.
+		derived := !bootstrapOK && (g.BrokerPortStart == 0 || g.BrokerPortStart == g.BootstrapPort+1)
+		if !derived && (g.BrokerPortStart < 1 || g.BrokerPortStart+g.BrokerPortCount-1 > 65535) {
 			add(p+".gateway.brokerPortStart", "ports %d..%d are not all valid ports", g.BrokerPortStart, g.BrokerPortStart+g.BrokerPortCount-1)
 		}
 		if g.TLS != nil {
-			for _, e := range g.TLS.Validate() {
-				add(p+".gateway.tls", "%s", e)
-			}
+			errs = append(errs, SubStrings(p+".gateway.tls", g.TLS.Validate())...)
 		}
-		for _, e := range vc.Upstream.TLS.Validate() {
-			add(p+".upstream.tls", "%s", e)
-		}
+		errs = append(errs, SubStrings(p+".upstream.tls", vc.Upstream.TLS.Validate())...)
 		if vc.Upstream.SASL != nil {
 			errs = append(errs, vc.Upstream.SASL.Validate(p+".upstream.sasl")...)
 		}
@@ -496,7 +533,7 @@ func (c *Config) Validate() error {
 				add(p+".gateway.sni.advertisedPort", "%d is not a port", sni.AdvertisedPort)
 			}
 		}
-		if g.BootstrapPort >= g.BrokerPortStart && g.BootstrapPort < g.BrokerPortStart+g.BrokerPortCount {
+		if !derived && g.BootstrapPort >= g.BrokerPortStart && g.BootstrapPort < g.BrokerPortStart+g.BrokerPortCount {
 			add(p+".gateway.bootstrapPort", "%d falls inside the broker port range %d..%d", g.BootstrapPort, g.BrokerPortStart, g.BrokerPortStart+g.BrokerPortCount-1)
 		}
 		if vc.Limits.MaxFrameBytes < 1024 {
@@ -532,7 +569,7 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
-	if len(errs) > 0 {
+	if errs = Settle(c.decodeErrs, errs, c.pos); len(errs) > 0 {
 		return errs
 	}
 	return nil
