@@ -1,0 +1,180 @@
+package validate
+
+import (
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/engine"
+)
+
+// chartDir is the Helm chart, rendered here with Helm's own library (the
+// engine `helm template` and `helm install` use), offline.
+const chartDir = "../helm/kseal"
+
+// The release the tests render: helm install kseal deploy/helm/kseal -n kseal.
+const (
+	releaseName      = "kseal"
+	releaseNamespace = "kseal"
+)
+
+// minKubeVersion is the oldest Kubernetes the chart must accept (the
+// preStop sleep action needs 1.30).
+const minKubeVersion = "v1.30.0"
+
+// helmExamples are the values files rendered and checked: the chart's
+// defaults ("") and every file of examples/ (helmExampleFiles checks that
+// none is left out). sni marks the SNI routing ones.
+var helmExamples = []struct {
+	file string
+	sni  bool
+}{
+	{file: ""},
+	{file: "examples/vault.yaml"},
+	{file: "examples/aws-irsa.yaml"},
+	{file: "examples/aws-static.yaml"},
+	{file: "examples/azure-client-secret.yaml"},
+	{file: "examples/azure-managed-identity.yaml"},
+	{file: "examples/local-secret.yaml"},
+	{file: "examples/local-pvc.yaml"},
+	{file: "examples/sni-servicemonitor.yaml", sni: true},
+}
+
+func loadChart(t *testing.T) *chart.Chart {
+	t.Helper()
+	ch, err := loader.Load(chartDir)
+	if err != nil {
+		t.Fatalf("load chart %s: %v", chartDir, err)
+	}
+	if err := ch.Validate(); err != nil {
+		t.Fatalf("chart %s: %v", chartDir, err)
+	}
+	return ch
+}
+
+// renderChart renders the chart as `helm install --dry-run` would for a
+// new release, with the values file (relative to the chart; "" for the
+// defaults) and then overrides on top, in strict mode: a template reading a
+// value that does not exist fails instead of rendering empty.
+func renderChart(t *testing.T, ch *chart.Chart, valuesFile string, overrides map[string]any) (map[string]string, error) {
+	t.Helper()
+	vals := map[string]any{}
+	if valuesFile != "" {
+		v, err := chartutil.ReadValuesFile(filepath.Join(chartDir, valuesFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		vals = v
+	}
+	if overrides != nil {
+		vals = chartutil.CoalesceTables(overrides, vals)
+	}
+	caps := chartutil.DefaultCapabilities.Copy()
+	kv, err := chartutil.ParseKubeVersion(minKubeVersion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caps.KubeVersion = *kv
+	if ch.Metadata.KubeVersion != "" && !chartutil.IsCompatibleRange(ch.Metadata.KubeVersion, caps.KubeVersion.String()) {
+		t.Fatalf("chart kubeVersion %q excludes %s", ch.Metadata.KubeVersion, minKubeVersion)
+	}
+	rv, err := chartutil.ToRenderValues(ch, vals, chartutil.ReleaseOptions{
+		Name: releaseName, Namespace: releaseNamespace, Revision: 1, IsInstall: true,
+	}, caps)
+	if err != nil {
+		return nil, err
+	}
+	return engine.Engine{Strict: true}.Render(ch, rv)
+}
+
+// renderedBundle decodes the rendered manifests strictly, as loadBundle
+// does for the kustomize directories.
+func renderedBundle(t *testing.T, name string, rendered map[string]string) *bundle {
+	t.Helper()
+	b := newBundle(name)
+	for _, file := range slices.Sorted(func(yield func(string) bool) {
+		for k := range rendered {
+			if !yield(k) {
+				return
+			}
+		}
+	}) {
+		base := path.Base(file)
+		if base == "NOTES.txt" || strings.HasPrefix(base, "_") || !hasContent([]byte(rendered[file])) {
+			continue // not a manifest, or a template disabled by the values
+		}
+		objs, err := decodeManifests(file, []byte(rendered[file]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.files[file] = objs
+		for _, o := range objs {
+			if err := b.add(o); err != nil {
+				t.Fatalf("%s: %v", o, err)
+			}
+		}
+	}
+	return b
+}
+
+func helmVariant(file string, sni bool) variant {
+	name := "helm:defaults"
+	if file != "" {
+		name = "helm:" + file
+	}
+	return variant{dir: name, sni: sni, helm: true, namespace: releaseNamespace}
+}
+
+// TestHelmChart renders the chart for its defaults and each example, then
+// checks the output as TestManifests checks the kustomize directories:
+// strict decoding into the k8s.io/api types, the same invariants, and
+// `kseal validate` on the rendered ConfigMap's config.
+func TestHelmChart(t *testing.T) {
+	ch := loadChart(t)
+	for _, ex := range helmExamples {
+		v := helmVariant(ex.file, ex.sni)
+		t.Run(v.dir, func(t *testing.T) {
+			rendered, err := renderChart(t, ch, ex.file, nil)
+			if err != nil {
+				t.Fatalf("render: %v", err)
+			}
+			b := renderedBundle(t, v.dir, rendered)
+			c := newChecks(t, b, v)
+			if err := validateConfig(t, "kseal.yaml", c.cfgDoc); err != nil {
+				t.Errorf("the ConfigMap's %s: %v", c.cfgKey, err)
+			}
+			for _, p := range c.run() {
+				t.Error(p)
+			}
+			if notes := rendered[path.Join(ch.Name(), "templates", "NOTES.txt")]; !strings.Contains(notes, "port-forward") {
+				t.Errorf("NOTES.txt rendered %q", notes)
+			}
+		})
+	}
+}
+
+// TestHelmExamplesListed: every values file in examples/ is rendered by
+// TestHelmChart.
+func TestHelmExamplesListed(t *testing.T) {
+	entries, err := os.ReadDir(filepath.Join(chartDir, "examples"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		f := "examples/" + e.Name()
+		if !slices.ContainsFunc(helmExamples, func(x struct {
+			file string
+			sni  bool
+		}) bool {
+			return x.file == f
+		}) {
+			t.Errorf("%s is not in helmExamples", f)
+		}
+	}
+}
