@@ -178,3 +178,51 @@ func TestHelmExamplesListed(t *testing.T) {
 		}
 	}
 }
+
+// TestHelmChecksCatch: values that would deploy a broken kseal fail, either
+// when rendering (strict templates, the chart's own checks, its values
+// schema) or in the checks TestHelmChart runs.
+func TestHelmChecksCatch(t *testing.T) {
+	ch := loadChart(t)
+	tests := []struct {
+		name      string
+		file      string
+		overrides map[string]any
+		want      string // in the render error or in a problem
+	}{
+		{"no scrape annotations and no ServiceMonitor", "", map[string]any{"metrics": map[string]any{"podAnnotations": false}}, "prometheus.io"},
+		{"grace period shorter than preStop plus drain", "", map[string]any{"terminationGracePeriodSeconds": 30}, "terminationGracePeriodSeconds"},
+		{"writable root", "", map[string]any{"securityContext": map[string]any{"readOnlyRootFilesystem": false}}, "readOnlyRootFilesystem"},
+		{"root user", "", map[string]any{"podSecurityContext": map[string]any{"runAsUser": 0}}, "runAsUser"},
+		{"one replica", "", map[string]any{"replicaCount": 1}, "replicas"},
+		{"PDB blocks every drain", "", map[string]any{"podDisruptionBudget": map[string]any{"maxUnavailable": 0}}, "PodDisruptionBudget"},
+		{"admin on loopback", "", map[string]any{"config": map[string]any{"admin": map[string]any{"listen": "127.0.0.1:9190"}}}, "admin.listen"},
+		{"GOMEMLIMIT above the limit", "", map[string]any{"goMemLimit": "3GiB"}, "GOMEMLIMIT"},
+		{"unknown KMS", "", map[string]any{"kms": map[string]any{"type": "gcp"}}, "/kms/type"},
+		{"misspelt value", "", map[string]any{"replicas": 5}, "replicas"},
+		{"misspelt KMS value", "examples/aws-irsa.yaml", map[string]any{"kms": map[string]any{"aws": map[string]any{"roleARN": "x"}}}, "roleARN"},
+		{"Azure client secret without tenant", "examples/azure-client-secret.yaml", map[string]any{"kms": map[string]any{"azure": map[string]any{"tenantId": ""}}}, "tenantId"},
+		{"bad KMS config for kseal", "examples/vault.yaml", map[string]any{"kms": map[string]any{"vault": map[string]any{"config": map[string]any{"adress": "x"}}}}, "adress"},
+		{"unknown local store", "examples/local-pvc.yaml", map[string]any{"kms": map[string]any{"local": map[string]any{"store": "disk"}}}, "/kms/local/store"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rendered, err := renderChart(t, ch, tc.file, tc.overrides)
+			if err != nil {
+				if !strings.Contains(err.Error(), tc.want) {
+					t.Errorf("render failed without mentioning %q: %v", tc.want, err)
+				}
+				return
+			}
+			v := helmVariant(tc.file, false)
+			c := newChecks(t, renderedBundle(t, v.dir, rendered), v)
+			problems := c.run()
+			if err := validateConfig(t, "kseal.yaml", c.cfgDoc); err != nil {
+				problems = append(problems, err.Error())
+			}
+			if !slices.ContainsFunc(problems, func(p string) bool { return strings.Contains(p, tc.want) }) {
+				t.Errorf("no problem mentions %q; got %q", tc.want, problems)
+			}
+		})
+	}
+}
