@@ -44,6 +44,7 @@ var helmExamples = []struct {
 	{file: "examples/local-secret.yaml"},
 	{file: "examples/local-pvc.yaml"},
 	{file: "examples/sni-servicemonitor.yaml", sni: true},
+	{file: "examples/two-clusters.yaml"},
 }
 
 func loadChart(t *testing.T) *chart.Chart {
