@@ -12,6 +12,8 @@ import (
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/engine"
+	"helm.sh/helm/v3/pkg/lint"
+	"helm.sh/helm/v3/pkg/lint/support"
 )
 
 // chartDir is the Helm chart, rendered here with Helm's own library (the
@@ -225,5 +227,34 @@ func TestHelmChecksCatch(t *testing.T) {
 				t.Errorf("no problem mentions %q; got %q", tc.want, problems)
 			}
 		})
+	}
+}
+
+// TestHelmLint runs `helm lint`'s checks (chart metadata, template syntax,
+// values schema, YAML of the rendered output, deprecated APIs for the
+// oldest supported Kubernetes) for the defaults and every example; a
+// warning fails, information (e.g. no icon) does not.
+func TestHelmLint(t *testing.T) {
+	kv, err := chartutil.ParseKubeVersion(minKubeVersion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ex := range helmExamples {
+		vals := map[string]any{}
+		if ex.file != "" {
+			v, err := chartutil.ReadValuesFile(filepath.Join(chartDir, ex.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			vals = v
+		}
+		l := lint.AllWithKubeVersion(chartDir, vals, releaseNamespace, kv)
+		for _, m := range l.Messages {
+			if m.Severity >= support.WarningSev {
+				t.Errorf("helm lint (%s): %s", helmVariant(ex.file, ex.sni).dir, m)
+			} else {
+				t.Logf("helm lint (%s): %s", helmVariant(ex.file, ex.sni).dir, m)
+			}
+		}
 	}
 }
