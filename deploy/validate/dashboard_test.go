@@ -47,14 +47,16 @@ type panel struct {
 	Title   string  `json:"title"`
 	Panels  []panel `json:"panels"` // a collapsed row's
 	Targets []struct {
-		RefID string `json:"refId"`
-		Expr  string `json:"expr"`
+		RefID        string `json:"refId"`
+		Expr         string `json:"expr"`
+		LegendFormat string `json:"legendFormat"`
 	} `json:"targets"`
 	GridPos struct{ H, W, X, Y int } `json:"gridPos"`
 }
 
-// query is one PromQL expression of the dashboard and where it is.
-type query struct{ where, expr string }
+// query is one PromQL expression of the dashboard, where it is, and the
+// legend that names its series.
+type query struct{ where, expr, legend string }
 
 func loadDashboard(t *testing.T) (dashboard, []query) {
 	t.Helper()
@@ -72,7 +74,7 @@ func loadDashboard(t *testing.T) (dashboard, []query) {
 		for _, p := range ps {
 			walk(p.Panels)
 			for _, tg := range p.Targets {
-				qs = append(qs, query{fmt.Sprintf("panel %q target %s", p.Title, tg.RefID), tg.Expr})
+				qs = append(qs, query{fmt.Sprintf("panel %q target %s", p.Title, tg.RefID), tg.Expr, tg.LegendFormat})
 			}
 		}
 	}
@@ -91,7 +93,7 @@ func loadDashboard(t *testing.T) (dashboard, []query) {
 			}
 			q.Query = s
 		}
-		qs = append(qs, query{"variable " + v.Name, q.Query})
+		qs = append(qs, query{"variable " + v.Name, q.Query, ""})
 	}
 	return d, qs
 }
@@ -287,6 +289,8 @@ func parsePromQL(expr string) (parsedQuery, error) {
 	return pq, nil
 }
 
+var legendLabel = regexp.MustCompile(`\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}`)
+
 var labelValuesRE = regexp.MustCompile(`^label_values\((.+),\s*([a-zA-Z_][a-zA-Z0-9_]*)\)$`)
 
 // selectorExpr is the PromQL of q: label_values(EXPR, label) of a template
@@ -358,6 +362,20 @@ func checkQuery(q query, exported map[string]seriesInfo) []string {
 			errorf("%s outside histogram_quantile", s.metric)
 		}
 	}
+	// A legend's {{label}} must be a label of the result: one it is grouped
+	// by, or with no grouping one of the metric's.
+	for _, m := range legendLabel.FindAllStringSubmatch(q.legend, -1) {
+		ok := slices.Contains(pq.grouping, m[1])
+		if len(pq.grouping) == 0 {
+			ok = len(pq.selectors) > 0
+			for _, s := range pq.selectors {
+				ok = ok && has(exported[s.metric], m[1])
+			}
+		}
+		if !ok {
+			errorf("legend %q: the result has no label %s", q.legend, m[1])
+		}
+	}
 	if strings.Contains(expr, "histogram_quantile(") && !slices.Contains(pq.grouping, "le") {
 		errorf("histogram_quantile without le in its grouping: %q", q.expr)
 	}
@@ -417,26 +435,27 @@ func TestDashboard(t *testing.T) {
 func TestDashboardChecksCatch(t *testing.T) {
 	exported := exportedSeries(t)
 	f := `job=~"$job",instance=~"$instance",virtual_cluster=~"$virtual_cluster"`
-	for _, tc := range []struct{ expr, want string }{
-		{`sum(rate(kseal_no_such_total{` + f + `}[5m]))`, "not a metric"},
-		{`sum by (topic) (rate(kseal_requests_total{` + f + `}[5m]))`, "no label topic"},
-		{`sum(rate(kseal_requests_total{` + f + `,apii="Produce"}[5m]))`, "no label apii"},
-		{`sum(kseal_requests_total{` + f + `})`, "is a counter"},
-		{`rate(kseal_client_connections{` + f + `}[5m])`, "is a gauge"},
-		{`sum(rate(kseal_requests_total{job=~"$job",instance=~"$instance"}[5m]))`, "no virtual_cluster"},
-		{`histogram_quantile(0.99, sum by (api) (rate(kseal_proxy_added_latency_seconds_bucket{` + f + `}[5m])))`, "without le"},
-		{`kseal_rewrite_budget_bytes{job="x",instance=~"$instance"}`, "matcher job"},
-		{`sum(rate(kseal_requests_total{` + f + `}[5m])`, "unbalanced"},
-		{`label_values(kseal_rewrite_budget_limit_bytes, virtual_cluster)`, "label_values"},
+	for _, tc := range []struct{ expr, legend, want string }{
+		{`sum(rate(kseal_no_such_total{` + f + `}[5m]))`, "", "not a metric"},
+		{`sum by (topic) (rate(kseal_requests_total{` + f + `}[5m]))`, "", "no label topic"},
+		{`sum(rate(kseal_requests_total{` + f + `,apii="Produce"}[5m]))`, "", "no label apii"},
+		{`sum(kseal_requests_total{` + f + `})`, "", "is a counter"},
+		{`rate(kseal_client_connections{` + f + `}[5m])`, "", "is a gauge"},
+		{`sum(rate(kseal_requests_total{job=~"$job",instance=~"$instance"}[5m]))`, "", "no virtual_cluster"},
+		{`histogram_quantile(0.99, sum by (api) (rate(kseal_proxy_added_latency_seconds_bucket{` + f + `}[5m])))`, "", "without le"},
+		{`kseal_rewrite_budget_bytes{job="x",instance=~"$instance"}`, "", "matcher job"},
+		{`sum(rate(kseal_requests_total{` + f + `}[5m])`, "", "unbalanced"},
+		{`label_values(kseal_rewrite_budget_limit_bytes, virtual_cluster)`, "", "label_values"},
+		{`sum by (api) (rate(kseal_requests_total{` + f + `}[5m]))`, "{{topic}}", "no label topic"},
 	} {
-		problems := checkQuery(query{"test", tc.expr}, exported)
+		problems := checkQuery(query{"test", tc.expr, tc.legend}, exported)
 		if !slices.ContainsFunc(problems, func(p string) bool { return strings.Contains(p, tc.want) }) {
 			t.Errorf("%s: no problem mentions %q; got %q", tc.expr, tc.want, problems)
 		}
 	}
 	// And a good one passes.
 	good := `histogram_quantile(0.99, sum by (le, api) (rate(kseal_proxy_added_latency_seconds_bucket{` + f + `}[$__rate_interval])))`
-	if p := checkQuery(query{"test", good}, exported); len(p) > 0 {
+	if p := checkQuery(query{"test", good, "p99 {{api}}"}, exported); len(p) > 0 {
 		t.Errorf("%s: %q", good, p)
 	}
 }

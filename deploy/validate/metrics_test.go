@@ -30,15 +30,24 @@ func readmeMetrics(t *testing.T) map[string]metricInfo {
 	if err != nil {
 		t.Fatal(err)
 	}
+	out, err := parseMetricsTable(string(data))
+	if err != nil {
+		t.Fatalf("README.md: %v", err)
+	}
+	return out
+}
+
+// parseMetricsTable reads the README's metrics table out of its text.
+func parseMetricsTable(data string) (map[string]metricInfo, error) {
 	tick := regexp.MustCompile("`([^`]*)`")
 	out := map[string]metricInfo{}
-	for line := range strings.Lines(string(data)) {
+	for line := range strings.Lines(data) {
 		if !strings.HasPrefix(line, "| `kseal_") {
 			continue
 		}
 		cells := strings.Split(line, "|")
 		if len(cells) < 5 {
-			t.Fatalf("README metrics row %q: want | metric | labels | meaning |", line)
+			return nil, fmt.Errorf("metrics row %q: want | metric | labels | meaning |", line)
 		}
 		var labels []string
 		for _, m := range tick.FindAllStringSubmatch(cells[2], -1) {
@@ -48,15 +57,15 @@ func readmeMetrics(t *testing.T) map[string]metricInfo {
 		hist := strings.HasPrefix(strings.TrimSpace(cells[3]), "histogram")
 		for _, m := range tick.FindAllStringSubmatch(cells[1], -1) {
 			if _, dup := out[m[1]]; dup {
-				t.Errorf("README lists %s twice", m[1])
+				return nil, fmt.Errorf("%s listed twice", m[1])
 			}
 			out[m[1]] = metricInfo{labels: labels, histogram: hist}
 		}
 	}
 	if len(out) < 10 {
-		t.Fatalf("README.md: found only %d metrics in its table", len(out))
+		return nil, fmt.Errorf("found only %d metrics in its table", len(out))
 	}
-	return out
+	return out, nil
 }
 
 // metricConstructors are client_golang's functions that define a metric:
@@ -205,30 +214,81 @@ const clusterLabel = "virtual_cluster"
 // the metric is registered per virtual cluster) and histograms marked. The
 // dashboard test relies on this table.
 func TestMetricsTable(t *testing.T) {
-	doc, code := readmeMetrics(t), codeMetrics(t)
+	for _, p := range compareMetrics(readmeMetrics(t), codeMetrics(t)) {
+		t.Error(p)
+	}
+}
+
+// compareMetrics lists the differences between the README's table and the
+// metrics the code defines.
+func compareMetrics(doc, code map[string]metricInfo) []string {
+	var problems []string
+	errorf := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 	for name, c := range code {
 		d, ok := doc[name]
 		if !ok {
-			t.Errorf("%s (labels %v) is exported but missing from README.md's metrics table", name, c.labels)
+			errorf("%s (labels %v) is exported but missing from README.md's metrics table", name, c.labels)
 			continue
 		}
 		extra := slices.DeleteFunc(slices.Clone(d.labels), func(l string) bool { return slices.Contains(c.labels, l) })
 		if missing := slices.DeleteFunc(slices.Clone(c.labels), func(l string) bool { return slices.Contains(d.labels, l) }); len(missing) > 0 {
-			t.Errorf("%s: README.md lists labels %v; the code also has %v", name, d.labels, missing)
+			errorf("%s: README.md lists labels %v; the code also has %v", name, d.labels, missing)
 		}
 		if len(extra) > 1 || len(extra) == 1 && extra[0] != clusterLabel {
-			t.Errorf("%s: README.md lists labels %v; the code has only %v (and may add %s)", name, d.labels, c.labels, clusterLabel)
+			errorf("%s: README.md lists labels %v; the code has only %v (and may add %s)", name, d.labels, c.labels, clusterLabel)
 		}
 		if d.histogram != c.histogram {
-			t.Errorf("%s: histogram in the code %v, in README.md %v", name, c.histogram, d.histogram)
+			errorf("%s: histogram in the code %v, in README.md %v", name, c.histogram, d.histogram)
 		}
-		if counter := strings.HasSuffix(name, "_total"); counter && c.histogram {
-			t.Errorf("%s: a histogram named like a counter", name)
+		if strings.HasSuffix(name, "_total") && c.histogram {
+			errorf("%s: a histogram named like a counter", name)
 		}
 	}
 	for name := range doc {
 		if _, ok := code[name]; !ok {
-			t.Errorf("README.md lists %s, which the code does not define", name)
+			errorf("README.md lists %s, which the code does not define", name)
+		}
+	}
+	slices.Sort(problems)
+	return problems
+}
+
+// TestMetricsTableChecksCatch: a README that drifted from the code fails.
+// (The table is changed after parsing, so that edits to its rows elsewhere
+// do not break this test.)
+func TestMetricsTableChecksCatch(t *testing.T) {
+	code := codeMetrics(t)
+	if _, err := parseMetricsTable("| `kseal_x_total` | `a` |\n"); err == nil {
+		t.Error("parseMetricsTable accepted a row without the meaning column")
+	}
+	for _, tc := range []struct {
+		name   string
+		mutate func(doc map[string]metricInfo)
+		want   string
+	}{
+		{"row missing", func(doc map[string]metricInfo) { delete(doc, "kseal_panics_total") }, "kseal_panics_total (labels"},
+		{"row for no metric", func(doc map[string]metricInfo) { doc["kseal_nothing_total"] = metricInfo{} }, "does not define"},
+		{"label missing", func(doc map[string]metricInfo) {
+			m := doc["kseal_requests_total"]
+			m.labels = []string{"virtual_cluster"}
+			doc["kseal_requests_total"] = m
+		}, "the code also has [api]"},
+		{"label extra", func(doc map[string]metricInfo) {
+			m := doc["kseal_requests_total"]
+			m.labels = append(slices.Clone(m.labels), "topic")
+			doc["kseal_requests_total"] = m
+		}, "has only"},
+		{"histogram unmarked", func(doc map[string]metricInfo) {
+			m := doc["kseal_kms_operation_duration_seconds"]
+			m.histogram = false
+			doc["kseal_kms_operation_duration_seconds"] = m
+		}, "histogram in the code true"},
+	} {
+		doc := readmeMetrics(t)
+		tc.mutate(doc)
+		problems := compareMetrics(doc, code)
+		if !slices.ContainsFunc(problems, func(p string) bool { return strings.Contains(p, tc.want) }) {
+			t.Errorf("%s: no problem mentions %q; got %q", tc.name, tc.want, problems)
 		}
 	}
 }
