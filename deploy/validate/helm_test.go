@@ -14,6 +14,8 @@ import (
 	"helm.sh/helm/v3/pkg/engine"
 	"helm.sh/helm/v3/pkg/lint"
 	"helm.sh/helm/v3/pkg/lint/support"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"sigs.k8s.io/yaml"
 )
 
 // chartDir is the Helm chart, rendered here with Helm's own library (the
@@ -257,4 +259,64 @@ func TestHelmLint(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestHelmAgreesWithManifests: the chart's defaults and the kustomize
+// manifests (deploy/kubernetes) describe the same pod; they must not drift
+// apart in what matters for running it: security contexts, resources,
+// probes, shutdown, rollout strategy, ports, environment, and kseal's
+// config apart from the KMS credentials' paths.
+func TestHelmAgreesWithManifests(t *testing.T) {
+	rendered, err := renderChart(t, loadChart(t), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := helmVariant("", false)
+	h := newChecks(t, renderedBundle(t, v.dir, rendered), v)
+	k := newChecks(t, loadBundle(t, variants[0].dir), variants[0])
+
+	same := func(what string, a, b any) {
+		if !equality.Semantic.DeepEqual(a, b) {
+			ya, _ := yaml.Marshal(a)
+			yb, _ := yaml.Marshal(b)
+			t.Errorf("%s differs between the chart's defaults and %s:\nchart:\n%s\nmanifests:\n%s", what, variants[0].dir, ya, yb)
+		}
+	}
+	same("replicas", h.dep.Spec.Replicas, k.dep.Spec.Replicas)
+	same("strategy", h.dep.Spec.Strategy, k.dep.Spec.Strategy)
+	same("pod securityContext", h.pod.SecurityContext, k.pod.SecurityContext)
+	same("terminationGracePeriodSeconds", h.pod.TerminationGracePeriodSeconds, k.pod.TerminationGracePeriodSeconds)
+	same("automountServiceAccountToken", h.pod.AutomountServiceAccountToken, k.pod.AutomountServiceAccountToken)
+	same("container securityContext", h.ctr.SecurityContext, k.ctr.SecurityContext)
+	same("resources", h.ctr.Resources, k.ctr.Resources)
+	same("readinessProbe", h.ctr.ReadinessProbe, k.ctr.ReadinessProbe)
+	same("livenessProbe", h.ctr.LivenessProbe, k.ctr.LivenessProbe)
+	same("lifecycle", h.ctr.Lifecycle, k.ctr.Lifecycle)
+	same("env", h.ctr.Env, k.ctr.Env)
+	same("args", h.ctr.Args, k.ctr.Args)
+	same("ports", h.ctr.Ports, k.ctr.Ports)
+	same("PodDisruptionBudget", h.b.pdbs["kseal"].Spec.MaxUnavailable, k.b.pdbs["kseal"].Spec.MaxUnavailable)
+
+	withoutKMS := func(doc []byte) any {
+		var tree map[string]any
+		if err := yaml.Unmarshal(doc, &tree); err != nil {
+			t.Fatal(err)
+		}
+		for _, vc := range tree["virtualClusters"].([]any) {
+			if enc, ok := vc.(map[string]any)["encryption"].(map[string]any); ok {
+				kms, _ := enc["kms"].(map[string]any)
+				if kms == nil {
+					t.Errorf("virtual cluster %v: no kms", vc.(map[string]any)["name"])
+					continue
+				}
+				// The same provider and settings; only the mounted files'
+				// paths differ (the chart's Secret is kseal-kms).
+				cfg, _ := kms["config"].(map[string]any)
+				delete(cfg, "tokenFile")
+				delete(cfg, "tls")
+			}
+		}
+		return tree
+	}
+	same("kseal.yaml (apart from the KMS files' paths)", withoutKMS(h.cfgDoc), withoutKMS(k.cfgDoc))
 }
