@@ -43,6 +43,7 @@ var helmExamples = []struct {
 	{file: "examples/vault.yaml"},
 	{file: "examples/aws-irsa.yaml"},
 	{file: "examples/aws-static.yaml"},
+	{file: "examples/aws-env.yaml"},
 	{file: "examples/azure-client-secret.yaml"},
 	{file: "examples/azure-managed-identity.yaml"},
 	{file: "examples/local-secret.yaml"},
