@@ -35,9 +35,11 @@ fuzz:
 integration:
 	scripts/test-integration.sh
 
-# The Dockerfile and Kubernetes manifests, checked offline (no Docker or
-# cluster here): strict decoding into k8s.io/api types, invariants, and the
-# ConfigMap's config validated by kseal itself. See deploy/README.md.
+# The Dockerfile, Kubernetes manifests and Helm chart (rendered with Helm's
+# library), checked offline (no Docker or cluster here): strict decoding into
+# k8s.io/api types, invariants, and the ConfigMap's config validated by kseal
+# itself; the Grafana dashboard's queries against the metrics kseal exports.
+# See deploy/README.md.
 deploy-check:
 	cd deploy/validate && $(GO) test -count=1 ./...
 

@@ -23,6 +23,11 @@ const repoRoot = "../.."
 type variant struct {
 	dir string
 	sni bool // one TLS port routed by server name, instead of a port per broker
+	// helm: rendered from the chart (helm_test.go) rather than read from
+	// dir: no kustomization, every object in the release's namespace, and
+	// Secrets are referenced, not shipped (their volumes list the keys).
+	helm      bool
+	namespace string // the release's namespace (helm)
 }
 
 var variants = []variant{
@@ -41,6 +46,8 @@ type bundle struct {
 	deployments     map[string]*appsv1.Deployment
 	services        map[string]*corev1.Service
 	pdbs            map[string]*policyv1.PodDisruptionBudget
+	pvcs            map[string]*corev1.PersistentVolumeClaim
+	serviceMonitors map[string]*serviceMonitor
 }
 
 // object is one decoded manifest document.
@@ -62,17 +69,7 @@ const kustomizationFile = "kustomization.yaml"
 // (not its subdirectories).
 func loadBundle(t *testing.T, dir string) *bundle {
 	t.Helper()
-	b := &bundle{
-		dir:             dir,
-		files:           map[string][]object{},
-		namespaces:      map[string]*corev1.Namespace{},
-		serviceAccounts: map[string]*corev1.ServiceAccount{},
-		configMaps:      map[string]*corev1.ConfigMap{},
-		secrets:         map[string]*corev1.Secret{},
-		deployments:     map[string]*appsv1.Deployment{},
-		services:        map[string]*corev1.Service{},
-		pdbs:            map[string]*policyv1.PodDisruptionBudget{},
-	}
+	b := newBundle(dir)
 	names, err := manifestFiles(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -97,6 +94,22 @@ func loadBundle(t *testing.T, dir string) *bundle {
 		}
 	}
 	return b
+}
+
+func newBundle(dir string) *bundle {
+	return &bundle{
+		dir:             dir,
+		files:           map[string][]object{},
+		namespaces:      map[string]*corev1.Namespace{},
+		serviceAccounts: map[string]*corev1.ServiceAccount{},
+		configMaps:      map[string]*corev1.ConfigMap{},
+		secrets:         map[string]*corev1.Secret{},
+		deployments:     map[string]*appsv1.Deployment{},
+		services:        map[string]*corev1.Service{},
+		pdbs:            map[string]*policyv1.PodDisruptionBudget{},
+		pvcs:            map[string]*corev1.PersistentVolumeClaim{},
+		serviceMonitors: map[string]*serviceMonitor{},
+	}
 }
 
 // manifestFiles lists dir's *.yaml files other than the kustomization.
@@ -132,6 +145,10 @@ func (b *bundle) add(o object) error {
 		return putOnce(b.services, o.meta.Name, v)
 	case *policyv1.PodDisruptionBudget:
 		return putOnce(b.pdbs, o.meta.Name, v)
+	case *corev1.PersistentVolumeClaim:
+		return putOnce(b.pvcs, o.meta.Name, v)
+	case *serviceMonitor:
+		return putOnce(b.serviceMonitors, o.meta.Name, v)
 	}
 	return fmt.Errorf("no place for %T", o.obj)
 }
@@ -171,8 +188,31 @@ func newObject(apiVersion, kind string) (any, *metav1.ObjectMeta, error) {
 	case "policy/v1 PodDisruptionBudget":
 		o := &policyv1.PodDisruptionBudget{}
 		return o, &o.ObjectMeta, nil
+	case "v1 PersistentVolumeClaim":
+		o := &corev1.PersistentVolumeClaim{}
+		return o, &o.ObjectMeta, nil
+	case "monitoring.coreos.com/v1 ServiceMonitor":
+		o := &serviceMonitor{}
+		return o, &o.ObjectMeta, nil
 	}
 	return nil, nil, fmt.Errorf("unexpected apiVersion %q kind %q", apiVersion, kind)
+}
+
+// serviceMonitor is the part of the prometheus-operator's ServiceMonitor
+// that the chart uses (its Go types live in a module of their own); decoded
+// strictly, so any other field fails.
+type serviceMonitor struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		Selector  metav1.LabelSelector `json:"selector"`
+		Endpoints []struct {
+			Port          string `json:"port"`
+			Path          string `json:"path"`
+			Interval      string `json:"interval"`
+			ScrapeTimeout string `json:"scrapeTimeout"`
+		} `json:"endpoints"`
+	} `json:"spec"`
 }
 
 // decodeManifests splits a multi-document YAML file and decodes each

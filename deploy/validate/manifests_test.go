@@ -59,7 +59,10 @@ func (c *checks) errorf(format string, args ...any) {
 // is started with; without them nothing else can be checked.
 func newChecks(t *testing.T, b *bundle, v variant) *checks {
 	t.Helper()
-	c := &checks{b: b, v: v, k: loadKustomization(t, b.dir)}
+	c := &checks{b: b, v: v}
+	if !v.helm {
+		c.k = loadKustomization(t, b.dir)
+	}
 	if len(b.deployments) != 1 {
 		t.Fatalf("%s: want exactly one Deployment, have %d", b.dir, len(b.deployments))
 	}
@@ -94,8 +97,12 @@ func newChecks(t *testing.T, b *bundle, v variant) *checks {
 }
 
 func (c *checks) run() []string {
-	c.kustomization()
-	c.namespaces()
+	if c.v.helm {
+		c.releaseNamespace()
+	} else {
+		c.kustomization()
+		c.namespaces()
+	}
 	c.config()
 	c.deployment()
 	c.podSecurity()
@@ -165,6 +172,20 @@ func (c *checks) namespaces() {
 		for _, o := range objs {
 			if o.kind != "Namespace" && o.meta.Namespace != c.k.Namespace {
 				c.errorf("%s: namespace %q, want %q (so kubectl apply -f puts it where the kustomization does)", o, o.meta.Namespace, c.k.Namespace)
+			}
+		}
+	}
+}
+
+// releaseNamespace: a chart creates no Namespace (helm install
+// --create-namespace does) and puts every object in the release's.
+func (c *checks) releaseNamespace() {
+	for _, objs := range c.b.files {
+		for _, o := range objs {
+			if o.kind == "Namespace" {
+				c.errorf("%s: a chart must not create its namespace", o)
+			} else if o.meta.Namespace != c.v.namespace {
+				c.errorf("%s: namespace %q, want the release's %q", o, o.meta.Namespace, c.v.namespace)
 			}
 		}
 	}
@@ -282,8 +303,8 @@ func (c *checks) podSecurity() {
 	}
 	for _, vol := range p.Volumes {
 		s := vol.VolumeSource
-		if s.ConfigMap == nil && s.Secret == nil && s.EmptyDir == nil && s.Projected == nil && s.DownwardAPI == nil {
-			c.errorf("volume %s: only configMap, secret, emptyDir, projected and downwardAPI volumes are allowed under the restricted profile", vol.Name)
+		if s.ConfigMap == nil && s.Secret == nil && s.EmptyDir == nil && s.Projected == nil && s.DownwardAPI == nil && s.PersistentVolumeClaim == nil {
+			c.errorf("volume %s: only configMap, secret, emptyDir, projected, downwardAPI and persistentVolumeClaim volumes are allowed here (the restricted profile)", vol.Name)
 		}
 	}
 }
@@ -465,6 +486,7 @@ func (c *checks) shutdown() {
 type fileSource struct {
 	configMap *corev1.ConfigMap
 	secret    *corev1.Secret
+	claim     string // a file on this PersistentVolumeClaim (key is its path there)
 	key       string
 }
 
@@ -501,11 +523,28 @@ func (c *checks) resolveFile(p string) (fileSource, error) {
 			has = func(k string) bool { _, ok := cm.Data[k]; _, okb := cm.BinaryData[k]; return ok || okb }
 		case vol.Secret != nil:
 			s, ok := c.b.secrets[vol.Secret.SecretName]
-			if !ok {
+			items = vol.Secret.Items
+			switch {
+			case ok:
+				has = func(k string) bool { _, ok := s.Data[k]; _, oks := s.StringData[k]; return ok || oks }
+			case c.v.helm && len(items) > 0 && (vol.Secret.Optional == nil || !*vol.Secret.Optional):
+				// The chart references Secrets the operator creates; the
+				// keys it needs are the volume's items, and the pod does not
+				// start until the Secret holds them all.
+				s = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: vol.Secret.SecretName}}
+				has = func(k string) bool {
+					return slices.ContainsFunc(items, func(it corev1.KeyToPath) bool { return it.Key == k })
+				}
+			default:
 				return fileSource{}, fmt.Errorf("Secret %q of volume %s is not defined", vol.Secret.SecretName, vol.Name)
 			}
-			items, src.secret = vol.Secret.Items, s
-			has = func(k string) bool { _, ok := s.Data[k]; _, oks := s.StringData[k]; return ok || oks }
+			src.secret = s
+		case vol.PersistentVolumeClaim != nil:
+			claim := vol.PersistentVolumeClaim.ClaimName
+			if !vol.PersistentVolumeClaim.ReadOnly {
+				return fileSource{}, fmt.Errorf("volume %s: claim %s is not mounted readOnly", vol.Name, claim)
+			}
+			return fileSource{claim: claim, key: rel}, nil
 		default:
 			return fileSource{}, fmt.Errorf("volume %s is neither a ConfigMap nor a Secret", vol.Name)
 		}
@@ -545,7 +584,14 @@ func (c *checks) files() {
 			c.errorf("kseal.yaml %s %s: %v", key, p, err)
 			continue
 		}
-		if src.secret == nil {
+		switch {
+		case src.claim != "":
+			// Only the local KMS's store may live on a volume: it is sealed
+			// under the master key, which must come from a Secret.
+			if !strings.HasSuffix(key, ".keyStore") {
+				c.errorf("kseal.yaml %s %s: on volume claim %s; credentials and keys belong in a Secret", key, p, src.claim)
+			}
+		case src.secret == nil:
 			c.errorf("kseal.yaml %s %s: comes from a ConfigMap; credentials and keys belong in a Secret", key, p)
 		}
 	}
@@ -679,8 +725,53 @@ func (c *checks) disruptionBudget() {
 
 func (c *checks) prometheus() {
 	a := c.dep.Spec.Template.Annotations
+	if len(c.b.serviceMonitors) > 0 {
+		c.serviceMonitors()
+		if a["prometheus.io/scrape"] == "" {
+			return // scraped through the ServiceMonitor alone
+		}
+	}
 	if a["prometheus.io/scrape"] != "true" || a["prometheus.io/path"] != "/metrics" || a["prometheus.io/port"] != strconv.Itoa(int(c.adminPort())) {
 		c.errorf("pod template: prometheus.io/scrape, /path, /port annotations %q %q %q, want true /metrics %d",
 			a["prometheus.io/scrape"], a["prometheus.io/path"], a["prometheus.io/port"], c.adminPort())
+	}
+}
+
+// serviceMonitors: each selects a Service that exposes the admin port, by
+// that port's name, on /metrics.
+func (c *checks) serviceMonitors() {
+	for _, sm := range c.b.serviceMonitors {
+		sel, err := metav1.LabelSelectorAsSelector(&sm.Spec.Selector)
+		if err != nil || sel.Empty() {
+			c.errorf("ServiceMonitor %s: selector %v (%v)", sm.Name, sm.Spec.Selector, err)
+			continue
+		}
+		if len(sm.Spec.Endpoints) == 0 {
+			c.errorf("ServiceMonitor %s: no endpoints", sm.Name)
+		}
+		for _, ep := range sm.Spec.Endpoints {
+			if ep.Path != "/metrics" {
+				c.errorf("ServiceMonitor %s: path %q, want /metrics", sm.Name, ep.Path)
+			}
+			found := false
+			for _, svc := range c.b.services {
+				if !sel.Matches(labels.Set(svc.Labels)) {
+					continue
+				}
+				for _, sp := range svc.Spec.Ports {
+					if sp.Name != ep.Port {
+						continue
+					}
+					if cp := c.containerPort(sp.TargetPort); cp != nil && cp.ContainerPort == c.adminPort() {
+						found = true
+					} else {
+						c.errorf("ServiceMonitor %s: port %s of Service %s is not the admin port %d", sm.Name, ep.Port, svc.Name, c.adminPort())
+					}
+				}
+			}
+			if !found {
+				c.errorf("ServiceMonitor %s: no Service it selects has an admin port named %q", sm.Name, ep.Port)
+			}
+		}
 	}
 }
