@@ -2,7 +2,10 @@ package azure
 
 import (
 	"context"
+	"crypto"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +15,11 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
 	"github.com/kseal/kseal/internal/kms"
 )
@@ -60,15 +68,21 @@ func newTokenCache(fetch fetchFunc, timeout time.Duration) *tokenCache {
 
 // get returns a usable token, fetching one when there is none.
 func (c *tokenCache) get(ctx context.Context) (string, error) {
+	v, _, err := c.getToken(ctx)
+	return v, err
+}
+
+// getToken is get with the token's expiry.
+func (c *tokenCache) getToken(ctx context.Context) (string, time.Time, error) {
 	now := c.now()
 	c.mu.Lock()
 	if c.tok.value != "" && now.Before(c.tok.expiresAt.Add(-expiryMargin)) {
-		v := c.tok.value
+		v, exp := c.tok.value, c.tok.expiresAt
 		if !now.Before(c.refreshAt) && c.flight == nil {
 			c.start() // renew early; this caller keeps the current token
 		}
 		c.mu.Unlock()
-		return v, nil
+		return v, exp, nil
 	}
 	f := c.flight
 	if f == nil {
@@ -78,11 +92,11 @@ func (c *tokenCache) get(ctx context.Context) (string, error) {
 	select {
 	case <-f.done:
 		if f.err != nil {
-			return "", f.err
+			return "", time.Time{}, f.err
 		}
-		return f.tok.value, nil
+		return f.tok.value, f.tok.expiresAt, nil
 	case <-ctx.Done():
-		return "", fmt.Errorf("%w: waiting for an access token: %w", kms.ErrUnavailable, ctx.Err())
+		return "", time.Time{}, fmt.Errorf("%w: waiting for an access token: %w", kms.ErrUnavailable, ctx.Err())
 	}
 }
 
@@ -121,6 +135,147 @@ func (c *tokenCache) invalidate(v string) {
 	c.mu.Unlock()
 }
 
+// errAccessToken marks a failure to get an access token, so classify
+// reports it as such and keeps its class.
+var errAccessToken = errors.New("access token")
+
+// credential is the azcore.TokenCredential the SDK's key client uses. It
+// hands out tokenCache's token for the configured audience, whatever scope
+// and tenant the vault's challenge names: a vault (or anything answering
+// at its address) cannot choose what kseal's token is good for.
+type credential struct{ tokens *tokenCache }
+
+func (c credential) GetToken(ctx context.Context, _ policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	tok, exp, err := c.tokens.getToken(ctx)
+	if err != nil {
+		return azcore.AccessToken{}, fmt.Errorf("%w: %w", errAccessToken, err)
+	}
+	return azcore.AccessToken{Token: tok, ExpiresOn: exp}, nil
+}
+
+// sdkFetcher gets tokens from an azidentity credential that mk builds
+// anew for every token: the credential's own cache would hand back a
+// token the vault has just refused, and a new build re-reads the
+// certificate or federated token file.
+func sdkFetcher(mk func() (azcore.TokenCredential, error), scope, where string) fetchFunc {
+	return func(ctx context.Context) (token, error) {
+		cred, err := mk()
+		if err != nil {
+			return token{}, err
+		}
+		at, err := cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{scope}})
+		if err != nil {
+			return token{}, sdkTokenError(err, where)
+		}
+		if at.Token == "" {
+			return token{}, fmt.Errorf("token response from %s: no access_token", where)
+		}
+		return token{value: at.Token, expiresAt: at.ExpiresOn}, nil
+	}
+}
+
+// sdkTokenError classifies an azidentity failure like doTokenRequest does,
+// without the credential's multi-line text (it quotes the whole answer).
+func sdkTokenError(err error, where string) error {
+	var afe *azidentity.AuthenticationFailedError
+	if errors.As(err, &afe) && afe.RawResponse != nil {
+		status := afe.RawResponse.StatusCode
+		detail := ""
+		var tr tokenResponse
+		if b, perr := runtime.Payload(afe.RawResponse); perr == nil && json.Unmarshal(b, &tr) == nil && tr.Error != "" {
+			detail = ": " + printable(tr.Error+": "+tr.ErrorDescription, 300)
+		}
+		e := fmt.Errorf("token request to %s: HTTP %d%s", where, status, detail)
+		if transientStatus(status) {
+			return fmt.Errorf("%w: %w", kms.ErrUnavailable, e)
+		}
+		return e
+	}
+	if isTransport(err) {
+		return transportError("token request to "+where, err)
+	}
+	return fmt.Errorf("token request to %s: %s", where, printable(err.Error(), 300))
+}
+
+// clientCertificateFetcher is the client credentials flow with a
+// certificate (a signed client assertion), through azidentity.
+func clientCertificateFetcher(opts azcore.ClientOptions, cfg *Config) fetchFunc {
+	a := cfg.Auth
+	authority := cfg.authorityHost()
+	return sdkFetcher(func() (azcore.TokenCredential, error) {
+		certs, key, err := readCertificate(a.ClientCertificateFile)
+		if err != nil {
+			return nil, err
+		}
+		return azidentity.NewClientCertificateCredential(a.TenantID, a.ClientID, certs, key, &azidentity.ClientCertificateCredentialOptions{
+			ClientOptions:            opts,
+			SendCertificateChain:     a.SendCertificateChain,
+			DisableInstanceDiscovery: customAuthority(authority),
+		})
+	}, cfg.resource()+"/.default", authority)
+}
+
+// workloadIdentityFetcher is the federated credential flow: the
+// service account token file is the client assertion.
+func workloadIdentityFetcher(opts azcore.ClientOptions, cfg *Config, tenant, clientID, file string) fetchFunc {
+	authority := cfg.authorityHost()
+	return sdkFetcher(func() (azcore.TokenCredential, error) {
+		return azidentity.NewWorkloadIdentityCredential(&azidentity.WorkloadIdentityCredentialOptions{
+			ClientOptions:            opts,
+			TenantID:                 tenant,
+			ClientID:                 clientID,
+			TokenFilePath:            file,
+			DisableInstanceDiscovery: customAuthority(authority),
+		})
+	}, cfg.resource()+"/.default", authority)
+}
+
+// customAuthority reports whether authority is none of the national
+// clouds' Entra ID: MSAL's instance discovery (a request to the public
+// cloud) is then off, as for Azure Stack and private clouds.
+func customAuthority(authority string) bool {
+	for _, c := range clouds {
+		if c.authority == authority {
+			return false
+		}
+	}
+	return true
+}
+
+// maxCertificateSize bounds a client certificate file.
+const maxCertificateSize = 1 << 20
+
+// readCertificate reads a PEM or password-less PKCS#12 certificate with
+// its private key.
+func readCertificate(file string) ([]*x509.Certificate, crypto.PrivateKey, error) {
+	b, err := readBounded(file, maxCertificateSize)
+	if err != nil {
+		return nil, nil, fmt.Errorf("auth.clientCertificateFile: %w", err)
+	}
+	certs, key, err := azidentity.ParseCertificates(b, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("auth.clientCertificateFile: %s: %s", file, printable(err.Error(), 200))
+	}
+	return certs, key, nil
+}
+
+// readBounded reads at most limit bytes of file.
+func readBounded(file string, limit int64) ([]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", file, limit)
+	}
+	return b, nil
+}
+
 // maxTokenResponse bounds what is read from a token endpoint.
 const maxTokenResponse = 256 << 10
 
@@ -156,7 +311,7 @@ func (f *flexInt) UnmarshalJSON(b []byte) error {
 // clientSecretFetcher returns the OAuth 2.0 client credentials flow against
 // Entra ID's v2.0 token endpoint.
 func clientSecretFetcher(hc *http.Client, cfg *Config) fetchFunc {
-	endpoint := strings.TrimRight(cfg.Auth.AuthorityHost, "/") + "/" + url.PathEscape(cfg.Auth.TenantID) + "/oauth2/v2.0/token"
+	endpoint := cfg.authorityHost() + "/" + url.PathEscape(cfg.Auth.TenantID) + "/oauth2/v2.0/token"
 	clientID := cfg.Auth.ClientID
 	scope := cfg.resource() + "/.default"
 	secretFile, secretEnv := cfg.Auth.ClientSecretFile, cfg.Auth.ClientSecretEnv

@@ -18,12 +18,10 @@
 package azure
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,6 +35,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
+
 	"github.com/kseal/kseal/internal/kms"
 )
 
@@ -45,7 +49,7 @@ type KMS struct {
 	base       string // vault base URL, no trailing slash
 	apiVersion string
 	timeout    time.Duration
-	hc         *http.Client
+	client     *azkeys.Client
 	transport  *http.Transport
 	tokens     *tokenCache
 	logger     *slog.Logger
@@ -90,6 +94,13 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*KMS, error) {
 		// secret in the form body) somewhere else.
 		CheckRedirect: kms.NoRedirects,
 	}
+	// The SDK's pipeline makes one attempt (internal/dek retries), over
+	// hc: no redirects, kseal's TLS trust and proxy rules.
+	sdkOpts := azcore.ClientOptions{
+		Transport: &vaultTransport{hc: hc},
+		Retry:     policy.RetryOptions{MaxRetries: -1},
+		Cloud:     cloud.Configuration{ActiveDirectoryAuthorityHost: cfg.authorityHost()},
+	}
 	var fetch fetchFunc
 	switch cfg.Auth.Method {
 	case MethodClientSecret:
@@ -98,18 +109,58 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*KMS, error) {
 			return nil, err
 		}
 		fetch = clientSecretFetcher(hc, cfg)
+	case MethodClientCertificate:
+		if _, _, err := readCertificate(cfg.Auth.ClientCertificateFile); err != nil {
+			return nil, err
+		}
+		fetch = clientCertificateFetcher(sdkOpts, cfg)
+	case MethodWorkloadIdentity:
+		tenant, clientID, file := cfg.Auth.TenantID, cfg.Auth.ClientID, cfg.Auth.TokenFile
+		for _, v := range []struct {
+			dst      *string
+			key, env string
+		}{{&tenant, "tenantId", "AZURE_TENANT_ID"}, {&clientID, "clientId", "AZURE_CLIENT_ID"}, {&file, "tokenFile", "AZURE_FEDERATED_TOKEN_FILE"}} {
+			if *v.dst == "" {
+				*v.dst = os.Getenv(v.env)
+			}
+			if *v.dst == "" {
+				return nil, fmt.Errorf("azure kms config: auth.%s: required for workloadIdentity (or set %s, as AKS workload identity does)", v.key, v.env)
+			}
+		}
+		if !validGUIDOrDomain(tenant) {
+			return nil, fmt.Errorf("azure kms config: auth.tenantId: %q (from AZURE_TENANT_ID) is not a tenant id or domain", printable(tenant, 100))
+		}
+		if _, err := readBounded(file, maxSecretSize); err != nil {
+			return nil, fmt.Errorf("azure kms config: auth.tokenFile: %w", err)
+		}
+		fetch = workloadIdentityFetcher(sdkOpts, cfg, tenant, clientID, file)
 	case MethodManagedIdentity:
 		if fetch, err = managedIdentityFetcher(hc, cfg); err != nil {
 			return nil, err
 		}
 	}
+	tokens := newTokenCache(fetch, cfg.Timeout)
+	sdkOpts.APIVersion = cfg.APIVersion
+	// The vault's own requests go through vaultTransport: bounded answers,
+	// and a refused token is dropped so the SDK's one retry gets a new one.
+	sdkOpts.Transport = &vaultTransport{hc: hc, refused: tokens.invalidate}
+	client, err := azkeys.NewClient(cfg.baseURL(), credential{tokens}, &azkeys.ClientOptions{
+		ClientOptions: sdkOpts,
+		// The challenge's resource is not used (credential pins the
+		// audience), so checking it against the vault host adds nothing,
+		// and would refuse private endpoints and test vaults.
+		DisableChallengeResourceVerification: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("azure kms: %w", err)
+	}
 	k := &KMS{
 		base:       cfg.baseURL(),
 		apiVersion: cfg.APIVersion,
 		timeout:    cfg.Timeout,
-		hc:         hc,
+		client:     client,
 		transport:  tr,
-		tokens:     newTokenCache(fetch, cfg.Timeout),
+		tokens:     tokens,
 		logger:     logger,
 		allowRSA:   cfg.AllowRSAKeys,
 	}
@@ -159,19 +210,6 @@ func (k *KMS) Close() error {
 	return nil
 }
 
-// keyBundle is the part of Key Vault's KeyBundle kseal reads.
-type keyBundle struct {
-	Key struct {
-		KID    string   `json:"kid"`
-		KTY    string   `json:"kty"`
-		KeyOps []string `json:"key_ops"`
-		N      string   `json:"n"`
-	} `json:"key"`
-	Attributes struct {
-		Enabled *bool `json:"enabled"`
-	} `json:"attributes"`
-}
-
 // keyInfo is a key's current version and the wrap algorithm it takes.
 type keyInfo struct {
 	version string
@@ -198,38 +236,54 @@ func (k *KMS) currentKey(ctx context.Context, name string) (keyInfo, error) {
 	if !validName(name) {
 		return keyInfo{}, fmt.Errorf("azure kms: %w: %q is not a Key Vault key name (1-127 letters, digits, dashes)", kms.ErrKeyNotFound, printable(name, 140))
 	}
-	var kb keyBundle
-	if err := k.call(ctx, http.MethodGet, "/keys/"+name, nil, &kb, "get key "+name); err != nil {
+	res, err := k.client.GetKey(ctx, name, "", nil)
+	if err != nil {
+		err = k.classify(err, "get key "+name)
 		if errors.Is(err, kms.ErrKeyNotFound) && k.softDeleted(ctx, name) {
 			return keyInfo{}, fmt.Errorf("azure kms: key %s is deleted but recoverable (soft-delete): %w", name, kms.ErrKeyUnusable)
 		}
 		return keyInfo{}, err
 	}
-	version, err := versionFromKID(kb.Key.KID, name)
+	if res.Key == nil || res.Key.KID == nil {
+		return keyInfo{}, fmt.Errorf("azure kms: get key %s: the answer has no key id", name)
+	}
+	version, err := versionFromKID(string(*res.Key.KID), name)
 	if err != nil {
 		return keyInfo{}, fmt.Errorf("azure kms: get key %s: %w", name, err)
 	}
-	if kb.Attributes.Enabled != nil && !*kb.Attributes.Enabled {
+	if res.Attributes != nil && res.Attributes.Enabled != nil && !*res.Attributes.Enabled {
 		return keyInfo{}, fmt.Errorf("azure kms: key %s version %s is disabled: %w", name, version, kms.ErrKeyUnusable)
 	}
 	var info keyInfo
 	info.version = version
-	switch kb.Key.KTY {
+	kty := ""
+	if res.Key.Kty != nil {
+		kty = string(*res.Key.Kty)
+	}
+	switch kty {
 	case "RSA", "RSA-HSM":
 		if !k.allowRSA {
 			return keyInfo{}, fmt.Errorf("azure kms: key %s is an RSA key and allowRsaKeys is false (anyone with its public key could make EDEKs kseal accepts); use an oct-HSM key", name)
 		}
 		info.alg = algRSAOAEP256
-		if bits := rsaBits(kb.Key.N); bits != 0 && bits != 2048 && bits != 3072 && bits != 4096 {
+		if bits := rsaBits(res.Key.N); bits != 0 && bits != 2048 && bits != 3072 && bits != 4096 {
 			return keyInfo{}, fmt.Errorf("azure kms: key %s is RSA-%d: kseal takes RSA 2048, 3072 or 4096", name, bits)
 		}
 	case "oct", "oct-HSM":
 		info.alg = algA256KW
 	default:
-		return keyInfo{}, fmt.Errorf("azure kms: key %s has type %q, which cannot wrap keys (want RSA, RSA-HSM or oct-HSM)", name, printable(kb.Key.KTY, 20))
+		return keyInfo{}, fmt.Errorf("azure kms: key %s has type %q, which cannot wrap keys (want RSA, RSA-HSM or oct-HSM)", name, printable(kty, 20))
 	}
-	if kb.Key.KeyOps != nil && (!slices.Contains(kb.Key.KeyOps, "wrapKey") || !slices.Contains(kb.Key.KeyOps, "unwrapKey")) {
-		return keyInfo{}, fmt.Errorf("azure kms: key %s does not allow wrapKey and unwrapKey (key_ops %s)", name, printable(strings.Join(kb.Key.KeyOps, ","), 100))
+	if res.Key.KeyOps != nil {
+		ops := make([]string, 0, len(res.Key.KeyOps))
+		for _, op := range res.Key.KeyOps {
+			if op != nil {
+				ops = append(ops, string(*op))
+			}
+		}
+		if !slices.Contains(ops, "wrapKey") || !slices.Contains(ops, "unwrapKey") {
+			return keyInfo{}, fmt.Errorf("azure kms: key %s does not allow wrapKey and unwrapKey (key_ops %s)", name, printable(strings.Join(ops, ","), 100))
+		}
 	}
 	return info, nil
 }
@@ -239,8 +293,8 @@ func (k *KMS) currentKey(ctx context.Context, name string) (keyInfo, error) {
 // soft-delete, no permission to read deleted keys) answers false: the key
 // then stays "not found".
 func (k *KMS) softDeleted(ctx context.Context, name string) bool {
-	var kb keyBundle
-	return k.call(ctx, http.MethodGet, "/deletedkeys/"+name, nil, &kb, "get deleted key "+name) == nil
+	_, err := k.client.GetDeletedKey(ctx, name, nil)
+	return err == nil
 }
 
 // Probe reads the key kms.ProbeKEK, which need not exist: a 404 is the
@@ -250,8 +304,11 @@ func (k *KMS) softDeleted(ctx context.Context, name string) bool {
 func (k *KMS) Probe(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, k.timeout)
 	defer cancel()
-	var kb keyBundle
-	err := k.call(ctx, http.MethodGet, "/keys/"+kms.ProbeKEK, nil, &kb, "readiness probe (get key "+kms.ProbeKEK+")")
+	_, err := k.client.GetKey(ctx, kms.ProbeKEK, "", nil)
+	if err == nil {
+		return nil
+	}
+	err = k.classify(err, "readiness probe (get key "+kms.ProbeKEK+")")
 	if err == nil || errors.Is(err, kms.ErrKeyNotFound) {
 		return nil
 	}
@@ -277,22 +334,18 @@ func (k *KMS) GenerateDEK(ctx context.Context, kek kms.KEKRef) (kms.DEK, error) 
 	if _, err := rand.Read(dek); err != nil {
 		return kms.DEK{}, fmt.Errorf("azure kms: random DEK: %w", err)
 	}
-	var res keyOpResult
-	err = k.call(ctx, http.MethodPost, "/keys/"+name+"/"+info.version+"/wrapkey",
-		keyOpParams{Alg: algName(info.alg), Value: base64.RawURLEncoding.EncodeToString(dek)}, &res,
-		"wrap with key "+name+" version "+info.version)
+	kid, wrapped, err := k.keyOp(ctx, true, name, info.version, info.alg, dek)
 	if err != nil {
 		clear(dek)
 		return kms.DEK{}, err
 	}
-	wrapped, err := decodeB64URL(res.Value)
-	if err != nil || !validWrappedLen(info.alg, len(wrapped)) {
+	if !validWrappedLen(info.alg, len(wrapped)) {
 		clear(dek)
 		return kms.DEK{}, fmt.Errorf("azure kms: wrap with key %s: unexpected wrapped key (%d bytes)", name, len(wrapped))
 	}
 	// The answer names the version that wrapped; it must be the one asked.
-	if res.KID != "" {
-		if v, err := versionFromKID(res.KID, name); err != nil || v != info.version {
+	if kid != "" {
+		if v, err := versionFromKID(kid, name); err != nil || v != info.version {
 			clear(dek)
 			return kms.DEK{}, fmt.Errorf("azure kms: wrap with key %s version %s: answer is for another key or version", name, info.version)
 		}
@@ -313,15 +366,11 @@ func (k *KMS) DecryptDEK(ctx context.Context, edek []byte) ([]byte, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, k.timeout)
 	defer cancel()
-	var res keyOpResult
-	err = k.call(ctx, http.MethodPost, "/keys/"+p.name+"/"+p.version+"/unwrapkey",
-		keyOpParams{Alg: algName(p.alg), Value: base64.RawURLEncoding.EncodeToString(p.wrapped)}, &res,
-		"unwrap with key "+p.name+" version "+p.version)
+	_, dek, err := k.keyOp(ctx, false, p.name, p.version, p.alg, p.wrapped)
 	if err != nil {
 		return nil, err
 	}
-	dek, err := decodeB64URL(res.Value)
-	if err != nil || len(dek) != dekSize {
+	if len(dek) != dekSize {
 		clear(dek)
 		return nil, fmt.Errorf("azure kms: unwrap with key %s version %s: result is not a %d-byte key", p.name, p.version, dekSize)
 	}
@@ -331,19 +380,41 @@ func (k *KMS) DecryptDEK(ctx context.Context, edek []byte) ([]byte, error) {
 // DescribeEDEK parses an EDEK offline.
 func (k *KMS) DescribeEDEK(edek []byte) (kms.EDEKInfo, error) { return DescribeEDEK(edek) }
 
-type keyOpParams struct {
-	Alg   string `json:"alg"`
-	Value string `json:"value"`
-}
-
-type keyOpResult struct {
-	KID   string `json:"kid"`
-	Value string `json:"value"`
+// keyOp wraps (wrap true) or unwraps in with key name at version, and
+// returns the key id the vault names in its answer ("" when it names
+// none) and the result.
+func (k *KMS) keyOp(ctx context.Context, wrap bool, name, version string, alg byte, in []byte) (string, []byte, error) {
+	a := azkeys.EncryptionAlgorithm(algName(alg))
+	params := azkeys.KeyOperationParameters{Algorithm: &a, Value: in}
+	var res azkeys.KeyOperationResult
+	var err error
+	what := "unwrap with key " + name + " version " + version
+	if wrap {
+		what = "wrap with key " + name + " version " + version
+		var r azkeys.WrapKeyResponse
+		r, err = k.client.WrapKey(ctx, name, version, params, nil)
+		res = r.KeyOperationResult
+	} else {
+		var r azkeys.UnwrapKeyResponse
+		r, err = k.client.UnwrapKey(ctx, name, version, params, nil)
+		res = r.KeyOperationResult
+	}
+	if err != nil {
+		return "", nil, k.classify(err, what)
+	}
+	kid := ""
+	if res.KID != nil {
+		kid = string(*res.KID)
+	}
+	return kid, res.Result, nil
 }
 
 // maxResponse bounds what is read from the vault: key bundles and
-// operation results are a few KiB.
+// operation results are a few KiB. limitBody enforces it under the SDK.
 const maxResponse = 1 << 20
+
+// errTooLarge is a vault answer beyond maxResponse.
+var errTooLarge = fmt.Errorf("answer larger than %d bytes", maxResponse)
 
 // vaultError is Key Vault's error body.
 type vaultError struct {
@@ -353,47 +424,31 @@ type vaultError struct {
 	} `json:"error"`
 }
 
-// call sends one request to the vault and decodes a 2xx answer into out.
-// what says what failed in errors ("get key KEK-orders").
+// classify turns an error of the SDK's key client into kseal's classes.
+// what says what failed ("get key KEK-orders"). The SDK's own error text
+// is never used: it carries the whole answer, control characters included.
 //
 // Classification: 404 is ErrKeyNotFound; 408, 429 and 5xx, timeouts and
 // connection failures are ErrUnavailable; 403 for a disabled key (or
 // ForbiddenByPolicy) is ErrKeyUnusable; other 403s (no permission,
-// firewall) and other 4xx are plain errors. A 401 means the vault no longer
-// takes the cached token (revoked, or issued before the identity provider
-// restarted): the token is dropped and the request sent once more with a
-// fresh one, as Azure's own clients do; a second 401 is a plain error.
-func (k *KMS) call(ctx context.Context, method, path string, in, out any, what string) error {
-	var body []byte
-	if in != nil {
-		var err error
-		if body, err = json.Marshal(in); err != nil {
-			return fmt.Errorf("azure kms: %s: %w", what, err)
-		}
-	}
-	u := k.base + path + "?api-version=" + url.QueryEscape(k.apiVersion)
-	for attempt := 0; ; attempt++ {
-		tok, err := k.tokens.get(ctx)
-		if err != nil {
-			return fmt.Errorf("azure kms: %s: access token: %w", what, err)
-		}
-		status, b, err := k.send(ctx, method, u, body, tok)
-		if err != nil {
-			return fmt.Errorf("azure kms: %w", transportError(what, err))
-		}
-		if len(b) > maxResponse {
-			return fmt.Errorf("azure kms: %s: answer larger than %d bytes", what, maxResponse)
-		}
-		if status/100 == 2 {
-			if err := json.Unmarshal(b, out); err != nil {
-				return fmt.Errorf("azure kms: %s: decoding the answer: %w", what, err)
-			}
-			return nil
-		}
+// firewall) and other 4xx are plain errors. A 401 that the vault sends
+// with its challenge makes the SDK ask for a token again and resend once;
+// kseal's credential then fetches a fresh one (see vaultTransport), as
+// Azure's clients do for a revoked token; a second 401 is a plain error.
+func (k *KMS) classify(err error, what string) error {
+	var re *azcore.ResponseError
+	switch {
+	case errors.As(err, &re):
+		status := re.StatusCode
 		detail := ""
 		var ve vaultError
-		if json.Unmarshal(b, &ve) == nil && ve.Error.Code != "" {
-			detail = ": " + printable(ve.Error.Code+": "+ve.Error.Message, 300)
+		if re.RawResponse != nil {
+			if b, perr := runtime.Payload(re.RawResponse); perr == nil && json.Unmarshal(b, &ve) == nil && ve.Error.Code != "" {
+				detail = ": " + printable(ve.Error.Code+": "+ve.Error.Message, 300)
+			}
+		}
+		if detail == "" && re.ErrorCode != "" {
+			detail = ": " + printable(re.ErrorCode, 300)
 		}
 		switch {
 		case status == http.StatusNotFound:
@@ -406,44 +461,76 @@ func (k *KMS) call(ctx context.Context, method, path string, in, out any, what s
 			// operation): a refusal, never "no such key".
 			return fmt.Errorf("azure kms: %s: %w (HTTP 403%s)", what, kms.ErrKeyUnusable, detail)
 		case status == http.StatusUnauthorized:
-			k.tokens.invalidate(tok)
-			if attempt == 0 {
-				continue
-			}
 			return fmt.Errorf("azure kms: %s: access token refused: HTTP 401%s", what, detail)
 		default:
 			return fmt.Errorf("azure kms: %s: HTTP %d%s", what, status, detail)
 		}
+	case errors.Is(err, errAccessToken):
+		return fmt.Errorf("azure kms: %s: %w", what, err)
+	case errors.Is(err, errTooLarge):
+		return fmt.Errorf("azure kms: %s: %w", what, errTooLarge)
+	case isTransport(err):
+		return fmt.Errorf("azure kms: %w", transportError(what, err))
+	default:
+		// The SDK could not read the answer (not JSON, wrong shapes) or
+		// refused the request for a reason of its own.
+		return fmt.Errorf("azure kms: %s: decoding the answer: %s", what, printable(err.Error(), 300))
 	}
 }
 
-// send makes one round trip and reads at most maxResponse+1 bytes of the
-// answer.
-func (k *KMS) send(ctx context.Context, method, u string, body []byte, tok string) (int, []byte, error) {
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, rd)
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+tok)
-	req.Header.Set("Accept", "application/json")
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := k.hc.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
-	if err != nil {
-		return 0, nil, fmt.Errorf("reading the answer: %w", err)
-	}
-	return resp.StatusCode, b, nil
+// isTransport reports whether err is a failed round trip (no answer) rather
+// than an answer the SDK could not use.
+func isTransport(err error) bool {
+	var ue *url.Error
+	var ne net.Error
+	return errors.As(err, &ue) || errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, io.ErrUnexpectedEOF)
 }
+
+// vaultTransport is the SDK's transport: one http.Client that refuses
+// redirects, bounds answers to maxResponse, and tells the credential when
+// the vault refused a token it sent.
+type vaultTransport struct {
+	hc      *http.Client
+	refused func(token string)
+}
+
+func (t *vaultTransport) Do(req *http.Request) (*http.Response, error) {
+	resp, err := t.hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusUnauthorized && t.refused != nil {
+		if tok, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer "); ok && tok != "" {
+			t.refused(tok)
+		}
+	}
+	resp.Body = &limitedBody{rc: resp.Body, left: maxResponse}
+	return resp, nil
+}
+
+// limitedBody fails with errTooLarge once more than left bytes are read.
+type limitedBody struct {
+	rc   io.ReadCloser
+	left int64
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left < 0 {
+		return 0, errTooLarge
+	}
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1]
+	}
+	n, err := b.rc.Read(p)
+	b.left -= int64(n)
+	if b.left < 0 {
+		return n, errTooLarge
+	}
+	return n, err
+}
+
+func (b *limitedBody) Close() error { return b.rc.Close() }
 
 // transientStatus reports whether an HTTP status is worth retrying.
 func transientStatus(code int) bool {
@@ -481,20 +568,10 @@ func versionFromKID(kid, name string) (string, error) {
 	return parts[2], nil
 }
 
-// rsaBits is the size of the base64url modulus n, 0 when absent or bad.
-func rsaBits(n string) int {
-	b, err := decodeB64URL(n)
-	if err != nil || len(b) == 0 {
-		return 0
-	}
+// rsaBits is the size of the modulus n, 0 when absent.
+func rsaBits(b []byte) int {
 	for len(b) > 0 && b[0] == 0 {
 		b = b[1:]
 	}
 	return len(b) * 8
-}
-
-// decodeB64URL decodes base64url with or without padding, as Key Vault's
-// JSON Web Key fields and results come.
-func decodeB64URL(s string) ([]byte, error) {
-	return base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
 }

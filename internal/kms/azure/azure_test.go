@@ -35,6 +35,12 @@ func openFake(t *testing.T, f *fakeVault, mod func(c *Config)) *KMS {
 	return k
 }
 
+// keyOpParams is the body of a wrapkey or unwrapkey request.
+type keyOpParams struct {
+	Alg   string `json:"alg"`
+	Value string `json:"value"`
+}
+
 func TestRequestShapes(t *testing.T) {
 	f := newFakeVault(t)
 	k := openFake(t, f, nil)
@@ -50,8 +56,14 @@ func TestRequestShapes(t *testing.T) {
 	}
 	p, _ := parseEDEK(d.EDEK)
 	reqs := f.recorded()
+	// The SDK's first request elicits the vault's challenge: no token, no
+	// body. A key's current version is asked for with a trailing slash.
+	if len(reqs) == 0 || reqs[0].Header.Get("Authorization") != "" || len(reqs[0].Body) != 0 {
+		t.Fatalf("first request %+v, want the challenge request", reqs)
+	}
+	reqs = reqs[1:]
 	want := []struct{ method, path string }{
-		{"GET", "/keys/KEK-orders"},
+		{"GET", "/keys/KEK-orders/"},
 		{"POST", "/keys/KEK-orders/" + p.version + "/wrapkey"},
 		{"POST", "/keys/KEK-orders/" + p.version + "/unwrapkey"},
 	}
@@ -150,9 +162,7 @@ func TestDisabledKeyWrapIsUnusable(t *testing.T) {
 		t.Fatal(err)
 	}
 	adminCall(t, k, http.MethodPatch, "/keys/KEK-late/"+v, map[string]any{"attributes": map[string]any{"enabled": false}})
-	var res keyOpResult
-	err = k.call(context.Background(), http.MethodPost, "/keys/KEK-late/"+info.version+"/wrapkey",
-		keyOpParams{Alg: algName(info.alg), Value: "AAAA"}, &res, "wrap")
+	_, _, err = k.keyOp(context.Background(), true, "KEK-late", info.version, info.alg, make([]byte, dekSize))
 	if !errors.Is(err, kms.ErrKeyUnusable) || errors.Is(err, kms.ErrKeyNotFound) {
 		t.Errorf("wrap under a disabled key = %v, want ErrKeyUnusable", err)
 	}
@@ -292,6 +302,9 @@ func TestUnauthorized(t *testing.T) {
 	}
 	defer k.Close()
 	createKey(t, k, "KEK-a", "RSA", 2048)
+	if _, err := k.ResolveKEK(context.Background(), "KEK-a"); err != nil {
+		t.Fatal(err)
+	}
 	// The vault forgets every token (as after a revocation).
 	f.mu.Lock()
 	f.tokens = map[string]bool{}
@@ -388,10 +401,17 @@ func TestClientSecretFlow(t *testing.T) {
 	}
 
 	// Refusals: a bad secret is configuration; Entra ID down is transient.
+	cv := *c
+	cv.VaultURL = f.url()
+	kv, err := New(context.Background(), &cv, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kv.Close()
 	for status, transient := range map[int]bool{401: false, 400: false, 500: true, 503: true, 429: true} {
 		f.tokenFail.Store(int32(status))
-		k.tokens.invalidate(k.tokens.tok.value)
-		_, err := k.ResolveKEK(context.Background(), "KEK-a")
+		kv.tokens.invalidate(kv.tokens.tok.value)
+		_, err := kv.ResolveKEK(context.Background(), "KEK-a")
 		if err == nil || errors.Is(err, kms.ErrUnavailable) != transient || strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("token endpoint HTTP %d: %v (want transient=%v, no secret)", status, err, transient)
 		}
@@ -517,23 +537,29 @@ func TestTokenCache(t *testing.T) {
 func TestBadAnswers(t *testing.T) {
 	ctx := context.Background()
 	var answer func(w http.ResponseWriter, r *http.Request)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/metadata/") {
 			writeJSON(w, 200, map[string]any{"access_token": "t", "expires_in": 3600})
+			return
+		}
+		if r.Header.Get("Authorization") == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer authorization="https://login.microsoftonline.com/tenant", resource="https://vault.azure.net"`)
+			vaultErr(w, 401, "Unauthorized", "no token")
 			return
 		}
 		answer(w, r)
 	}))
 	defer srv.Close()
+	f := newFakeVault(t) // for its CA file: httptest servers share one certificate
 	c := NewConfig()
-	c.VaultURL = "https://placeholder"
+	c.VaultURL = srv.URL
+	c.TLS.CAFile = f.caFile
 	c.Auth.Method = MethodManagedIdentity
-	c.Auth.IdentityEndpoint = srv.URL + "/metadata/identity/oauth2/token"
+	c.Auth.IdentityEndpoint = f.token.URL + "/metadata/identity/oauth2/token"
 	k, err := New(ctx, c, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	k.base = srv.URL // plain HTTP for this test only
 	defer k.Close()
 	goodEDEK := appendEDEK(nil, "KEK-a", "00112233445566778899aabbccddeeff", algRSAOAEP256, make([]byte, 256))
 	rsaKey := func(kid string) func(w http.ResponseWriter, r *http.Request) {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
+
 	"github.com/kseal/kseal/internal/kms"
 )
 
@@ -30,16 +32,40 @@ const (
 	// DefaultIdentityEndpoint is the Azure Instance Metadata Service's
 	// managed identity token endpoint.
 	DefaultIdentityEndpoint = "http://169.254.169.254/metadata/identity/oauth2/token"
-
-	resourceVault      = "https://vault.azure.net"
-	resourceManagedHSM = "https://managedhsm.azure.net"
 )
 
 // Authentication methods.
 const (
 	MethodClientSecret    = "clientSecret"    // OAuth 2.0 client credentials of an app registration
 	MethodManagedIdentity = "managedIdentity" // a token from the host's managed identity endpoint
+	// MethodClientCertificate is an app registration's certificate
+	// (azidentity.ClientCertificateCredential).
+	MethodClientCertificate = "clientCertificate"
+	// MethodWorkloadIdentity is a federated token file, as AKS workload
+	// identity mounts it (azidentity.WorkloadIdentityCredential).
+	MethodWorkloadIdentity = "workloadIdentity"
 )
+
+// Clouds: the Entra ID authority, the vault DNS suffix and the token
+// audiences of each national cloud.
+const (
+	CloudPublic     = "AzurePublic"
+	CloudChina      = "AzureChina"
+	CloudGovernment = "AzureGovernment"
+)
+
+type cloudInfo struct {
+	authority, vaultHost, vaultResource, hsmResource string
+}
+
+var clouds = map[string]cloudInfo{
+	CloudPublic:     {strings.TrimRight(cloud.AzurePublic.ActiveDirectoryAuthorityHost, "/"), "vault.azure.net", "https://vault.azure.net", "https://managedhsm.azure.net"},
+	CloudChina:      {strings.TrimRight(cloud.AzureChina.ActiveDirectoryAuthorityHost, "/"), "vault.azure.cn", "https://vault.azure.cn", "https://managedhsm.azure.cn"},
+	CloudGovernment: {strings.TrimRight(cloud.AzureGovernment.ActiveDirectoryAuthorityHost, "/"), "vault.usgovcloudapi.net", "https://vault.usgovcloudapi.net", "https://managedhsm.usgovcloudapi.net"},
+}
+
+// allMethods lists the auth methods for messages.
+const allMethods = MethodClientSecret + ", " + MethodClientCertificate + ", " + MethodWorkloadIdentity + ", " + MethodManagedIdentity
 
 // Config is the `kms.config` section for `type: azure`.
 type Config struct {
@@ -61,6 +87,11 @@ type Config struct {
 	Resource string `yaml:"resource"`
 	// Timeout bounds one KMS call, token acquisition included.
 	Timeout time.Duration `yaml:"timeout"`
+	// Cloud is AzurePublic (default), AzureChina or AzureGovernment: it
+	// picks the defaults of vaultHost, auth.authorityHost and the token
+	// audience. An explicit vaultHost, auth.authorityHost or resource wins
+	// (a private cloud sets all three).
+	Cloud string `yaml:"cloud"`
 	// AllowRSAKeys lets RSA and RSA-HSM keys be KEKs. Wrapping with RSA
 	// needs only the public key, so anyone who has it (any identity with
 	// "get" on the key, or a copy of it) can make EDEKs that kseal unwraps
@@ -79,20 +110,34 @@ type Config struct {
 // secret comes from a file (re-read at each token request, so a rotated
 // file is picked up) or an environment variable.
 type AuthConfig struct {
-	// Method is clientSecret or managedIdentity.
+	// Method is clientSecret, clientCertificate, workloadIdentity or
+	// managedIdentity.
 	Method string `yaml:"method"`
-	// TenantID is the Entra ID tenant (clientSecret).
+	// TenantID is the Entra ID tenant (clientSecret, clientCertificate;
+	// workloadIdentity: default $AZURE_TENANT_ID).
 	TenantID string `yaml:"tenantId"`
-	// ClientID is the application (client) id for clientSecret, and for
-	// managedIdentity the client id of a user-assigned identity (empty: the
-	// system-assigned one).
+	// ClientID is the application (client) id for clientSecret and
+	// clientCertificate (workloadIdentity: default $AZURE_CLIENT_ID), and
+	// for managedIdentity the client id of a user-assigned identity
+	// (empty: the system-assigned one).
 	ClientID string `yaml:"clientId"`
+	// ClientCertificateFile is the app's certificate and private key, PEM
+	// (unencrypted key) or PKCS#12 without a password (clientCertificate).
+	// It is read again for each new token, so a renewed file is picked up.
+	ClientCertificateFile string `yaml:"clientCertificateFile"`
+	// SendCertificateChain sends the certificate chain with each token
+	// request (x5c), for subject name/issuer authentication.
+	SendCertificateChain bool `yaml:"sendCertificateChain"`
+	// TokenFile is the federated (Kubernetes service account) token
+	// (workloadIdentity); default $AZURE_FEDERATED_TOKEN_FILE.
+	TokenFile string `yaml:"tokenFile"`
 	// ClientSecretFile and ClientSecretEnv hold the client secret
 	// (clientSecret); exactly one is set.
 	ClientSecretFile string `yaml:"clientSecretFile"`
 	ClientSecretEnv  string `yaml:"clientSecretEnv"`
-	// AuthorityHost is the Entra ID endpoint (clientSecret), default
-	// https://login.microsoftonline.com.
+	// AuthorityHost is the Entra ID endpoint (clientSecret,
+	// clientCertificate, workloadIdentity), default the cloud's
+	// (https://login.microsoftonline.com in AzurePublic).
 	AuthorityHost string `yaml:"authorityHost"`
 	// IdentityEndpoint is the managed identity token endpoint
 	// (managedIdentity), default the Instance Metadata Service.
@@ -152,42 +197,81 @@ func (c *Config) Validate() error {
 			add("resource: %v", err)
 		}
 	}
+	if _, ok := clouds[c.Cloud]; !ok && c.Cloud != "" {
+		add("cloud: unknown %q (known: %s, %s, %s)", c.Cloud, CloudPublic, CloudChina, CloudGovernment)
+	}
 	if c.Timeout < 100*time.Millisecond || c.Timeout > 5*time.Minute {
 		add("timeout: %v is out of range (100ms to 5m)", c.Timeout)
 	}
 
 	a := &c.Auth
-	switch a.Method {
-	case MethodClientSecret:
-		if !validGUIDOrDomain(a.TenantID) {
-			add("auth.tenantId: required for clientSecret (a tenant id or domain)")
+	only := func(key, val string, methods string) {
+		if val != "" {
+			add("auth.%s: only used with method %s", key, methods)
 		}
-		if a.ClientID == "" {
-			add("auth.clientId: required for clientSecret")
-		}
-		switch {
-		case a.ClientSecretFile == "" && a.ClientSecretEnv == "":
-			add("auth.clientSecretFile: one of clientSecretFile or clientSecretEnv is required for clientSecret")
-		case a.ClientSecretFile != "" && a.ClientSecretEnv != "":
-			add("auth.clientSecretEnv: set either clientSecretFile or clientSecretEnv, not both")
-		}
+	}
+	entra := a.Method == MethodClientSecret || a.Method == MethodClientCertificate || a.Method == MethodWorkloadIdentity
+	if entra {
 		if err := checkBaseURL(a.AuthorityHost, true); err != nil {
 			add("auth.authorityHost: %v", err)
 		}
 		if a.IdentityEndpoint != DefaultIdentityEndpoint && a.IdentityEndpoint != "" {
 			add("auth.identityEndpoint: only used with method managedIdentity")
 		}
+	}
+	switch a.Method {
+	case MethodClientSecret, MethodClientCertificate:
+		if !validGUIDOrDomain(a.TenantID) {
+			add("auth.tenantId: required for %s (a tenant id or domain)", a.Method)
+		}
+		if a.ClientID == "" {
+			add("auth.clientId: required for %s", a.Method)
+		}
+	case MethodWorkloadIdentity:
+		if a.TenantID != "" && !validGUIDOrDomain(a.TenantID) {
+			add("auth.tenantId: %q is not a tenant id or domain", a.TenantID)
+		}
+	}
+	switch a.Method {
+	case MethodClientSecret:
+		switch {
+		case a.ClientSecretFile == "" && a.ClientSecretEnv == "":
+			add("auth.clientSecretFile: one of clientSecretFile or clientSecretEnv is required for clientSecret")
+		case a.ClientSecretFile != "" && a.ClientSecretEnv != "":
+			add("auth.clientSecretEnv: set either clientSecretFile or clientSecretEnv, not both")
+		}
+		only("clientCertificateFile", a.ClientCertificateFile, MethodClientCertificate)
+		only("tokenFile", a.TokenFile, MethodWorkloadIdentity)
+	case MethodClientCertificate:
+		if a.ClientCertificateFile == "" {
+			add("auth.clientCertificateFile: required for clientCertificate")
+		}
+		only("clientSecretFile", a.ClientSecretFile, MethodClientSecret)
+		only("clientSecretEnv", a.ClientSecretEnv, MethodClientSecret)
+		only("tokenFile", a.TokenFile, MethodWorkloadIdentity)
+	case MethodWorkloadIdentity:
+		only("clientSecretFile", a.ClientSecretFile, MethodClientSecret)
+		only("clientSecretEnv", a.ClientSecretEnv, MethodClientSecret)
+		only("clientCertificateFile", a.ClientCertificateFile, MethodClientCertificate)
 	case MethodManagedIdentity:
 		if a.TenantID != "" || a.ClientSecretFile != "" || a.ClientSecretEnv != "" {
 			add("auth.tenantId: tenantId, clientSecretFile and clientSecretEnv are only used with method clientSecret")
+		}
+		only("clientCertificateFile", a.ClientCertificateFile, MethodClientCertificate)
+		only("tokenFile", a.TokenFile, MethodWorkloadIdentity)
+		if a.AuthorityHost != DefaultAuthorityHost && a.AuthorityHost != "" {
+			add("auth.authorityHost: not used with method managedIdentity")
 		}
 		if err := checkEndpointURL(a.IdentityEndpoint); err != nil {
 			add("auth.identityEndpoint: %v", err)
 		}
 	case "":
-		add("auth.method: required (%s or %s)", MethodClientSecret, MethodManagedIdentity)
+		add("auth.method: required (%s)", allMethods)
 	default:
-		add("auth.method: unknown %q (known: %s, %s)", a.Method, MethodClientSecret, MethodManagedIdentity)
+		add("auth.method: unknown %q (known: %s)", a.Method, allMethods)
+	}
+	if a.SendCertificateChain && a.Method != MethodClientCertificate {
+		add("auth.sendCertificateChain: only used with method clientCertificate")
 	}
 	return errors.Join(errs...)
 }
@@ -202,7 +286,32 @@ func (c *Config) baseURL() string {
 	if c.VaultURL != "" {
 		return strings.TrimRight(c.VaultURL, "/")
 	}
-	return "https://" + c.VaultName + "." + c.VaultHost
+	return "https://" + c.VaultName + "." + c.vaultHost()
+}
+
+// cloudInfo is the configured cloud's.
+func (c *Config) cloud() cloudInfo {
+	if ci, ok := clouds[c.Cloud]; ok {
+		return ci
+	}
+	return clouds[CloudPublic]
+}
+
+// vaultHost is VaultHost, or the cloud's when it is left at the default.
+func (c *Config) vaultHost() string {
+	if c.VaultHost == DefaultVaultHost || c.VaultHost == "" {
+		return c.cloud().vaultHost
+	}
+	return c.VaultHost
+}
+
+// authorityHost is AuthorityHost without a trailing slash, or the cloud's
+// when it is left at the default.
+func (c *Config) authorityHost() string {
+	if c.Auth.AuthorityHost == DefaultAuthorityHost || c.Auth.AuthorityHost == "" {
+		return c.cloud().authority
+	}
+	return strings.TrimRight(c.Auth.AuthorityHost, "/")
 }
 
 // resource is the token audience for the vault.
@@ -210,16 +319,16 @@ func (c *Config) resource() string {
 	if c.Resource != "" {
 		return strings.TrimRight(c.Resource, "/")
 	}
-	host := c.VaultHost
+	host := c.vaultHost()
 	if c.VaultURL != "" {
 		if u, err := url.Parse(c.VaultURL); err == nil {
 			host = u.Hostname()
 		}
 	}
 	if strings.Contains(strings.ToLower(host), "managedhsm.") {
-		return resourceManagedHSM
+		return c.cloud().hsmResource
 	}
-	return resourceVault
+	return c.cloud().vaultResource
 }
 
 // checkBaseURL accepts an absolute http(s) URL with a host and no query or

@@ -20,8 +20,8 @@ func TestProbe(t *testing.T) {
 		t.Fatalf("vault without the probe key: %v", err)
 	}
 	reqs := f.recorded()
-	if last := reqs[len(reqs)-1]; last.Method != "GET" || last.Path != "/keys/"+kms.ProbeKEK {
-		t.Errorf("probe sent %s %s, want GET /keys/%s", last.Method, last.Path, kms.ProbeKEK)
+	if last := reqs[len(reqs)-1]; last.Method != "GET" || last.Path != "/keys/"+kms.ProbeKEK+"/" {
+		t.Errorf("probe sent %s %s, want GET /keys/%s/", last.Method, last.Path, kms.ProbeKEK)
 	}
 	for _, tc := range []struct {
 		status  int
