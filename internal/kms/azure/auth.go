@@ -3,6 +3,7 @@ package azure
 import (
 	"context"
 	"crypto"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -255,6 +256,9 @@ func readCertificate(file string) ([]*x509.Certificate, crypto.PrivateKey, error
 	certs, key, err := azidentity.ParseCertificates(b, nil)
 	if err != nil {
 		return nil, nil, fmt.Errorf("auth.clientCertificateFile: %s: %s", file, printable(err.Error(), 200))
+	}
+	if _, ok := key.(*rsa.PrivateKey); !ok {
+		return nil, nil, fmt.Errorf("auth.clientCertificateFile: %s: the private key must be RSA (Entra ID takes RSA certificates)", file)
 	}
 	return certs, key, nil
 }

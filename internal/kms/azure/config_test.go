@@ -53,6 +53,38 @@ func TestConfigValidate(t *testing.T) {
 		{"bad api version", func(c *Config) { c.VaultName = "kv1"; c.APIVersion = "7.4&x=y"; mi(c) }, "apiVersion: "},
 		{"bad resource", func(c *Config) { c.VaultName = "kv1"; c.Resource = "vault"; mi(c) }, "resource: "},
 		{"tiny timeout", func(c *Config) { c.VaultName = "kv1"; c.Timeout = time.Millisecond; mi(c) }, "timeout: "},
+		{"client certificate", func(c *Config) {
+			c.VaultName = "kv1"
+			c.Auth = AuthConfig{Method: MethodClientCertificate, TenantID: "t1", ClientID: "app", ClientCertificateFile: "/etc/kseal/app.pem",
+				SendCertificateChain: true, AuthorityHost: DefaultAuthorityHost, IdentityEndpoint: DefaultIdentityEndpoint}
+		}, ""},
+		{"client certificate without file", func(c *Config) {
+			c.VaultName = "kv1"
+			c.Auth.Method = MethodClientCertificate
+			c.Auth.TenantID, c.Auth.ClientID = "t1", "app"
+		}, "auth.clientCertificateFile: required"},
+		{"client certificate with secret", func(c *Config) {
+			c.VaultName = "kv1"
+			c.Auth.Method = MethodClientCertificate
+			c.Auth.TenantID, c.Auth.ClientID, c.Auth.ClientCertificateFile, c.Auth.ClientSecretEnv = "t1", "app", "/x.pem", "S"
+		}, "auth.clientSecretEnv: only used with method clientSecret"},
+		{"workload identity from env", func(c *Config) { c.VaultName = "kv1"; c.Auth.Method = MethodWorkloadIdentity }, ""},
+		{"workload identity with token file", func(c *Config) {
+			c.VaultName = "kv1"
+			c.Auth.Method = MethodWorkloadIdentity
+			c.Auth.TokenFile = "/var/run/secrets/azure/tokens/azure-identity-token"
+			c.Auth.TenantID, c.Auth.ClientID = "72f988bf-86f1-41af-91ab-2d7cd011db47", "c1"
+		}, ""},
+		{"workload identity with certificate", func(c *Config) {
+			c.VaultName = "kv1"
+			c.Auth.Method = MethodWorkloadIdentity
+			c.Auth.ClientCertificateFile = "/x.pem"
+		}, "auth.clientCertificateFile: only used with method clientCertificate"},
+		{"token file with secret", func(c *Config) { c.VaultName = "kv1"; cs(c); c.Auth.TokenFile = "/t" }, "auth.tokenFile: only used with method workloadIdentity"},
+		{"chain without certificate", func(c *Config) { c.VaultName = "kv1"; cs(c); c.Auth.SendCertificateChain = true }, "auth.sendCertificateChain: only used"},
+		{"authority with managed identity", func(c *Config) { c.VaultName = "kv1"; mi(c); c.Auth.AuthorityHost = "https://login.example" }, "auth.authorityHost: not used"},
+		{"china", func(c *Config) { c.VaultName = "kv1"; c.Cloud = CloudChina; mi(c) }, ""},
+		{"unknown cloud", func(c *Config) { c.VaultName = "kv1"; c.Cloud = "AzureGermany"; mi(c) }, `cloud: unknown "AzureGermany"`},
 		{"no method", func(c *Config) { c.VaultName = "kv1" }, "auth.method: required"},
 		{"unknown method", func(c *Config) { c.VaultName = "kv1"; c.Auth.Method = "password" }, `auth.method: unknown "password"`},
 		{"no tenant", func(c *Config) { c.VaultName = "kv1"; cs(c); c.Auth.TenantID = "" }, "auth.tenantId: required"},
@@ -95,6 +127,13 @@ func TestConfigDerived(t *testing.T) {
 			c.VaultHost = "vault.azure.cn"
 			c.Resource = "https://vault.azure.cn/"
 		}, "https://kv1.vault.azure.cn", "https://vault.azure.cn"},
+		{func(c *Config) { c.VaultName = "kv1"; c.Cloud = CloudChina }, "https://kv1.vault.azure.cn", "https://vault.azure.cn"},
+		{func(c *Config) { c.VaultName = "kv1"; c.Cloud = CloudGovernment }, "https://kv1.vault.usgovcloudapi.net", "https://vault.usgovcloudapi.net"},
+		{func(c *Config) {
+			c.VaultName = "hsm1"
+			c.Cloud = CloudGovernment
+			c.VaultHost = "managedhsm.usgovcloudapi.net"
+		}, "https://hsm1.managedhsm.usgovcloudapi.net", "https://managedhsm.usgovcloudapi.net"},
 	}
 	for _, tt := range tests {
 		c := NewConfig()
@@ -104,6 +143,17 @@ func TestConfigDerived(t *testing.T) {
 		}
 		if got := c.resource(); got != tt.audien {
 			t.Errorf("resource = %q, want %q", got, tt.audien)
+		}
+	}
+	for cl, want := range map[string]string{"": "https://login.microsoftonline.com", CloudChina: "https://login.chinacloudapi.cn", CloudGovernment: "https://login.microsoftonline.us"} {
+		c := NewConfig()
+		c.Cloud = cl
+		if got := c.authorityHost(); got != want {
+			t.Errorf("cloud %q: authorityHost = %q, want %q", cl, got, want)
+		}
+		c.Auth.AuthorityHost = "https://login.private.example/"
+		if got := c.authorityHost(); got != "https://login.private.example" {
+			t.Errorf("cloud %q with an authorityHost: %q", cl, got)
 		}
 	}
 }

@@ -188,6 +188,17 @@ func (f *fakeVault) resetRecorded() {
 // --- token endpoints ---
 
 func (f *fakeVault) serveToken(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/v2.0/.well-known/openid-configuration") {
+		// MSAL (azidentity) reads the tenant's metadata before its first
+		// token request.
+		base := "https://" + r.Host + strings.TrimSuffix(r.URL.Path, "/v2.0/.well-known/openid-configuration")
+		writeJSON(w, 200, map[string]string{
+			"token_endpoint":         base + "/oauth2/v2.0/token",
+			"authorization_endpoint": base + "/oauth2/v2.0/authorize",
+			"issuer":                 base + "/v2.0",
+		})
+		return
+	}
 	f.tokenCalls.Add(1)
 	if s := f.tokenFail.Load(); s != 0 {
 		writeJSON(w, int(s), map[string]string{"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided."})
