@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -164,14 +165,37 @@ func sdkFetcher(mk func() (azcore.TokenCredential, error), scope, where string) 
 		if err != nil {
 			return token{}, err
 		}
-		at, err := cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{scope}})
+		// MSAL keeps only the text of a transport error; the note keeps
+		// a refused redirect recognisable.
+		note := &redirectNote{}
+		at, err := cred.GetToken(context.WithValue(ctx, redirectNoteKey{}, note), policy.TokenRequestOptions{Scopes: []string{scope}})
 		if err != nil {
+			if note.err.Load() != nil {
+				return token{}, fmt.Errorf("token request to %s: %w", where, *note.err.Load())
+			}
 			return token{}, sdkTokenError(err, where)
 		}
 		if at.Token == "" {
 			return token{}, fmt.Errorf("token response from %s: no access_token", where)
 		}
 		return token{value: at.Token, expiresAt: at.ExpiresOn}, nil
+	}
+}
+
+// redirectNote records, for one token acquisition, a redirect that
+// kseal's http.Client refused.
+type redirectNote struct{ err atomic.Pointer[error] }
+
+type redirectNoteKey struct{}
+
+// noteRefusedRedirect records err in the request's redirectNote when it is
+// a refused redirect.
+func noteRefusedRedirect(req *http.Request, err error) {
+	if !errors.Is(err, kms.ErrRedirectRefused) {
+		return
+	}
+	if n, ok := req.Context().Value(redirectNoteKey{}).(*redirectNote); ok {
+		n.err.CompareAndSwap(nil, &err)
 	}
 }
 
@@ -312,32 +336,22 @@ func (f *flexInt) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// clientSecretFetcher returns the OAuth 2.0 client credentials flow against
-// Entra ID's v2.0 token endpoint.
-func clientSecretFetcher(hc *http.Client, cfg *Config) fetchFunc {
-	endpoint := cfg.authorityHost() + "/" + url.PathEscape(cfg.Auth.TenantID) + "/oauth2/v2.0/token"
-	clientID := cfg.Auth.ClientID
-	scope := cfg.resource() + "/.default"
-	secretFile, secretEnv := cfg.Auth.ClientSecretFile, cfg.Auth.ClientSecretEnv
-	return func(ctx context.Context) (token, error) {
-		secret, err := readSecret(secretFile, secretEnv)
+// clientSecretFetcher is the OAuth 2.0 client credentials flow with a
+// client secret, through azidentity. The secret is read again for each
+// token, so a rotated file is used without a restart.
+func clientSecretFetcher(opts azcore.ClientOptions, cfg *Config) fetchFunc {
+	a := cfg.Auth
+	authority := cfg.authorityHost()
+	return sdkFetcher(func() (azcore.TokenCredential, error) {
+		secret, err := readSecret(a.ClientSecretFile, a.ClientSecretEnv)
 		if err != nil {
-			return token{}, err
+			return nil, err
 		}
-		form := url.Values{
-			"grant_type":    {"client_credentials"},
-			"client_id":     {clientID},
-			"client_secret": {secret},
-			"scope":         {scope},
-		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
-		if err != nil {
-			return token{}, fmt.Errorf("token request to %s: %w", endpoint, err)
-		}
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.Header.Set("Accept", "application/json")
-		return doTokenRequest(hc, req, endpoint, false)
-	}
+		return azidentity.NewClientSecretCredential(a.TenantID, a.ClientID, secret, &azidentity.ClientSecretCredentialOptions{
+			ClientOptions:            opts,
+			DisableInstanceDiscovery: customAuthority(authority),
+		})
+	}, cfg.resource()+"/.default", authority)
 }
 
 // managedIdentityFetcher returns the managed identity flow: a GET on the

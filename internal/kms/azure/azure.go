@@ -6,10 +6,12 @@
 // the EDEK, so rotating a key in Azure moves new DEKs to the new version
 // while old records keep decrypting.
 //
-// It speaks the Key Vault REST API with net/http and gets its access token
-// with the OAuth 2.0 client credentials flow or from a managed identity
-// endpoint, cached until shortly before it expires. It registers itself as
-// KMS type "azure".
+// It speaks to the vault through Microsoft's azkeys client over kseal's own
+// http.Client (no redirects, bounded answers, kseal's TLS trust), and gets
+// its access token through azidentity (client secret, client certificate,
+// workload identity) or from a managed identity endpoint, cached by
+// tokenCache until shortly before it expires. It registers itself as KMS
+// type "azure".
 //
 // Every method makes one attempt under the configured timeout; retries,
 // caching and not-found memory are the caller's (internal/dek). This
@@ -108,7 +110,7 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*KMS, error) {
 		if _, err := readSecret(cfg.Auth.ClientSecretFile, cfg.Auth.ClientSecretEnv); err != nil {
 			return nil, err
 		}
-		fetch = clientSecretFetcher(hc, cfg)
+		fetch = clientSecretFetcher(sdkOpts, cfg)
 	case MethodClientCertificate:
 		if _, _, err := readCertificate(cfg.Auth.ClientCertificateFile); err != nil {
 			return nil, err
@@ -498,6 +500,7 @@ type vaultTransport struct {
 func (t *vaultTransport) Do(req *http.Request) (*http.Response, error) {
 	resp, err := t.hc.Do(req)
 	if err != nil {
+		noteRefusedRedirect(req, err)
 		return nil, err
 	}
 	if resp.StatusCode == http.StatusUnauthorized && t.refused != nil {

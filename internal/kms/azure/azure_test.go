@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -384,9 +385,9 @@ func TestClientSecretFlow(t *testing.T) {
 	r := f.recorded()[0]
 	form, _ := url.ParseQuery(string(r.Body))
 	if r.Method != "POST" || r.Path != "/contoso.onmicrosoft.com/oauth2/v2.0/token" ||
-		r.Header.Get("Content-Type") != "application/x-www-form-urlencoded" ||
+		!strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") ||
 		form.Get("grant_type") != "client_credentials" || form.Get("client_id") != "app-id" ||
-		form.Get("client_secret") != "s3cret-1" || form.Get("scope") != "https://managedhsm.azure.net/.default" {
+		form.Get("client_secret") != "s3cret-1" || !slices.Contains(strings.Fields(form.Get("scope")), "https://managedhsm.azure.net/.default") {
 		t.Fatalf("token request %s %s form %v", r.Method, r.Path, form)
 	}
 
