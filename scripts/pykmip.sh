@@ -128,7 +128,13 @@ logging_level=INFO
 database_path=$dir/pykmip.db
 EOF
 
-  "$VENV/bin/pykmip-server" -f "$dir/server.conf" -l "$dir/pykmip.log" </dev/null >"$dir/pykmip.out" 2>&1 &
+  # The server runs in a session of its own (its pid is the process group),
+  # with every inherited descriptor above stderr closed: pykmip-server
+  # starts a multiprocessing manager process that would otherwise outlive
+  # a killed server and keep open what the caller passed down (such as the
+  # flock of /tmp/kseal-it.lock, blocking every other integration run).
+  "$VENV/bin/python" -c 'import os, sys; os.closerange(3, 65536); os.setsid(); os.execv(sys.argv[1], sys.argv[1:])' \
+    "$VENV/bin/pykmip-server" -f "$dir/server.conf" -l "$dir/pykmip.log" </dev/null >"$dir/pykmip.out" 2>&1 &
   local pid=$!
 
   cat >"$dir/pykmip.env" <<EOF
@@ -174,6 +180,14 @@ cmd_stop() {
   fi
   # Only signal our own server: the pid may have been reused after a crash.
   stop_process "$pid" pykmip-server 5
+  # Then what is left of its process group (the multiprocessing manager),
+  # checking each member is a pykmip-server of ours.
+  local p
+  if [ -n "$pid" ]; then
+    for p in $(pgrep -g "$pid" 2>/dev/null || true); do
+      stop_process "$p" pykmip-server 2
+    done
+  fi
   mv "$dir/pykmip.env" "$dir/pykmip.env.stopped"
 }
 

@@ -21,7 +21,7 @@ func init() {
 // Defaults.
 const (
 	DefaultPort            = "5696"
-	DefaultProtocolVersion = "1.2"
+	DefaultProtocolVersion = "1.4"
 	DefaultCipherMode      = "GCM"
 	// DefaultTimeout bounds connecting plus one request and its response;
 	// internal/dek retries transient failures within its own longer budget.
@@ -45,8 +45,9 @@ type Config struct {
 	// (default: the host of Endpoint).
 	ServerName string `yaml:"serverName"`
 	// ProtocolVersion is the KMIP version sent in every request header:
-	// 1.2, 1.3 or 1.4 (Encrypt and Decrypt appeared in 1.2; servers of
-	// KMIP 2.x answer 1.x requests).
+	// 1.2, 1.3 or 1.4 (the default). Encrypt and Decrypt appeared in 1.2,
+	// the authentication tag GCM needs in 1.4; servers of KMIP 2.x answer
+	// 1.x requests.
 	ProtocolVersion string `yaml:"protocolVersion"`
 	// CipherMode is the block cipher mode the server wraps DEKs with under
 	// the AES KEK: GCM (authenticated, the default) or CBC (PKCS#5 padding,
@@ -91,8 +92,10 @@ func (c *Config) Validate() error {
 	if _, _, err := parseVersion(c.ProtocolVersion); err != nil {
 		add("protocolVersion: %v", err)
 	}
-	if _, err := parseMode(c.CipherMode); err != nil {
+	if mode, err := parseMode(c.CipherMode); err != nil {
 		add("cipherMode: %v", err)
+	} else if _, minor, err := parseVersion(c.ProtocolVersion); err == nil && mode == edekModeGCM && minor < 4 {
+		add("cipherMode: GCM needs protocolVersion 1.4 (KMIP 1.2 and 1.3 have no authentication tag); use CBC with %s", c.ProtocolVersion)
 	}
 	if c.Timeout < 100*time.Millisecond || c.Timeout > 5*time.Minute {
 		add("timeout: %v is out of range (100ms to 5m)", c.Timeout)

@@ -20,6 +20,11 @@ func TestConfigDefaultsValid(t *testing.T) {
 	if err := validConfig().Validate(); err != nil {
 		t.Fatal(err)
 	}
+	c := validConfig()
+	c.ProtocolVersion, c.CipherMode = "1.2", "CBC"
+	if err := c.Validate(); err != nil {
+		t.Fatalf("CBC on 1.2: %v", err)
+	}
 	if _, ok := kms.Lookup("kmip"); !ok {
 		t.Fatal("provider kmip not registered")
 	}
@@ -41,6 +46,7 @@ func TestConfigValidate(t *testing.T) {
 		{"no key", func(c *Config) { c.KeyFile = "" }, "keyFile: required"},
 		{"version", func(c *Config) { c.ProtocolVersion = "1.1" }, "protocolVersion:"},
 		{"mode", func(c *Config) { c.CipherMode = "ECB" }, "cipherMode:"},
+		{"GCM on 1.2", func(c *Config) { c.ProtocolVersion = "1.2" }, "cipherMode: GCM needs protocolVersion 1.4"},
 		{"timeout", func(c *Config) { c.Timeout = time.Millisecond }, "timeout:"},
 		{"connections", func(c *Config) { c.MaxConnections = 0 }, "maxConnections:"},
 		{"response", func(c *Config) { c.MaxResponseBytes = 100 }, "maxResponseBytes:"},

@@ -50,7 +50,7 @@ func (f *fakeServer) add(id, name string, state, at int64) {
 }
 
 func (f *fakeServer) kms(t *testing.T) *KMS {
-	c := newClient("fake:5696", nil, 2*time.Second, 1, 2, 2, 4096)
+	c := newClient("fake:5696", nil, 2*time.Second, 1, 4, 2, 4096)
 	c.dial = func(ctx context.Context) (net.Conn, error) {
 		a, b := net.Pipe()
 		f.mu.Lock()

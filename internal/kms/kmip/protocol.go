@@ -6,7 +6,7 @@ import (
 	"github.com/kseal/kseal/internal/kms/kmip/ttlv"
 )
 
-// KMIP 1.x tags, operations and enumerations kseal uses (KMIP 1.2
+// KMIP 1.x tags, operations and enumerations kseal uses (KMIP 1.4
 // specification, sections 9.1.3.1 and 9.1.3.2).
 const (
 	tagActivationDate             ttlv.Tag = 0x420001
