@@ -25,6 +25,7 @@ import (
 	"github.com/kseal/kseal/internal/kms"
 	_ "github.com/kseal/kseal/internal/kms/aws"   // registers "aws"
 	_ "github.com/kseal/kseal/internal/kms/azure" // registers "azure"
+	_ "github.com/kseal/kseal/internal/kms/kmip"  // registers "kmip"
 	_ "github.com/kseal/kseal/internal/kms/local" // registers "local"
 	_ "github.com/kseal/kseal/internal/kms/vault" // registers "vault"
 	"github.com/kseal/kseal/internal/policy"

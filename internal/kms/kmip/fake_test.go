@@ -1,0 +1,270 @@
+package kmip
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kseal/kseal/internal/kms"
+	"github.com/kseal/kseal/internal/kms/kmip/ttlv"
+)
+
+// fakeServer is an in-process KMIP server for unit tests: Locate by Name,
+// Get Attributes (State, Initial Date), and AES-GCM Encrypt/Decrypt, over
+// net.Pipe connections (no TLS: the integration test covers that).
+type fakeServer struct {
+	mu    sync.Mutex
+	keys  map[string]*fakeKey
+	dials int
+	// closeAfter closes each connection after that many responses (0: never).
+	closeAfter int
+	// pad adds a filler item to every response, to test maxResponseBytes.
+	pad int
+}
+
+type fakeKey struct {
+	name  string
+	state int64
+	at    int64
+	aead  cipher.AEAD
+}
+
+func newFake() *fakeServer { return &fakeServer{keys: map[string]*fakeKey{}} }
+
+func (f *fakeServer) add(id, name string, state, at int64) {
+	k := make([]byte, 32)
+	rand.Read(k)
+	b, _ := aes.NewCipher(k)
+	a, _ := cipher.NewGCMWithNonceSize(b, 16)
+	f.mu.Lock()
+	f.keys[id] = &fakeKey{name: name, state: state, at: at, aead: a}
+	f.mu.Unlock()
+}
+
+func (f *fakeServer) kms(t *testing.T) *KMS {
+	c := newClient("fake:5696", nil, 2*time.Second, 1, 4, 2, 4096)
+	c.dial = func(ctx context.Context) (net.Conn, error) {
+		a, b := net.Pipe()
+		f.mu.Lock()
+		f.dials++
+		f.mu.Unlock()
+		go f.serve(b)
+		return a, nil
+	}
+	k := &KMS{c: c, mode: edekModeGCM}
+	t.Cleanup(func() { k.Close() })
+	return k
+}
+
+func (f *fakeServer) serve(nc net.Conn) {
+	defer nc.Close()
+	for n := 1; ; n++ {
+		var hdr [8]byte
+		if _, err := io.ReadFull(nc, hdr[:]); err != nil {
+			return
+		}
+		size, err := ttlv.MessageLen(hdr[:])
+		if err != nil {
+			return
+		}
+		buf := make([]byte, size)
+		copy(buf, hdr[:])
+		if _, err := io.ReadFull(nc, buf[8:]); err != nil {
+			return
+		}
+		req, err := ttlv.Decode(buf, ttlv.DefaultLimits)
+		if err != nil {
+			return
+		}
+		bi := req.Find(tagBatchItem)
+		op := bi.Find(tagOperation).Int
+		payload, reason := f.handle(op, bi.Find(tagRequestPayload))
+		item := ttlv.Struct(tagBatchItem, ttlv.Enum(tagOperation, uint32(op)))
+		if reason != 0 {
+			item.Items = append(item.Items, ttlv.Enum(tagResultStatus, 1), ttlv.Enum(tagResultReason, uint32(reason)), ttlv.Text(tagResultMessage, "fake says no"))
+		} else {
+			item.Items = append(item.Items, ttlv.Enum(tagResultStatus, statusSuccess))
+			payload.Tag = tagResponsePayload
+			item.Items = append(item.Items, payload)
+		}
+		msg := ttlv.Struct(tagResponseMessage, ttlv.Struct(tagResponseHeader, ttlv.Int(tagBatchCount, 1)), item)
+		if f.pad > 0 {
+			msg.Items = append(msg.Items, ttlv.Bytes(0x540000, make([]byte, f.pad)))
+		}
+		if _, err := nc.Write(ttlv.Encode(msg)); err != nil {
+			return
+		}
+		if f.closeAfter > 0 && n >= f.closeAfter {
+			return
+		}
+	}
+}
+
+func (f *fakeServer) handle(op int64, p *ttlv.Item) (ttlv.Item, int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := ttlv.Struct(0)
+	switch op {
+	case opLocate:
+		var name string
+		for _, a := range p.Items {
+			if a.Tag == tagAttribute && a.Find(tagAttributeName).Text() == "Name" {
+				name = a.Find(tagAttributeValue).Find(tagNameValue).Text()
+			}
+		}
+		for id, k := range f.keys {
+			if k.name == name {
+				out.Items = append(out.Items, ttlv.Text(tagUniqueIdentifier, id))
+			}
+		}
+		return out, 0
+	case opGetAttributes, opEncrypt, opDecrypt:
+		id := p.Find(tagUniqueIdentifier).Text()
+		k := f.keys[id]
+		if k == nil {
+			return out, reasonItemNotFound
+		}
+		if op == opGetAttributes {
+			out.Items = append(out.Items,
+				ttlv.Struct(tagAttribute, ttlv.Text(tagAttributeName, "State"), ttlv.Enum(tagAttributeValue, uint32(k.state))),
+				ttlv.Struct(tagAttribute, ttlv.Text(tagAttributeName, "Initial Date"), ttlv.DateTimeItem(tagAttributeValue, k.at)))
+			return out, 0
+		}
+		if k.state != stateActive {
+			return out, reasonPermissionDenied
+		}
+		data := p.Find(tagData).Bytes
+		if op == opEncrypt {
+			iv := make([]byte, 16)
+			rand.Read(iv)
+			sealed := k.aead.Seal(nil, iv, data, nil)
+			n := len(sealed) - 16
+			out.Items = append(out.Items, ttlv.Text(tagUniqueIdentifier, id), ttlv.Bytes(tagData, sealed[:n]),
+				ttlv.Bytes(tagIVCounterNonce, iv), ttlv.Bytes(tagAuthenticatedEncryptionTag, sealed[n:]))
+			return out, 0
+		}
+		ct := append(append([]byte(nil), data...), p.Find(tagAuthenticatedEncryptionTag).Bytes...)
+		pt, err := k.aead.Open(nil, p.Find(tagIVCounterNonce).Bytes, ct, nil)
+		if err != nil {
+			return out, 0x0A // Cryptographic Failure
+		}
+		out.Items = append(out.Items, ttlv.Text(tagUniqueIdentifier, id), ttlv.Bytes(tagData, pt))
+		return out, 0
+	}
+	return out, reasonOperationNotSupported
+}
+
+func TestFakeRoundTripAndRotation(t *testing.T) {
+	f := newFake()
+	f.add("1", "KEK-orders", stateActive, 100)
+	k := f.kms(t)
+	ctx := context.Background()
+	ref, err := k.ResolveKEK(ctx, "KEK-orders")
+	if err != nil || ref.ID != "1" {
+		t.Fatalf("ResolveKEK = %+v, %v", ref, err)
+	}
+	d, err := k.GenerateDEK(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := k.DecryptDEK(ctx, d.EDEK)
+	if err != nil || string(got) != string(d.Key) {
+		t.Fatalf("DecryptDEK: %v", err)
+	}
+	f.add("2", "KEK-orders", stateActive, 200)
+	if ref, err := k.ResolveKEK(ctx, "KEK-orders"); err != nil || ref.ID != "2" {
+		t.Fatalf("after rotation: %+v, %v", ref, err)
+	}
+	f.add("3", "KEK-orders", stateActive, 200)
+	if _, err := k.ResolveKEK(ctx, "KEK-orders"); err == nil || errors.Is(err, kms.ErrKeyNotFound) || errors.Is(err, kms.ErrKeyUnusable) {
+		t.Fatalf("two keys activated at once: %v, want a plain error", err)
+	}
+	if f.dials > 2 {
+		t.Fatalf("%d connections for sequential requests; want reuse", f.dials)
+	}
+}
+
+func TestFakeKeyErrors(t *testing.T) {
+	f := newFake()
+	f.add("1", "KEK-old", stateDeactivated, 100)
+	f.add("2", "KEK-live", stateActive, 100)
+	k := f.kms(t)
+	ctx := context.Background()
+	if _, err := k.ResolveKEK(ctx, "KEK-none"); !errors.Is(err, kms.ErrKeyNotFound) {
+		t.Fatalf("missing: %v", err)
+	}
+	if _, err := k.ResolveKEK(ctx, "KEK-old"); !errors.Is(err, kms.ErrKeyUnusable) {
+		t.Fatalf("deactivated: %v", err)
+	}
+	d, err := k.GenerateDEK(ctx, kms.KEKRef{Name: "KEK-live", ID: "2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	f.keys["2"].state = stateCompromised
+	f.mu.Unlock()
+	if _, err := k.DecryptDEK(ctx, d.EDEK); !errors.Is(err, kms.ErrKeyUnusable) {
+		t.Fatalf("Decrypt with a compromised key: %v", err)
+	}
+	if _, err := k.GenerateDEK(ctx, kms.KEKRef{Name: "KEK-live", ID: "2"}); !errors.Is(err, kms.ErrKeyUnusable) {
+		t.Fatalf("Encrypt with a compromised key: %v", err)
+	}
+	f.mu.Lock()
+	delete(f.keys, "2")
+	f.mu.Unlock()
+	if _, err := k.DecryptDEK(ctx, d.EDEK); !errors.Is(err, kms.ErrKeyNotFound) {
+		t.Fatalf("Decrypt with a deleted key: %v", err)
+	}
+}
+
+// A pooled connection the server closed while idle is replaced once,
+// without an error reaching the caller.
+func TestFakeStaleConnectionRetried(t *testing.T) {
+	f := newFake()
+	f.closeAfter = 1
+	f.add("1", "KEK-orders", stateActive, 100)
+	k := f.kms(t)
+	for i := range 3 {
+		if _, err := k.ResolveKEK(context.Background(), "KEK-orders"); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+}
+
+func TestFakeResponseTooLarge(t *testing.T) {
+	f := newFake()
+	f.pad = 8192
+	k := f.kms(t)
+	_, err := k.ResolveKEK(context.Background(), "KEK-orders")
+	if !errors.Is(err, kms.ErrUnavailable) {
+		t.Fatalf("oversized response: %v, want ErrUnavailable", err)
+	}
+}
+
+func TestFakePoolBounded(t *testing.T) {
+	f := newFake()
+	f.add("1", "KEK-orders", stateActive, 100)
+	k := f.kms(t)
+	var wg sync.WaitGroup
+	for i := range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := k.ResolveKEK(context.Background(), "KEK-orders"); err != nil {
+				t.Error(strconv.Itoa(i), err)
+			}
+		}()
+	}
+	wg.Wait()
+	if f.dials > 2 {
+		t.Fatalf("%d connections with maxConnections 2", f.dials)
+	}
+}
