@@ -17,7 +17,7 @@ import (
 //	16 bytes the IV of the encrypted key version
 //	32 bytes the encrypted key material (AES/CTR keeps the length)
 //
-// so 52 bytes plus both names: 74 bytes for "KEK-orders" version 0. The
+// so 51 bytes plus both names: 73 bytes for "KEK-orders" version 0. The
 // server needs all four to decrypt: the key name (its ACLs are checked
 // against it), the version name (which key version decrypts), the IV and
 // the material.
