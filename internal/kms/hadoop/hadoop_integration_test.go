@@ -32,10 +32,10 @@ func TestHadoopKMSIntegration(t *testing.T) {
 	t.Logf("Hadoop KMS up after %v at %s", time.Since(start).Round(time.Millisecond), srv.addr)
 	ctx := context.Background()
 
-	for _, name := range []string{"KEK-orders", "KEK-other"} {
+	for _, name := range []string{"kek-orders", "kek-other"} {
 		srv.admin(t, http.MethodPost, "keys", `{"name":"`+name+`","cipher":"AES/CTR/NoPadding","length":256}`, http.StatusCreated)
 	}
-	srv.admin(t, http.MethodPost, "keys", `{"name":"KEK-short","cipher":"AES/CTR/NoPadding","length":128}`, http.StatusCreated)
+	srv.admin(t, http.MethodPost, "keys", `{"name":"kek-short","cipher":"AES/CTR/NoPadding","length":128}`, http.StatusCreated)
 
 	cfg := NewConfig()
 	cfg.Address = srv.addr
@@ -45,16 +45,16 @@ func TestHadoopKMSIntegration(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { k.Close() })
-	orders := kms.KEKRef{Name: "KEK-orders", ID: "KEK-orders"}
+	orders := kms.KEKRef{Name: "kek-orders", ID: "kek-orders"}
 
 	t.Run("resolve", func(t *testing.T) {
-		if ref, err := k.ResolveKEK(ctx, "KEK-orders"); err != nil || ref != orders {
+		if ref, err := k.ResolveKEK(ctx, "kek-orders"); err != nil || ref != orders {
 			t.Fatalf("ResolveKEK = %+v, %v", ref, err)
 		}
-		if _, err := k.ResolveKEK(ctx, "KEK-missing"); !errors.Is(err, kms.ErrKeyNotFound) {
+		if _, err := k.ResolveKEK(ctx, "kek-missing"); !errors.Is(err, kms.ErrKeyNotFound) {
 			t.Fatalf("unknown key: %v, want ErrKeyNotFound", err)
 		}
-		_, err := k.ResolveKEK(ctx, "KEK-short")
+		_, err := k.ResolveKEK(ctx, "kek-short")
 		if err == nil || errors.Is(err, kms.ErrKeyNotFound) || errors.Is(err, kms.ErrUnavailable) || !strings.Contains(err.Error(), "128 bits") {
 			t.Fatalf("128-bit key: %v, want a plain error naming its length", err)
 		}
@@ -73,10 +73,10 @@ func TestHadoopKMSIntegration(t *testing.T) {
 		if err != nil {
 			t.Fatalf("GenerateDEK: %v", err)
 		}
-		if len(v0.Key) != 32 || len(v0.EDEK) != EDEKSize("KEK-orders", "KEK-orders@0") || len(v0.EDEK) != 73 {
+		if len(v0.Key) != 32 || len(v0.EDEK) != EDEKSize("kek-orders", "kek-orders@0") || len(v0.EDEK) != 73 {
 			t.Fatalf("key %d bytes, EDEK %d bytes; want 32 and 73", len(v0.Key), len(v0.EDEK))
 		}
-		if info, err := k.DescribeEDEK(v0.EDEK); err != nil || info.KEK != "KEK-orders" || info.Version != "0" {
+		if info, err := k.DescribeEDEK(v0.EDEK); err != nil || info.KEK != "kek-orders" || info.Version != "0" {
 			t.Fatalf("DescribeEDEK = %+v, %v", info, err)
 		}
 		got, err := k.DecryptDEK(ctx, v0.EDEK)
@@ -90,7 +90,7 @@ func TestHadoopKMSIntegration(t *testing.T) {
 	})
 
 	t.Run("generate for a missing key", func(t *testing.T) {
-		if _, err := k.GenerateDEK(ctx, kms.KEKRef{Name: "KEK-missing", ID: "KEK-missing"}); !errors.Is(err, kms.ErrKeyNotFound) {
+		if _, err := k.GenerateDEK(ctx, kms.KEKRef{Name: "kek-missing", ID: "kek-missing"}); !errors.Is(err, kms.ErrKeyNotFound) {
 			t.Fatalf("GenerateDEK(missing) = %v, want ErrKeyNotFound", err)
 		}
 	})
@@ -101,18 +101,18 @@ func TestHadoopKMSIntegration(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Another key's name with this version: the KMS refuses it.
-		swapped := appendEDEK(nil, "KEK-other", string(version), iv, material)
+		swapped := appendEDEK(nil, "kek-other", string(version), iv, material)
 		if _, err := k.DecryptDEK(ctx, swapped); err == nil || errors.Is(err, kms.ErrUnavailable) {
 			t.Fatalf("decrypt with the key name swapped: %v, want a plain error", err)
 		}
 		// A version that does not exist.
-		if _, err := k.DecryptDEK(ctx, appendEDEK(nil, string(name), "KEK-orders@9", iv, material)); !errors.Is(err, kms.ErrKeyNotFound) {
+		if _, err := k.DecryptDEK(ctx, appendEDEK(nil, string(name), "kek-orders@9", iv, material)); !errors.Is(err, kms.ErrKeyNotFound) {
 			t.Fatalf("decrypt with a missing version: %v, want ErrKeyNotFound", err)
 		}
 	})
 
 	t.Run("roll over", func(t *testing.T) {
-		srv.admin(t, http.MethodPost, "key/KEK-orders", `{}`, http.StatusOK)
+		srv.admin(t, http.MethodPost, "key/kek-orders", `{}`, http.StatusOK)
 		v1, err := k.GenerateDEK(ctx, orders)
 		if err != nil {
 			t.Fatalf("GenerateDEK after roll over: %v", err)
@@ -129,8 +129,8 @@ func TestHadoopKMSIntegration(t *testing.T) {
 	})
 
 	t.Run("deleted key", func(t *testing.T) {
-		srv.admin(t, http.MethodDelete, "key/KEK-orders", "", http.StatusOK)
-		if _, err := k.ResolveKEK(ctx, "KEK-orders"); !errors.Is(err, kms.ErrKeyNotFound) {
+		srv.admin(t, http.MethodDelete, "key/kek-orders", "", http.StatusOK)
+		if _, err := k.ResolveKEK(ctx, "kek-orders"); !errors.Is(err, kms.ErrKeyNotFound) {
 			t.Fatalf("ResolveKEK(deleted) = %v, want ErrKeyNotFound", err)
 		}
 		// The KMS may still hand out an EEK it queued before the delete;
@@ -151,7 +151,7 @@ func TestHadoopKMSIntegration(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer m.Close()
-		_, err = m.ResolveKEK(ctx, "KEK-other")
+		_, err = m.ResolveKEK(ctx, "kek-other")
 		if err == nil || errors.Is(err, kms.ErrUnavailable) || errors.Is(err, kms.ErrKeyNotFound) || !strings.Contains(err.Error(), "403") {
 			t.Fatalf("ResolveKEK as a user the ACLs do not name: %v, want a plain 403 error", err)
 		}
@@ -159,7 +159,7 @@ func TestHadoopKMSIntegration(t *testing.T) {
 
 	t.Run("outage", func(t *testing.T) {
 		srv.stop(t)
-		_, err := k.ResolveKEK(ctx, "KEK-other")
+		_, err := k.ResolveKEK(ctx, "kek-other")
 		if !errors.Is(err, kms.ErrUnavailable) {
 			t.Fatalf("ResolveKEK with the KMS down: %v, want ErrUnavailable", err)
 		}
