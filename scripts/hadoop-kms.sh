@@ -12,7 +12,8 @@
 #       kms-acls.xml giving user U, default "kseal", every key operation),
 #       start KMSWebServer, wait until GET /kms/v1/keys/names answers for U,
 #       and write D/hadoop-kms.env. A second start on the same D after stop
-#       reuses the key store (same keys), on a new port. With --owner-pid, a
+#       restarts the same server: same port, same key store (same keys and
+#       versions). --user applies to a first start only. With --owner-pid, a
 #       watcher stops the server once that process is gone, so a killed test
 #       run leaves nothing behind.
 #   scripts/hadoop-kms.sh stop --dir D
@@ -105,7 +106,13 @@ cmd_start() {
   dir=$(cd "$dir" && pwd)
   [ ! -f "$dir/hadoop-kms.env" ] || die "start: $dir/hadoop-kms.env exists; stop that server first"
   local port
-  port=$(free_port)
+  if [ -f "$dir/port" ]; then
+    # A restart: same address, so a client configured for it reconnects.
+    port=$(cat "$dir/port")
+    user=$(cat "$dir/user")
+  else
+    port=$(free_port)
+  fi
   mkdir -p "$dir/conf" "$dir/tmp" "$dir/log"
   {
     echo '<configuration>'
@@ -139,6 +146,8 @@ log4j.appender.out.layout.ConversionPattern=%d %p %c: %m%n
 log4j.logger.org.apache.hadoop.crypto.key.kms.server.KMSWebApp=INFO
 log4j.logger.kms-audit=WARN
 EOF
+  echo "$port" >"$dir/port"
+  echo "$user" >"$dir/user"
   local addr="http://127.0.0.1:$port"
   # shellcheck disable=SC2086 # HADOOP_KMS_JVM_OPTS is a list of options
   java $HADOOP_KMS_JVM_OPTS \

@@ -166,6 +166,15 @@ func TestHadoopKMSIntegration(t *testing.T) {
 		if err := k.Probe(ctx); err == nil {
 			t.Fatal("Probe with the KMS down succeeded")
 		}
+		// Back on the same address with the same key store: the same
+		// client carries on.
+		srv.start(t)
+		if _, err := k.ResolveKEK(ctx, "kek-other"); err != nil {
+			t.Fatalf("ResolveKEK after the restart: %v", err)
+		}
+		if err := k.Probe(ctx); err != nil {
+			t.Fatalf("Probe after the restart: %v", err)
+		}
 	})
 }
 
@@ -183,6 +192,12 @@ func startHadoopKMS(t *testing.T) *hadoopKMS {
 		hc:     &http.Client{Timeout: 10 * time.Second},
 	}
 	t.Cleanup(func() { s.stop(t) })
+	s.start(t)
+	return s
+}
+
+func (s *hadoopKMS) start(t *testing.T) {
+	t.Helper()
 	cmd := exec.Command(s.script, "start", "--dir", s.dir, "--owner-pid", strconv.Itoa(os.Getpid()), "--timeout", "60")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("hadoop-kms.sh start: %v\n%s", err, out)
@@ -205,7 +220,6 @@ func startHadoopKMS(t *testing.T) *hadoopKMS {
 	if s.addr == "" || s.user == "" {
 		t.Fatalf("hadoop-kms.env lacks HADOOP_KMS_ADDR or HADOOP_KMS_USER")
 	}
-	return s
 }
 
 func (s *hadoopKMS) stop(t *testing.T) {
