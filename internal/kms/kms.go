@@ -1,7 +1,7 @@
 // Package kms defines what kseal needs from a key management service. KEKs
 // never leave the KMS: kseal asks it for fresh data keys (DEKs) and to unwrap
 // encrypted DEKs (EDEKs). Providers live in sub-packages, one each (local,
-// vault, aws, azure, kmip), and register themselves by name.
+// vault, hadoop, aws, azure, kmip), and register themselves by name.
 //
 // Implementations must never log key material or EDEK plaintext.
 package kms
