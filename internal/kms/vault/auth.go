@@ -131,10 +131,15 @@ func (k *KMS) maintainLogin() {
 		lease := time.Duration(auth.LeaseDuration) * time.Second
 		backoff = 0
 		switch {
-		case lease <= 0:
+		case lease <= 0 && fromLogin:
 			// Never expires: nothing to do until a request is refused.
 			needLogin = false
 			timer.Stop()
+			return
+		case lease <= 0:
+			// Renewed to less than a second: about to expire.
+			needLogin = true
+			timer.Reset(0)
 			return
 		case !auth.Renewable:
 			needLogin = true

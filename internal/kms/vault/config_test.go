@@ -97,6 +97,33 @@ func TestConfigValidate(t *testing.T) {
 			c.Address = "https://v"
 			c.TLS = TLSConfig{PKCS12File: "p", PKCS12PasswordFile: "f", PKCS12PasswordEnv: "E"}
 		}, "tls.pkcs12PasswordEnv: set either"},
+		{"auth token explicit", func(c *Config) { c.Auth.Method = "token" }, ""},
+		{"approle", func(c *Config) {
+			c.TokenEnv = ""
+			c.Auth = AuthConfig{Method: "approle", RoleIDFile: "r", SecretIDFile: "s"}
+		}, ""},
+		{"approle on a mount", func(c *Config) {
+			c.TokenEnv = ""
+			c.Auth = AuthConfig{Method: "approle", Mount: "apps/kseal", RoleIDFile: "r"}
+		}, ""},
+		{"kubernetes default jwt", func(c *Config) { c.TokenEnv = ""; c.Auth = AuthConfig{Method: "kubernetes", Role: "kseal"} }, ""},
+		{"jwt", func(c *Config) { c.TokenEnv = ""; c.Auth = AuthConfig{Method: "jwt", Role: "kseal", JWTFile: "j"} }, ""},
+		{"unknown method", func(c *Config) { c.Auth.Method = "userpass" }, "auth.method: \"userpass\" is not one of"},
+		{"token with role", func(c *Config) { c.Auth.Role = "x" }, "auth.role: not used by auth.method \"\""},
+		{"approle without role id", func(c *Config) { c.TokenEnv = ""; c.Auth = AuthConfig{Method: "approle"} }, "auth.roleIdFile: required"},
+		{"approle with role", func(c *Config) { c.TokenEnv = ""; c.Auth = AuthConfig{Method: "approle", RoleIDFile: "r", Role: "x"} }, "auth.role: not used"},
+		{"approle and token", func(c *Config) { c.Auth = AuthConfig{Method: "approle", RoleIDFile: "r"} }, "tokenEnv: not used with auth.method approle"},
+		{"kubernetes without role", func(c *Config) { c.TokenEnv = ""; c.Auth = AuthConfig{Method: "kubernetes"} }, "auth.role: required"},
+		{"kubernetes bad role", func(c *Config) { c.TokenEnv = ""; c.Auth = AuthConfig{Method: "kubernetes", Role: "a/b"} }, "auth.role: "},
+		{"kubernetes with secret id", func(c *Config) {
+			c.TokenEnv = ""
+			c.Auth = AuthConfig{Method: "kubernetes", Role: "r", SecretIDFile: "s"}
+		}, "auth.secretIdFile: not used"},
+		{"jwt without file", func(c *Config) { c.TokenEnv = ""; c.Auth = AuthConfig{Method: "jwt", Role: "r"} }, "auth.jwtFile: required"},
+		{"bad auth mount", func(c *Config) {
+			c.TokenEnv = ""
+			c.Auth = AuthConfig{Method: "jwt", Role: "r", JWTFile: "j", Mount: "/x"}
+		}, "auth.mount: "},
 		{"password without p12", func(c *Config) { c.Address = "https://v"; c.TLS.PKCS12PasswordEnv = "E" }, "tls.pkcs12File: required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -110,7 +137,7 @@ func TestConfigValidate(t *testing.T) {
 				t.Fatalf("unexpected error: %v", err)
 			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 				t.Fatalf("err = %v, want %q", err, tc.want)
-			case err != nil && strings.Contains(err.Error(), "secret"):
+			case err != nil && strings.Contains(err.Error(), ":secret@"):
 				t.Fatalf("error shows the URL's password: %v", err)
 			}
 		})
