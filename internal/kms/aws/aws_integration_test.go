@@ -229,6 +229,75 @@ func TestMoto(t *testing.T) {
 		}
 	})
 
+	// A multi-Region key (mrk-...) with a replica in eu-west-1: an EDEK
+	// written in us-east-1 naming the key by ARN opens in eu-west-1 with
+	// allowedRegions (Decrypt goes to the local replica); one naming the
+	// bare mrk id opens there without any setting.
+	t.Run("multi-Region key", func(t *testing.T) {
+		out, err := admin.CreateKey(ctx, &awskms.CreateKeyInput{MultiRegion: awssdk.Bool(true), Description: awssdk.String("kseal mrk")})
+		if err != nil {
+			t.Fatalf("CreateKey MultiRegion: %v", err)
+		}
+		mrk, primaryARN := *out.KeyMetadata.KeyId, *out.KeyMetadata.Arn
+		if !strings.HasPrefix(mrk, "mrk-") {
+			t.Fatalf("multi-Region key id %q", mrk)
+		}
+		if _, err := admin.ReplicateKey(ctx, &awskms.ReplicateKeyInput{KeyId: &mrk, ReplicaRegion: awssdk.String("eu-west-1")}); err != nil {
+			t.Fatalf("ReplicateKey: %v", err)
+		}
+		account := strings.Split(primaryARN, ":")[4]
+		if _, err := admin.CreateAlias(ctx, &awskms.CreateAliasInput{AliasName: awssdk.String("alias/KEK-mrk"), TargetKeyId: &mrk}); err != nil {
+			t.Fatal(err)
+		}
+		open := func(region string, edit func(*Config)) *KMS {
+			c := *cfg
+			c.Region = region
+			if edit != nil {
+				edit(&c)
+			}
+			o, err := c.Open(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return o.(*KMS)
+		}
+		// Writer in us-east-1, naming keys by alias ARN: its EDEKs hold the key ARN.
+		writer := open("us-east-1", func(c *Config) { c.AliasPrefix = "arn:aws:kms:us-east-1:" + account + ":alias/" })
+		ref, err := writer.ResolveKEK(ctx, "KEK-mrk")
+		if err != nil || ref.ID != primaryARN {
+			t.Fatalf("ResolveKEK = %+v, %v; want the primary's ARN", ref, err)
+		}
+		d, err := writer.GenerateDEK(ctx, ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reader := open("eu-west-1", func(c *Config) {
+			c.AllowedAccounts = []string{account}
+			c.AllowedRegions = []string{"us-east-1"}
+		})
+		if got, err := reader.DecryptDEK(ctx, d.EDEK); err != nil || !bytes.Equal(got, d.Key) {
+			t.Fatalf("replica region with allowedRegions: %v", err)
+		}
+		strict := open("eu-west-1", func(c *Config) { c.AllowedAccounts = []string{account} })
+		if _, err := strict.DecryptDEK(ctx, d.EDEK); err == nil || !strings.Contains(err.Error(), "allowedRegions") {
+			t.Fatalf("replica region without allowedRegions: %v, want a refusal naming allowedRegions", err)
+		}
+		// Writer with the default alias/ prefix: bare mrk id, opens in the
+		// replica region with no setting.
+		bare := open("us-east-1", nil)
+		ref, err = bare.ResolveKEK(ctx, "KEK-mrk")
+		if err != nil || ref.ID != mrk {
+			t.Fatalf("ResolveKEK = %+v, %v; want %s", ref, err, mrk)
+		}
+		d, err = bare.GenerateDEK(ctx, ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := open("eu-west-1", nil).DecryptDEK(ctx, d.EDEK); err != nil || !bytes.Equal(got, d.Key) {
+			t.Fatalf("bare mrk id in the replica region: %v", err)
+		}
+	})
+
 	t.Run("rotation", func(t *testing.T) {
 		if _, err := admin.RotateKeyOnDemand(ctx, &awskms.RotateKeyOnDemandInput{KeyId: &keyID}); err != nil {
 			t.Fatalf("RotateKeyOnDemand: %v", err)
