@@ -143,3 +143,36 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestAuthConfigFromYAML(t *testing.T) {
+	const doc = `
+address: https://vault.example.com:8200
+auth:
+  method: approle
+  mount: apps/kseal
+  roleIdFile: /etc/kseal/role-id
+  secretIdFile: /etc/kseal/secret-id
+`
+	cfg := NewConfig()
+	dec := yaml.NewDecoder(strings.NewReader(doc))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	want := AuthConfig{Method: "approle", Mount: "apps/kseal", RoleIDFile: "/etc/kseal/role-id", SecretIDFile: "/etc/kseal/secret-id"}
+	if cfg.Auth != want || cfg.Auth.mount() != "apps/kseal" {
+		t.Fatalf("decoded %+v", cfg.Auth)
+	}
+	k8s := AuthConfig{Method: "kubernetes", Role: "kseal"}
+	if k8s.mount() != "kubernetes" || k8s.jwtFile() != DefaultKubernetesJWTFile {
+		t.Fatalf("kubernetes defaults: mount %q jwtFile %q", k8s.mount(), k8s.jwtFile())
+	}
+	bad := yaml.NewDecoder(strings.NewReader("auth: {method: jwt, secretID: x}"))
+	bad.KnownFields(true)
+	if err := bad.Decode(NewConfig()); err == nil {
+		t.Fatal("unknown auth key accepted")
+	}
+}
