@@ -139,7 +139,6 @@ func TestLoginMethods(t *testing.T) {
 	roleID := writeFile(t, dir, "role-id", "role-1234")
 	secretID := writeFile(t, dir, "secret-id", "secret-5678")
 	jwt := writeFile(t, dir, "jwt", "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJrc2VhbCJ9.c2ln")
-	k8sDefault := DefaultKubernetesJWTFile
 	for _, tc := range []struct {
 		name  string
 		auth  AuthConfig
@@ -176,12 +175,6 @@ func TestLoginMethods(t *testing.T) {
 				t.Fatalf("%d logins, %d refused requests; want 1 and 0", logins, refused)
 			}
 		})
-	}
-	if _, err := os.Stat(k8sDefault); err != nil {
-		// The default path is used when jwtFile is unset.
-		if got := (&AuthConfig{Method: "kubernetes"}).jwtFile(); got != k8sDefault {
-			t.Fatalf("kubernetes default jwtFile %q", got)
-		}
 	}
 }
 
