@@ -3,6 +3,7 @@ package vault
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -274,5 +276,28 @@ func TestNoLoginStormOnPolicyDenial(t *testing.T) {
 	}
 	if logins, _, _ := fake.counts(); logins > 3 {
 		t.Fatalf("%d logins for 5 refused requests within reloginMin", logins)
+	}
+}
+
+// A log-in answered with a redirect to another origin is refused before the
+// credentials go there.
+func TestLoginRedirectRefused(t *testing.T) {
+	var reached atomic.Int32
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { reached.Add(1) }))
+	defer other.Close()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	k, _ := openAuth(t, srv.URL, AuthConfig{Method: "approle", RoleIDFile: writeFile(t, dir, "r", "role-1"),
+		SecretIDFile: writeFile(t, dir, "s", "secret-redirected")}, "secret-redirected")
+	_, err := k.GenerateDEK(context.Background(), kms.KEKRef{Name: "KEK-a", ID: "KEK-a"})
+	if !errors.Is(err, kms.ErrRedirectRefused) {
+		t.Fatalf("err = %v, want a refused redirect", err)
+	}
+	k.Close()
+	if n := reached.Load(); n != 0 {
+		t.Fatalf("the other origin got %d requests", n)
 	}
 }
