@@ -231,8 +231,7 @@ func TestMoto(t *testing.T) {
 
 	// A multi-Region key (mrk-...) with a replica in eu-west-1: an EDEK
 	// written in us-east-1 naming the key by ARN is sent to the eu-west-1
-	// replica with allowedRegions and refused without; one naming the bare
-	// mrk id goes to the replica without any setting. moto 5.2.5 cannot
+	// replica with allowedRegions and refused without. moto 5.2.5 cannot
 	// decrypt under any multi-Region key: its CiphertextBlob keeps 36 bytes
 	// of key id, which cuts "mrk-" + UUID short, so its Decrypt answers
 	// AccessDeniedException even in the key's own region. Until it can,
@@ -297,18 +296,10 @@ func TestMoto(t *testing.T) {
 		if _, err := strict.DecryptDEK(ctx, d.EDEK); err == nil || !strings.Contains(err.Error(), "allowedRegions") {
 			t.Fatalf("replica region without allowedRegions: %v, want a refusal naming allowedRegions", err)
 		}
-		// Writer with the default alias/ prefix: bare mrk id, opens in the
-		// replica region with no setting.
-		bare := open("us-east-1", nil)
-		ref, err = bare.ResolveKEK(ctx, "KEK-mrk")
-		if err != nil || ref.ID != mrk {
-			t.Fatalf("ResolveKEK = %+v, %v; want %s", ref, err, mrk)
-		}
-		d, err = bare.GenerateDEK(ctx, ref)
-		if err != nil {
-			t.Fatal(err)
-		}
-		decryptsOrMotoBug(t, open("eu-west-1", nil), d)
+		// The bare mrk id (default alias/ prefix) is not tried here: moto
+		// makes multi-Region key ids "mrk-" + a dashed UUID, where AWS's are
+		// "mrk-" + 32 hex digits (the only form kseal's EDEK codec accepts
+		// for bare ids); the unit tests cover that form.
 	})
 
 	t.Run("rotation", func(t *testing.T) {
