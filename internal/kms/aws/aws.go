@@ -51,6 +51,7 @@ type KMS struct {
 	logger      *slog.Logger
 	region      string          // the client's region
 	accounts    map[string]bool // accounts whose key ARNs EDEKs may name (checkKey)
+	regions     map[string]bool // allowedRegions: other regions whose multi-Region key ARNs EDEKs may name
 }
 
 var _ kms.KMS = (*KMS)(nil)
@@ -98,7 +99,7 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*KMS, error) {
 	logger.Info("aws kms: client ready", "region", awscfg.Region, "endpoint", cfg.Endpoint,
 		"credentials", cfg.Credentials.Source, "aliasPrefix", cfg.AliasPrefix)
 	return &KMS{client: client, aliasPrefix: cfg.AliasPrefix, timeout: cfg.Timeout, logger: logger,
-		region: awscfg.Region, accounts: allowedAccounts(cfg)}, nil
+		region: awscfg.Region, accounts: allowedAccounts(cfg), regions: allowedRegions(cfg)}, nil
 }
 
 // ResolveKEK looks the key up with DescribeKey under AliasPrefix+name and
@@ -145,7 +146,7 @@ func (k *KMS) ResolveKEK(ctx context.Context, name string) (kms.KEKRef, error) {
 	if _, err := appendKeyID(nil, id); err != nil {
 		return kms.KEKRef{}, err
 	}
-	if err := k.checkKey(id); err != nil { // never write EDEKs DecryptDEK refuses
+	if _, err := k.checkKey(id); err != nil { // never write EDEKs DecryptDEK refuses
 		return kms.KEKRef{}, err
 	}
 	return kms.KEKRef{Name: name, ID: id}, nil
@@ -223,19 +224,20 @@ func (k *KMS) DecryptDEK(ctx context.Context, edek []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := k.checkKey(keyID); err != nil {
+	useID, err := k.checkKey(keyID)
+	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, k.timeout)
 	defer cancel()
 	out, err := k.client.Decrypt(ctx, &awskms.DecryptInput{
-		KeyId:               awssdk.String(keyID),
+		KeyId:               awssdk.String(useID),
 		CiphertextBlob:      blob,
 		EncryptionContext:   EncryptionContext,
 		EncryptionAlgorithm: types.EncryptionAlgorithmSpecSymmetricDefault,
 	})
 	if err != nil {
-		return nil, classify("Decrypt", keyID, err)
+		return nil, classify("Decrypt", useID, err)
 	}
 	if len(out.Plaintext) != dekSize {
 		clear(out.Plaintext)

@@ -54,6 +54,13 @@ type Config struct {
 	// genuine) records under a key of their own. EDEKs holding a bare key id
 	// need no entry: AWS looks those up in kseal's own account and region.
 	AllowedAccounts []string `yaml:"allowedAccounts"`
+	// AllowedRegions lists further regions whose multi-Region key ARNs
+	// (key/mrk-...) an EDEK may name, besides the client's region. kseal
+	// decrypts such an EDEK with the replica of the same key in its own
+	// region (same key id and key material), so an EDEK written by kseal in
+	// a replica region opens here. Single-Region key ARNs of other regions
+	// stay refused: this client reaches only its own region's keys.
+	AllowedRegions []string `yaml:"allowedRegions"`
 	// Timeout bounds one KMS call, credential retrieval included.
 	Timeout time.Duration `yaml:"timeout"`
 	// Credentials says where the AWS credentials come from.
@@ -119,6 +126,11 @@ func (c *Config) Validate() error {
 	for i, a := range c.AllowedAccounts {
 		if !validAccount(a) {
 			errs = append(errs, fmt.Errorf("allowedAccounts[%d]: %q is not an AWS account id (12 digits)", i, a))
+		}
+	}
+	for i, r := range c.AllowedRegions {
+		if !validRegion(r) {
+			errs = append(errs, fmt.Errorf("allowedRegions[%d]: %q is not a region name", i, r))
 		}
 	}
 	if c.Timeout < 100*time.Millisecond || c.Timeout > 5*time.Minute {

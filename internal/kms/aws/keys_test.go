@@ -236,3 +236,68 @@ func TestCredentialsEndpointRedirectRefused(t *testing.T) {
 		t.Errorf("error shows the token: %v", err)
 	}
 }
+
+// A multi-Region key ARN of a region in allowedRegions opens with the
+// replica in the client's region (the ARN sent to AWS names the client's
+// region); single-Region key ARNs of other regions, and regions not listed,
+// stay refused without a request.
+func TestMultiRegionKeyARNs(t *testing.T) {
+	const mrk = "mrk-1234abcd12ab34cd56ef1234567890ab"
+	f := newFakeKMS(t)
+	f.addKey(mrk, "alias/KEK-m")
+	f.addKey(testKeyID, "alias/KEK-a")
+	k, _ := newTestKMS(t, f, func(c *Config) {
+		c.AllowedAccounts = []string{fakeAccount}
+		c.AllowedRegions = []string{"eu-west-1"}
+	})
+	edekFor := func(kek, id string) []byte {
+		ref, err := k.ResolveKEK(t.Context(), kek)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := k.GenerateDEK(t.Context(), ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, blob, _ := parseEDEK(d.EDEK)
+		e, err := appendKeyID(nil, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return append(e, blob...)
+	}
+	arn := func(region, id string) string { return "arn:aws:kms:" + region + ":" + fakeAccount + ":key/" + id }
+
+	if _, err := k.DecryptDEK(t.Context(), edekFor("KEK-m", arn("eu-west-1", mrk))); err != nil {
+		t.Fatalf("multi-Region key ARN of an allowed region: %v", err)
+	}
+	reqs := f.reqs()
+	last := reqs[len(reqs)-1]
+	if last.Op != "Decrypt" || last.Body["KeyId"] != arn("us-east-1", mrk) {
+		t.Fatalf("Decrypt sent %s with KeyId %v, want the us-east-1 replica's ARN", last.Op, last.Body["KeyId"])
+	}
+	for name, tc := range map[string]struct{ kek, id, want string }{
+		"single-Region key of an allowed region":  {"KEK-a", arn("eu-west-1", testKeyID), "single-Region key"},
+		"multi-Region key of a region not listed": {"KEK-m", arn("ap-south-1", mrk), "allowedRegions"},
+	} {
+		e := edekFor(tc.kek, tc.id)
+		n := len(f.reqs())
+		_, err := k.DecryptDEK(t.Context(), e)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", name, err, tc.want)
+		}
+		if len(f.reqs()) != n {
+			t.Errorf("%s: a request reached AWS", name)
+		}
+	}
+}
+
+func TestConfigAllowedRegions(t *testing.T) {
+	c := NewConfig()
+	c.Region = "us-east-1"
+	c.AllowedRegions = []string{"eu-west-1", "not a region"}
+	err := c.Validate()
+	if err == nil || !strings.Contains(err.Error(), "allowedRegions[1]") || strings.Contains(err.Error(), "allowedRegions[0]") {
+		t.Errorf("err = %v", err)
+	}
+}

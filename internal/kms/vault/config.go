@@ -52,6 +52,61 @@ type Config struct {
 	Timeout time.Duration `yaml:"timeout"`
 	// TLS configures https:// addresses.
 	TLS TLSConfig `yaml:"tls"`
+	// Auth chooses how kseal gets its token. Unset (or method "token")
+	// keeps the static token of TokenFile or TokenEnv.
+	Auth AuthConfig `yaml:"auth"`
+}
+
+// Auth methods.
+const (
+	AuthToken      = "token"
+	AuthAppRole    = "approle"
+	AuthKubernetes = "kubernetes"
+	AuthJWT        = "jwt"
+)
+
+// DefaultKubernetesJWTFile is where Kubernetes mounts a pod's service
+// account token.
+const DefaultKubernetesJWTFile = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+// AuthConfig is the `auth` sub-section. With approle, kubernetes or jwt,
+// kseal logs in at auth/<mount>/login, renews the token it gets, and logs in
+// again (re-reading the credential files) when the token cannot be renewed
+// any more, expires, or is refused.
+type AuthConfig struct {
+	// Method is token (default), approle, kubernetes or jwt.
+	Method string `yaml:"method"`
+	// Mount is the auth method's path (default: the method's name).
+	Mount string `yaml:"mount"`
+	// RoleIDFile and SecretIDFile hold the AppRole role id and secret id.
+	// SecretIDFile may be left out for a role created with
+	// bind_secret_id=false.
+	RoleIDFile   string `yaml:"roleIdFile"`
+	SecretIDFile string `yaml:"secretIdFile"`
+	// Role is the kubernetes or jwt role to log in as.
+	Role string `yaml:"role"`
+	// JWTFile holds the JWT: the service-account token for kubernetes
+	// (default DefaultKubernetesJWTFile), the OIDC/JWT token for jwt.
+	JWTFile string `yaml:"jwtFile"`
+}
+
+// login reports whether the method logs in (everything but token).
+func (a *AuthConfig) login() bool { return a.Method != "" && a.Method != AuthToken }
+
+// mount returns the auth mount path.
+func (a *AuthConfig) mount() string {
+	if a.Mount != "" {
+		return a.Mount
+	}
+	return a.Method
+}
+
+// jwtFile returns the JWT file, with the kubernetes default.
+func (a *AuthConfig) jwtFile() string {
+	if a.JWTFile == "" && a.Method == AuthKubernetes {
+		return DefaultKubernetesJWTFile
+	}
+	return a.JWTFile
 }
 
 // TLSConfig is the `tls` sub-section: which CAs to trust and which client
@@ -105,12 +160,7 @@ func (c *Config) Validate() error {
 	if err := checkPath(c.Mount); err != nil {
 		add("mount: %v", err)
 	}
-	switch {
-	case c.TokenFile == "" && c.TokenEnv == "":
-		add("tokenFile: one of tokenFile or tokenEnv is required")
-	case c.TokenFile != "" && c.TokenEnv != "":
-		add("tokenEnv: set either tokenFile or tokenEnv, not both")
-	}
+	errs = append(errs, c.Auth.validate(c)...)
 	if c.Timeout < 100*time.Millisecond || c.Timeout > 5*time.Minute {
 		add("timeout: %v is out of range (100ms to 5m)", c.Timeout)
 	}
@@ -132,6 +182,64 @@ func (c *Config) Validate() error {
 		add("tls.pkcs12File: required when a PKCS#12 password is set")
 	}
 	return errors.Join(errs...)
+}
+
+// validate checks the auth section and its interplay with the token keys.
+func (a *AuthConfig) validate(c *Config) []error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	notFor := func(key, val string) {
+		if val != "" {
+			add("auth.%s: not used by auth.method %q", key, a.Method)
+		}
+	}
+	switch a.Method {
+	case "", AuthToken:
+		switch {
+		case c.TokenFile == "" && c.TokenEnv == "":
+			add("tokenFile: one of tokenFile or tokenEnv is required (or set auth.method)")
+		case c.TokenFile != "" && c.TokenEnv != "":
+			add("tokenEnv: set either tokenFile or tokenEnv, not both")
+		}
+		notFor("mount", a.Mount)
+		notFor("roleIdFile", a.RoleIDFile)
+		notFor("secretIdFile", a.SecretIDFile)
+		notFor("role", a.Role)
+		notFor("jwtFile", a.JWTFile)
+		return errs
+	case AuthAppRole:
+		if a.RoleIDFile == "" {
+			add("auth.roleIdFile: required with auth.method approle")
+		}
+		notFor("role", a.Role)
+		notFor("jwtFile", a.JWTFile)
+	case AuthKubernetes, AuthJWT:
+		if a.Role == "" {
+			add("auth.role: required with auth.method %s", a.Method)
+		} else if len(a.Role) > 255 || strings.ContainsFunc(a.Role, func(r rune) bool { return !isNameChar(r) }) {
+			add("auth.role: %q: only letters, digits, '.', '_' and '-', at most 255 bytes", a.Role)
+		}
+		if a.Method == AuthJWT && a.JWTFile == "" {
+			add("auth.jwtFile: required with auth.method jwt")
+		}
+		notFor("roleIdFile", a.RoleIDFile)
+		notFor("secretIdFile", a.SecretIDFile)
+	default:
+		add("auth.method: %q is not one of token, approle, kubernetes, jwt", a.Method)
+		return errs
+	}
+	if a.Mount != "" {
+		if err := checkPath(a.Mount); err != nil {
+			add("auth.mount: %v", err)
+		}
+	}
+	if c.TokenFile != "" {
+		add("tokenFile: not used with auth.method %s (kseal logs in for its token)", a.Method)
+	}
+	if c.TokenEnv != "" {
+		add("tokenEnv: not used with auth.method %s (kseal logs in for its token)", a.Method)
+	}
+	return errs
 }
 
 // Open builds the client; see New.

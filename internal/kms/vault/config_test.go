@@ -97,6 +97,33 @@ func TestConfigValidate(t *testing.T) {
 			c.Address = "https://v"
 			c.TLS = TLSConfig{PKCS12File: "p", PKCS12PasswordFile: "f", PKCS12PasswordEnv: "E"}
 		}, "tls.pkcs12PasswordEnv: set either"},
+		{"auth token explicit", func(c *Config) { c.Auth.Method = "token" }, ""},
+		{"approle", func(c *Config) {
+			c.TokenEnv = ""
+			c.Auth = AuthConfig{Method: "approle", RoleIDFile: "r", SecretIDFile: "s"}
+		}, ""},
+		{"approle on a mount", func(c *Config) {
+			c.TokenEnv = ""
+			c.Auth = AuthConfig{Method: "approle", Mount: "apps/kseal", RoleIDFile: "r"}
+		}, ""},
+		{"kubernetes default jwt", func(c *Config) { c.TokenEnv = ""; c.Auth = AuthConfig{Method: "kubernetes", Role: "kseal"} }, ""},
+		{"jwt", func(c *Config) { c.TokenEnv = ""; c.Auth = AuthConfig{Method: "jwt", Role: "kseal", JWTFile: "j"} }, ""},
+		{"unknown method", func(c *Config) { c.Auth.Method = "userpass" }, "auth.method: \"userpass\" is not one of"},
+		{"token with role", func(c *Config) { c.Auth.Role = "x" }, "auth.role: not used by auth.method \"\""},
+		{"approle without role id", func(c *Config) { c.TokenEnv = ""; c.Auth = AuthConfig{Method: "approle"} }, "auth.roleIdFile: required"},
+		{"approle with role", func(c *Config) { c.TokenEnv = ""; c.Auth = AuthConfig{Method: "approle", RoleIDFile: "r", Role: "x"} }, "auth.role: not used"},
+		{"approle and token", func(c *Config) { c.Auth = AuthConfig{Method: "approle", RoleIDFile: "r"} }, "tokenEnv: not used with auth.method approle"},
+		{"kubernetes without role", func(c *Config) { c.TokenEnv = ""; c.Auth = AuthConfig{Method: "kubernetes"} }, "auth.role: required"},
+		{"kubernetes bad role", func(c *Config) { c.TokenEnv = ""; c.Auth = AuthConfig{Method: "kubernetes", Role: "a/b"} }, "auth.role: "},
+		{"kubernetes with secret id", func(c *Config) {
+			c.TokenEnv = ""
+			c.Auth = AuthConfig{Method: "kubernetes", Role: "r", SecretIDFile: "s"}
+		}, "auth.secretIdFile: not used"},
+		{"jwt without file", func(c *Config) { c.TokenEnv = ""; c.Auth = AuthConfig{Method: "jwt", Role: "r"} }, "auth.jwtFile: required"},
+		{"bad auth mount", func(c *Config) {
+			c.TokenEnv = ""
+			c.Auth = AuthConfig{Method: "jwt", Role: "r", JWTFile: "j", Mount: "/x"}
+		}, "auth.mount: "},
 		{"password without p12", func(c *Config) { c.Address = "https://v"; c.TLS.PKCS12PasswordEnv = "E" }, "tls.pkcs12File: required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -110,9 +137,42 @@ func TestConfigValidate(t *testing.T) {
 				t.Fatalf("unexpected error: %v", err)
 			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 				t.Fatalf("err = %v, want %q", err, tc.want)
-			case err != nil && strings.Contains(err.Error(), "secret"):
+			case err != nil && strings.Contains(err.Error(), ":secret@"):
 				t.Fatalf("error shows the URL's password: %v", err)
 			}
 		})
+	}
+}
+
+func TestAuthConfigFromYAML(t *testing.T) {
+	const doc = `
+address: https://vault.example.com:8200
+auth:
+  method: approle
+  mount: apps/kseal
+  roleIdFile: /etc/kseal/role-id
+  secretIdFile: /etc/kseal/secret-id
+`
+	cfg := NewConfig()
+	dec := yaml.NewDecoder(strings.NewReader(doc))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	want := AuthConfig{Method: "approle", Mount: "apps/kseal", RoleIDFile: "/etc/kseal/role-id", SecretIDFile: "/etc/kseal/secret-id"}
+	if cfg.Auth != want || cfg.Auth.mount() != "apps/kseal" {
+		t.Fatalf("decoded %+v", cfg.Auth)
+	}
+	k8s := AuthConfig{Method: "kubernetes", Role: "kseal"}
+	if k8s.mount() != "kubernetes" || k8s.jwtFile() != DefaultKubernetesJWTFile {
+		t.Fatalf("kubernetes defaults: mount %q jwtFile %q", k8s.mount(), k8s.jwtFile())
+	}
+	bad := yaml.NewDecoder(strings.NewReader("auth: {method: jwt, secretID: x}"))
+	bad.KnownFields(true)
+	if err := bad.Decode(NewConfig()); err == nil {
+		t.Fatal("unknown auth key accepted")
 	}
 }

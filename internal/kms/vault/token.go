@@ -26,8 +26,11 @@ var (
 
 // tokenAuth is the auth block of renew-self's answer.
 type tokenAuth struct {
-	LeaseDuration int64 `json:"lease_duration"` // seconds; 0 = never expires
-	Renewable     bool  `json:"renewable"`
+	// ClientToken is the token a login returns; cleared as soon as it is
+	// stored, and never logged.
+	ClientToken   string `json:"client_token"`
+	LeaseDuration int64  `json:"lease_duration"` // seconds; 0 = never expires
+	Renewable     bool   `json:"renewable"`
 }
 
 // fileStamp identifies a version of the token file.

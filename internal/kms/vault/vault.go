@@ -54,6 +54,14 @@ type KMS struct {
 	tokenStat fileStamp // tokenFile's identity when last read; maintain goroutine only
 	renew     bool
 
+	// Log-in methods (auth.method approle, kubernetes, jwt); auth is nil
+	// for a static token.
+	auth      *AuthConfig
+	loginMu   sync.Mutex
+	lastLogin time.Time      // under loginMu
+	logins    atomic.Int64   // successful log-ins, for tests
+	loggedIn  chan tokenAuth // a request logged in: maintainLogin reschedules
+
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
@@ -99,6 +107,17 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*KMS, error) {
 		hc:        &http.Client{Transport: tr, CheckRedirect: kms.CheckRedirect},
 		tokenFile: cfg.TokenFile,
 		renew:     cfg.RenewToken,
+	}
+	if cfg.Auth.login() {
+		// The first log-in happens in the background (and on the first
+		// request if that comes first): like a token, it needs no server
+		// at start.
+		a := cfg.Auth
+		k.auth, k.tokenFile, k.renew = &a, "", true
+		k.loggedIn = make(chan tokenAuth, 1)
+		k.stop, k.done = make(chan struct{}), make(chan struct{})
+		go k.maintainLogin()
+		return k, nil
 	}
 	if err := k.loadToken(cfg); err != nil {
 		return nil, err
@@ -273,10 +292,38 @@ type response struct {
 	Errors []string        `json:"errors"`
 }
 
-// call makes one request to path (relative to /v1/) and decodes the
-// answer's data into out (or, for auth endpoints, its auth block). op and
-// key name the call in errors.
+// call makes one request to path (relative to /v1/) with the current token
+// and decodes the answer's data into out (or, for auth endpoints, its auth
+// block). op and key name the call in errors. With a log-in method it logs
+// in first if no token is there yet, and once more when the token is
+// refused (403: expired or revoked), then repeats the request.
 func (k *KMS) call(ctx context.Context, op, key, method, path string, body []byte, out any) error {
+	if k.auth == nil {
+		return k.send(ctx, op, key, method, path, body, out, *k.token.Load())
+	}
+	tok := ""
+	if p := k.token.Load(); p != nil {
+		tok = *p
+	} else {
+		var err error
+		if tok, err = k.relogin(ctx, "", false); err != nil {
+			return err
+		}
+	}
+	err := k.send(ctx, op, key, method, path, body, out, tok)
+	var se *statusError
+	if !errors.As(err, &se) || se.Status != http.StatusForbidden {
+		return err
+	}
+	tok, lerr := k.relogin(ctx, tok, true)
+	if lerr != nil {
+		return fmt.Errorf("%w; logging in again: %w", err, lerr)
+	}
+	return k.send(ctx, op, key, method, path, body, out, tok)
+}
+
+// send makes one request with token ("" for none: log-in).
+func (k *KMS) send(ctx context.Context, op, key, method, path string, body []byte, out any, token string) error {
 	where := op
 	if key != "" {
 		where = fmt.Sprintf("%s with %q", op, key)
@@ -291,7 +338,9 @@ func (k *KMS) call(ctx context.Context, op, key, method, path string, body []byt
 	if err != nil {
 		return fmt.Errorf("vault kms: %s: %w", where, err)
 	}
-	req.Header.Set("X-Vault-Token", *k.token.Load())
+	if token != "" {
+		req.Header.Set("X-Vault-Token", token)
+	}
 	req.Header.Set("X-Vault-Request", "true")
 	if k.namespace != "" {
 		req.Header.Set("X-Vault-Namespace", k.namespace)
