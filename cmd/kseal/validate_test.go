@@ -62,7 +62,7 @@ func TestValidateBinaryEveryProblem(t *testing.T) {
 		path + `:11: virtualClusters[0].gateway.advertisedHots: unknown key (did you mean advertisedHost?)`,
 		path + `:13: virtualClusters[0].limits.maxConnections: expected a whole number, got "many"`,
 		path + `:17: virtualClusters[0].encryption.kms.config.address: required (e.g. https://vault.example.com:8200)`,
-		path + `:18: virtualClusters[0].encryption.kms.config.vaultAddr: unknown key (this section has: address, namespace, mount, tokenFile, tokenEnv, renewToken, timeout, tls)`,
+		path + `:18: virtualClusters[0].encryption.kms.config.vaultAddr: unknown key (this section has: address, namespace, mount, tokenFile, tokenEnv, renewToken, timeout, tls, auth)`,
 		path + `:20: virtualClusters[0].encryption.kms.config.timeout: "5" is not a duration like 30s, 5m or 1h30m (a number needs a unit)`,
 		path + `:25: virtualClusters[0].encryption.dek.kmsTimeout: "20" is not a duration like 30s, 5m or 1h30m (a number needs a unit)`,
 		path + `: 8 problems`,

@@ -90,7 +90,7 @@ drainTimeout: 30
 			{1, "lgo", "unknown key (did you mean log?)"},
 			{2, "drainTimeout", `"30" is not a duration like 30s`},
 			{10, "virtualClusters[0].encryption.kms.config", "address: required"},
-			{11, "virtualClusters[0].encryption.kms.config.vaultAddr", "unknown key (this section has: address, namespace, mount, tokenFile, tokenEnv, renewToken, timeout, tls)"},
+			{11, "virtualClusters[0].encryption.kms.config.vaultAddr", "unknown key (this section has: address, namespace, mount, tokenFile, tokenEnv, renewToken, timeout, tls, auth)"},
 			{13, "virtualClusters[0].encryption.kms.config.timeout", `"5" is not a duration like 30s, 5m or 1h30m (a number needs a unit)`},
 			{14, "virtualClusters[0].encryption.kms.config.renewToken", `expected true or false, got "maybe"`},
 			{15, "virtualClusters[0].encryption.kms.config.tls.caFile", "expected a string, got a list"},
