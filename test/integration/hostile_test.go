@@ -148,8 +148,15 @@ func TestHostileClients(t *testing.T) {
 	mem := hostileSampleMem(pid)
 	defer mem.stop()
 	s := startStream(t, streamOpts{Bootstrap: p.Bootstrap, Topic: stream, Canary: canary,
-		Producers: 1, Consumers: 1, Rate: 200})
-	s.waitAcks(200, 30*time.Second, "stream warm-up")
+		Producers: 1, Consumers: 1, Rate: 200,
+		// Round robin: the warm-up below reaches every partition's leader.
+		ProducerOpts: func(int) []kgo.Opt { return []kgo.Opt{kgo.RecordPartitioner(kgo.RoundRobinPartitioner())} }})
+	// Warm up until the producer has produced to every partition (round
+	// robin), so it holds a connection to every leader: during the
+	// connection flood below kseal refuses NEW connections by design
+	// (limits.maxConnections), and a producer that first reached a leader
+	// then would fail its batch (seen in a clean-clone run with 200).
+	s.waitAcks(400, 60*time.Second, "stream warm-up")
 	base := mem.now()
 	t.Logf("kseal baseline with the stream running: VmRSS %s, VmHWM %s; bound on the peak %s",
 		mib(base.rss), mib(base.hwm), mib(maxRSS))
