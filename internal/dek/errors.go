@@ -20,6 +20,10 @@ var (
 	// ErrReusedDEK means the KMS returned the same data key twice in a row for
 	// a KEK. Nonces are unique only per fresh DEK, so such a key is refused.
 	ErrReusedDEK = errors.New("dek: KMS returned a data key it had just returned")
+	// ErrProviderPanic means the KMS provider panicked during a call (a bug,
+	// possibly triggered by what the KMS answered). The call is refused like
+	// any non-transient KMS refusal; the process keeps serving.
+	ErrProviderPanic = errors.New("dek: KMS provider panicked")
 )
 
 // Errors from Current, Decryptor and Resolve wrap one of:

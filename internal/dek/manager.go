@@ -354,6 +354,14 @@ func attemptKMS[T any](ctx context.Context, f func(context.Context) (T, error), 
 	}
 	ch := make(chan result, 1)
 	go func() {
+		// A provider that panics on what its KMS answered (a bug, or a
+		// hostile answer) would end the process from this goroutine: the
+		// call fails instead, as a refusal, never as a key.
+		defer func() {
+			if p := recover(); p != nil {
+				ch <- result{err: fmt.Errorf("%w: %v", ErrProviderPanic, p)}
+			}
+		}()
 		v, err := f(ctx)
 		ch <- result{v, err}
 	}()
