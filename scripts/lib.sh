@@ -148,3 +148,28 @@ apt_install() {
   $sudo apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null
   command -v "$cmd" >/dev/null 2>&1 || die "apt-get did not install $pkg"
 }
+
+# pip_venv HOME BIN PKG... installs the pinned PKGs from PyPI into the venv
+# HOME/venv (once: HOME/.complete marks a finished install) and checks that
+# HOME/venv/bin/BIN exists. Installs of one HOME are serialised with a lock
+# file beside it, so two test runs never delete each other's venv; the lock
+# is held in a subshell, so no server started later inherits it.
+pip_venv() {
+  local home=$1 bin=$2
+  shift 2
+  [ -f "$home/.complete" ] && return 0
+  local python=${PYTHON:-python3}
+  command -v "$python" >/dev/null 2>&1 || die "$python is missing"
+  mkdir -p "$(dirname "$home")"
+  (
+    if command -v flock >/dev/null 2>&1; then flock 9; fi
+    [ -f "$home/.complete" ] && exit 0
+    log "installing $* from PyPI into $home/venv"
+    rm -rf "$home"
+    mkdir -p "$home"
+    "$python" -m venv "$home/venv" || die "could not create a venv with $python (Debian: apt-get install python3-venv)"
+    "$home/venv/bin/pip" install -q --disable-pip-version-check "$@" || die "pip could not install $*"
+    [ -x "$home/venv/bin/$bin" ] || die "$bin missing after installing $*"
+    touch "$home/.complete"
+  ) 9>"$home.lock"
+}

@@ -33,19 +33,7 @@ VENV=$MHOME/venv
 PYTHON=${PYTHON:-python3}
 
 cmd_install() {
-  if [ -f "$MHOME/.complete" ]; then
-    return 0
-  fi
-  command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON is missing"
-  echo "moto.sh: installing moto==$MOTO_VERSION (+ Flask) from PyPI into $VENV" >&2
-  rm -rf "$MHOME"
-  mkdir -p "$MHOME"
-  "$PYTHON" -m venv "$VENV" || die "could not create a venv with $PYTHON (Debian: apt-get install python3-venv)"
-  "$VENV/bin/pip" install -q --disable-pip-version-check "moto==$MOTO_VERSION" \
-    "flask==$FLASK_VERSION" "flask-cors==$FLASK_CORS_VERSION" ||
-    die "pip could not install moto==$MOTO_VERSION"
-  [ -x "$VENV/bin/moto_server" ] || die "moto_server missing after install"
-  touch "$MHOME/.complete"
+  pip_venv "$MHOME" moto_server "moto==$MOTO_VERSION" "flask==$FLASK_VERSION" "flask-cors==$FLASK_CORS_VERSION"
 }
 
 # answers PORT reports whether a server answers HTTP on PORT.

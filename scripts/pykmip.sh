@@ -39,19 +39,7 @@ VENV=$PHOME/venv
 PYTHON=${PYTHON:-python3}
 
 cmd_install() {
-  if [ -f "$PHOME/.complete" ]; then
-    return 0
-  fi
-  command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON is missing"
-  echo "pykmip.sh: installing pykmip==$PYKMIP_VERSION from PyPI into $VENV" >&2
-  rm -rf "$PHOME"
-  mkdir -p "$PHOME"
-  "$PYTHON" -m venv "$VENV" || die "could not create a venv with $PYTHON (Debian: apt-get install python3-venv)"
-  "$VENV/bin/pip" install -q --disable-pip-version-check "pykmip==$PYKMIP_VERSION" \
-    "cryptography==$CRYPTOGRAPHY_VERSION" "sqlalchemy==$SQLALCHEMY_VERSION" ||
-    die "pip could not install pykmip==$PYKMIP_VERSION"
-  [ -x "$VENV/bin/pykmip-server" ] || die "pykmip-server missing after install"
-  touch "$PHOME/.complete"
+  pip_venv "$PHOME" pykmip-server "pykmip==$PYKMIP_VERSION" "cryptography==$CRYPTOGRAPHY_VERSION" "sqlalchemy==$SQLALCHEMY_VERSION"
 }
 
 # make_certs DIR writes ca.pem, server.pem/server-key.pem and
