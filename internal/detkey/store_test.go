@@ -297,9 +297,7 @@ func TestHostileRecordsSkipped(t *testing.T) {
 		{key, []byte{1, 5, 'K', 'E', 'K', '-', 'a', 0xff, 0xff, 0xff, 0xff, 0x0f}}, // huge EDEK length
 		{key, []byte{}},
 	}
-	for _, h := range hostile {
-		log.recs = append(log.recs, h)
-	}
+	log.recs = append(log.recs, hostile...)
 	log.recs = append(log.recs, [2][]byte{key, val})
 	// The same EDEK for another topic later: skipped as a duplicate id.
 	copyRec := KeyRecord{Topic: "payments", KEK: kekA.Name, EDEK: d.EDEK}
