@@ -225,6 +225,8 @@ type Encryption struct {
 	KMS    KMS       `yaml:"kms"`
 	Policy yaml.Node `yaml:"policy"`
 	DEK    yaml.Node `yaml:"dek"`
+	// KeyTopic is decoded by internal/detkey (detkey.Config).
+	KeyTopic yaml.Node `yaml:"keyTopic"`
 }
 
 // KMS selects a provider by name; Config is decoded by that provider.
