@@ -21,6 +21,7 @@ import (
 	"github.com/kseal/kseal/internal/audit"
 	"github.com/kseal/kseal/internal/config"
 	"github.com/kseal/kseal/internal/dek"
+	"github.com/kseal/kseal/internal/detkey"
 	"github.com/kseal/kseal/internal/encrypt"
 	"github.com/kseal/kseal/internal/kms"
 	_ "github.com/kseal/kseal/internal/kms/aws"    // registers "aws"
@@ -110,6 +111,7 @@ type Encryption struct {
 	KMSConfig kms.Config
 	Policy    *policy.Policy
 	DEK       DEKConfig
+	KeyTopic  detkey.Config
 }
 
 // Compile checks a virtual cluster's encryption section (without opening
@@ -162,6 +164,8 @@ func compile(vcIndex int, e *config.Encryption) (*Encryption, config.Errors) {
 	out.Policy = pol
 	decoded = append(decoded, config.DecodeNode(&e.DEK, &out.DEK, p+".dek", &pos)...)
 	invalid = append(invalid, config.Sub(p+".dek", out.DEK.validate())...)
+	decoded = append(decoded, config.DecodeNode(&e.KeyTopic, &out.KeyTopic, p+".keyTopic", &pos)...)
+	invalid = append(invalid, config.Sub(p+".keyTopic", out.KeyTopic.Validate())...)
 	if errs := config.Settle(decoded, invalid, &pos); len(errs) > 0 {
 		return nil, errs
 	}
