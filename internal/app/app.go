@@ -254,6 +254,25 @@ type encCluster struct {
 	// changes, kept across reloads.
 	audit audit.Emitter
 	kek   *audit.KEKTracker
+	// detKeys is the cluster's deterministic-key store (format v2 record
+	// keys), kept across reloads (its keys stay valid); it calls the
+	// current KMS (kms). keyTopic is the section it was made from: a reload
+	// cannot change it.
+	detKeys  *detkey.Store
+	keyTopic detkey.Config
+	kms      atomic.Pointer[keys]
+}
+
+// storeKMS is the KMS a cluster's deterministic-key store calls: the one
+// the cluster's current config opened, across reloads.
+type storeKMS struct{ ec *encCluster }
+
+func (s storeKMS) GenerateDEK(ctx context.Context, kek kms.KEKRef) (kms.DEK, error) {
+	return s.ec.kms.Load().kms.GenerateDEK(ctx, kek)
+}
+
+func (s storeKMS) DecryptDEK(ctx context.Context, edek []byte) ([]byte, error) {
+	return s.ec.kms.Load().kms.DecryptDEK(ctx, edek)
 }
 
 // Close releases KMS clients and background loops (after Server.Shutdown),
@@ -367,6 +386,15 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 		ec.close = closeKeys
 		ec.mgr.Store(ks.mgr)
 		ec.health.Store(ks.health)
+		ec.kms.Store(&ks)
+		ec.keyTopic = enc.KeyTopic
+		dopts := enc.KeyTopic.Options()
+		dopts.KMSTimeout, dopts.KMSAttempts = enc.DEK.KMSTimeout.Std(), enc.DEK.KMSAttempts
+		dopts.Metrics = detkey.NewMetrics(vcReg)
+		if ec.detKeys, err = detkey.New(storeKMS{ec}, dopts); err != nil {
+			a.Close()
+			return nil, fmt.Errorf("virtual cluster %q: %w", vc.Name, err)
+		}
 		ec.filter = encrypt.New(encrypt.Options{
 			Policy:     enc.Policy,
 			Keys:       ks,
@@ -378,6 +406,8 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 			MaxProduceRewriteBytes: vc.Limits.MaxProduceRewriteBytes,
 			MaxTopicLabels:         vc.Limits.MaxTopicLabels,
 			Audit:                  ec.audit,
+			DetKeys:                encrypt.StoreKeys{Store: ec.detKeys},
+			KeyTopic:               ec.detKeys.Topic(),
 		})
 		a.clusters[vc.Name] = ec
 		if vcReg != nil {
@@ -452,6 +482,10 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) (err error) {
 			return fail(err)
 		}
 		ec := a.clusters[vc.Name]
+		if enc.KeyTopic != ec.keyTopic {
+			reason = "restart_needed"
+			return fail(fmt.Errorf("virtualClusters[%d].encryption.keyTopic: changes need a restart", i))
+		}
 		ks, closeKeys, err := a.openKeys(ctx, vc, enc, &ec.counters, &ec.usedKEKs, ec)
 		if err != nil {
 			return fail(err)
@@ -462,6 +496,7 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) (err error) {
 		s.ec.filter.Swap(s.pol, s.keys)
 		s.ec.mgr.Store(s.keys.mgr)
 		s.ec.health.Store(s.keys.health)
+		s.ec.kms.Store(&s.keys)
 		old := s.ec.close
 		s.ec.close = s.close
 		a.retire(old)

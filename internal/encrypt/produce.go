@@ -15,6 +15,7 @@ import (
 	"github.com/kseal/kseal/internal/audit"
 	"github.com/kseal/kseal/internal/codec"
 	"github.com/kseal/kseal/internal/dek"
+	"github.com/kseal/kseal/internal/detkey"
 	"github.com/kseal/kseal/internal/frame"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/policy"
@@ -307,6 +308,9 @@ func (f *Filter) producePartition(ctx context.Context, cur *state, st *produceSt
 	if p.Records == nil {
 		return nil
 	}
+	if topic == f.opts.KeyTopic && topic != "" {
+		return &partitionError{code: errKeyTopic, reason: "key_topic", err: fmt.Errorf("%s is kseal's key topic: only kseal writes it", topic)}
+	}
 	sel := cur.policy.Select(topic)
 	switch sel.Action {
 	case policy.Passthrough:
@@ -469,8 +473,11 @@ func (f *Filter) detKeyForWrite(ctx context.Context, st *produceState, aadTopic 
 		st.dkTopic, st.dkKEK, st.dk = aadTopic, kek.Name, dk
 		return dk, nil
 	}
-	if errors.Is(err, kms.ErrKeyUnusable) || errors.Is(err, kms.ErrKeyNotFound) {
+	switch {
+	case errors.Is(err, kms.ErrKeyUnusable) || errors.Is(err, kms.ErrKeyNotFound):
 		return nil, &partitionError{code: errKEKGone, reason: "kek_unusable", err: fmt.Errorf("deterministic key for KEK %q: %w", kek.Name, err)}
+	case errors.Is(err, detkey.ErrTooManyKeys):
+		return nil, &partitionError{code: errDetKeyLimit, reason: "det_key_limit", err: fmt.Errorf("deterministic key for KEK %q: %w", kek.Name, err)}
 	}
 	// Key topic unreachable, KMS down or slow: the producer retries.
 	return nil, &partitionError{code: errNoDetKey, reason: "det_key", err: fmt.Errorf("deterministic key for KEK %q: %w", kek.Name, err)}

@@ -14,6 +14,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/kseal/kseal/internal/dek"
+	"github.com/kseal/kseal/internal/detkey"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/policy"
 	"github.com/kseal/kseal/internal/proxy"
@@ -356,7 +358,8 @@ func TestV2ProduceErrors(t *testing.T) {
 		nil_ bool
 		want *kerr.Error
 	}{
-		{"key topic unreachable", errors.New("key topic: connection refused"), false, kerr.RequestTimedOut},
+		{"key topic unreachable", fmt.Errorf("%w: key topic: connection refused", dek.ErrUnavailable), false, kerr.RequestTimedOut},
+		{"too many keys", fmt.Errorf("read: %w", detkey.ErrTooManyKeys), false, kerr.PolicyViolation},
 		{"KMS down", fmt.Errorf("generate: %w", context.DeadlineExceeded), false, kerr.RequestTimedOut},
 		{"KEK unusable", fmt.Errorf("unwrap: %w", kms.ErrKeyUnusable), false, kerr.ResourceNotFound},
 		{"no store", nil, true, kerr.RequestTimedOut},
@@ -379,6 +382,14 @@ func TestV2ProduceErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Clients cannot produce to kseal's key topic, whatever the policy says of it.
+func TestKeyTopicProduceRefused(t *testing.T) {
+	f := newV2Filter(t, nil, func(o *Options) { o.KeyTopic = "plain-keys" })
+	b := recordBatch([]testRecord{{key: []byte("k"), value: []byte("v")}}, records.CodecNone)
+	res := produceThrough(t, f, -1, []producePart{{"plain-keys", 0, b}, {"plain-x", 0, b}})
+	res.wantCodes(t, map[string]*kerr.Error{"plain-keys/0": kerr.TopicAuthorizationFailed, "plain-x/0": kerr.RequestTimedOut})
 }
 
 // Records already carrying a marker are refused on every topic, v2 too.
@@ -408,8 +419,10 @@ func TestV2FetchErrors(t *testing.T) {
 		err  error
 		want *kerr.Error
 	}{
-		{"key topic unreachable", errors.New("key topic: connection refused"), kerr.KafkaStorageError},
+		{"key topic unreachable", fmt.Errorf("%w: key topic: connection refused", dek.ErrUnavailable), kerr.KafkaStorageError},
 		{"KEK gone", fmt.Errorf("unwrap: %w", kms.ErrKeyNotFound), kerr.ResourceNotFound},
+		{"KMS refuses the key's EDEK", errors.New("unwrap: invalid ciphertext"), kerr.CorruptMessage},
+		{"too many keys", fmt.Errorf("read: %w", detkey.ErrTooManyKeys), kerr.PolicyViolation},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dk := newFakeDetKeys()
