@@ -496,14 +496,14 @@ func TestParseRecordRejects(t *testing.T) {
 			r.Headers = append([]records.RecordHeader{{Key: []byte("kseal"), Value: []byte{1}}}, r.Headers...)
 			return r
 		}, ErrMalformed},
-		"empty marker":   {func() *records.Record { r := sealedAs(PartValue); marker(r).Value = []byte{}; return r }, ErrMalformed},
-		"null marker":    {func() *records.Record { r := sealedAs(PartValue); marker(r).Value = nil; return r }, ErrMalformed},
-		"version 3":      {func() *records.Record { r := sealedAs(PartValue); marker(r).Value[0] = 3; return r }, ErrUnsupportedVersion},
-		"version 0":      {func() *records.Record { r := sealedAs(PartValue); marker(r).Value[0] = 0; return r }, ErrUnsupportedVersion},
-		"no parts byte":  {func() *records.Record { r := sealedAs(PartValue); marker(r).Value = []byte{2}; return r }, ErrMalformed},
-		"parts 0":        {func() *records.Record { r := sealedAs(PartValue); marker(r).Value[1] = 0; return r }, ErrMalformed},
-		"reserved bit 3": {func() *records.Record { r := sealedAs(PartValue); marker(r).Value[1] |= 1 << 3; return r }, ErrMalformed},
-		"reserved bit 7": {func() *records.Record { r := sealedAs(PartKey); marker(r).Value[1] |= 1 << 7; return r }, ErrMalformed},
+		"empty marker":          {func() *records.Record { r := sealedAs(PartValue); marker(r).Value = []byte{}; return r }, ErrMalformed},
+		"null marker":           {func() *records.Record { r := sealedAs(PartValue); marker(r).Value = nil; return r }, ErrMalformed},
+		"version 3":             {func() *records.Record { r := sealedAs(PartValue); marker(r).Value[0] = 3; return r }, ErrUnsupportedVersion},
+		"version 0":             {func() *records.Record { r := sealedAs(PartValue); marker(r).Value[0] = 0; return r }, ErrUnsupportedVersion},
+		"no parts byte":         {func() *records.Record { r := sealedAs(PartValue); marker(r).Value = []byte{2}; return r }, ErrMalformed},
+		"parts 0":               {func() *records.Record { r := sealedAs(PartValue); marker(r).Value[1] = 0; return r }, ErrMalformed},
+		"reserved bit 3":        {func() *records.Record { r := sealedAs(PartValue); marker(r).Value[1] |= 1 << 3; return r }, ErrMalformed},
+		"reserved bit 7":        {func() *records.Record { r := sealedAs(PartKey); marker(r).Value[1] |= 1 << 7; return r }, ErrMalformed},
 		"value set, value null": {func() *records.Record { r := sealedAs(PartValue); r.Value = nil; return r }, ErrMalformed},
 		"envelope in marker while value set": {func() *records.Record {
 			r := sealedAs(PartValue)
