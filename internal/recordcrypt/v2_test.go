@@ -776,3 +776,11 @@ func BenchmarkV2(b *testing.B) {
 		})
 	}
 }
+
+func TestV2EnvelopeIsKeyBound(t *testing.T) {
+	a, _ := sealPair(t, randomKey(t, 70), testDetKey(t, 1), PartValue)
+	rec, _, err := ParseRecord(a)
+	if err != nil || !rec.Env.KeyBound() || rec.Env.Flags != 0 {
+		t.Fatalf("v2 envelope: flags %#x, KeyBound %v, %v", rec.Env.Flags, rec.Env.KeyBound(), err)
+	}
+}
