@@ -104,6 +104,16 @@ type Options struct {
 	RereadInterval time.Duration
 	// UpstreamTimeout bounds one pass over the key topic.
 	UpstreamTimeout time.Duration
+	// RecheckAfter, if not 0, is the age after its unwrap at which a key in
+	// use is unwrapped again in the background (one KMS call): if the KMS
+	// then refuses (the KEK was deleted or disabled, or kseal's permission
+	// withdrawn), the key is dropped and the next call fails with the
+	// KMS's answer. Give it dek's DecryptCacheMaxAge so record keys stop
+	// opening after a KEK revocation within the bound values do. A KMS
+	// that cannot be reached then does not drop the key (it is checked
+	// again after an eighth of RecheckAfter). 0: keys are kept for the life
+	// of the Store.
+	RecheckAfter time.Duration
 	// KMSTimeout, KMSAttempts, KMSBackoff and KMSBackoffMax are as in
 	// dek.Options (and take its defaults).
 	KMSTimeout    time.Duration
@@ -195,6 +205,10 @@ type entry struct {
 	edek       []byte
 	offset     int64
 	dk         atomic.Pointer[recordcrypt.DetKey]
+	// unwrapped is when the KMS last unwrapped (or confirmed) the DEK,
+	// in unix nanoseconds; rechecking is set while a recheck runs.
+	unwrapped  atomic.Int64
+	rechecking atomic.Bool
 }
 
 // New returns a Store that unwraps keys with k.
@@ -233,6 +247,7 @@ func (s *Store) ForWrite(ctx context.Context, up Upstream, topic string, kek kms
 	s.mu.RUnlock()
 	if e != nil {
 		if dk := e.dk.Load(); dk != nil {
+			s.maybeRecheck(e)
 			return dk, nil
 		}
 	}
@@ -267,6 +282,7 @@ func (s *Store) ForRead(ctx context.Context, up Upstream, topic string, id [8]by
 		return nil, fmt.Errorf("%w: key id %x belongs to another topic", ErrUnknownKey, id)
 	}
 	if dk := e.dk.Load(); dk != nil {
+		s.maybeRecheck(e)
 		return dk, nil
 	}
 	return s.do(ctx, id, func(fctx context.Context) (*recordcrypt.DetKey, error) {
@@ -446,11 +462,44 @@ func (s *Store) install(e *entry, dekKey []byte) (*recordcrypt.DetKey, error) {
 		return nil, err
 	}
 	dk := &recordcrypt.DetKey{ID: e.id, AEAD: a}
+	e.unwrapped.Store(s.opts.now().UnixNano())
 	if e.dk.CompareAndSwap(nil, dk) {
 		s.m.cached.Inc()
 		return dk, nil
 	}
 	return e.dk.Load(), nil
+}
+
+// maybeRecheck starts a background unwrap of e's DEK when it is older than
+// RecheckAfter (see Options.RecheckAfter).
+func (s *Store) maybeRecheck(e *entry) {
+	after := int64(s.opts.RecheckAfter)
+	if after <= 0 {
+		return
+	}
+	now := s.opts.now().UnixNano()
+	if now-e.unwrapped.Load() < after || !e.rechecking.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer e.rechecking.Store(false)
+		key, err := callKMS(context.Background(), s, func(ctx context.Context) ([]byte, error) { return s.kms.DecryptDEK(ctx, e.edek) },
+			func(b []byte) { clear(b) })
+		clear(key)
+		s.m.rechecks.Inc()
+		switch {
+		case err == nil:
+			e.unwrapped.Store(s.opts.now().UnixNano())
+		case Retriable(classify(err)) || errors.Is(err, dek.ErrProviderPanic):
+			// Try again after an eighth of the interval.
+			e.unwrapped.Store(s.opts.now().UnixNano() - after + after/8)
+		default:
+			if e.dk.Swap(nil) != nil {
+				s.m.cached.Dec()
+				s.m.dropped.Inc()
+			}
+		}
+	}()
 }
 
 // catchUp reads the key topic from where the Store stopped to the end,

@@ -504,3 +504,85 @@ func TestNewRefusesBadTopic(t *testing.T) {
 		t.Fatal("bad key topic accepted")
 	}
 }
+
+// revocable is a fakeKMS whose KEKs can be deleted (DecryptDEK then says
+// not found) or made unreachable.
+type revocable struct {
+	fakeKMS
+	revoked, down atomic.Bool
+}
+
+func (k *revocable) DecryptDEK(ctx context.Context, edek []byte) ([]byte, error) {
+	if k.down.Load() {
+		k.dec.Add(1)
+		return nil, kms.ErrUnavailable
+	}
+	if k.revoked.Load() {
+		k.dec.Add(1)
+		return nil, fmt.Errorf("deleted: %w", kms.ErrKeyNotFound)
+	}
+	return k.fakeKMS.DecryptDEK(ctx, edek)
+}
+
+// With RecheckAfter, a key in use is unwrapped again once it is that old:
+// a KMS that cannot be reached keeps it, one that says the KEK is gone
+// drops it, and the next ForRead fails with kms.ErrKeyNotFound.
+func TestRecheckDropsRevokedKey(t *testing.T) {
+	ctx := context.Background()
+	log := &fakeLog{}
+	dk, err := newStore(t, &fakeKMS{}, Options{}).ForWrite(ctx, log, "orders", kekA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	k := &revocable{}
+	s := newStore(t, k, Options{RecheckAfter: time.Minute, KMSAttempts: 1, now: func() time.Time { return time.Unix(0, clock.Load()) }})
+	if _, err := s.ForRead(ctx, log, "orders", dk.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitRecheck := func(want int64) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); k.dec.Load() < want; {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d DecryptDEK, want %d", k.dec.Load(), want)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		for e := s.byID[dk.ID]; e.rechecking.Load(); {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	// Young: no recheck.
+	clock.Add(int64(30 * time.Second))
+	s.ForRead(ctx, log, "orders", dk.ID)
+	if k.dec.Load() != 1 {
+		t.Fatal("recheck before RecheckAfter")
+	}
+	// Old, KMS down: checked, kept.
+	k.down.Store(true)
+	clock.Add(int64(31 * time.Second))
+	if _, err := s.ForRead(ctx, log, "orders", dk.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitRecheck(2)
+	if _, err := s.ForRead(ctx, log, "orders", dk.ID); err != nil {
+		t.Fatalf("key dropped while the KMS was down: %v", err)
+	}
+	// KEK deleted: after an eighth of the interval the key is checked
+	// again and dropped.
+	k.down.Store(false)
+	k.revoked.Store(true)
+	clock.Add(int64(8 * time.Second))
+	s.ForRead(ctx, log, "orders", dk.ID)
+	waitRecheck(3)
+	if _, err := s.ForRead(ctx, log, "orders", dk.ID); !errors.Is(err, kms.ErrKeyNotFound) {
+		t.Fatalf("after the KEK was deleted: %v", err)
+	}
+	if _, err := s.ForWrite(ctx, log, "orders", kekA); !errors.Is(err, kms.ErrKeyUnusable) {
+		t.Fatalf("write after the KEK was deleted: %v", err)
+	}
+	if testutil.ToFloat64(s.m.dropped) != 1 || testutil.ToFloat64(s.m.cached) != 0 {
+		t.Fatalf("dropped %v cached %v", testutil.ToFloat64(s.m.dropped), testutil.ToFloat64(s.m.cached))
+	}
+}
