@@ -120,6 +120,10 @@ type Options struct {
 	KMSAttempts   int
 	KMSBackoff    time.Duration
 	KMSBackoffMax time.Duration
+	// NotFoundTTL is how long a KMS's refusal to unwrap a key record's
+	// EDEK (other than "unavailable") is remembered, so a deleted KEK is
+	// not asked again on every request (dek.DefaultNotFoundTTL).
+	NotFoundTTL time.Duration
 	// Metrics receives the Store's metrics (nil: none).
 	Metrics *Metrics
 	// now is the clock (tests).
@@ -150,6 +154,9 @@ func (o *Options) defaults() {
 	}
 	if o.KMSBackoffMax == 0 {
 		o.KMSBackoffMax = dek.DefaultKMSBackoffMax
+	}
+	if o.NotFoundTTL == 0 {
+		o.NotFoundTTL = dek.DefaultNotFoundTTL
 	}
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(nil)
@@ -209,6 +216,14 @@ type entry struct {
 	// in unix nanoseconds; rechecking is set while a recheck runs.
 	unwrapped  atomic.Int64
 	rechecking atomic.Bool
+	// refused is the KMS's last refusal to unwrap the DEK, if any.
+	refused atomic.Pointer[refusal]
+}
+
+// refusal is a KMS's refusal and when it came.
+type refusal struct {
+	err error
+	at  time.Time
 }
 
 // New returns a Store that unwraps keys with k.
@@ -417,7 +432,7 @@ func (s *Store) write(ctx context.Context, up Upstream, topic string, kek kms.KE
 	if e == nil {
 		return nil, fmt.Errorf("%w: key topic %q: no key record for topic %q and KEK %q after writing one at offset %d", dek.ErrUnavailable, s.opts.Topic, topic, kek.Name, offset)
 	}
-	if e.offset != offset {
+	if e.id != KeyID(d.EDEK) {
 		s.m.lostRaces.Inc()
 		return s.unwrap(ctx, e, true)
 	}
@@ -435,8 +450,17 @@ func (s *Store) unwrap(ctx context.Context, e *entry, forWrite bool) (*recordcry
 	if dk := e.dk.Load(); dk != nil {
 		return dk, nil
 	}
-	key, err := callKMS(ctx, s, func(ctx context.Context) ([]byte, error) { return s.kms.DecryptDEK(ctx, e.edek) },
-		func(b []byte) { clear(b) })
+	var key []byte
+	var err error
+	if r := e.refused.Load(); r != nil && s.opts.now().Sub(r.at) < s.opts.NotFoundTTL {
+		err = r.err
+	} else {
+		key, err = callKMS(ctx, s, func(ctx context.Context) ([]byte, error) { return s.kms.DecryptDEK(ctx, e.edek) },
+			func(b []byte) { clear(b) })
+		if err != nil && !Retriable(classify(err)) {
+			e.refused.Store(&refusal{err: err, at: s.opts.now()})
+		}
+	}
 	if err != nil {
 		if forWrite {
 			return nil, writeErr(e.kek, "DecryptDEK", err)

@@ -586,3 +586,32 @@ func TestRecheckDropsRevokedKey(t *testing.T) {
 		t.Fatalf("dropped %v cached %v", testutil.ToFloat64(s.m.dropped), testutil.ToFloat64(s.m.cached))
 	}
 }
+
+// A KMS's refusal to unwrap is remembered for NotFoundTTL: a deleted KEK
+// is not asked again on every fetch.
+func TestRefusalRemembered(t *testing.T) {
+	ctx := context.Background()
+	log := &fakeLog{}
+	dk, err := newStore(t, &fakeKMS{}, Options{}).ForWrite(ctx, log, "orders", kekA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	k := &revocable{}
+	k.revoked.Store(true)
+	s := newStore(t, k, Options{NotFoundTTL: time.Minute, now: func() time.Time { return time.Unix(0, clock.Load()) }})
+	for range 5 {
+		if _, err := s.ForRead(ctx, log, "orders", dk.ID); !errors.Is(err, kms.ErrKeyNotFound) {
+			t.Fatal(err)
+		}
+	}
+	if k.dec.Load() != 1 {
+		t.Fatalf("%d DecryptDEK for a remembered refusal", k.dec.Load())
+	}
+	k.revoked.Store(false)
+	clock.Add(int64(2 * time.Minute))
+	if _, err := s.ForRead(ctx, log, "orders", dk.ID); err != nil {
+		t.Fatal(err)
+	}
+}
