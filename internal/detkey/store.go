@@ -251,7 +251,7 @@ func New(k KMS, opts Options) (*Store, error) {
 func (s *Store) Topic() string { return s.opts.Topic }
 
 // ForWrite returns the deterministic key of (topic, kek) to seal record
-// keys with, making it (one KMS GenerateDEK and one record in the key
+// keys with (topic is the binding topic, policy's AADTopic), making it (one KMS GenerateDEK and one record in the key
 // topic, whichever replica is first) if the key topic has none. Errors:
 // kms.ErrKeyUnusable (the KEK is gone or cannot make or unwrap keys; not
 // retriable), ErrTooManyKeys, or one wrapping dek.ErrUnavailable
@@ -278,7 +278,7 @@ func (s *Store) ForWrite(ctx context.Context, up Upstream, topic string, kek kms
 }
 
 // ForRead returns the deterministic key with key id id, which a record of
-// topic was sealed under. A key id the Store has not read makes it read
+// topic (the binding topic) was sealed under. A key id the Store has not read makes it read
 // the key topic again (at most once per RereadInterval for all callers).
 // Errors: ErrUnknownKey (not retriable), kms.ErrKeyNotFound (the KEK is
 // gone), ErrTooManyKeys, one wrapping dek.ErrUnavailable (Retriable), or
@@ -535,6 +535,11 @@ func (s *Store) catchUp(ctx context.Context, up Upstream) (int64, error) {
 		return 0, fmt.Errorf("%w: waiting for a read of key topic %q: %w", dek.ErrUnavailable, s.opts.Topic, ctx.Err())
 	}
 	defer func() { <-s.readSem }()
+	if s.read >= s.opts.MaxKeys {
+		// Full: nothing more is read, so no request is made.
+		s.m.refusals.WithLabelValues("max_keys").Inc()
+		return s.next, fmt.Errorf("%w (%d): key topic %q", ErrTooManyKeys, s.opts.MaxKeys, s.opts.Topic)
+	}
 	if up == nil {
 		return s.next, s.upstreamErr("read", errors.New("no upstream cluster"))
 	}

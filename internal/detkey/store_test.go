@@ -362,6 +362,11 @@ func TestMaxKeys(t *testing.T) {
 	if len(s.byID) != 3 || testutil.ToFloat64(s.m.refusals.WithLabelValues("max_keys")) == 0 {
 		t.Fatalf("%d keys indexed", len(s.byID))
 	}
+	// Once full, a refusal costs no request.
+	reads := log.reads.Load()
+	if _, err := s.ForWrite(ctx, log, "t4", kekA); !errors.Is(err, ErrTooManyKeys) || log.reads.Load() != reads {
+		t.Fatalf("full: %v, %d reads", err, log.reads.Load()-reads)
+	}
 }
 
 // Unknown key ids: one re-read (rate-limited), then ErrUnknownKey, which
