@@ -230,3 +230,56 @@ func readKeyTopic(ctx context.Context, t *testing.T, topic string) []*kgo.Record
 	}
 	return out
 }
+
+// A key topic that exists already (created by an operator) and holds
+// records that are not key records, some in compressed batches: kseal uses
+// the topic as it is, skips them, and two Stores still agree.
+func TestKeyTopicSkipsForeignRecords(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	keyTopic := uniq("it-keys-junk")
+	adm := directAdmin(t)
+	if _, err := adm.CreateTopic(ctx, 1, 3, nil, keyTopic); err != nil {
+		t.Fatal(err)
+	}
+	cl := testenv.Kgo(t, cluster.Bootstrap, kgo.ProducerBatchCompression(kgo.ZstdCompression()))
+	junk := []*kgo.Record{
+		{Topic: keyTopic, Key: []byte("orders\x00KEK-it"), Value: []byte{9, 9, 9}},
+		{Topic: keyTopic, Key: []byte("orders"), Value: []byte("x")},
+		{Topic: keyTopic, Value: []byte("no key")},
+	}
+	if err := cl.ProduceSync(ctx, junk...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	k := &wrapKMS{}
+	kek := kms.KEKRef{Name: "KEK-it"}
+	var keys [2]*recordcrypt.DetKey
+	var wg sync.WaitGroup
+	for i := range keys {
+		wg.Go(func() {
+			s, err := detkey.New(k, detkey.Options{Topic: keyTopic})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if keys[i], err = s.ForWrite(ctx, ownUpstream(t), "orders", kek); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	if keys[0].ID != keys[1].ID {
+		t.Fatalf("two keys: %x, %x", keys[0].ID, keys[1].ID)
+	}
+	recs := readKeyTopic(ctx, t, keyTopic)
+	if len(recs) < len(junk)+1 {
+		t.Fatalf("%d records", len(recs))
+	}
+	kr, err := detkey.ParseKeyRecord(recs[len(junk)].Key, recs[len(junk)].Value)
+	if err != nil || detkey.KeyID(kr.EDEK) != keys[0].ID {
+		t.Fatalf("the first key record is not the key: %v", err)
+	}
+}
