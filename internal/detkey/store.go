@@ -18,7 +18,8 @@
 // upstream request, and take no lock but a read lock.
 //
 // One Store serves one upstream cluster (one virtual cluster): its caches
-// are those of that cluster's key topic.
+// are those of that cluster's key topic. docs/key-topic.md is the
+// operator's view.
 package detkey
 
 import (
@@ -294,6 +295,7 @@ func (s *Store) ForRead(ctx context.Context, up Upstream, topic string, id [8]by
 		}
 	}
 	if e.topic != topic {
+		s.m.refusals.WithLabelValues("unknown_key").Inc()
 		return nil, fmt.Errorf("%w: key id %x belongs to another topic", ErrUnknownKey, id)
 	}
 	if dk := e.dk.Load(); dk != nil {
