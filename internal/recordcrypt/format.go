@@ -9,13 +9,16 @@ import (
 )
 
 // HeaderKey is the record header that marks an encrypted record. Its value
-// is exactly one byte, the format version of the record's value.
+// starts with the format version: exactly one byte in version 1; in version
+// 2 the parts byte follows, and maybe an envelope (docs/format.md).
 const HeaderKey = "kseal"
 
-// Version1 is the only format version this package writes and reads.
+// Version1 is the first format version: the value alone is encrypted. This
+// package reads it forever and writes it while encryption.format.writeVersion
+// is 1 (Seal).
 const Version1 byte = 1
 
-// Flags is the second byte of a version 1 envelope.
+// Flags is the second byte of an envelope. Version 2 defines no flag.
 type Flags byte
 
 // FlagKeyBound means the record key is part of the associated data, so the
@@ -44,7 +47,8 @@ const (
 // Errors returned by Parse, Seal and Open. Callers map them to Kafka error
 // codes (docs/format.md, "Errors").
 var (
-	// ErrMalformed means the bytes are not a valid envelope or marker.
+	// ErrMalformed means the bytes are not a valid envelope, marker, sealed
+	// key or (version 2) envelope plaintext.
 	ErrMalformed = errors.New("recordcrypt: malformed envelope")
 	// ErrUnsupportedVersion means the envelope or marker names a format
 	// version this build does not know.
@@ -54,7 +58,8 @@ var (
 	ErrAuth = errors.New("recordcrypt: authentication failed (tampered, moved, or wrong key)")
 )
 
-// Envelope is a parsed version 1 value. Its slices alias the parsed value.
+// Envelope is a parsed envelope (version 1 or 2). Its slices alias the
+// parsed bytes.
 type Envelope struct {
 	Version byte
 	Flags   Flags
@@ -69,8 +74,9 @@ type Envelope struct {
 	prefix []byte
 }
 
-// KeyBound reports whether the record key is part of the associated data.
-func (e Envelope) KeyBound() bool { return e.Flags&FlagKeyBound != 0 }
+// KeyBound reports whether the record key is part of the associated data:
+// by the flag in version 1, always in version 2.
+func (e Envelope) KeyBound() bool { return e.Version == Version2 || e.Flags&FlagKeyBound != 0 }
 
 // PlaintextLen is the length of the value Open returns.
 func (e Envelope) PlaintextLen() int { return len(e.Ciphertext) - TagSize }
@@ -78,19 +84,30 @@ func (e Envelope) PlaintextLen() int { return len(e.Ciphertext) - TagSize }
 // DEKID identifies the DEK of the envelope for logs and audit tools.
 func (e Envelope) DEKID() DEKID { return DEKIDOf(e.EDEK) }
 
-// Parse reads a sealed value without decrypting it. It rejects anything that
-// is not canonical version 1: unknown version or flags, non-minimal varints,
-// an EDEK longer than MaxEDEKLen, a counter above MaxCounter, or a
-// ciphertext shorter than the tag. Its work is bounded by len(value).
+// Parse reads a sealed version 1 value without decrypting it. It rejects
+// anything that is not canonical version 1: unknown version or flags,
+// non-minimal varints, an EDEK longer than MaxEDEKLen, a counter above
+// MaxCounter, or a ciphertext shorter than the tag. Its work is bounded by
+// len(value). Version 2 envelopes are read by ParseRecord.
 func Parse(value []byte) (Envelope, error) {
+	return parseEnvelope(value, Version1)
+}
+
+// parseEnvelope reads an envelope of the given version. Versions 1 and 2
+// share the layout; version 2 defines no flag.
+func parseEnvelope(value []byte, version byte) (Envelope, error) {
 	if len(value) < 2 {
 		return Envelope{}, fmt.Errorf("%w: %d bytes", ErrMalformed, len(value))
 	}
-	if value[0] != Version1 {
+	if value[0] != version {
 		return Envelope{}, fmt.Errorf("%w: %d", ErrUnsupportedVersion, value[0])
 	}
 	env := Envelope{Version: value[0], Flags: Flags(value[1])}
-	if env.Flags&^knownFlags != 0 {
+	known := knownFlags
+	if version == Version2 {
+		known = 0
+	}
+	if env.Flags&^known != 0 {
 		return Envelope{}, fmt.Errorf("%w: unknown flags %#02x", ErrMalformed, byte(env.Flags))
 	}
 	off := 2
@@ -148,8 +165,9 @@ func uvarintLen(v uint64) int {
 	return n
 }
 
-// ParseMarker checks the value of a HeaderKey header and returns the format
-// version it names.
+// ParseMarker checks the value of a version 1 HeaderKey header and returns
+// the format version it names; any other version is ErrUnsupportedVersion.
+// ParseRecord reads markers of every version.
 func ParseMarker(headerValue []byte) (byte, error) {
 	if len(headerValue) != 1 {
 		return 0, fmt.Errorf("%w: %s header of %d bytes, want 1", ErrMalformed, HeaderKey, len(headerValue))
