@@ -429,6 +429,15 @@ func (s *Store) write(ctx context.Context, up Upstream, topic string, kek kms.KE
 		if i == maxCatchUps {
 			return nil, fmt.Errorf("%w: key topic %q: the key record kseal wrote at offset %d did not come back", dek.ErrUnavailable, s.opts.Topic, offset)
 		}
+		// The broker asked may not know the new record (or a topic
+		// created a moment ago) yet.
+		t := time.NewTimer(time.Duration(10<<i) * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("%w: key topic %q: reading back the key record at offset %d: %w", dek.ErrUnavailable, s.opts.Topic, offset, ctx.Err())
+		}
 	}
 	e = s.winner(k)
 	if e == nil {

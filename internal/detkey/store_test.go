@@ -620,3 +620,31 @@ func TestRefusalRemembered(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// lagging reads as empty until 100 ms after the first produce (a broker
+// whose metadata or log lags behind the leader's).
+type lagging struct {
+	*fakeLog
+	producedAt atomic.Int64
+}
+
+func (l *lagging) Produce(ctx context.Context, topic string, key, value []byte) (int64, error) {
+	l.producedAt.CompareAndSwap(0, time.Now().UnixNano())
+	return l.fakeLog.Produce(ctx, topic, key, value)
+}
+
+func (l *lagging) ReadFrom(ctx context.Context, topic string, offset int64, visit func(int64, []byte, []byte) bool) (int64, error) {
+	if at := l.producedAt.Load(); at == 0 || time.Since(time.Unix(0, at)) < 100*time.Millisecond {
+		return offset, nil
+	}
+	return l.fakeLog.ReadFrom(ctx, topic, offset, visit)
+}
+
+// A candidate that does not come back at once is read again with backoff.
+func TestCandidateReadBackLags(t *testing.T) {
+	l := &lagging{fakeLog: &fakeLog{}}
+	s := newStore(t, &fakeKMS{}, Options{})
+	if _, err := s.ForWrite(context.Background(), l, "orders", kekA); err != nil {
+		t.Fatal(err)
+	}
+}
