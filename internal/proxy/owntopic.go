@@ -72,10 +72,10 @@ type Upstream interface {
 	// offset order, up to the high watermark (or fewer: see next), and
 	// returns the offset to read from next. Control batches and batches
 	// that cannot be read (bad CRC, corrupt, decompressing past 8 MiB,
-	// legacy format) are skipped. The slices are valid only
-	// during the call (a nil key or value is a null one). visit returning
-	// false stops the read; next is then the offset after that record. A
-	// topic the cluster does not have reads as empty (next == offset).
+	// legacy format) are skipped. The slices are valid only during the
+	// call (a nil key or value is a null one). visit returning false stops
+	// the read; next is then the offset after that record. A topic the
+	// cluster does not have reads as empty (next == offset).
 	ReadFrom(ctx context.Context, topic string, offset int64, visit func(offset int64, key, value []byte) bool) (next int64, err error)
 }
 
