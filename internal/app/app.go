@@ -390,6 +390,11 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 		ec.keyTopic = enc.KeyTopic
 		dopts := enc.KeyTopic.Options()
 		dopts.KMSTimeout, dopts.KMSAttempts = enc.DEK.KMSTimeout.Std(), enc.DEK.KMSAttempts
+		// Record keys follow the revocation bound of values: a key in use
+		// is unwrapped again once as old as decryptCacheMaxAge (as it is at
+		// start; a reload does not change it), and dropped if the KMS
+		// refuses.
+		dopts.RecheckAfter = ks.mgr.DecryptCacheMaxAge()
 		dopts.Metrics = detkey.NewMetrics(vcReg)
 		if ec.detKeys, err = detkey.New(storeKMS{ec}, dopts); err != nil {
 			a.Close()
