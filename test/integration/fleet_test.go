@@ -142,8 +142,8 @@ func TestFleet(t *testing.T) {
 		}
 	}
 	dec := kmsCalls("decrypt_dek") - dec0
-	fmt.Fprintf(&out, "\nEach of the %d replicas then read %d records of %d topics from the start (%d records written through every replica): all decrypted, with %.0f decrypt_dek calls in all (one per DEK a replica did not make itself, none per record).\n",
-		replicas, want, len(sample), want, dec)
+	fmt.Fprintf(&out, "\nEach of the %d replicas then read the %d records of %d topics from the start, written through all of them: all decrypted, with %.0f decrypt_dek calls for the %d reads together (an unwrap per DEK, not per record).\n",
+		replicas, want, len(sample), dec, replicas*int(want))
 	t.Logf("fleet results:\n%s", out.String())
 	if path := os.Getenv("FLEET_OUT"); path != "" {
 		if err := os.WriteFile(path, []byte(out.String()), 0o644); err != nil {
