@@ -3,7 +3,8 @@
 # kseal container image: a static Go binary on a distroless base that has no
 # shell, no package manager and runs as a non-root user.
 #
-#   docker build -t kseal --build-arg VERSION=$(git describe --tags --always) .
+#   docker build -t kseal --build-arg VERSION=$(git describe --tags --always) \
+#     --build-arg COMMIT=$(git rev-parse --short HEAD) .
 #   docker run --rm -v $PWD/kseal.yaml:/etc/kseal/kseal.yaml:ro -p 9092:9092 kseal
 #
 # Checked without Docker by deploy/validate (go test): see deploy/README.md.
@@ -27,12 +28,13 @@ COPY internal/ internal/
 ARG TARGETOS
 ARG TARGETARCH
 ARG VERSION=dev
+ARG COMMIT=unknown
 # CGO_ENABLED=0: a static binary (pure-Go net and os/user), needed on a base
 # image without a C library. -trimpath keeps build paths out of the binary.
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
-    go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/kseal ./cmd/kseal
+    go build -trimpath -ldflags "-s -w -X main.version=${VERSION} -X main.commit=${COMMIT}" -o /out/kseal ./cmd/kseal
 
 # distroless/static: CA certificates (for TLS to brokers and KMS endpoints),
 # tzdata and /etc/passwd with the nonroot user (65532), and nothing else.

@@ -3,7 +3,7 @@ GO ?= go
 STATICCHECK_VERSION ?= v0.8.2
 FUZZTIME ?= 5s
 
-.PHONY: build run test unit fuzz deploy-check integration kms-integration lint bench soak clean
+.PHONY: build run test unit fuzz deploy-check integration kms-integration lint bench fleet soak clean
 
 # kseal version prints VERSION and COMMIT (git describe / rev-parse; without
 # git, the build information Go embeds stands in).
@@ -64,6 +64,11 @@ lint:
 
 bench:
 	scripts/bench.sh
+
+# Several kseal replicas in front of one 3-broker cluster, a KEK per topic
+# (BENCHMARKS.md, "Fleet").
+fleet:
+	scripts/fleet.sh
 
 # The long, bounded load and fault run on its own cluster (default 5 minutes;
 # make test runs a ~20 s version of the same soak).

@@ -232,9 +232,13 @@ func (s *server) serve(path string) int {
 	return 0
 }
 
-// reload applies the config file's encryption policy and KMS settings; an
-// invalid file leaves the running config in force.
+// reload reopens the audit file (log rotation) and applies the config
+// file's encryption policy and KMS settings; an invalid file leaves the
+// running config in force.
 func reload(path string, a *app.App, log *slog.Logger) {
+	if err := a.ReopenAudit(); err != nil {
+		log.Error("audit file not reopened: still writing the old one", "error", err.Error())
+	}
 	cfg, err := app.Load(path)
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -97,7 +97,7 @@ func TestDockerfile(t *testing.T) {
 		if buildCmd == "" {
 			t.Fatal("no RUN go build in the build stage")
 		}
-		wantLD := `-ldflags "` + strings.Replace(buildLDFlags, buildVersion, "${VERSION}", 1) + `"`
+		wantLD := `-ldflags "` + strings.NewReplacer(buildVersion, "${VERSION}", buildCommit, "${COMMIT}").Replace(buildLDFlags) + `"`
 		for _, want := range []string{"CGO_ENABLED=0", "-trimpath", wantLD, "./cmd/kseal"} {
 			if !strings.Contains(buildCmd, want) {
 				t.Errorf("RUN %q lacks %s (TestBinaryIsStatic builds with the same flags)", buildCmd, want)

@@ -16,7 +16,8 @@ import (
 // still does), so the binary checked here is the one the image would hold.
 const (
 	buildVersion = "validate-test"
-	buildLDFlags = "-s -w -X main.version=" + buildVersion
+	buildCommit  = "c0ffee1"
+	buildLDFlags = "-s -w -X main.version=" + buildVersion + " -X main.commit=" + buildCommit
 )
 
 var (
@@ -79,8 +80,8 @@ func TestBinaryIsStatic(t *testing.T) {
 		t.Fatalf("kseal version: %v\n%s", err, out)
 	}
 	// kseal VERSION (COMMIT, GO VERSION)
-	if first, _, _ := strings.Cut(string(out), "\n"); !strings.HasPrefix(first, "kseal "+buildVersion+" (") {
-		t.Errorf("kseal version printed %q, want it to start %q: -X main.version no longer sets the version", first, "kseal "+buildVersion+" (")
+	if first, _, _ := strings.Cut(string(out), "\n"); !strings.HasPrefix(first, "kseal "+buildVersion+" ("+buildCommit+",") {
+		t.Errorf("kseal version printed %q, want it to start %q: -X main.version or main.commit no longer set", first, "kseal "+buildVersion+" ("+buildCommit+",")
 	}
 }
 

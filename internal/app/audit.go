@@ -45,3 +45,13 @@ func (a *App) ReloadFailed(err error) {
 		a.auditReload("invalid_config", err)
 	}
 }
+
+// ReopenAudit reopens the audit file (audit.path), for log rotation: kseal
+// calls it on SIGHUP, before reloading the config. Nothing to do without an
+// audit file.
+func (a *App) ReopenAudit() error {
+	if a.auditW == nil {
+		return nil
+	}
+	return a.auditW.Reopen()
+}

@@ -233,3 +233,67 @@ func TestKEKTrackerRateLimitsMissing(t *testing.T) {
 		t.Fatalf("after a pause: %d events, last %+v", len(r.events), last)
 	}
 }
+
+// Log rotation: after the file is renamed, Reopen makes later events go to
+// a new file at the configured path, and none is lost or written twice.
+func TestWriterReopen(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "audit.jsonl")
+	w, err := Open(path, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Emit(Event{Type: ConfigReload, Outcome: "success", Reason: "first"})
+	// Reopen is handled by the writer goroutine after the queued event.
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	w.Emit(Event{Type: ConfigReload, Outcome: "success", Reason: "second"})
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	old, err := os.ReadFile(path + ".1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("no new file after Reopen: %v", err)
+	}
+	if !strings.Contains(string(old), `"first"`) || strings.Contains(string(old), `"second"`) {
+		t.Fatalf("rotated file: %s", old)
+	}
+	if !strings.Contains(string(cur), `"second"`) || strings.Contains(string(cur), `"first"`) {
+		t.Fatalf("new file: %s", cur)
+	}
+	// Reopen after Close and on stdout writers does nothing.
+	if err := w.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	if err := NewWriter(&bytes.Buffer{}, 0, nil).Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	// A path that cannot be opened again keeps the old file.
+	sub := filepath.Join(dir, "sub")
+	if err := os.Mkdir(sub, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	w2, err := Open(filepath.Join(sub, "a.jsonl"), 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(sub, sub+".gone"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w2.Reopen(); err == nil {
+		t.Fatal("Reopen of a path in a missing directory succeeded")
+	}
+	w2.Emit(Event{Type: ConfigReload, Outcome: "success", Reason: "third"})
+	w2.Close()
+	if b, err := os.ReadFile(filepath.Join(sub+".gone", "a.jsonl")); err != nil || !strings.Contains(string(b), `"third"`) {
+		t.Fatalf("old file after a failed Reopen: %q, %v", b, err)
+	}
+}

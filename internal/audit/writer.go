@@ -51,6 +51,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 type Writer struct {
 	w       io.Writer
 	closer  io.Closer
+	path    string          // the file written, "" for stdout, stderr or any other io.Writer
+	reopen  chan chan error // Reopen's requests to the run goroutine, which owns w
 	m       *Metrics
 	now     func() time.Time
 	queue   chan Event
@@ -69,7 +71,7 @@ func NewWriter(w io.Writer, buffer int, m *Metrics) *Writer {
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	aw := &Writer{w: w, m: m, now: time.Now, queue: make(chan Event, buffer), done: make(chan struct{})}
+	aw := &Writer{w: w, m: m, now: time.Now, queue: make(chan Event, buffer), done: make(chan struct{}), reopen: make(chan chan error)}
 	if c, ok := w.(io.Closer); ok && w != os.Stdout && w != os.Stderr {
 		aw.closer = c
 	}
@@ -88,11 +90,44 @@ func Open(path string, buffer int, m *Metrics) (*Writer, error) {
 	case "stderr":
 		return NewWriter(os.Stderr, buffer, m), nil
 	}
+	f, err := openFile(path)
+	if err != nil {
+		return nil, err
+	}
+	w := NewWriter(f, buffer, m)
+	w.path = path
+	return w, nil
+}
+
+func openFile(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
-	return NewWriter(f, buffer, m), nil
+	return f, nil
+}
+
+// Reopen closes the audit file and opens path again, after the events
+// already written, so that log rotation (logrotate's default "create" mode:
+// rename, then signal) gets a fresh file. kseal calls it on SIGHUP. It does
+// nothing for stdout, stderr or a writer that Open did not create. If the
+// file cannot be opened, the old one is kept and the error returned.
+func (w *Writer) Reopen() error {
+	if w.path == "" {
+		return nil
+	}
+	w.closeMu.RLock()
+	defer w.closeMu.RUnlock()
+	if w.closed {
+		return nil
+	}
+	reply := make(chan error, 1)
+	select {
+	case w.reopen <- reply:
+		return <-reply
+	case <-w.done:
+		return nil
+	}
 }
 
 // Emit queues e (stamping its time if zero), or drops it if the queue is
@@ -118,16 +153,46 @@ func (w *Writer) Emit(e Event) {
 func (w *Writer) run() {
 	defer close(w.done)
 	var buf []byte
-	for e := range w.queue {
-		var err error
-		buf, err = AppendJSON(buf[:0], e)
-		if err == nil {
-			_, err = w.w.Write(buf)
-		}
-		if err != nil {
-			w.m.errors.Inc()
+	for {
+		select {
+		case e, ok := <-w.queue:
+			if !ok {
+				return
+			}
+			buf = w.write(buf, e)
+		case reply := <-w.reopen:
+			// Events queued before Reopen go to the old file. The queue
+			// cannot close meanwhile: Reopen holds closeMu shared.
+			for n := len(w.queue); n > 0; n-- {
+				buf = w.write(buf, <-w.queue)
+			}
+			reply <- w.reopenFile()
 		}
 	}
+}
+
+func (w *Writer) write(buf []byte, e Event) []byte {
+	buf, err := AppendJSON(buf[:0], e)
+	if err == nil {
+		_, err = w.w.Write(buf)
+	}
+	if err != nil {
+		w.m.errors.Inc()
+	}
+	return buf
+}
+
+// reopenFile swaps in a newly opened w.path; it runs on the run goroutine.
+func (w *Writer) reopenFile() error {
+	f, err := openFile(w.path)
+	if err != nil {
+		return err
+	}
+	if w.closer != nil {
+		w.closer.Close()
+	}
+	w.w, w.closer = f, f
+	return nil
 }
 
 // Close writes the queued events and stops the writer (and closes its

@@ -41,8 +41,9 @@ type conn struct {
 	closeOne sync.Once
 	draining chan struct{}
 
-	// Request side buffers (owned by the request goroutine).
-	reqBuf []byte
+	// Request side reader, whose buffer holds the requests read (owned by
+	// the request goroutine).
+	reqs *frame.Reader
 	// Response side buffers and state (owned by the response goroutine).
 	respBuf     []byte
 	fetchStream codec.FetchStream
@@ -141,12 +142,17 @@ func isClosed(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)
 }
 
+// requestReadBuffer is the request reader's buffer between frames: one
+// read system call takes up to this much (more once bigger requests come,
+// up to maxRetainedBuffer, which is kept).
+const requestReadBuffer = 32 << 10
+
 func (c *conn) requests(ctx context.Context) error {
-	r := bufio.NewReaderSize(c.client, 32<<10)
+	c.reqs = frame.NewReader(c.client, requestReadBuffer, maxRetainedBuffer, frame.MinRequestSize, c.vc.cfg.Limits.MaxFrameBytes)
 	w := c.upstream
 	var sizeBuf [4]byte
 	for {
-		body, err := c.readFrame(r, &c.reqBuf, frame.MinRequestSize)
+		body, err := c.reqs.Next()
 		if err != nil {
 			select {
 			case <-c.draining:
@@ -222,7 +228,7 @@ func (c *conn) requests(ctx context.Context) error {
 				return fmt.Errorf("write upstream: %w", err)
 			}
 		}
-		c.reclaim(&c.reqBuf, &c.scratchReq, req)
+		keepScratch(&c.scratchReq, c.reqs.Storage(), req)
 	}
 }
 

@@ -1,0 +1,301 @@
+//go:build integration
+
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kseal/kseal/internal/testenv"
+)
+
+// TestFleet is the fleet run of BENCHMARKS.md ("Fleet: several kseal
+// replicas, one cluster"): kseal replicas in front of the shared 3-broker
+// cluster, a KEK per topic, clients spread over the replicas. It measures
+// throughput and proxy CPU with 1, 2, ... replicas serving clients, counts
+// the KMS calls of the whole fleet, and checks that every replica decrypts
+// what any other encrypted. It is a benchmark, not part of `make test`:
+// scripts/fleet.sh (make fleet) runs it with KSEAL_FLEET=1 and writes its
+// table into BENCHMARKS.md.
+//
+// Knobs: FLEET_REPLICAS (4), FLEET_TOPICS (100), FLEET_SECONDS per step
+// (15), FLEET_RECORD_BYTES (1024), FLEET_REFRESH (DEK refreshAfterWrite,
+// 10s), FLEET_OUT (a file for the markdown table).
+func TestFleet(t *testing.T) {
+	if os.Getenv("KSEAL_FLEET") != "1" {
+		t.Skip("the fleet run is a benchmark: scripts/fleet.sh (make fleet) runs it")
+	}
+	e2eSkipDirect(t)
+	replicas := fleetInt(t, "FLEET_REPLICAS", 4)
+	nTopics := fleetInt(t, "FLEET_TOPICS", 100)
+	step := time.Duration(fleetInt(t, "FLEET_SECONDS", 15)) * time.Second
+	size := fleetInt(t, "FLEET_RECORD_BYTES", 1024)
+	refresh, err := time.ParseDuration(fleetEnv("FLEET_REFRESH", "10s"))
+	if err != nil {
+		t.Fatalf("FLEET_REFRESH: %v", err)
+	}
+
+	kms := newE2ELocalKMS(t)
+	prefix := uniq("fleet")
+	topics := make([]string, nTopics)
+	for i := range topics {
+		topics[i] = fmt.Sprintf("%s-%03d", prefix, i)
+		kms.create(t, "KEK-"+topics[i])
+	}
+	fleetCreateTopics(t, topics)
+
+	enc := "    encryption:\n" + kms.section() + fmt.Sprintf(`      policy:
+        rules:
+          - topicRegex: 'fleet-.*'
+            kek: 'KEK-$(topicName)'
+        unresolvedKeyPolicy: REJECT
+      dek: {refreshAfterWrite: %s, expireAfterWrite: %s}
+`, refresh, 2*refresh)
+	type replica struct {
+		p     *e2eProxy
+		pid   int
+		admin string
+	}
+	fleet := make([]replica, replicas)
+	for i := range fleet {
+		gw, err := testenv.NewGateway()
+		if err != nil {
+			t.Fatal(err)
+		}
+		admin := fmt.Sprintf("127.0.0.1:%d", e2eFreePort(t))
+		p := e2eStartKseal(t, fmt.Sprintf("admin: {listen: %q}\n", admin)+testenv.KsealConfig(cluster.Bootstrap, gw, enc))
+		fleet[i] = replica{p: p, pid: p.pid(t), admin: admin}
+	}
+	kmsCalls := func(op string) float64 {
+		var sum float64
+		for _, r := range fleet {
+			sum += e2eMetric(t, r.admin, "kseal_kms_operations_total", map[string]string{"operation": op})
+		}
+		return sum
+	}
+	fleetCPU := func() time.Duration {
+		var sum time.Duration
+		for _, r := range fleet {
+			sum += fleetProcCPU(t, r.pid)
+		}
+		return sum
+	}
+
+	value := bytes.Repeat([]byte("fleet-plaintext-"), size/16+1)[:size]
+	var out strings.Builder
+	fmt.Fprintf(&out, "| replicas serving clients | records/s | MB/s | proxy CPU per record (all replicas) | MB/s per proxy core | generate_dek calls/s (fleet) | bound: serving replicas x %d KEKs / %s |\n|---|---|---|---|---|---|---|\n", nTopics, refresh)
+	var produced [][]int64 // per step, records each replica's clients produced
+	for n := 1; n <= replicas; n *= 2 {
+		// Warm up: every serving replica gets a DEK for every KEK before
+		// the step is measured.
+		fleetProduce(t, fleetBootstraps(fleet[:n], func(r replica) string { return r.p.Bootstrap }), topics, value, 2*nTopics)
+		gen0, cpu0, t0 := kmsCalls("generate_dek"), fleetCPU(), time.Now()
+		counts := fleetProduceFor(t, fleetBootstraps(fleet[:n], func(r replica) string { return r.p.Bootstrap }), topics, value, step)
+		elapsed := time.Since(t0)
+		gen, cpu := kmsCalls("generate_dek")-gen0, fleetCPU()-cpu0
+		var total int64
+		for _, c := range counts {
+			total += c
+		}
+		produced = append(produced, counts)
+		secs := elapsed.Seconds()
+		perRec := time.Duration(float64(cpu) / float64(total))
+		mbPerCore := float64(total) * float64(size) / 1e6 / cpu.Seconds()
+		bound := float64(n*nTopics) / refresh.Seconds()
+		fmt.Fprintf(&out, "| %d | %.0f | %.1f | %.2f us | %.0f | %.1f | %.1f |\n", n, float64(total)/secs,
+			float64(total)*float64(size)/1e6/secs, float64(perRec.Nanoseconds())/1000, mbPerCore, gen/secs, bound)
+		// No KMS call per record or per request: the fleet's DEK requests
+		// are bounded by replicas x KEKs per refresh period (plus one
+		// round for the DEKs that were current when the step began).
+		if max := float64(n*nTopics) * (secs/refresh.Seconds() + 1); gen > max {
+			t.Errorf("%d replicas: %v generate_dek calls in %v, more than %v (replicas x KEKs per refresh period)", n, gen, elapsed, max)
+		}
+		if total == 0 {
+			t.Fatalf("%d replicas: nothing produced", n)
+		}
+	}
+	dec0 := kmsCalls("decrypt_dek")
+
+	// Any replica decrypts what any other produced: read a sample of topics
+	// from the start through each replica and check every value.
+	sample := topics[:min(5, len(topics))]
+	want := int64(0)
+	for _, tp := range sample {
+		want += e2eSum(e2eEndOffsets(t, tp))
+	}
+	for i, r := range fleet {
+		got, bad := fleetReadAll(t, r.p.Bootstrap, sample, value)
+		if got != want || bad != 0 {
+			t.Errorf("replica %d read %d records of %v (want %d), %d with a wrong value", i, got, sample, want, bad)
+		}
+	}
+	dec := kmsCalls("decrypt_dek") - dec0
+	fmt.Fprintf(&out, "\nEach of the %d replicas then read the %d records of %d topics from the start, written through all of them: all decrypted, with %.0f decrypt_dek calls for the %d reads together (an unwrap per DEK, not per record).\n",
+		replicas, want, len(sample), dec, replicas*int(want))
+	t.Logf("fleet results:\n%s", out.String())
+	if path := os.Getenv("FLEET_OUT"); path != "" {
+		if err := os.WriteFile(path, []byte(out.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func fleetEnv(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func fleetInt(t *testing.T, k string, def int) int {
+	v, err := strconv.Atoi(fleetEnv(k, strconv.Itoa(def)))
+	if err != nil || v <= 0 {
+		t.Fatalf("%s: want a positive integer", k)
+	}
+	return v
+}
+
+func fleetBootstraps[R any](rs []R, addr func(R) string) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = addr(r)
+	}
+	return out
+}
+
+// fleetCreateTopics creates topics (3 partitions each) directly on the
+// cluster in one request, and waits until every broker knows them.
+func fleetCreateTopics(t *testing.T, topics []string) {
+	t.Helper()
+	adm := kadm.NewClient(testenv.Kgo(t, cluster.Bootstrap))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	resp, err := adm.CreateTopics(ctx, partitions, replication, nil, topics...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := resp.Error(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tp := range topics {
+		for !everyBrokerKnows(ctx, tp) {
+			if ctx.Err() != nil {
+				t.Fatalf("topic %s not on every broker", tp)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+// fleetProduce produces n records round robin over topics through each
+// bootstrap, waiting for every acknowledgement.
+func fleetProduce(t *testing.T, bootstraps []string, topics []string, value []byte, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for _, b := range bootstraps {
+		cl := testenv.Kgo(t, []string{b})
+		for i := range n {
+			wg.Add(1)
+			cl.Produce(context.Background(), &kgo.Record{Topic: topics[i%len(topics)], Value: value}, func(_ *kgo.Record, err error) {
+				if err != nil {
+					t.Errorf("warm-up produce: %v", err)
+				}
+				wg.Done()
+			})
+		}
+	}
+	wg.Wait()
+}
+
+// fleetProduceFor produces through every bootstrap at full speed (one
+// client each, default settings) for d, and returns how many records each
+// got acknowledged.
+func fleetProduceFor(t *testing.T, bootstraps []string, topics []string, value []byte, d time.Duration) []int64 {
+	t.Helper()
+	counts := make([]int64, len(bootstraps))
+	var wg sync.WaitGroup
+	for i, b := range bootstraps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl := testenv.Kgo(t, []string{b})
+			var acked atomic.Int64
+			var failed atomic.Value
+			stop := time.Now().Add(d)
+			for j := 0; time.Now().Before(stop); j++ {
+				cl.Produce(context.Background(), &kgo.Record{Topic: topics[j%len(topics)], Value: value}, func(_ *kgo.Record, err error) {
+					if err != nil {
+						failed.Store(err)
+						return
+					}
+					acked.Add(1)
+				})
+			}
+			if err := cl.Flush(context.Background()); err != nil {
+				t.Errorf("flush: %v", err)
+			}
+			if err, _ := failed.Load().(error); err != nil {
+				t.Errorf("produce through %s: %v", b, err)
+			}
+			counts[i] = acked.Load()
+		}()
+	}
+	wg.Wait()
+	return counts
+}
+
+// fleetReadAll reads topics from the start through bootstrap up to their
+// current end offsets and counts the records, and those whose value is
+// not value.
+func fleetReadAll(t *testing.T, bootstrap string, topics []string, value []byte) (n, bad int64) {
+	t.Helper()
+	var want int64
+	for _, tp := range topics {
+		want += e2eSum(e2eEndOffsets(t, tp))
+	}
+	cl := testenv.Kgo(t, []string{bootstrap}, kgo.ConsumeTopics(topics...), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for n < want && ctx.Err() == nil {
+		fs := cl.PollFetches(ctx)
+		fs.EachError(func(tp string, p int32, err error) {
+			if ctx.Err() == nil {
+				t.Errorf("fetch %s/%d through %s: %v", tp, p, bootstrap, err)
+			}
+		})
+		fs.EachRecord(func(r *kgo.Record) {
+			n++
+			if !bytes.Equal(r.Value, value) {
+				bad++
+			}
+		})
+	}
+	return n, bad
+}
+
+// fleetProcCPU is the user+system CPU time process pid has used.
+func fleetProcCPU(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	// After the command: state(0) ppid ... utime(11) stime(12), in clock
+	// ticks (USER_HZ, 100 on Linux).
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
