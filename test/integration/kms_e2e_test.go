@@ -62,6 +62,8 @@ type e2eExternalKMS struct {
 	// under the new key: the scenario waits for that check instead of
 	// running the old DEK to its cap.
 	newKeyOnRotate bool
+	// verify, when set, checks kseal's log at the end of the scenario.
+	verify func(t *testing.T, log string)
 	// lose makes the KEK unusable in the KMS: "delete" (OpenBao), "disable"
 	// or "schedule-deletion" (AWS). See keklife_test.go.
 	lose func(t *testing.T, how string)
@@ -176,6 +178,9 @@ func testKMSScenario(t *testing.T, topic, kekTemplate string, x *e2eExternalKMS)
 		return info
 	}
 
+	began := time.Now()
+	phase := func(what string) { t.Logf("%s: %s at %v", x.provider, what, time.Since(began).Round(time.Millisecond)) }
+
 	// kseal is ready once its upstream and its KMS have answered.
 	e2eEventually(t, 30*time.Second, 200*time.Millisecond, "/readyz is not 200 with the KMS up", func() bool {
 		code, _ := e2eGet(t, admin, "/readyz")
@@ -190,6 +195,8 @@ func testKMSScenario(t *testing.T, topic, kekTemplate string, x *e2eExternalKMS)
 		t.Errorf("first DEK under KEK version %q, want %q", info.Version, x.version(1))
 	}
 	consume("franz-go through kseal", p.Bootstrap)
+
+	phase("produced and consumed")
 
 	// 2. Rotation in the KMS: the DEK made after it is under the new
 	// version; old records still decrypt. A new version of the same key
@@ -225,6 +232,8 @@ func testKMSScenario(t *testing.T, topic, kekTemplate string, x *e2eExternalKMS)
 		t.Errorf("DEK made after the rotation is under KEK version %q, want %q", info.Version, x.version(2))
 	}
 	consume("franz-go through kseal after rotation", p.Bootstrap)
+
+	phase("rotated")
 
 	// 3. The KMS goes away. The cached DEKs keep produce (up to the cap)
 	// and fetch working.
@@ -302,7 +311,9 @@ func testKMSScenario(t *testing.T, topic, kekTemplate string, x *e2eExternalKMS)
 
 	// 4. The KMS comes back: kseal recovers by itself, the waiting
 	// records arrive, and everything reads back exactly once.
+	phase("KMS down, produce refused")
 	x.up(t)
+	phase("KMS back")
 	kmsUp = true
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
@@ -323,6 +334,8 @@ func testKMSScenario(t *testing.T, topic, kekTemplate string, x *e2eExternalKMS)
 		code, _ := e2eGet(t, admin, "/readyz")
 		return code == http.StatusOK
 	})
+
+	phase("recovered")
 
 	// A second kseal with empty caches unwraps every DEK through the KMS:
 	// the ones under the old KEK version and the new.
@@ -347,6 +360,10 @@ func testKMSScenario(t *testing.T, topic, kekTemplate string, x *e2eExternalKMS)
 	if n := ops(admin2, "decrypt_dek", "success"); n < 3 {
 		t.Errorf("fresh kseal: kseal_kms_operations_total{decrypt_dek,success} = %v, want at least 3 (three DEKs)", n)
 	}
+	if x.verify != nil {
+		x.verify(t, p.Logs())
+	}
+	phase("done")
 }
 
 // e2eGet fetches an admin endpoint of kseal: status and body.
@@ -450,6 +467,7 @@ path "transit/decrypt/KEK-*" { capabilities = ["update"] }
 		return path
 	}
 	var auth string
+	var verify func(t *testing.T, log string)
 	switch method {
 	case "token":
 		var tok struct {
@@ -487,6 +505,13 @@ path "transit/decrypt/KEK-*" { capabilities = ["update"] }
 		}
 		auth = fmt.Sprintf("auth: {method: approle, roleIdFile: %q, secretIdFile: %q}",
 			write("role-id", rid.Data.RoleID), write("secret-id", sid.Data.SecretID))
+		// The scenario outlives the 8s max TTL: kseal must have logged in
+		// again (renewal cannot go past it).
+		verify = func(t *testing.T, log string) {
+			if n := strings.Count(log, "vault kms: logged in"); n < 2 {
+				t.Errorf("kseal logged in %d times with AppRole over the scenario; want a re-login past the token's max TTL", n)
+			}
+		}
 	case "jwt":
 		signer, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
@@ -518,6 +543,7 @@ path "transit/decrypt/KEK-*" { capabilities = ["update"] }
 		up:       func(t *testing.T) { e2eScript(t, "openbao.sh", "start", "--dir", dir, "--owner-pid", owner) },
 		describe: vault.DescribeEDEK,
 		version:  strconv.Itoa,
+		verify:   verify,
 		lose: func(t *testing.T, how string) {
 			if how != "delete" {
 				t.Fatalf("openbao: cannot %s a key", how)
