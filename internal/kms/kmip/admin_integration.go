@@ -4,7 +4,7 @@ package kmip
 
 import (
 	"context"
-	"fmt"
+	"errors"
 
 	"github.com/kseal/kseal/internal/kms/kmip/ttlv"
 )
@@ -32,7 +32,7 @@ func (k *KMS) CreateKey(ctx context.Context, name string) (string, error) {
 		id = p.Find(tagUniqueIdentifier)
 	}
 	if id == nil {
-		return "", fmt.Errorf("Create returned no Unique Identifier")
+		return "", errors.New("kmip kms: Create returned no Unique Identifier")
 	}
 	return id.Text(), nil
 }
