@@ -238,6 +238,8 @@ type encCluster struct {
 	// changes, kept across reloads.
 	audit audit.Emitter
 	kek   *audit.KEKTracker
+	// conns is the current KMS's own connection pool, for its metrics.
+	conns kmsConns
 }
 
 // Close releases KMS clients and background loops (after Server.Shutdown),
@@ -351,6 +353,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 		ec.close = closeKeys
 		ec.mgr.Store(ks.mgr)
 		ec.health.Store(ks.health)
+		ec.conns.set(vc.Encryption.KMS.Type, ks.kms)
 		ec.filter = encrypt.New(encrypt.Options{
 			Policy:     enc.Policy,
 			Keys:       ks,
@@ -365,7 +368,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 		})
 		a.clusters[vc.Name] = ec
 		if vcReg != nil {
-			vcReg.MustRegister(dekCollector{mgr: &ec.mgr})
+			vcReg.MustRegister(dekCollector{mgr: &ec.mgr}, kmsConnCollector{c: &ec.conns})
 		}
 		opts[vc.Name] = proxy.ClusterOptions{Filters: []proxy.Filter{ec.filter}, VersionCaps: encrypt.MaxVersions}
 	}
@@ -414,10 +417,11 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) (err error) {
 	}
 	reason = "kms"
 	type swap struct {
-		ec    *encCluster
-		pol   *policy.Policy
-		keys  keys
-		close func()
+		ec       *encCluster
+		pol      *policy.Policy
+		keys     keys
+		close    func()
+		provider string
 	}
 	var swaps []swap
 	fail := func(err error) error {
@@ -440,12 +444,13 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) (err error) {
 		if err != nil {
 			return fail(err)
 		}
-		swaps = append(swaps, swap{ec: a.clusters[vc.Name], pol: enc.Policy, keys: ks, close: closeKeys})
+		swaps = append(swaps, swap{ec: a.clusters[vc.Name], pol: enc.Policy, keys: ks, close: closeKeys, provider: vc.Encryption.KMS.Type})
 	}
 	for _, s := range swaps {
 		s.ec.filter.Swap(s.pol, s.keys)
 		s.ec.mgr.Store(s.keys.mgr)
 		s.ec.health.Store(s.keys.health)
+		s.ec.conns.set(s.provider, s.keys.kms)
 		old := s.ec.close
 		s.ec.close = s.close
 		a.retire(old)

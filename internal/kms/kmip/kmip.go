@@ -43,6 +43,7 @@ type KMS struct {
 var _ kms.KMS = (*KMS)(nil)
 var _ kms.Closer = (*KMS)(nil)
 var _ kms.Prober = (*KMS)(nil)
+var _ kms.ConnPool = (*KMS)(nil)
 
 // New reads the TLS files cfg names and builds the client. It makes no
 // request: the proxy may start before the server is reachable.
@@ -68,6 +69,9 @@ func New(_ context.Context, cfg *Config, logger *slog.Logger) (*KMS, error) {
 		mode:   mode,
 	}, nil
 }
+
+// ConnStats reports the connection pool's state and counters.
+func (k *KMS) ConnStats() kms.ConnStats { return k.c.stats() }
 
 // Close closes the idle connections.
 func (k *KMS) Close() error {
