@@ -62,8 +62,9 @@ type e2eExternalKMS struct {
 	// under the new key: the scenario waits for that check instead of
 	// running the old DEK to its cap.
 	newKeyOnRotate bool
-	// verify, when set, checks kseal's log at the end of the scenario.
-	verify func(t *testing.T, log string)
+	// verify, when set, checks kseal's log and metrics (admin is its
+	// admin address) at the end of the scenario.
+	verify func(t *testing.T, log, admin string)
 	// lose makes the KEK unusable in the KMS: "delete" (OpenBao), "disable"
 	// or "schedule-deletion" (AWS). See keklife_test.go.
 	lose func(t *testing.T, how string)
@@ -361,7 +362,7 @@ func testKMSScenario(t *testing.T, topic, kekTemplate string, x *e2eExternalKMS)
 		t.Errorf("fresh kseal: kseal_kms_operations_total{decrypt_dek,success} = %v, want at least 3 (three DEKs)", n)
 	}
 	if x.verify != nil {
-		x.verify(t, p.Logs())
+		x.verify(t, p.Logs(), admin)
 	}
 	phase("done")
 }
@@ -467,7 +468,7 @@ path "transit/decrypt/KEK-*" { capabilities = ["update"] }
 		return path
 	}
 	var auth string
-	var verify func(t *testing.T, log string)
+	var verify func(t *testing.T, log, admin string)
 	switch method {
 	case "token":
 		var tok struct {
@@ -507,7 +508,7 @@ path "transit/decrypt/KEK-*" { capabilities = ["update"] }
 			write("role-id", rid.Data.RoleID), write("secret-id", sid.Data.SecretID))
 		// The scenario outlives the 8s max TTL: kseal must have logged in
 		// again (renewal cannot go past it).
-		verify = func(t *testing.T, log string) {
+		verify = func(t *testing.T, log, _ string) {
 			if n := strings.Count(log, "vault kms: logged in"); n < 2 {
 				t.Errorf("kseal logged in %d times with AppRole over the scenario; want a re-login past the token's max TTL", n)
 			}
@@ -770,5 +771,29 @@ func e2ePyKMIP(t *testing.T, kek string) *e2eExternalKMS {
 		describe:       kmip.DescribeEDEK,
 		version:        func(n int) string { return ids[n-1] },
 		newKeyOnRotate: true,
+		// The pool's metrics saw the outage: connections refused while
+		// the server was down, new ones after it came back, and pooled
+		// connections it had dropped.
+		verify: func(t *testing.T, _, admin string) {
+			m := func(name string, labels ...string) float64 {
+				want := map[string]string{"provider": "kmip"}
+				for i := 0; i+1 < len(labels); i += 2 {
+					want[labels[i]] = labels[i+1]
+				}
+				return e2eMetric(t, admin, name, want)
+			}
+			if n := m("kseal_kms_connection_dials_total", "outcome", "error"); n == 0 {
+				t.Error("kseal_kms_connection_dials_total{outcome=error} is 0 after the KMIP server was down")
+			}
+			if n := m("kseal_kms_connection_dials_total", "outcome", "success"); n < 2 {
+				t.Errorf("kseal_kms_connection_dials_total{outcome=success} = %v, want a connection before the outage and one after", n)
+			}
+			if n := m("kseal_kms_connection_errors_total"); n == 0 {
+				t.Error("kseal_kms_connection_errors_total is 0: the connections the stopped server closed were not counted")
+			}
+			if n := m("kseal_kms_connections", "state", "idle") + m("kseal_kms_connections", "state", "in_use"); n < 1 {
+				t.Errorf("kseal_kms_connections = %v after the scenario, want the pool's connection", n)
+			}
+		},
 	}
 }
