@@ -16,12 +16,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -74,16 +76,16 @@ type e2eExternalKMS struct {
 
 // TestKMSProviders runs one scenario through kseal on the real cluster
 // against each external KMS server, each started by its project script:
-// OpenBao (scripts/openbao.sh) for vault with a token, with AppRole and
-// with JWT auth; moto (scripts/moto.sh) for aws; Apache Hadoop KMS
-// (scripts/hadoop-kms.sh) for hadoop; PyKMIP's server (scripts/pykmip.sh)
-// for kmip; for azure, no emulator being reachable here, the fake Key Vault
-// of the provider's unit tests (azurefake), served by this test process
-// over loopback TLS. The scenario: produce, read ciphertext from the brokers and
-// plaintext through kseal, rotate the KEK in the KMS, take the KMS away
-// mid-stream and bring it back. KSEAL_IT_NO_VAULT=1, KSEAL_IT_NO_AWS=1,
-// KSEAL_IT_NO_HADOOP=1, KSEAL_IT_NO_KMIP=1, KSEAL_IT_NO_AZURE_FAKE=1 skip a
-// provider.
+// OpenBao (scripts/openbao.sh) for vault with a token, with AppRole, JWT
+// and Kubernetes auth (a stand-in TokenReview API: no cluster here); moto
+// (scripts/moto.sh) for aws; Apache Hadoop KMS (scripts/hadoop-kms.sh) for
+// hadoop; PyKMIP's server (scripts/pykmip.sh) for kmip; for azure, no
+// emulator being reachable here, the fake Key Vault of the provider's unit
+// tests (azurefake), served by this test process over loopback TLS. The
+// scenario: produce, read ciphertext from the brokers and plaintext through
+// kseal, rotate the KEK in the KMS, take the KMS away mid-stream and bring
+// it back. KSEAL_IT_NO_VAULT=1, KSEAL_IT_NO_AWS=1, KSEAL_IT_NO_HADOOP=1,
+// KSEAL_IT_NO_KMIP=1, KSEAL_IT_NO_AZURE_FAKE=1 skip a provider.
 func TestKMSProviders(t *testing.T) {
 	e2eSkipDirect(t)
 	t.Parallel()
@@ -98,6 +100,7 @@ func TestKMSProviders(t *testing.T) {
 		{"vault", "KSEAL_IT_NO_VAULT", "KEK-", e2eOpenBao},
 		{"vault-approle", "KSEAL_IT_NO_VAULT", "KEK-", func(t *testing.T, kek string) *e2eExternalKMS { return e2eOpenBaoAuth(t, kek, "approle") }},
 		{"vault-jwt", "KSEAL_IT_NO_VAULT", "KEK-", func(t *testing.T, kek string) *e2eExternalKMS { return e2eOpenBaoAuth(t, kek, "jwt") }},
+		{"vault-kubernetes", "KSEAL_IT_NO_VAULT", "KEK-", func(t *testing.T, kek string) *e2eExternalKMS { return e2eOpenBaoAuth(t, kek, "kubernetes") }},
 		{"aws", "KSEAL_IT_NO_AWS", "KEK-", e2eMoto},
 		{"hadoop", "KSEAL_IT_NO_HADOOP", "kek-", e2eHadoopKMS},
 		{"kmip", "KSEAL_IT_NO_KMIP", "KEK-", e2ePyKMIP},
@@ -428,8 +431,9 @@ func e2eOpenBao(t *testing.T, kek string) *e2eExternalKMS {
 // method given: "token" (a token file), "approle" (role id and secret id
 // files; the role's tokens live 4s, at most 8s, so kseal renews and logs in
 // again during the scenario, the outage included) or "jwt" (a JWT signed by
-// a key of the test's own, standing in for an OIDC provider). Each role
-// grants only the least-privilege policy.
+// a key of the test's own, standing in for an OIDC provider) or
+// "kubernetes" (OpenBao's kubernetes method with a stand-in TokenReview
+// API). Each role grants only the least-privilege policy.
 func e2eOpenBaoAuth(t *testing.T, kek, method string) *e2eExternalKMS {
 	t.Helper()
 	dir := filepath.Join(e2eWorkDir(t), "bao")
@@ -538,6 +542,56 @@ path "transit/decrypt/KEK-*" { capabilities = ["update"] }
 			"token_policies":["kseal"],"token_no_default_policy":true,"token_ttl":"1h"}`)
 		jwt := e2eMintJWT(t, signer, map[string]any{"iss": "https://issuer.test", "sub": "kseal-proxy", "aud": "kseal"})
 		auth = fmt.Sprintf("auth: {method: jwt, role: kafka, jwtFile: %q}", write("jwt", jwt))
+	case "kubernetes":
+		// OpenBao's real kubernetes method; the Kubernetes API it asks
+		// (TokenReview) is a stand-in served by this test process, as no
+		// cluster is reachable here. It authenticates the test's
+		// service-account JWT and echoes the audiences asked for.
+		signer, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const sa = "system:serviceaccount:kafka:kseal"
+		saJWT := e2eMintJWT(t, signer, map[string]any{
+			"iss": "https://kubernetes.default.svc", "sub": sa, "aud": []string{"https://kubernetes.default.svc"},
+			"kubernetes.io": map[string]any{"namespace": "kafka", "serviceaccount": map[string]any{"name": "kseal", "uid": "0b5c7a8e-1111-2222-3333-444455556666"}},
+		})
+		var reviews atomic.Int32
+		api := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/apis/authentication.k8s.io/v1/tokenreviews" || r.Method != http.MethodPost {
+				http.NotFound(w, r)
+				return
+			}
+			reviews.Add(1)
+			var review struct {
+				Spec struct {
+					Token     string   `json:"token"`
+					Audiences []string `json:"audiences"`
+				} `json:"spec"`
+			}
+			_ = json.NewDecoder(r.Body).Decode(&review)
+			status := map[string]any{"authenticated": false}
+			if review.Spec.Token == saJWT {
+				status = map[string]any{"authenticated": true, "audiences": review.Spec.Audiences, "user": map[string]any{
+					"username": sa, "uid": "0b5c7a8e-1111-2222-3333-444455556666",
+					"groups": []string{"system:serviceaccounts", "system:serviceaccounts:kafka"}}}
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(map[string]any{"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "status": status})
+		}))
+		t.Cleanup(api.Close)
+		apiCA := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: api.Certificate().Raw}))
+		kcfg, _ := json.Marshal(map[string]any{"kubernetes_host": api.URL, "kubernetes_ca_cert": apiCA, "disable_local_ca_jwt": true})
+		call(root, "POST", "sys/auth/kubernetes", `{"type":"kubernetes"}`)
+		call(root, "POST", "auth/kubernetes/config", string(kcfg))
+		call(root, "POST", "auth/kubernetes/role/kseal", `{"bound_service_account_names":["kseal"],
+			"bound_service_account_namespaces":["kafka"],"token_policies":["kseal"],"token_no_default_policy":true,"token_ttl":"1h"}`)
+		auth = fmt.Sprintf("auth: {method: kubernetes, role: kseal, jwtFile: %q}", write("sa-token", saJWT))
+		verify = func(t *testing.T, _, _ string) {
+			if reviews.Load() == 0 {
+				t.Error("OpenBao never asked the stand-in TokenReview API: kseal did not log in with kubernetes auth")
+			}
+		}
 	default:
 		t.Fatalf("openbao: unknown auth method %q", method)
 	}
