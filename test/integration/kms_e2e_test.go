@@ -189,7 +189,7 @@ func testKMSScenario(t *testing.T, topic, kekTemplate string, x *e2eExternalKMS)
 	}
 
 	began := time.Now()
-	phase := func(what string) { t.Logf("%s: %s at %v", x.provider, what, time.Since(began).Round(time.Millisecond)) }
+	phase := func(what string) { t.Logf("%s at %v", what, time.Since(began).Round(time.Millisecond)) }
 
 	// kseal is ready once its upstream and its KMS have answered.
 	e2eEventually(t, 30*time.Second, 200*time.Millisecond, "/readyz is not 200 with the KMS up", func() bool {
