@@ -261,6 +261,8 @@ type encCluster struct {
 	detKeys  *detkey.Store
 	keyTopic detkey.Config
 	kms      atomic.Pointer[keys]
+	// conns is the current KMS's own connection pool, for its metrics.
+	conns kmsConns
 }
 
 // storeKMS is the KMS a cluster's deterministic-key store calls: the one
@@ -400,6 +402,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 			a.Close()
 			return nil, fmt.Errorf("virtual cluster %q: %w", vc.Name, err)
 		}
+		ec.conns.set(vc.Encryption.KMS.Type, ks.kms)
 		ec.filter = encrypt.New(encrypt.Options{
 			Policy:     enc.Policy,
 			Keys:       ks,
@@ -416,7 +419,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 		})
 		a.clusters[vc.Name] = ec
 		if vcReg != nil {
-			vcReg.MustRegister(dekCollector{mgr: &ec.mgr})
+			vcReg.MustRegister(dekCollector{mgr: &ec.mgr}, kmsConnCollector{c: &ec.conns})
 		}
 		opts[vc.Name] = proxy.ClusterOptions{Filters: []proxy.Filter{ec.filter}, VersionCaps: encrypt.MaxVersions}
 	}
@@ -465,10 +468,11 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) (err error) {
 	}
 	reason = "kms"
 	type swap struct {
-		ec    *encCluster
-		pol   *policy.Policy
-		keys  keys
-		close func()
+		ec       *encCluster
+		pol      *policy.Policy
+		keys     keys
+		close    func()
+		provider string
 	}
 	var swaps []swap
 	fail := func(err error) error {
@@ -495,13 +499,14 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) (err error) {
 		if err != nil {
 			return fail(err)
 		}
-		swaps = append(swaps, swap{ec: a.clusters[vc.Name], pol: enc.Policy, keys: ks, close: closeKeys})
+		swaps = append(swaps, swap{ec: a.clusters[vc.Name], pol: enc.Policy, keys: ks, close: closeKeys, provider: vc.Encryption.KMS.Type})
 	}
 	for _, s := range swaps {
 		s.ec.filter.Swap(s.pol, s.keys)
 		s.ec.mgr.Store(s.keys.mgr)
 		s.ec.health.Store(s.keys.health)
 		s.ec.kms.Store(&s.keys)
+		s.ec.conns.set(s.provider, s.keys.kms)
 		old := s.ec.close
 		s.ec.close = s.close
 		a.retire(old)

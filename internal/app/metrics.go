@@ -2,6 +2,8 @@ package app
 
 import (
 	"errors"
+	"maps"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -106,4 +108,94 @@ func (c dekCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(kekChecksDesc, s.KEKChecks)
 	counter(kekUnusableDesc, s.KEKUnusable)
 	ch <- prometheus.MustNewConstMetric(dekEntriesDesc, prometheus.GaugeValue, float64(s.DecryptCached))
+}
+
+// kmsConns is a virtual cluster's view of its KMS's own connection pool
+// (kms.ConnPool: kmip) across reloads. A reload opens a new KMS client;
+// the counters of the one it replaces are carried over (per provider), so
+// the exported counters never go back. Requests still finishing on a
+// replaced client are not counted.
+type kmsConns struct {
+	mu       sync.Mutex
+	provider string
+	pool     kms.ConnPool // nil: the provider keeps no pool of its own
+	carried  map[string]kms.ConnStats
+}
+
+// set makes k, of provider, the current KMS client.
+func (c *kmsConns) set(provider string, k kms.KMS) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pool != nil {
+		if c.carried == nil {
+			c.carried = map[string]kms.ConnStats{}
+		}
+		c.carried[c.provider] = addConnCounters(c.carried[c.provider], c.pool.ConnStats())
+	}
+	c.provider = provider
+	c.pool, _ = k.(kms.ConnPool)
+}
+
+// addConnCounters adds b's counters to a's (not the gauges).
+func addConnCounters(a, b kms.ConnStats) kms.ConnStats {
+	a.Dials += b.Dials
+	a.DialErrors += b.DialErrors
+	a.Broken += b.Broken
+	a.Waits += b.Waits
+	return a
+}
+
+// kmsConnCollector exposes kmsConns. It is registered once per encrypting
+// virtual cluster, through clusterRegisterer; a provider without a pool of
+// its own exports nothing.
+type kmsConnCollector struct {
+	c *kmsConns
+}
+
+var (
+	kmsConnsDesc = prometheus.NewDesc("kseal_kms_connections",
+		"Connections of the KMS provider's own pool (kmip), by state: in_use (carrying a request), idle.",
+		[]string{"provider", "state"}, nil)
+	kmsDialsDesc = prometheus.NewDesc("kseal_kms_connection_dials_total",
+		"Connections the KMS provider's pool opened (TLS handshake included), by outcome (success, error).",
+		[]string{"provider", "outcome"}, nil)
+	kmsConnErrorsDesc = prometheus.NewDesc("kseal_kms_connection_errors_total",
+		"Pooled KMS connections closed after a failed exchange (write or read error, timeout, oversized response).",
+		[]string{"provider"}, nil)
+	kmsConnWaitsDesc = prometheus.NewDesc("kseal_kms_connection_waits_total",
+		"KMS requests that found every pooled connection busy (the provider's maxConnections) and waited for one.",
+		[]string{"provider"}, nil)
+)
+
+func (kmsConnCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- kmsConnsDesc
+	ch <- kmsDialsDesc
+	ch <- kmsConnErrorsDesc
+	ch <- kmsConnWaitsDesc
+}
+
+func (cc kmsConnCollector) Collect(ch chan<- prometheus.Metric) {
+	c := cc.c
+	c.mu.Lock()
+	counters := maps.Clone(c.carried)
+	var cur kms.ConnStats
+	if c.pool != nil {
+		cur = c.pool.ConnStats()
+		if counters == nil {
+			counters = map[string]kms.ConnStats{}
+		}
+		counters[c.provider] = addConnCounters(counters[c.provider], cur)
+		ch <- prometheus.MustNewConstMetric(kmsConnsDesc, prometheus.GaugeValue, float64(cur.InUse), c.provider, "in_use")
+		ch <- prometheus.MustNewConstMetric(kmsConnsDesc, prometheus.GaugeValue, float64(cur.Idle), c.provider, "idle")
+	}
+	c.mu.Unlock()
+	for p, s := range counters {
+		counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append([]string{p}, labels...)...)
+		}
+		counter(kmsDialsDesc, s.Dials-s.DialErrors, "success")
+		counter(kmsDialsDesc, s.DialErrors, "error")
+		counter(kmsConnErrorsDesc, s.Broken)
+		counter(kmsConnWaitsDesc, s.Waits)
+	}
 }

@@ -91,6 +91,30 @@ type Closer interface {
 	Close() error
 }
 
+// ConnPool is implemented by providers that keep a pool of connections of
+// their own (kmip; the HTTP providers leave theirs to net/http). kseal
+// exports its ConnStats as the kseal_kms_connection* metrics. ConnStats
+// must be cheap (atomic loads) and safe for concurrent use.
+type ConnPool interface {
+	ConnStats() ConnStats
+}
+
+// ConnStats is a snapshot of a connection pool: two gauges and counters
+// since the provider was opened.
+type ConnStats struct {
+	// InUse connections carry a request now; Idle ones wait in the pool.
+	InUse, Idle int
+	// Dials are connection attempts (TLS handshake included), DialErrors
+	// the failed ones.
+	Dials, DialErrors uint64
+	// Broken are connections closed after a failed exchange (a write or
+	// read error, a timeout, a response over the size limit).
+	Broken uint64
+	// Waits are requests that found every connection busy and waited for
+	// one (the pool's maximum reached).
+	Waits uint64
+}
+
 // Changes is implemented by providers that learn when their keys change
 // (the local KMS watches its key store). Changes returns a counter that
 // moves whenever the provider starts serving a changed set of keys;

@@ -24,7 +24,7 @@ import (
 
 func openFake(t *testing.T, f *fakeVault, mod func(c *Config)) *KMS {
 	t.Helper()
-	c := f.config()
+	c := fakeConfig(f)
 	if mod != nil {
 		mod(c)
 	}
@@ -46,7 +46,7 @@ func TestRequestShapes(t *testing.T) {
 	f := newFakeVault(t)
 	k := openFake(t, f, nil)
 	createKey(t, k, "KEK-orders", "RSA", 2048)
-	f.resetRecorded()
+	f.ResetRecorded()
 	ctx := context.Background()
 	d, err := k.GenerateDEK(ctx, kms.KEKRef{Name: "KEK-orders", ID: "KEK-orders"})
 	if err != nil {
@@ -56,7 +56,7 @@ func TestRequestShapes(t *testing.T) {
 		t.Fatal(err)
 	}
 	p, _ := parseEDEK(d.EDEK)
-	reqs := f.recorded()
+	reqs := f.Recorded()
 	// The SDK's first request elicits the vault's challenge: no token, no
 	// body. A key's current version is asked for with a trailing slash.
 	if len(reqs) == 0 || reqs[0].Header.Get("Authorization") != "" || len(reqs[0].Body) != 0 {
@@ -172,7 +172,7 @@ func TestDisabledKeyWrapIsUnusable(t *testing.T) {
 func TestInvalidNameIsNotFoundWithoutRequest(t *testing.T) {
 	f := newFakeVault(t)
 	k := openFake(t, f, nil)
-	f.resetRecorded()
+	f.ResetRecorded()
 	for _, name := range []string{"KEK-orders.eu", "KEK_orders", "", "../secrets/x", strings.Repeat("a", 128)} {
 		if _, err := k.ResolveKEK(context.Background(), name); !errors.Is(err, kms.ErrKeyNotFound) {
 			t.Errorf("ResolveKEK(%q) = %v, want ErrKeyNotFound", name, err)
@@ -181,7 +181,7 @@ func TestInvalidNameIsNotFoundWithoutRequest(t *testing.T) {
 	if _, err := k.DecryptDEK(context.Background(), []byte{1, 2, 3}); err == nil || errors.Is(err, kms.ErrUnavailable) {
 		t.Errorf("DecryptDEK(garbage) = %v", err)
 	}
-	if n := len(f.recorded()); n != 0 {
+	if n := len(f.Recorded()); n != 0 {
 		t.Fatalf("%d vault requests for names that cannot exist", n)
 	}
 }
@@ -218,7 +218,7 @@ func TestErrorClassification(t *testing.T) {
 		{409, "Conflict", plain},
 	}
 	for _, tt := range tests {
-		f.fail(tt.status, tt.code)
+		f.Fail(tt.status, tt.code)
 		for op, call := range map[string]func() error{
 			"ResolveKEK": func() error { _, err := k.ResolveKEK(ctx, "KEK-a"); return err },
 			"GenerateDEK": func() error {
@@ -247,13 +247,13 @@ func TestErrorClassification(t *testing.T) {
 			}
 		}
 	}
-	f.fail(0, "")
+	f.Fail(0, "")
 
 	// A hung vault: ErrUnavailable after the configured timeout.
-	f.pause()
+	f.Pause()
 	start := time.Now()
 	_, err = k.DecryptDEK(ctx, d.EDEK)
-	f.resume()
+	f.Resume()
 	if !errors.Is(err, kms.ErrUnavailable) || time.Since(start) > 3*time.Second {
 		t.Errorf("hung vault: %v after %v", err, time.Since(start))
 	}
@@ -274,7 +274,7 @@ func TestErrorClassification(t *testing.T) {
 	}
 	// ... unless verification is off, which works and warns.
 	var logs bytes.Buffer
-	c := f.config()
+	c := fakeConfig(f)
 	c.TLS.CAFile = ""
 	c.TLS.InsecureSkipVerify = true
 	k4, err := New(ctx, c, slog.New(slog.NewTextHandler(&logs, nil)))
@@ -296,7 +296,7 @@ func TestErrorClassification(t *testing.T) {
 func TestUnauthorized(t *testing.T) {
 	f := newFakeVault(t)
 	var logs bytes.Buffer
-	c := f.config()
+	c := fakeConfig(f)
 	k, err := New(context.Background(), c, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
@@ -307,26 +307,26 @@ func TestUnauthorized(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The vault forgets every token (as after a revocation).
-	f.mu.Lock()
-	f.tokens = map[string]bool{}
-	f.mu.Unlock()
-	before := f.tokenCalls.Load()
+	f.Mu.Lock()
+	f.Tokens = map[string]bool{}
+	f.Mu.Unlock()
+	before := f.TokenCalls.Load()
 	if _, err := k.ResolveKEK(context.Background(), "KEK-a"); err != nil {
 		t.Fatalf("ResolveKEK with a revoked cached token: %v", err)
 	}
-	if n := f.tokenCalls.Load() - before; n != 1 {
+	if n := f.TokenCalls.Load() - before; n != 1 {
 		t.Fatalf("%d token fetches after a 401, want 1", n)
 	}
 
-	f.rejectAll.Store(true)
+	f.RejectAll.Store(true)
 	tok := mustToken(t, k)
-	f.resetRecorded()
+	f.ResetRecorded()
 	_, err = k.ResolveKEK(context.Background(), "KEK-a")
 	if err == nil || errors.Is(err, kms.ErrUnavailable) || errors.Is(err, kms.ErrKeyNotFound) || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("ResolveKEK with every token refused = %v", err)
 	}
 	vaultReqs := 0
-	for _, r := range f.recorded() {
+	for _, r := range f.Recorded() {
 		if strings.HasPrefix(r.Path, "/keys/") {
 			vaultReqs++
 		}
@@ -344,11 +344,11 @@ func TestUnauthorized(t *testing.T) {
 func TestManagedIdentityRequest(t *testing.T) {
 	f := newFakeVault(t)
 	k := openFake(t, f, func(c *Config) { c.Auth.ClientID = "user-assigned-id" })
-	f.resetRecorded()
+	f.ResetRecorded()
 	if _, err := k.tokens.get(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	reqs := f.recorded()
+	reqs := f.Recorded()
 	if len(reqs) != 1 {
 		t.Fatalf("%d token requests", len(reqs))
 	}
@@ -364,13 +364,13 @@ func TestClientSecretFlow(t *testing.T) {
 	f := newFakeVault(t)
 	secretFile := filepath.Join(t.TempDir(), "secret")
 	os.WriteFile(secretFile, []byte("s3cret-1\n"), 0o600)
-	c := f.config()
+	c := fakeConfig(f)
 	c.Auth = AuthConfig{
 		Method:           MethodClientSecret,
 		TenantID:         "contoso.onmicrosoft.com",
 		ClientID:         "app-id",
 		ClientSecretFile: secretFile,
-		AuthorityHost:    f.entra.URL,
+		AuthorityHost:    f.Entra.URL,
 	}
 	c.VaultURL = "https://hsm1.managedhsm.azure.net" // only the audience matters here
 	k, err := New(context.Background(), c, nil)
@@ -378,11 +378,11 @@ func TestClientSecretFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer k.Close()
-	f.resetRecorded()
+	f.ResetRecorded()
 	if _, err := k.tokens.get(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	r := f.recorded()[0]
+	r := f.Recorded()[0]
 	form, _ := url.ParseQuery(string(r.Body))
 	if r.Method != "POST" || r.Path != "/contoso.onmicrosoft.com/oauth2/v2.0/token" ||
 		!strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") ||
@@ -394,23 +394,23 @@ func TestClientSecretFlow(t *testing.T) {
 	// The secret file is read again for each token: a rotated secret is used.
 	os.WriteFile(secretFile, []byte("s3cret-2"), 0o600)
 	k.tokens.invalidate(mustToken(t, k))
-	f.resetRecorded()
+	f.ResetRecorded()
 	mustToken(t, k)
-	form, _ = url.ParseQuery(string(f.recorded()[0].Body))
+	form, _ = url.ParseQuery(string(f.Recorded()[0].Body))
 	if form.Get("client_secret") != "s3cret-2" {
 		t.Fatalf("rotated secret not used: %q", form.Get("client_secret"))
 	}
 
 	// Refusals: a bad secret is configuration; Entra ID down is transient.
 	cv := *c
-	cv.VaultURL = f.url()
+	cv.VaultURL = f.URL()
 	kv, err := New(context.Background(), &cv, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer kv.Close()
 	for status, transient := range map[int]bool{401: false, 400: false, 500: true, 503: true, 429: true} {
-		f.tokenFail.Store(int32(status))
+		f.TokenFail.Store(int32(status))
 		kv.tokens.invalidate(kv.tokens.tok.value)
 		_, err := kv.ResolveKEK(context.Background(), "KEK-a")
 		if err == nil || errors.Is(err, kms.ErrUnavailable) != transient || strings.Contains(err.Error(), "s3cret") {
@@ -436,10 +436,10 @@ func TestClientSecretFlow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.tokenFail.Store(0)
-	f.resetRecorded()
+	f.TokenFail.Store(0)
+	f.ResetRecorded()
 	mustToken(t, k2)
-	form, _ = url.ParseQuery(string(f.recorded()[0].Body))
+	form, _ = url.ParseQuery(string(f.Recorded()[0].Body))
 	if form.Get("client_secret") != "from-env" {
 		t.Fatalf("secret from env not used")
 	}
@@ -554,9 +554,9 @@ func TestBadAnswers(t *testing.T) {
 	f := newFakeVault(t) // for its CA file: httptest servers share one certificate
 	c := NewConfig()
 	c.VaultURL = srv.URL
-	c.TLS.CAFile = f.caFile
+	c.TLS.CAFile = f.CAFile
 	c.Auth.Method = MethodManagedIdentity
-	c.Auth.IdentityEndpoint = f.token.URL + "/metadata/identity/oauth2/token"
+	c.Auth.IdentityEndpoint = f.Token.URL + "/metadata/identity/oauth2/token"
 	k, err := New(ctx, c, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -214,15 +214,15 @@ func runConformance(t *testing.T, k *KMS, srv vaultServer, timeout time.Duration
 // fakeServer adapts fakeVault to vaultServer.
 type fakeServer struct{ f *fakeVault }
 
-func (s fakeServer) stop(*testing.T)   { s.f.stop() }
-func (s fakeServer) start(*testing.T)  { s.f.start() }
-func (s fakeServer) pause(*testing.T)  { s.f.pause() }
-func (s fakeServer) resume(*testing.T) { s.f.resume() }
+func (s fakeServer) stop(*testing.T)   { s.f.Stop() }
+func (s fakeServer) start(*testing.T)  { s.f.Start() }
+func (s fakeServer) pause(*testing.T)  { s.f.Pause() }
+func (s fakeServer) resume(*testing.T) { s.f.Resume() }
 func (s fakeServer) keepsKeys() bool   { return true }
 
 func TestConformanceFake(t *testing.T) {
 	f := newFakeVault(t)
-	cfg := f.config()
+	cfg := fakeConfig(f)
 	cfg.Timeout = 2 * time.Second
 	k, err := New(context.Background(), cfg, nil)
 	if err != nil {

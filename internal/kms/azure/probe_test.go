@@ -19,7 +19,7 @@ func TestProbe(t *testing.T) {
 	if err := k.Probe(ctx); err != nil {
 		t.Fatalf("vault without the probe key: %v", err)
 	}
-	reqs := f.recorded()
+	reqs := f.Recorded()
 	if last := reqs[len(reqs)-1]; last.Method != "GET" || last.Path != "/keys/"+kms.ProbeKEK+"/" {
 		t.Errorf("probe sent %s %s, want GET /keys/%s/", last.Method, last.Path, kms.ProbeKEK)
 	}
@@ -32,24 +32,24 @@ func TestProbe(t *testing.T) {
 		{503, "ServiceUnavailable", true},
 		{429, "Throttled", true},
 	} {
-		f.fail(tc.status, tc.code)
+		f.Fail(tc.status, tc.code)
 		err := k.Probe(ctx)
 		if err == nil || errors.Is(err, kms.ErrUnavailable) != tc.unavail || !strings.Contains(err.Error(), tc.code) {
 			t.Errorf("HTTP %d: err = %v, want an error naming %s (unavailable: %v)", tc.status, err, tc.code, tc.unavail)
 		}
 	}
-	f.fail(0, "")
-	f.tokenFail.Store(500)
+	f.Fail(0, "")
+	f.TokenFail.Store(500)
 	k2 := openFake(t, f, func(c *Config) { c.Timeout = time.Second })
 	if err := k2.Probe(ctx); err == nil || !strings.Contains(err.Error(), "access token") {
 		t.Errorf("no access token: err = %v", err)
 	}
-	f.tokenFail.Store(0)
-	f.stop()
+	f.TokenFail.Store(0)
+	f.Stop()
 	if err := k.Probe(ctx); !errors.Is(err, kms.ErrUnavailable) {
 		t.Errorf("stopped vault: err = %v, want ErrUnavailable", err)
 	}
-	f.start()
+	f.Start()
 	if err := k.Probe(ctx); err != nil {
 		t.Errorf("restarted vault: %v", err)
 	}

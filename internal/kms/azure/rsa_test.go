@@ -30,9 +30,9 @@ func TestAllowRSAKeys(t *testing.T) {
 	p, _ := parseEDEK(genuine.EDEK)
 
 	// A forger with the public key only.
-	f.mu.Lock()
-	pub := f.keys["KEK-rsa"].versions[0].rsa.PublicKey
-	f.mu.Unlock()
+	f.Mu.Lock()
+	pub := f.Keys["KEK-rsa"].Versions[0].RSA.PublicKey
+	f.Mu.Unlock()
 	chosen := bytes.Repeat([]byte{0x42}, dekSize)
 	wrapped, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, &pub, chosen, nil)
 	if err != nil {
@@ -44,14 +44,14 @@ func TestAllowRSAKeys(t *testing.T) {
 	}
 
 	strict := openFake(t, f, func(c *Config) { c.AllowRSAKeys = false })
-	f.resetRecorded()
+	f.ResetRecorded()
 	for name, edek := range map[string][]byte{"genuine": genuine.EDEK, "forged": forged} {
 		_, err := strict.DecryptDEK(ctx, edek)
 		if err == nil || errors.Is(err, kms.ErrKeyNotFound) || errors.Is(err, kms.ErrUnavailable) {
 			t.Errorf("allowRsaKeys false, %s RSA EDEK: %v, want a plain refusal", name, err)
 		}
 	}
-	if n := len(f.recorded()); n != 0 {
+	if n := len(f.Recorded()); n != 0 {
 		t.Errorf("%d requests for refused RSA EDEKs", n)
 	}
 	if _, err := strict.GenerateDEK(ctx, rsaRef); err == nil || errors.Is(err, kms.ErrUnavailable) {

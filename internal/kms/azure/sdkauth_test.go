@@ -49,7 +49,7 @@ func writeCertificate(t *testing.T) string {
 // tokenForms returns the forms of the token requests recorded.
 func tokenForms(f *fakeVault) []url.Values {
 	var out []url.Values
-	for _, r := range f.recorded() {
+	for _, r := range f.Recorded() {
 		if strings.HasSuffix(r.Path, "/oauth2/v2.0/token") {
 			form, _ := url.ParseQuery(string(r.Body))
 			out = append(out, form)
@@ -65,7 +65,7 @@ func TestClientCertificateFlow(t *testing.T) {
 	certFile := writeCertificate(t)
 	k := openFake(t, f, func(c *Config) {
 		c.Auth = AuthConfig{Method: MethodClientCertificate, TenantID: "contoso.onmicrosoft.com", ClientID: "app-id",
-			ClientCertificateFile: certFile, AuthorityHost: f.entra.URL, IdentityEndpoint: DefaultIdentityEndpoint}
+			ClientCertificateFile: certFile, AuthorityHost: f.Entra.URL, IdentityEndpoint: DefaultIdentityEndpoint}
 	})
 	createKey(t, k, "KEK-a", "RSA", 2048)
 	ctx := context.Background()
@@ -99,12 +99,12 @@ func TestClientCertificateFlow(t *testing.T) {
 	cert, _ := os.ReadFile(writeCertificate(t))
 	ecFile := filepath.Join(t.TempDir(), "ec.pem")
 	os.WriteFile(ecFile, append(cert[:strings.Index(string(cert), "-----BEGIN PRIVATE KEY")], pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: ecDER})...), 0o600)
-	c0 := f.config()
+	c0 := fakeConfig(f)
 	c0.Auth = AuthConfig{Method: MethodClientCertificate, TenantID: "t1", ClientID: "app", ClientCertificateFile: ecFile, IdentityEndpoint: DefaultIdentityEndpoint, AuthorityHost: DefaultAuthorityHost}
 	if _, err := New(ctx, c0, nil); err == nil || !strings.Contains(err.Error(), "RSA") {
 		t.Fatalf("New with an EC key: %v", err)
 	}
-	c := f.config()
+	c := fakeConfig(f)
 	c.Auth = AuthConfig{Method: MethodClientCertificate, TenantID: "t1", ClientID: "app", ClientCertificateFile: certFile, IdentityEndpoint: DefaultIdentityEndpoint, AuthorityHost: DefaultAuthorityHost}
 	if _, err := New(ctx, c, nil); err == nil || !strings.Contains(err.Error(), "auth.clientCertificateFile") {
 		t.Fatalf("New with a broken certificate: %v", err)
@@ -123,7 +123,7 @@ func TestWorkloadIdentityFlow(t *testing.T) {
 	t.Setenv("AZURE_CLIENT_ID", "wi-client")
 	t.Setenv("AZURE_FEDERATED_TOKEN_FILE", tokenFile)
 	k := openFake(t, f, func(c *Config) {
-		c.Auth = AuthConfig{Method: MethodWorkloadIdentity, AuthorityHost: f.entra.URL, IdentityEndpoint: DefaultIdentityEndpoint}
+		c.Auth = AuthConfig{Method: MethodWorkloadIdentity, AuthorityHost: f.Entra.URL, IdentityEndpoint: DefaultIdentityEndpoint}
 	})
 	createKey(t, k, "KEK-a", "RSA", 2048)
 	ctx := context.Background()
@@ -137,10 +137,10 @@ func TestWorkloadIdentityFlow(t *testing.T) {
 	// Revocation: the vault forgets the token; the next call gets a new
 	// one with the rotated federated token.
 	os.WriteFile(tokenFile, []byte("federated-2"), 0o600)
-	f.mu.Lock()
-	f.tokens = map[string]bool{}
-	f.mu.Unlock()
-	f.resetRecorded()
+	f.Mu.Lock()
+	f.Tokens = map[string]bool{}
+	f.Mu.Unlock()
+	f.ResetRecorded()
 	if _, err := k.ResolveKEK(ctx, "KEK-a"); err != nil {
 		t.Fatalf("after the vault refused the token: %v", err)
 	}
@@ -149,7 +149,7 @@ func TestWorkloadIdentityFlow(t *testing.T) {
 	}
 	// Entra ID refusing: configuration; down: unavailable.
 	for status, transient := range map[int]bool{400: false, 503: true} {
-		f.tokenFail.Store(int32(status))
+		f.TokenFail.Store(int32(status))
 		k.tokens.invalidate(k.tokens.tok.value)
 		_, err := k.tokens.get(ctx)
 		if err == nil || errors.Is(err, kms.ErrUnavailable) != transient || strings.Contains(err.Error(), "\n") {
@@ -159,11 +159,11 @@ func TestWorkloadIdentityFlow(t *testing.T) {
 			t.Errorf("token endpoint HTTP %d: %q lacks Entra ID's code", status, err)
 		}
 	}
-	f.tokenFail.Store(0)
+	f.TokenFail.Store(0)
 
 	// Without the variables or the keys, New says which key is missing.
 	t.Setenv("AZURE_FEDERATED_TOKEN_FILE", "")
-	c := f.config()
+	c := fakeConfig(f)
 	c.Auth = AuthConfig{Method: MethodWorkloadIdentity, AuthorityHost: DefaultAuthorityHost, IdentityEndpoint: DefaultIdentityEndpoint}
 	if _, err := New(ctx, c, nil); err == nil || !strings.Contains(err.Error(), "auth.tokenFile") || !strings.Contains(err.Error(), "AZURE_FEDERATED_TOKEN_FILE") {
 		t.Fatalf("New without a token file: %v", err)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kseal/kseal/internal/kms"
+	"github.com/kseal/kseal/internal/kms/kmsutil"
 )
 
 func init() {
@@ -112,24 +113,12 @@ func (c *Config) Open(ctx context.Context, logger *slog.Logger) (kms.KMS, error)
 }
 
 // parseAddress accepts http(s)://host[:port] with an optional trailing
-// slash, nothing else: a path would silently change every API URL.
+// slash, nothing else (kmsutil.ParseAddress).
 func parseAddress(s string) (*url.URL, error) {
-	u, err := url.Parse(s)
-	if err != nil {
-		return nil, fmt.Errorf("%q is not a URL", s)
-	}
-	switch {
-	case u.Scheme != "http" && u.Scheme != "https":
-		return nil, fmt.Errorf("%q: scheme must be http or https (not Hadoop's kms://http@host form)", s)
-	case u.Host == "" || u.Hostname() == "":
-		return nil, fmt.Errorf("%q has no host", s)
-	case u.User != nil:
-		return nil, fmt.Errorf("%q: credentials in the URL are not allowed", u.Redacted())
-	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.Fragment != "":
-		return nil, fmt.Errorf("%q: give only scheme://host:port (kseal adds /kms/v1/)", s)
-	}
-	u.Path = ""
-	return u, nil
+	return kmsutil.ParseAddress(s, kmsutil.AddressHints{
+		Scheme: " (not Hadoop's kms://http@host form)",
+		Path:   " (kseal adds /kms/v1/)",
+	})
 }
 
 func validUser(s string) bool {

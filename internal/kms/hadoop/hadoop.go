@@ -21,23 +21,21 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/kseal/kseal/internal/kms"
+	"github.com/kseal/kseal/internal/kms/kmsutil"
 )
 
 // maxResponse bounds a response body read into memory.
@@ -72,16 +70,14 @@ func New(_ context.Context, cfg *Config, logger *slog.Logger) (*KMS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hadoop kms: address: %w", err)
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = 8
-	tr.ResponseHeaderTimeout = cfg.Timeout
+	var tc *tls.Config
 	if u.Scheme == "https" {
-		tc, err := cfg.TLS.clientConfig(u.Hostname())
-		if err != nil {
+		t := &cfg.TLS
+		files := kmsutil.TLSFiles{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile, ServerName: t.ServerName, KeyPrefix: "tls."}
+		if tc, err = files.ClientConfig(u.Hostname()); err != nil {
 			return nil, fmt.Errorf("hadoop kms: %w", err)
 		}
-		tr.TLSClientConfig = tc
-	} else if host := u.Hostname(); host != "localhost" && !strings.HasPrefix(host, "127.") && host != "::1" {
+	} else if !kmsutil.IsLoopback(u.Hostname()) {
 		logger.Warn("hadoop kms: address is plain http: DEKs cross the network unencrypted", "address", u.String())
 	}
 	return &KMS{
@@ -89,7 +85,7 @@ func New(_ context.Context, cfg *Config, logger *slog.Logger) (*KMS, error) {
 		base:    u.String() + "/kms/v1/",
 		query:   url.Values{"user.name": {cfg.User}}.Encode(),
 		timeout: cfg.Timeout,
-		hc:      &http.Client{Transport: tr, CheckRedirect: kms.CheckRedirect},
+		hc:      kmsutil.NewHTTPClient(cfg.Timeout, tc),
 	}, nil
 }
 
@@ -383,71 +379,6 @@ func classifyStatus(status int, re *remoteException) error {
 	return e
 }
 
-// classifyTransport wraps a failed exchange in kms.ErrUnavailable, except
-// certificate problems and refused redirects: retrying cannot fix a wrong
-// CA, client certificate or address.
-func classifyTransport(err error) error {
-	var cv *tls.CertificateVerificationError
-	var ua x509.UnknownAuthorityError
-	var he x509.HostnameError
-	var ci x509.CertificateInvalidError
-	var op *net.OpError
-	var rh tls.RecordHeaderError
-	switch {
-	case errors.Is(err, kms.ErrRedirectRefused):
-		return err
-	case errors.As(err, &cv), errors.As(err, &ua), errors.As(err, &he), errors.As(err, &ci):
-		return fmt.Errorf("server certificate not accepted (check tls.caFile and tls.serverName): %w", err)
-	case errors.As(err, &op) && op.Op == "remote error":
-		return fmt.Errorf("TLS handshake refused by the server (client certificate missing or not trusted?): %w", err)
-	case errors.As(err, &rh), strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
-		return fmt.Errorf("server did not answer TLS (http:// server behind an https:// address?): %w", err)
-	}
-	return fmt.Errorf("%w: %w", kms.ErrUnavailable, err)
-}
-
-// maxPEMFile bounds the CA bundles and key files read into memory.
-const maxPEMFile = 4 << 20
-
-// clientConfig builds the tls.Config for an https:// address.
-func (t *TLSConfig) clientConfig(host string) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
-	if cfg.ServerName == "" {
-		cfg.ServerName = host
-	}
-	if t.CAFile != "" {
-		b, err := readSmall(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.caFile: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("tls.caFile %s: no PEM certificate found", t.CAFile)
-		}
-		cfg.RootCAs = pool
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.certFile/keyFile: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
-}
-
-func readSmall(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxPEMFile+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > maxPEMFile {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxPEMFile)
-	}
-	return b, nil
-}
+// classifyTransport is kmsutil.ClassifyTransport: certificate problems and
+// refused redirects are not kms.ErrUnavailable.
+func classifyTransport(err error) error { return kmsutil.ClassifyTransport(err, "") }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/kseal/kseal/internal/kms"
@@ -27,6 +28,10 @@ type client struct {
 	slots chan struct{} // one token per connection that may be open
 	idle  chan *conn    // connections waiting for the next request
 	dial  func(ctx context.Context) (net.Conn, error)
+
+	// The pool's counters (kms.ConnStats).
+	inUse                            atomic.Int64
+	dials, dialErrors, broken, waits atomic.Uint64
 }
 
 type conn struct {
@@ -85,6 +90,18 @@ func opName(op int) string {
 	return fmt.Sprintf("operation 0x%x", op)
 }
 
+// stats reads the pool's counters.
+func (c *client) stats() kms.ConnStats {
+	// DialErrors before Dials: every failure counted has its dial counted,
+	// so Dials-DialErrors (the successful ones) never underflows.
+	dialErrors := c.dialErrors.Load()
+	return kms.ConnStats{
+		InUse: int(c.inUse.Load()), Idle: len(c.idle),
+		Dials: c.dials.Load(), DialErrors: dialErrors,
+		Broken: c.broken.Load(), Waits: c.waits.Load(),
+	}
+}
+
 // close closes every idle connection. Requests in flight close theirs when
 // they find the pool full.
 func (c *client) close() {
@@ -104,27 +121,40 @@ func (c *client) close() {
 func (c *client) get(ctx context.Context) (cn *conn, reused bool, err error) {
 	select {
 	case cn := <-c.idle:
+		c.inUse.Add(1)
 		return cn, true, nil
 	default:
 	}
 	select {
-	case cn := <-c.idle:
-		return cn, true, nil
 	case c.slots <- struct{}{}:
-	case <-ctx.Done():
-		return nil, false, fmt.Errorf("%w: kmip: waiting for a connection: %v", kms.ErrUnavailable, ctx.Err())
+	default:
+		// Every connection is busy: wait for one to come back or close.
+		c.waits.Add(1)
+		select {
+		case cn := <-c.idle:
+			c.inUse.Add(1)
+			return cn, true, nil
+		case c.slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil, false, fmt.Errorf("%w: kmip: waiting for a connection: %v", kms.ErrUnavailable, ctx.Err())
+		}
 	}
 	dctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
+	c.dials.Add(1)
 	nc, err := c.dial(dctx)
 	if err != nil {
+		c.dialErrors.Add(1)
 		<-c.slots
 		return nil, false, fmt.Errorf("%w: kmip: connecting to %s: %v", kms.ErrUnavailable, c.addr, err)
 	}
+	c.inUse.Add(1)
 	return &conn{nc: nc}, false, nil
 }
 
+// put returns a connection after a successful exchange.
 func (c *client) put(cn *conn) {
+	c.inUse.Add(-1)
 	select {
 	case c.idle <- cn:
 	default:
@@ -133,7 +163,10 @@ func (c *client) put(cn *conn) {
 	}
 }
 
+// discard closes a connection after a failed exchange.
 func (c *client) discard(cn *conn) {
+	c.inUse.Add(-1)
+	c.broken.Add(1)
 	cn.nc.Close()
 	<-c.slots
 }

@@ -268,3 +268,79 @@ func TestFakePoolBounded(t *testing.T) {
 		t.Fatalf("%d connections with maxConnections 2", f.dials)
 	}
 }
+
+// The pool's counters (kms.ConnStats, exported as kseal_kms_connection*
+// metrics) follow its connections: dials, reuse, broken connections, dial
+// failures and requests waiting for a free connection.
+func TestFakePoolStats(t *testing.T) {
+	ctx := context.Background()
+	f := newFake()
+	f.add("1", "KEK-orders", stateActive, 100)
+	k := f.kms(t)
+	check := func(what string, want kms.ConnStats) {
+		t.Helper()
+		if got := k.ConnStats(); got != want {
+			t.Fatalf("%s: ConnStats %+v, want %+v", what, got, want)
+		}
+	}
+	check("fresh", kms.ConnStats{})
+	for range 2 {
+		if _, err := k.ResolveKEK(ctx, "KEK-orders"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("two resolves on one connection", kms.ConnStats{Idle: 1, Dials: 1})
+
+	// Both connections taken: the next request waits, then gets one back.
+	c1, _, err := k.c.get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, _, err := k.c.get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("both connections lent", kms.ConnStats{InUse: 2, Dials: 2})
+	done := make(chan error, 1)
+	go func() {
+		_, err := k.ResolveKEK(ctx, "KEK-orders")
+		done <- err
+	}()
+	for deadline := time.Now().Add(5 * time.Second); k.ConnStats().Waits == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the third request never waited")
+		}
+	}
+	k.c.put(c1)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	k.c.put(c2)
+	check("after the wait", kms.ConnStats{Idle: 2, Dials: 2, Waits: 1})
+
+	// A server closing each connection after one response: the pooled
+	// connection fails, is counted broken, and is replaced.
+	fc := newFake()
+	fc.closeAfter = 1
+	fc.add("1", "KEK-orders", stateActive, 100)
+	kc := fc.kms(t)
+	for range 2 {
+		if _, err := kc.ResolveKEK(ctx, "KEK-orders"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := kc.ConnStats(); s.Broken == 0 || s.Dials != s.Broken+1 || s.InUse != 0 {
+		t.Fatalf("server closing connections: %+v, want broken ones, each replaced, none in use", s)
+	}
+
+	// A failed dial.
+	k.Close()
+	before := k.ConnStats()
+	k.c.dial = func(context.Context) (net.Conn, error) { return nil, errors.New("refused") }
+	if _, err := k.ResolveKEK(ctx, "KEK-orders"); !errors.Is(err, kms.ErrUnavailable) {
+		t.Fatalf("dial failure: %v", err)
+	}
+	if s := k.ConnStats(); s.DialErrors != before.DialErrors+1 || s.Dials != before.Dials+1 || s.InUse != 0 || s.Idle != 0 {
+		t.Fatalf("after a failed dial: %+v (before %+v)", s, before)
+	}
+}

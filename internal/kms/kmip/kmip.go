@@ -18,26 +18,20 @@ package kmip
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
 
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/kms/kmip/ttlv"
+	"github.com/kseal/kseal/internal/kms/kmsutil"
 )
 
 // maxCandidates bounds the keys one name may locate: each costs a Get
 // Attributes call on every resolve.
 const maxCandidates = 16
-
-// maxPEMFile bounds the certificate and key files read into memory.
-const maxPEMFile = 4 << 20
 
 // KMS talks to one KMIP server. It is safe for concurrent use.
 type KMS struct {
@@ -49,6 +43,7 @@ type KMS struct {
 var _ kms.KMS = (*KMS)(nil)
 var _ kms.Closer = (*KMS)(nil)
 var _ kms.Prober = (*KMS)(nil)
+var _ kms.ConnPool = (*KMS)(nil)
 
 // New reads the TLS files cfg names and builds the client. It makes no
 // request: the proxy may start before the server is reachable.
@@ -61,26 +56,11 @@ func New(_ context.Context, cfg *Config, logger *slog.Logger) (*KMS, error) {
 	}
 	addr, _ := endpointAddr(cfg.Endpoint)
 	host, _, _ := net.SplitHostPort(addr)
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.ServerName}
-	if tc.ServerName == "" {
-		tc.ServerName = host
-	}
-	if cfg.CAFile != "" {
-		b, err := readSmall(cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("kmip kms: caFile: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("kmip kms: caFile %s: no PEM certificate found", cfg.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+	files := kmsutil.TLSFiles{CAFile: cfg.CAFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile, ServerName: cfg.ServerName}
+	tc, err := files.ClientConfig(host)
 	if err != nil {
-		return nil, fmt.Errorf("kmip kms: certFile/keyFile: %w", err)
+		return nil, fmt.Errorf("kmip kms: %w", err)
 	}
-	tc.Certificates = []tls.Certificate{cert}
 	major, minor, _ := parseVersion(cfg.ProtocolVersion)
 	mode, _ := parseMode(cfg.CipherMode)
 	return &KMS{
@@ -89,6 +69,9 @@ func New(_ context.Context, cfg *Config, logger *slog.Logger) (*KMS, error) {
 		mode:   mode,
 	}, nil
 }
+
+// ConnStats reports the connection pool's state and counters.
+func (k *KMS) ConnStats() kms.ConnStats { return k.c.stats() }
 
 // Close closes the idle connections.
 func (k *KMS) Close() error {
@@ -339,23 +322,6 @@ func (k *KMS) Probe(ctx context.Context) error {
 		return nil
 	}
 	return err
-}
-
-// readSmall reads a file that must be small (certificates and keys).
-func readSmall(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxPEMFile+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > maxPEMFile {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxPEMFile)
-	}
-	return b, nil
 }
 
 // DescribeEDEK reads an EDEK offline; see the package function.

@@ -49,14 +49,14 @@ func TestPyKMIPIntegration(t *testing.T) {
 	}
 	k := open("GCM")
 
-	id1, err := k.createKey(ctx, "KEK-orders")
+	id1, err := k.CreateKey(ctx, "KEK-orders")
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}
 	if _, err := k.ResolveKEK(ctx, "KEK-orders"); !errors.Is(err, kms.ErrKeyUnusable) {
 		t.Fatalf("Pre-Active key: %v, want ErrKeyUnusable", err)
 	}
-	if err := k.activate(ctx, id1); err != nil {
+	if err := k.Activate(ctx, id1); err != nil {
 		t.Fatalf("Activate: %v", err)
 	}
 
@@ -124,11 +124,11 @@ func TestPyKMIPIntegration(t *testing.T) {
 		// Activation Dates have one-second resolution: the newer key must
 		// be activated in a later second.
 		time.Sleep(1100 * time.Millisecond)
-		id2, err = k.createKey(ctx, "KEK-orders")
+		id2, err = k.CreateKey(ctx, "KEK-orders")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := k.activate(ctx, id2); err != nil {
+		if err := k.Activate(ctx, id2); err != nil {
 			t.Fatal(err)
 		}
 		ref2, err := k.ResolveKEK(ctx, "KEK-orders")
@@ -147,7 +147,7 @@ func TestPyKMIPIntegration(t *testing.T) {
 	})
 
 	t.Run("revoked and destroyed keys are unusable", func(t *testing.T) {
-		if err := k.revoke(ctx, id1, false); err != nil {
+		if err := k.Revoke(ctx, id1, false); err != nil {
 			t.Fatalf("Revoke: %v", err)
 		}
 		// The name still resolves to the newer, Active key.
@@ -162,13 +162,13 @@ func TestPyKMIPIntegration(t *testing.T) {
 		if _, err := k.GenerateDEK(ctx, ref1); !errors.Is(err, kms.ErrKeyUnusable) {
 			t.Fatalf("Encrypt under a Deactivated key: %v, want ErrKeyUnusable", err)
 		}
-		if err := k.revoke(ctx, id2, true); err != nil {
+		if err := k.Revoke(ctx, id2, true); err != nil {
 			t.Fatalf("Revoke (compromise): %v", err)
 		}
 		if _, err := k.ResolveKEK(ctx, "KEK-orders"); !errors.Is(err, kms.ErrKeyUnusable) {
 			t.Fatalf("only Deactivated and Compromised keys: %v, want ErrKeyUnusable", err)
 		}
-		if err := k.destroy(ctx, id1); err != nil {
+		if err := k.Destroy(ctx, id1); err != nil {
 			t.Fatalf("Destroy: %v", err)
 		}
 		// PyKMIP deletes a destroyed object outright: gone is not found.
@@ -178,11 +178,11 @@ func TestPyKMIPIntegration(t *testing.T) {
 	})
 
 	t.Run("outage and recovery", func(t *testing.T) {
-		id3, err := k.createKey(ctx, "KEK-outage")
+		id3, err := k.CreateKey(ctx, "KEK-outage")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := k.activate(ctx, id3); err != nil {
+		if err := k.Activate(ctx, id3); err != nil {
 			t.Fatal(err)
 		}
 		stopPyKMIP(t, env)

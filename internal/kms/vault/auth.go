@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kseal/kseal/internal/kms"
+	"github.com/kseal/kseal/internal/kms/kmsutil"
 )
 
 // reloginMin is the shortest time between two log-ins triggered by a
@@ -28,7 +29,7 @@ func (k *KMS) login(ctx context.Context) (*tokenAuth, error) {
 	body := map[string]string{}
 	defer clear(body)
 	read := func(key, path, field string) error {
-		b, err := readSmall(path)
+		b, err := kmsutil.ReadSmall(path)
 		if err != nil {
 			return fmt.Errorf("vault kms: auth.%s: %w", key, err)
 		}

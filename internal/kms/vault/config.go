@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kseal/kseal/internal/kms"
+	"github.com/kseal/kseal/internal/kms/kmsutil"
 )
 
 func init() {
@@ -248,24 +249,12 @@ func (c *Config) Open(ctx context.Context, logger *slog.Logger) (kms.KMS, error)
 }
 
 // parseAddress accepts http(s)://host[:port] with an optional trailing
-// slash, nothing else: a path would silently change every API URL.
+// slash, nothing else (kmsutil.ParseAddress).
 func parseAddress(s string) (*url.URL, error) {
-	u, err := url.Parse(s)
-	if err != nil {
-		return nil, fmt.Errorf("%q is not a URL", s)
-	}
-	switch {
-	case u.Scheme != "http" && u.Scheme != "https":
-		return nil, fmt.Errorf("%q: scheme must be http or https", s)
-	case u.Host == "" || u.Hostname() == "":
-		return nil, fmt.Errorf("%q has no host", s)
-	case u.User != nil:
-		return nil, fmt.Errorf("%q: credentials in the URL are not allowed; use tokenFile or tokenEnv", u.Redacted())
-	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.Fragment != "":
-		return nil, fmt.Errorf("%q: give only scheme://host:port (the mount and namespace have their own keys)", s)
-	}
-	u.Path = ""
-	return u, nil
+	return kmsutil.ParseAddress(s, kmsutil.AddressHints{
+		Credentials: "; use tokenFile or tokenEnv",
+		Path:        " (the mount and namespace have their own keys)",
+	})
 }
 
 // checkPath accepts a mount or namespace path: segments of ASCII letters,

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kseal/kseal/internal/kms"
+	"github.com/kseal/kseal/internal/kms/kmsutil"
 )
 
 // Token maintenance timings; variables so tests can shorten them.
@@ -72,7 +73,7 @@ func (k *KMS) reloadTokenFile() (bool, error) {
 	if k.tokenStat.same(fi) {
 		return false, nil
 	}
-	b, err := readSmall(k.tokenFile)
+	b, err := kmsutil.ReadSmall(k.tokenFile)
 	if err != nil {
 		return false, fmt.Errorf("tokenFile: %w", err)
 	}

@@ -17,14 +17,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -34,6 +32,7 @@ import (
 	"time"
 
 	"github.com/kseal/kseal/internal/kms"
+	"github.com/kseal/kseal/internal/kms/kmsutil"
 )
 
 // maxResponse bounds a response body read into memory. A key read lists
@@ -86,16 +85,12 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*KMS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vault kms: address: %w", err)
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = 8
-	tr.ResponseHeaderTimeout = cfg.Timeout
+	var tc *tls.Config
 	if u.Scheme == "https" {
-		tc, err := cfg.TLS.clientConfig(u.Hostname())
-		if err != nil {
+		if tc, err = cfg.TLS.clientConfig(u.Hostname()); err != nil {
 			return nil, fmt.Errorf("vault kms: %w", err)
 		}
-		tr.TLSClientConfig = tc
-	} else if host := u.Hostname(); host != "localhost" && !strings.HasPrefix(host, "127.") && host != "::1" {
+	} else if !kmsutil.IsLoopback(u.Hostname()) {
 		logger.Warn("vault kms: address is plain http: the token and DEKs cross the network unencrypted", "address", u.String())
 	}
 	k := &KMS{
@@ -104,7 +99,7 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*KMS, error) {
 		mount:     cfg.Mount,
 		namespace: cfg.Namespace,
 		timeout:   cfg.Timeout,
-		hc:        &http.Client{Transport: tr, CheckRedirect: kms.CheckRedirect},
+		hc:        kmsutil.NewHTTPClient(cfg.Timeout, tc),
 		tokenFile: cfg.TokenFile,
 		renew:     cfg.RenewToken,
 	}
@@ -440,30 +435,8 @@ func classifyStatus(status int, msgs []string) error {
 	return e
 }
 
-// classifyTransport wraps a failed exchange in kms.ErrUnavailable, except
-// certificate problems and refused redirects: retrying cannot fix a wrong
-// CA, client certificate or address, and hiding them behind "unavailable"
-// would cost hours.
+// classifyTransport is kmsutil.ClassifyTransport with vault's advice for a
+// refused redirect: retrying cannot help, the address leads somewhere else.
 func classifyTransport(err error) error {
-	var cv *tls.CertificateVerificationError
-	var ua x509.UnknownAuthorityError
-	var he x509.HostnameError
-	var ci x509.CertificateInvalidError
-	var op *net.OpError
-	var rh tls.RecordHeaderError
-	switch {
-	case errors.Is(err, kms.ErrRedirectRefused):
-		// Retrying cannot help: the address leads somewhere else.
-		return fmt.Errorf("%w (set address to the active node or a load balancer in front of the cluster: standbys forward requests to the active node unless request forwarding is off)", err)
-	case errors.As(err, &cv), errors.As(err, &ua), errors.As(err, &he), errors.As(err, &ci):
-		return fmt.Errorf("server certificate not accepted (check tls.caFile and tls.serverName): %w", err)
-	case errors.As(err, &op) && op.Op == "remote error":
-		// A TLS alert from the server, during or right after the handshake.
-		return fmt.Errorf("TLS handshake refused by the server (client certificate missing or not trusted?): %w", err)
-	case errors.As(err, &rh), strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
-		// net/http turns the RecordHeaderError into a bare string when the
-		// bytes look like HTTP.
-		return fmt.Errorf("server did not answer TLS (http:// server behind an https:// address?): %w", err)
-	}
-	return fmt.Errorf("%w: %w", kms.ErrUnavailable, err)
+	return kmsutil.ClassifyTransport(err, "set address to the active node or a load balancer in front of the cluster: standbys forward requests to the active node unless request forwarding is off")
 }

@@ -4,15 +4,19 @@ package kmip
 
 import (
 	"context"
-	"fmt"
+	"errors"
 
 	"github.com/kseal/kseal/internal/kms/kmip/ttlv"
 )
 
-// Administration the provider never does, for tests: make, activate,
-// revoke and destroy keys with kseal's own client.
+// Administration the provider never does: make, activate, revoke and
+// destroy keys with kseal's own client. This file is built only with the
+// integration tag, for the provider's real-server tests and the end-to-end
+// suite in test/integration; kseal itself never manages KMIP keys.
 
-func (k *KMS) createKey(ctx context.Context, name string) (string, error) {
+// CreateKey creates a 256-bit AES key for Encrypt and Decrypt with the
+// Name attribute name (Pre-Active) and returns its Unique Identifier.
+func (k *KMS) CreateKey(ctx context.Context, name string) (string, error) {
 	p, err := k.c.do(ctx, opCreate, ttlv.Struct(0,
 		ttlv.Enum(tagObjectType, objectSymmetricKey),
 		ttlv.Struct(tagTemplateAttribute,
@@ -28,19 +32,20 @@ func (k *KMS) createKey(ctx context.Context, name string) (string, error) {
 		id = p.Find(tagUniqueIdentifier)
 	}
 	if id == nil {
-		return "", fmt.Errorf("Create returned no Unique Identifier")
+		return "", errors.New("kmip kms: Create returned no Unique Identifier")
 	}
 	return id.Text(), nil
 }
 
-func (k *KMS) activate(ctx context.Context, id string) error {
+// Activate makes a Pre-Active key Active.
+func (k *KMS) Activate(ctx context.Context, id string) error {
 	_, err := k.c.do(ctx, opActivate, ttlv.Struct(0, ttlv.Text(tagUniqueIdentifier, id)))
 	return err
 }
 
-// revoke revokes with reason Cessation of Operation (the key becomes
+// Revoke revokes with reason Cessation of Operation (the key becomes
 // Deactivated) or, with compromised, Key Compromise.
-func (k *KMS) revoke(ctx context.Context, id string, compromised bool) error {
+func (k *KMS) Revoke(ctx context.Context, id string, compromised bool) error {
 	reason := ttlv.Struct(tagRevocationReason, ttlv.Enum(tagRevocationReasonCode, 6))
 	items := []ttlv.Item{ttlv.Text(tagUniqueIdentifier, id), reason}
 	if compromised {
@@ -51,7 +56,8 @@ func (k *KMS) revoke(ctx context.Context, id string, compromised bool) error {
 	return err
 }
 
-func (k *KMS) destroy(ctx context.Context, id string) error {
+// Destroy destroys a key that is not Active.
+func (k *KMS) Destroy(ctx context.Context, id string) error {
 	_, err := k.c.do(ctx, opDestroy, ttlv.Struct(0, ttlv.Text(tagUniqueIdentifier, id)))
 	return err
 }
