@@ -340,6 +340,9 @@ else:
 
 func rdkafkaBin(t testing.TB, stdin string, args ...string) []byte {
 	t.Helper()
+	if args[4] == "null" {
+		args[4] = "{}"
+	}
 	py, err := confluentPython()
 	if err != nil {
 		t.Fatalf("confluent-kafka: %v", err)
