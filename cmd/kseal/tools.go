@@ -138,8 +138,9 @@ func (l *int32List) Set(s string) error {
 const inspectUsage = `Usage: kseal inspect --topic TOPIC [--partition N,...] [--from OFFSET] [--to OFFSET] [--count N] [--json]
 
 Reads records straight from the brokers (not through kseal; no KMS access)
-and shows, per record: encrypted or not, format version, KEK and version,
-DEK id, sizes. Never shows keys or values.
+and shows, per record: encrypted or not, format version, which parts are
+encrypted (value, key, headers), the deterministic key id of a sealed key,
+KEK and version, DEK id, sizes. Never shows keys or values.
 `
 
 func cmdInspect(args []string, stdout, stderr io.Writer) int {
@@ -246,7 +247,7 @@ func cmdAudit(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-const reencryptUsage = `Usage: kseal reencrypt --source TOPIC --dest TOPIC [--proxy HOST:PORT] [--from N] [--to N] [--limit N]
+const reencryptUsage = `Usage: kseal reencrypt --source TOPIC --dest TOPIC [--proxy HOST:PORT] [--from N] [--to N] [--limit N] [--format 1|2]
 
 Copies a topic (or an offset range of every partition) to another topic
 through kseal, so every record is decrypted and encrypted again: under the
@@ -258,6 +259,12 @@ duplicates, when run again. Ends with a count check: records in = records out.
 
 After 'kseal kms rotate', reload kseal (SIGHUP) before re-encrypting, so it
 takes DEKs under the new version at once.
+
+--format 2 moves a topic from record format 1 to 2 (encrypted keys and
+headers, as the destination's rule says): kseal re-encrypts what goes
+through it, so its config must say encryption.format.writeVersion: 2 (the
+config given here is checked), and the count check then also checks that
+every encrypted record of the destination is in format 2.
 `
 
 func cmdReencrypt(args []string, stdout, stderr io.Writer) int {
@@ -273,6 +280,7 @@ func cmdReencrypt(args []string, stdout, stderr io.Writer) int {
 	create := f.fs.Bool("create", true, "create the destination topic when it does not exist")
 	limit := f.fs.Int64("limit", 0, "stop after about this many records (run again to continue)")
 	perTxn := f.fs.Int("records-per-txn", 10000, "records per transaction")
+	format := f.fs.Int("format", 0, "record format the destination must be in: 1 or 2 (default: whatever kseal writes)")
 	f.required = func() string {
 		if *src == "" || *dst == "" {
 			return "--source and --dest are required"
@@ -308,11 +316,15 @@ func cmdReencrypt(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
+	writeVersion := 0
+	if c.Policy != nil {
+		writeVersion = c.Policy.WriteVersion()
+	}
 	ctx, stop := interruptible()
 	defer stop()
 	res, err := tools.Reencrypt(ctx, tools.ReencryptOptions{Direct: c.Direct, Proxy: pc, Source: *src, Dest: *dst,
 		From: *from, To: *to, Group: *group, TransactionalID: *txnID, CreateDest: *create, Limit: *limit,
-		RecordsPerTxn: *perTxn, Idle: f.idle, Describe: c.Describer(),
+		RecordsPerTxn: *perTxn, Idle: f.idle, Describe: c.Describer(), Format: *format, WriteVersion: writeVersion,
 		Progress: tools.NewProgress(stderr, "kseal reencrypt", "offsets")})
 	switch {
 	case f.jsonOut:

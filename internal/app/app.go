@@ -145,6 +145,18 @@ func compile(vcIndex int, e *config.Encryption) (*Encryption, config.Errors) {
 	}
 	var pc policy.Config
 	decoded = append(decoded, config.DecodeNode(&e.Policy, &pc, p+".policy", &pos)...)
+	// An invalid writeVersion is config.Validate's problem; the rules
+	// are checked as if it were 2, so it is not reported again through them.
+	switch pc.WriteVersion = e.Format.WriteVersion; pc.WriteVersion {
+	case 0:
+		pc.WriteVersion = policy.WriteV1
+	case policy.WriteV1, policy.WriteV2:
+	default:
+		pc.WriteVersion = policy.WriteV2
+		// As config.Validate says (Settle drops the repeat).
+		invalid = append(invalid, &config.Problem{Path: p + ".format.writeVersion",
+			Msg: fmt.Sprintf("%d is neither 1 nor 2", e.Format.WriteVersion)})
+	}
 	pol, err := policy.Compile(&pc)
 	invalid = append(invalid, config.Sub(p+".policy", err)...)
 	out.Policy = pol

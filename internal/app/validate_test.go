@@ -148,6 +148,38 @@ drainTimeout: 30
 			{11, "virtualClusters[0].encryption.kms.config.auth.tenantId", "expected a string, got a list"},
 			{12, "virtualClusters[0].encryption.kms.config.tls.insecureSkipVerify", `expected true or false, got "1"`},
 		}},
+		{"format v2 parts", vcHead + `      kms: {type: local, config: {keyStore: /k, masterKeyFile: /m}}
+      policy:
+        rules:
+          - topics: [a]
+            kek: K
+            encrypt: {key: true, headers: ['x-*']}
+          - topics: [b]
+            passthrough: true
+            encrypt: {value: true}
+          - topics: [c]
+            kek: K
+            encrypt: {value: false}
+          - topics: [d]
+            kek: K
+            encrypt: {vlaue: true, headers: ['', 'a**']}
+`, []wantProblem{
+			{11, "virtualClusters[0].encryption.policy.rules[0].encrypt.headers", "headers are encrypted in format v2 only: set encryption.format.writeVersion: 2"},
+			{11, "virtualClusters[0].encryption.policy.rules[0].encrypt.key", "record keys are encrypted in format v2 only"},
+			{14, "virtualClusters[0].encryption.policy.rules[1].encrypt", "a passthrough rule encrypts nothing"},
+			{17, "virtualClusters[0].encryption.policy.rules[2].encrypt", "encrypts nothing"},
+			{20, "virtualClusters[0].encryption.policy.rules[3].encrypt.vlaue", "unknown key (did you mean value?)"},
+			{20, "virtualClusters[0].encryption.policy.rules[3].encrypt.headers", "headers are encrypted in format v2 only"},
+			{20, "virtualClusters[0].encryption.policy.rules[3].encrypt.headers[0]", "empty pattern"},
+			{20, "virtualClusters[0].encryption.policy.rules[3].encrypt.headers[1]", `"a**" has '**'`},
+		}},
+		{"format version", vcHead + `      kms: {type: local, config: {keyStore: /k, masterKeyFile: /m}}
+      format: {writeVersion: 3, readVersion: 1}
+      policy: {rules: [{topics: [a], kek: K, encrypt: {key: true}}]}
+`, []wantProblem{
+			{7, "virtualClusters[0].encryption.format.writeVersion", "3 is neither 1 nor 2"},
+			{7, "virtualClusters[0].encryption.format.readVersion", "unknown key (this section has: writeVersion)"},
+		}},
 		{"unknown provider", vcHead + `      kms: {type: vualt, config: {anything: 1}}
       policy: {rules: [{topicPrefix: o, kek: K}]}
 `, []wantProblem{

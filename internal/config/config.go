@@ -225,7 +225,23 @@ type Encryption struct {
 	KMS    KMS       `yaml:"kms"`
 	Policy yaml.Node `yaml:"policy"`
 	DEK    yaml.Node `yaml:"dek"`
+	// Format is the record format kseal writes.
+	Format Format `yaml:"format"`
 }
+
+// Format is `encryption.format`: which record format kseal writes. Every
+// version is always read ("upgrade readers before writers").
+type Format struct {
+	// WriteVersion is 1 (values only, the default) or 2 (values, keys and
+	// headers: docs/format.md "Version 2").
+	WriteVersion int `yaml:"writeVersion"`
+}
+
+// Record format versions encryption.format.writeVersion accepts.
+const (
+	FormatV1 = 1
+	FormatV2 = 2
+)
 
 // KMS selects a provider by name; Config is decoded by that provider.
 type KMS struct {
@@ -415,6 +431,9 @@ func (c *Config) applyDefaults() {
 		if vc.Limits.IdleTimeout == 0 {
 			vc.Limits.IdleTimeout = Duration(DefaultIdleTimeout)
 		}
+		if e := vc.Encryption; e != nil && e.Format.WriteVersion == 0 {
+			e.Format.WriteVersion = FormatV1
+		}
 	}
 	if c.Limits.MaxRewriteBytes == 0 {
 		c.Limits.MaxRewriteBytes = DefaultMaxRewriteBytes
@@ -558,6 +577,9 @@ func (c *Config) Validate() error {
 		}
 		if vc.Encryption != nil && vc.Encryption.KMS.Type == "" {
 			add(p+".encryption.kms.type", "is required")
+		}
+		if e := vc.Encryption; e != nil && e.Format.WriteVersion != FormatV1 && e.Format.WriteVersion != FormatV2 {
+			add(p+".encryption.format.writeVersion", "%d is neither 1 nor 2", e.Format.WriteVersion)
 		}
 	}
 	// Port ranges of different virtual clusters must not overlap.

@@ -30,6 +30,34 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+func TestFormatWriteVersion(t *testing.T) {
+	c, err := Parse([]byte(good + "    encryption: {kms: {type: local}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := c.VirtualClusters[0].Encryption.Format.WriteVersion; v != FormatV1 {
+		t.Errorf("default writeVersion %d, want 1", v)
+	}
+	c, err = Parse([]byte(good + "    encryption: {kms: {type: local}, format: {writeVersion: 2}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := c.VirtualClusters[0].Encryption.Format.WriteVersion; v != FormatV2 {
+		t.Errorf("writeVersion %d, want 2", v)
+	}
+	for doc, want := range map[string]string{
+		"{writeVersion: 3}":   "line 6: virtualClusters[0].encryption.format.writeVersion: 3 is neither 1 nor 2",
+		"{writeVersion: -1}":  "line 6: virtualClusters[0].encryption.format.writeVersion: -1 is neither 1 nor 2",
+		"{writeVersion: two}": `line 6: virtualClusters[0].encryption.format.writeVersion: expected a whole number, got "two"`,
+		"{version: 2}":        "line 6: virtualClusters[0].encryption.format.version: unknown key",
+	} {
+		_, err := Parse([]byte(good + "    encryption: {kms: {type: local}, format: " + doc + "}\n"))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v\nwant %q", doc, err, want)
+		}
+	}
+}
+
 func TestInvalid(t *testing.T) {
 	cases := []struct {
 		name, doc string

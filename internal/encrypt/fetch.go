@@ -37,6 +37,9 @@ type fetchState struct {
 	workers []*fetchWorker
 	// ordinal counts partitions during a walk.
 	ordinal int
+	// x is the exchange being handled: the deterministic-key store reads
+	// the key topic through it.
+	x *proxy.Exchange
 }
 
 // fetchTask is one partition whose records need decrypting.
@@ -67,6 +70,11 @@ type fetchWorker struct {
 	// start of every response (forget).
 	lastEDEK []byte
 	lastAEAD cipher.AEAD
+
+	// Format v2: the opener, and the last deterministic key found (by id).
+	opener    recordcrypt.Opener
+	lastKeyID [8]byte
+	lastDK    *recordcrypt.DetKey
 }
 
 var fetchStateKey = new(int)
@@ -93,6 +101,7 @@ func (f *Filter) newWorker() *fetchWorker {
 func (w *fetchWorker) forget() {
 	w.lastEDEK = w.lastEDEK[:0]
 	w.lastAEAD = nil
+	w.lastDK = nil
 }
 
 // decryptError is a record that cannot be decrypted.
@@ -116,6 +125,8 @@ var errNoTopicName = errors.New("topic id not found in the cluster's metadata")
 // it sees), and a walk that splices the results in.
 func (f *Filter) fetch(ctx context.Context, x *proxy.Exchange) error {
 	st := f.fetchState(x)
+	st.x = x
+	defer func() { st.x = nil }()
 	cur := f.state.Load()
 	ctx, cancel := context.WithTimeout(ctx, f.opts.KMSTimeout)
 	defer cancel()
@@ -299,7 +310,7 @@ func (f *Filter) decryptTask(ctx context.Context, cur *state, st *fetchState, wi
 			t.err = &decryptError{code: errInternal, reason: "panic", offset: -1, err: fmt.Errorf("panic: %v", r)}
 		}
 	}()
-	t.out, t.changed, t.rebuilt, t.err = f.fetchPartition(ctx, cur, st.workers[wi], out, t.topic, t.partition, t.set, t.encrypted)
+	t.out, t.changed, t.rebuilt, t.err = f.fetchPartition(ctx, cur, st.x, st.workers[wi], out, t.topic, t.partition, t.set, t.encrypted)
 }
 
 // keepOutputs keeps the tasks' output buffers for the next fetch (unless
@@ -351,7 +362,7 @@ func mayHoldMarker(set []byte) bool {
 // there); only when the first batch is bad is the error returned, for the
 // caller to answer the partition with its code. Other partitions are
 // unaffected either way.
-func (f *Filter) fetchPartition(ctx context.Context, cur *state, w *fetchWorker, out []byte, topic string, partition int32, set []byte, encrypted bool) (_ []byte, changed bool, rebuilt int, _ *decryptError) {
+func (f *Filter) fetchPartition(ctx context.Context, cur *state, x *proxy.Exchange, w *fetchWorker, out []byte, topic string, partition int32, set []byte, encrypted bool) (_ []byte, changed bool, rebuilt int, _ *decryptError) {
 	building := false
 	var aadTopic string
 	// fail cuts the partition before the batch at set[at:].
@@ -403,7 +414,7 @@ func (f *Filter) fetchPartition(ctx context.Context, cur *state, w *fetchWorker,
 		}
 		var derr *decryptError
 		out, err = w.proc.Rewrite(out, func(r *records.Record) error {
-			if e := f.decryptRecord(ctx, cur, w, aadTopic, b.BaseOffset, r); e != nil {
+			if e := f.decryptRecord(ctx, cur, x, w, aadTopic, b.BaseOffset, r); e != nil {
 				derr = e
 				return e
 			}
@@ -506,7 +517,7 @@ func (l *logLimiter) allow(topic string, partition int32, now time.Time) (int, b
 	return n, true
 }
 
-func (f *Filter) decryptRecord(ctx context.Context, cur *state, st *fetchWorker, aadTopic string, base int64, r *records.Record) *decryptError {
+func (f *Filter) decryptRecord(ctx context.Context, cur *state, x *proxy.Exchange, st *fetchWorker, aadTopic string, base int64, r *records.Record) *decryptError {
 	i, markers := -1, 0
 	for j := range r.Headers {
 		if string(r.Headers[j].Key) == recordcrypt.HeaderKey {
@@ -526,6 +537,9 @@ func (f *Filter) decryptRecord(ctx context.Context, cur *state, st *fetchWorker,
 		// kseal writes one; a second would reach the consumer (docs/format.md).
 		return fail(errTampered, "tampered", fmt.Errorf("record at offset %d has %d %q headers", offset, markers, recordcrypt.HeaderKey))
 	}
+	if m := r.Headers[i].Value; len(m) > 0 && m[0] == recordcrypt.Version2 {
+		return f.decryptRecordV2(ctx, cur, x, st, aadTopic, offset, r)
+	}
 	if r.Value == nil {
 		return fail(errTampered, "tampered", errors.New("marker header on a null value"))
 	}
@@ -536,27 +550,9 @@ func (f *Filter) decryptRecord(ctx context.Context, cur *state, st *fetchWorker,
 	if err != nil {
 		return fail(errTampered, "tampered", err)
 	}
-	aead := st.lastAEAD
-	if aead == nil || !bytes.Equal(env.EDEK, st.lastEDEK) {
-		aead, err = cur.keys.Decryptor(ctx, env.EDEK)
-		if err != nil {
-			var e *decryptError
-			switch {
-			case errors.Is(err, kms.ErrKeyNotFound), errors.Is(err, kms.ErrKeyUnusable):
-				e = fail(errKEKMissing, "kek_missing", err)
-			case dek.Retriable(err):
-				e = fail(errFetchKMS, "kms", err) // transient: consumers retry
-			default:
-				// The KMS refused the EDEK (altered, or not its key): the
-				// record is corrupt for every reader, retrying cannot help.
-				e = fail(errTampered, "tampered", err)
-			}
-			e.dekID = env.DEKID()
-			e.kek = describeKEK(cur.keys, env.EDEK)
-			return e
-		}
-		st.lastEDEK = append(st.lastEDEK[:0], env.EDEK...)
-		st.lastAEAD = aead
+	aead, e := st.decryptor(ctx, cur, offset, env)
+	if e != nil {
+		return e
 	}
 	v, err := recordcrypt.Open(st.value[:0], aead, env, recordcrypt.Binding{Topic: aadTopic, Key: r.Key})
 	if err != nil {
@@ -568,6 +564,100 @@ func (f *Filter) decryptRecord(ctx context.Context, cur *state, st *fetchWorker,
 	r.Value = v
 	r.Headers = append(r.Headers[:i], r.Headers[i+1:]...)
 	return nil
+}
+
+// decryptor returns the AEAD of env's DEK: the last one when the EDEK is
+// the same, else the DEK manager's (its cache, or the KMS).
+func (st *fetchWorker) decryptor(ctx context.Context, cur *state, offset int64, env recordcrypt.Envelope) (cipher.AEAD, *decryptError) {
+	if st.lastAEAD != nil && bytes.Equal(env.EDEK, st.lastEDEK) {
+		return st.lastAEAD, nil
+	}
+	aead, err := cur.keys.Decryptor(ctx, env.EDEK)
+	if err != nil {
+		e := &decryptError{offset: offset, err: err, dekID: env.DEKID(), kek: describeKEK(cur.keys, env.EDEK)}
+		switch {
+		case errors.Is(err, kms.ErrKeyNotFound), errors.Is(err, kms.ErrKeyUnusable):
+			e.code, e.reason = errKEKMissing, "kek_missing"
+		case dek.Retriable(err):
+			e.code, e.reason = errFetchKMS, "kms" // transient: consumers retry
+		default:
+			// The KMS refused the EDEK (altered, or not its key): the
+			// record is corrupt for every reader, retrying cannot help.
+			e.code, e.reason = errTampered, "tampered"
+		}
+		return nil, e
+	}
+	st.lastEDEK = append(st.lastEDEK[:0], env.EDEK...)
+	st.lastAEAD = aead
+	return aead, nil
+}
+
+// decryptRecordV2 opens a format v2 record (docs/format.md "Version 2"):
+// the envelope's DEK comes from the DEK manager as in version 1, a sealed
+// key's deterministic key from the key store, both remembered from the
+// record before.
+func (f *Filter) decryptRecordV2(ctx context.Context, cur *state, x *proxy.Exchange, st *fetchWorker, aadTopic string, offset int64, r *records.Record) *decryptError {
+	fail := func(code *kerr.Error, reason string, err error) *decryptError {
+		return &decryptError{code: code, reason: reason, offset: offset, err: err}
+	}
+	rec, version, err := recordcrypt.ParseRecord(r)
+	if err == nil && version != recordcrypt.Version2 {
+		err = fmt.Errorf("%w: marker of version %d", recordcrypt.ErrMalformed, version)
+	}
+	if err != nil {
+		return fail(errTampered, "tampered", fmt.Errorf("record at offset %d: %w", offset, err))
+	}
+	var aead cipher.AEAD
+	if rec.HasEnvelope() {
+		var e *decryptError
+		if aead, e = st.decryptor(ctx, cur, offset, rec.Env); e != nil {
+			return e
+		}
+	}
+	var dk *recordcrypt.DetKey
+	if rec.Parts&recordcrypt.PartKey != 0 {
+		if st.lastDK != nil && st.lastKeyID == rec.KeyID {
+			dk = st.lastDK
+		} else {
+			var e *decryptError
+			if dk, e = f.detKeyForRead(ctx, x, aadTopic, offset, rec.KeyID); e != nil {
+				return e
+			}
+			st.lastKeyID, st.lastDK = rec.KeyID, dk
+		}
+	}
+	if err := st.opener.OpenV2(aead, dk, aadTopic, rec, r); err != nil {
+		e := fail(errTampered, "tampered", fmt.Errorf("record at offset %d: %w", offset, err))
+		if rec.HasEnvelope() {
+			e.dekID = rec.Env.DEKID()
+		}
+		return e
+	}
+	return nil
+}
+
+// detKeyForRead asks the key store for the deterministic key id names.
+func (f *Filter) detKeyForRead(ctx context.Context, x *proxy.Exchange, aadTopic string, offset int64, id [8]byte) (*recordcrypt.DetKey, *decryptError) {
+	fail := func(code *kerr.Error, reason string, err error) (*recordcrypt.DetKey, *decryptError) {
+		return nil, &decryptError{code: code, reason: reason, offset: offset,
+			err: fmt.Errorf("record at offset %d: deterministic key %x: %w", offset, id, err)}
+	}
+	if f.opts.DetKeys == nil {
+		return fail(errUnknownDetKey, "unknown_key_id", fmt.Errorf("%w (this kseal has no deterministic-key store)", ErrUnknownDetKey))
+	}
+	dk, err := f.opts.DetKeys.ForRead(ctx, x, aadTopic, id)
+	switch {
+	case err == nil && dk != nil && dk.ID == id:
+		return dk, nil
+	case err == nil:
+		return fail(errInternal, "det_key", errors.New("the deterministic-key store returned another key"))
+	case errors.Is(err, ErrUnknownDetKey):
+		return fail(errUnknownDetKey, "unknown_key_id", err)
+	case errors.Is(err, kms.ErrKeyNotFound), errors.Is(err, kms.ErrKeyUnusable):
+		return fail(errKEKMissing, "kek_missing", err)
+	}
+	// Key topic unreachable, KMS down: consumers retry.
+	return fail(errFetchKMS, "det_key", err)
 }
 
 // describeKEK names the KEK an EDEK belongs to, for log lines.

@@ -13,6 +13,7 @@ package encrypt
 import (
 	"context"
 	"crypto/cipher"
+	"errors"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -39,6 +40,25 @@ type Keys interface {
 	// Decryptor returns the AEAD for the data key an EDEK wraps.
 	Decryptor(ctx context.Context, edek []byte) (cipher.AEAD, error)
 }
+
+// DetKeys is what the filter needs from the deterministic-key store
+// (internal/detkey, through internal/app): the key that seals record keys of
+// a binding topic under a KEK (format v2). x is the exchange being handled:
+// the store reaches kseal's key topic over the upstream connection it
+// offers. Both are called once per topic and request (produce) or per key
+// id change (fetch), never per record, and must be safe for concurrent use.
+type DetKeys interface {
+	// ForWrite returns the deterministic key of (topic, kek), creating it
+	// in the key topic if it has none yet.
+	ForWrite(ctx context.Context, x *proxy.Exchange, topic string, kek kms.KEKRef) (*recordcrypt.DetKey, error)
+	// ForRead returns the deterministic key with this id; its error wraps
+	// ErrUnknownDetKey when the key topic holds no such key.
+	ForRead(ctx context.Context, x *proxy.Exchange, topic string, id [8]byte) (*recordcrypt.DetKey, error)
+}
+
+// ErrUnknownDetKey: a record's sealed key names a deterministic key the key
+// topic does not hold (after reading it again).
+var ErrUnknownDetKey = errors.New("no deterministic key with this id in the key topic")
 
 // Error codes the filter answers with (docs/format.md, "Errors").
 var (
@@ -79,6 +99,14 @@ var (
 	// errBusy: limits.maxRewriteBytes stayed full for budgetWait.
 	// Retriable.
 	errBusy = kerr.RequestTimedOut
+	// errNoDetKey: produce to a topic whose rule encrypts keys while its
+	// deterministic key cannot be had (key topic unreachable, KMS down).
+	// Retriable.
+	errNoDetKey = kerr.RequestTimedOut
+	// errUnknownDetKey: fetch of a record whose sealed key names a
+	// deterministic key the key topic does not hold (tampered key id, or
+	// the key topic lost it).
+	errUnknownDetKey = kerr.CorruptMessage
 )
 
 // Options configure a Filter.
@@ -104,6 +132,10 @@ type Options struct {
 	// Audit receives security events (refusals, recovered panics),
 	// rate-limited per topic-partition like the log lines. Nil: none.
 	Audit audit.Emitter
+	// DetKeys holds the deterministic keys of format v2 record keys. Nil:
+	// producing to a rule that encrypts keys is refused (retriable), and
+	// sealed keys cannot be opened.
+	DetKeys DetKeys
 }
 
 // Filter is the encryption filter; one per virtual cluster.

@@ -38,6 +38,18 @@ type produceState struct {
 	// x is the exchange of the Produce being handled (set by
 	// produceState): kekMissing asks the cluster through it.
 	x *proxy.Exchange
+
+	// Format v2: the sealer, the selection of the partition being sealed
+	// and selFn, its header matcher as a func made once per connection (a
+	// method value made per partition would be allocated each time).
+	sealer recordcrypt.Sealer
+	sel    policy.Selection
+	selFn  func(name []byte) bool
+	// The deterministic key last fetched in this request, for the
+	// request's other partitions of the same topic and KEK.
+	dkTopic string
+	dkKEK   string
+	dk      *recordcrypt.DetKey
 }
 
 // topicPartition identifies a partition of a Produce request, for the
@@ -52,9 +64,12 @@ var produceStateKey = new(int)
 
 func (f *Filter) produceState(x *proxy.Exchange) *produceState {
 	st := x.ConnState(produceStateKey, func() any {
-		return &produceState{proc: records.NewProcessor(records.WithMaxDecompressed(f.opts.MaxDecompressed))}
+		st := &produceState{proc: records.NewProcessor(records.WithMaxDecompressed(f.opts.MaxDecompressed))}
+		st.selFn = func(name []byte) bool { return st.sel.EncryptHeader(name) }
+		return st
 	}).(*produceState)
 	st.x = x
+	st.dkTopic, st.dkKEK, st.dk = "", "", nil
 	return st
 }
 
@@ -319,6 +334,16 @@ func (f *Filter) producePartition(ctx context.Context, cur *state, st *produceSt
 		return &partitionError{code: errNoKey, reason: "kms", err: fmt.Errorf("data key for KEK %q: %w", sel.KEK, err)}
 	}
 	aadTopic := cur.policy.AADTopic(topic)
+	v2 := cur.policy.WriteVersion() == policy.WriteV2
+	parts := recordcrypt.Parts(sel.Parts)
+	var dk *recordcrypt.DetKey
+	if v2 && sel.Parts&policy.PartKey != 0 {
+		var pe *partitionError
+		if dk, pe = f.detKeyForWrite(ctx, st, aadTopic, kek); pe != nil {
+			return pe
+		}
+	}
+	st.sel = sel
 	start := len(st.out)
 	n := 0
 	st.iter.Reset(p.Records)
@@ -341,7 +366,7 @@ func (f *Filter) producePartition(ctx context.Context, cur *state, st *produceSt
 			st.out = st.out[:start]
 			return pe
 		}
-		rebuild, bound := rewriteBound(st.proc, key)
+		rebuild, bound := rewriteBound(st.proc, key, v2, sel.Parts)
 		if err := st.tick.reserveScratch(scratchRebuild, rebuild); err != nil {
 			st.out = st.out[:start]
 			return budgetError(err)
@@ -358,6 +383,23 @@ func (f *Filter) producePartition(ctx context.Context, cur *state, st *produceSt
 					forged = fmt.Errorf("record at offset delta %d already has a %q header", r.OffsetDelta, recordcrypt.HeaderKey)
 					return forged
 				}
+			}
+			if v2 {
+				sealed, err := st.sealer.SealV2(key, dk, aadTopic, parts, st.selFn, r)
+				if errors.Is(err, dek.ErrExhausted) {
+					// As below; SealV2 leaves r as it was when it fails.
+					if key, err = cur.keys.Current(ctx, kek); err == nil {
+						sealed, err = st.sealer.SealV2(key, dk, aadTopic, parts, st.selFn, r)
+					}
+				}
+				if err != nil {
+					sealErr = err
+					return err
+				}
+				if sealed {
+					n++
+				}
+				return nil
 			}
 			if r.Value == nil {
 				return nil // tombstones stay null: compaction needs them
@@ -410,6 +452,30 @@ func (f *Filter) producePartition(ctx context.Context, cur *state, st *produceSt
 	return nil
 }
 
+// detKeyForWrite returns the deterministic key of (aadTopic, kek), asking
+// the store once per topic and KEK in a request.
+func (f *Filter) detKeyForWrite(ctx context.Context, st *produceState, aadTopic string, kek kms.KEKRef) (*recordcrypt.DetKey, *partitionError) {
+	if st.dk != nil && st.dkTopic == aadTopic && st.dkKEK == kek.Name {
+		return st.dk, nil
+	}
+	if f.opts.DetKeys == nil {
+		return nil, &partitionError{code: errNoDetKey, reason: "det_key", err: errors.New("the rule encrypts record keys but this kseal has no deterministic-key store")}
+	}
+	dk, err := f.opts.DetKeys.ForWrite(ctx, st.x, aadTopic, kek)
+	switch {
+	case err == nil && dk == nil:
+		err = errors.New("the deterministic-key store returned no key")
+	case err == nil:
+		st.dkTopic, st.dkKEK, st.dk = aadTopic, kek.Name, dk
+		return dk, nil
+	}
+	if errors.Is(err, kms.ErrKeyUnusable) || errors.Is(err, kms.ErrKeyNotFound) {
+		return nil, &partitionError{code: errKEKGone, reason: "kek_unusable", err: fmt.Errorf("deterministic key for KEK %q: %w", kek.Name, err)}
+	}
+	// Key topic unreachable, KMS down or slow: the producer retries.
+	return nil, &partitionError{code: errNoDetKey, reason: "det_key", err: fmt.Errorf("deterministic key for KEK %q: %w", kek.Name, err)}
+}
+
 // loadBatch decompresses b into st.proc within the request's budget.
 func (f *Filter) loadBatch(st *produceState, b *records.Batch) *partitionError {
 	st.proc.SetLimit(int(min(st.tick.remaining(), int64(math.MaxInt32))), st.tick.reserveFn)
@@ -439,11 +505,22 @@ func (f *Filter) loadBatch(st *produceState, b *records.Batch) *partitionError {
 // to the output: the records plus, per record, the envelope's overhead and
 // the marker header (with length prefixes that may grow), and for a
 // compressed batch the compressor's worst case on top.
-func rewriteBound(proc *records.Processor, key recordcrypt.Key) (rebuild, out int) {
+//
+// Format v2 adds per record the marker's version and parts bytes, a value
+// length, and a sealed key's 25 bytes; moving headers into the envelope adds
+// at most 5 bytes (their index) to each, and a header takes at least 2
+// bytes, so at most 2.5 times the records' bytes.
+func rewriteBound(proc *records.Processor, key recordcrypt.Key, v2 bool, parts policy.Parts) (rebuild, out int) {
 	n := len(proc.Records())
 	recs := int(proc.Batch().NumRecords)
 	perRecord := recordcrypt.Overhead(len(key.EDEK()), recordcrypt.MaxCounter) + len(recordcrypt.HeaderKey) + 16
 	recsOut := n + recs*perRecord
+	if v2 {
+		recsOut += recs * (2 + 10 + 25 + 5)
+		if parts&policy.PartHeaders != 0 {
+			recsOut += n/2*5 + 5
+		}
+	}
 	if proc.Batch().Codec() == records.CodecNone {
 		return 0, records.HeaderSize + recsOut
 	}

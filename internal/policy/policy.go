@@ -50,6 +50,11 @@ type Config struct {
 	// EncryptedTopicCheck tunes the check made before a topic whose KEK does
 	// not exist is passed through under PASSTHROUGH_UNENCRYPTED.
 	EncryptedTopicCheck EncryptedTopicCheckConfig `yaml:"encryptedTopicCheck"`
+
+	// WriteVersion is `encryption.format.writeVersion` (not part of this
+	// section: the caller copies it in): the record format written, 1 (0
+	// means 1) or 2. Rules that encrypt keys or headers need 2.
+	WriteVersion int `yaml:"-"`
 }
 
 // EncryptedTopicCheckConfig is `encryption.policy.encryptedTopicCheck`:
@@ -75,6 +80,9 @@ type RuleConfig struct {
 	TopicRegex  string   `yaml:"topicRegex"`  // RE2 syntax, matching the whole name
 	KEK         string   `yaml:"kek"`         // KEK name template
 	Passthrough bool     `yaml:"passthrough"` // leave matching topics unencrypted
+	// Encrypt says which parts of the records are encrypted (nil: the
+	// value only).
+	Encrypt *EncryptConfig `yaml:"encrypt"`
 }
 
 // ReplicaConfig maps topics matching TopicRegex to the origin topic
@@ -113,6 +121,11 @@ type Selection struct {
 	Action Action
 	KEK    string // set when Action is Encrypt
 	Rule   int    // index of the matching rule in Config.Rules, -1 for none
+	// Parts are what the rule encrypts (set when Action is Encrypt); with
+	// write version 1 always PartValue.
+	Parts Parts
+
+	headers *headerMatcher // EncryptHeader's patterns
 }
 
 // Policy is a compiled Config. It is safe for concurrent use.
@@ -124,7 +137,11 @@ type Policy struct {
 	aadCache   *cache[string]
 	checkTTL   time.Duration
 	checkSize  int
+	version    int
 }
+
+// WriteVersion is the record format version written: 1 or 2.
+func (p *Policy) WriteVersion() int { return p.version }
 
 // EncryptedTopicCheck returns the encrypted-topic check's answer TTL and
 // cache bound (defaulted).
@@ -138,6 +155,8 @@ type rule struct {
 	re          *regexp.Regexp
 	kek         template
 	passthrough bool
+	parts       Parts
+	headers     *headerMatcher
 }
 
 type replica struct {
@@ -157,7 +176,15 @@ func (c *Config) Validate() error {
 func Compile(cfg *Config) (*Policy, error) {
 	var errs []error
 	bad := func(path string, err error) { errs = append(errs, fmt.Errorf("%s: %w", path, err)) }
-	p := &Policy{unresolved: cfg.UnresolvedKeyPolicy}
+	p := &Policy{unresolved: cfg.UnresolvedKeyPolicy, version: cfg.WriteVersion}
+	switch cfg.WriteVersion {
+	case 0:
+		p.version = WriteV1
+	case WriteV1, WriteV2:
+	default:
+		// The caller checks its own key (encryption.format.writeVersion).
+		errs = append(errs, fmt.Errorf("write version %d is neither 1 nor 2", cfg.WriteVersion))
+	}
 
 	switch cfg.UnresolvedKeyPolicy {
 	case "":
@@ -218,6 +245,7 @@ func Compile(cfg *Config) (*Policy, error) {
 			}
 			r.kek = t
 		}
+		r.parts, r.headers = compileEncrypt(path, &rc, p.version, bad)
 		p.rules = append(p.rules, r)
 	}
 
@@ -385,7 +413,7 @@ func (p *Policy) evaluate(topic string) Selection {
 		if kek == "" {
 			return Selection{Action: Unresolved, Rule: i}
 		}
-		return Selection{Action: Encrypt, KEK: kek, Rule: i}
+		return Selection{Action: Encrypt, KEK: kek, Rule: i, Parts: r.parts, headers: r.headers}
 	}
 	return Selection{Action: Unresolved, Rule: -1}
 }

@@ -54,20 +54,20 @@ func TestSelect(t *testing.T) {
 		topic string
 		want  Selection
 	}{
-		{"orders", Selection{Encrypt, "KEK-core", 0}},
-		{"payments", Selection{Encrypt, "KEK-core", 0}},
-		{"public.news", Selection{Passthrough, "", 1}},
-		{"public.", Selection{Passthrough, "", 1}},
-		{"tenant-acme.orders", Selection{Encrypt, "KEK-tenant-acme", 2}},
-		{"tenant-ACME.orders", Selection{Unresolved, "", -1}}, // regex is case-sensitive
-		{"dev-orders", Selection{Encrypt, "KEK-dev-dev-orders-$", 3}},
-		{"audit.log", Selection{Encrypt, "KEK-audit", 4}},
-		{"opt", Selection{Unresolved, "", 5}}, // unmatched optional group -> empty name
-		{"opt-x", Selection{Encrypt, "-x", 5}},
-		{"orders2", Selection{Encrypt, "KEK-orders2", 6}}, // exact rule does not match, regex does
-		{"my-orders", Selection{Unresolved, "", -1}},      // regexes match whole names
-		{"other", Selection{Unresolved, "", -1}},
-		{"", Selection{Unresolved, "", -1}},
+		{"orders", Selection{Action: Encrypt, KEK: "KEK-core", Rule: 0, Parts: PartValue}},
+		{"payments", Selection{Action: Encrypt, KEK: "KEK-core", Rule: 0, Parts: PartValue}},
+		{"public.news", Selection{Action: Passthrough, KEK: "", Rule: 1}},
+		{"public.", Selection{Action: Passthrough, KEK: "", Rule: 1}},
+		{"tenant-acme.orders", Selection{Action: Encrypt, KEK: "KEK-tenant-acme", Rule: 2, Parts: PartValue}},
+		{"tenant-ACME.orders", Selection{Action: Unresolved, KEK: "", Rule: -1}}, // regex is case-sensitive
+		{"dev-orders", Selection{Action: Encrypt, KEK: "KEK-dev-dev-orders-$", Rule: 3, Parts: PartValue}},
+		{"audit.log", Selection{Action: Encrypt, KEK: "KEK-audit", Rule: 4, Parts: PartValue}},
+		{"opt", Selection{Action: Unresolved, KEK: "", Rule: 5}}, // unmatched optional group -> empty name
+		{"opt-x", Selection{Action: Encrypt, KEK: "-x", Rule: 5, Parts: PartValue}},
+		{"orders2", Selection{Action: Encrypt, KEK: "KEK-orders2", Rule: 6, Parts: PartValue}}, // exact rule does not match, regex does
+		{"my-orders", Selection{Action: Unresolved, KEK: "", Rule: -1}},                        // regexes match whole names
+		{"other", Selection{Action: Unresolved, KEK: "", Rule: -1}},
+		{"", Selection{Action: Unresolved, KEK: "", Rule: -1}},
 	} {
 		for pass := range 2 { // the second pass is served by the cache
 			if got := p.Select(tc.topic); got != tc.want {
@@ -101,7 +101,7 @@ func TestDefaults(t *testing.T) {
 	if p.UnresolvedKeyPolicy() != Reject {
 		t.Errorf("default UnresolvedKeyPolicy = %q, want REJECT (fail closed)", p.UnresolvedKeyPolicy())
 	}
-	if got := p.Select("x"); got != (Selection{Unresolved, "", -1}) {
+	if got := p.Select("x"); got != (Selection{Action: Unresolved, KEK: "", Rule: -1}) {
 		t.Errorf("Select with no rules = %+v", got)
 	}
 	if got := p.AADTopic("source.x"); got != "source.x" {

@@ -12,7 +12,9 @@ import (
 // is exactly one byte, the format version of the record's value.
 const HeaderKey = "kseal"
 
-// Version1 is the only format version this package writes and reads.
+// Version1 is the first format version: the value alone is encrypted. This
+// package reads it forever and writes it while encryption.format.writeVersion
+// is 1 (Seal).
 const Version1 byte = 1
 
 // Flags is the second byte of a version 1 envelope.
@@ -78,19 +80,30 @@ func (e Envelope) PlaintextLen() int { return len(e.Ciphertext) - TagSize }
 // DEKID identifies the DEK of the envelope for logs and audit tools.
 func (e Envelope) DEKID() DEKID { return DEKIDOf(e.EDEK) }
 
-// Parse reads a sealed value without decrypting it. It rejects anything that
-// is not canonical version 1: unknown version or flags, non-minimal varints,
-// an EDEK longer than MaxEDEKLen, a counter above MaxCounter, or a
-// ciphertext shorter than the tag. Its work is bounded by len(value).
+// Parse reads a sealed version 1 value without decrypting it. It rejects
+// anything that is not canonical version 1: unknown version or flags,
+// non-minimal varints, an EDEK longer than MaxEDEKLen, a counter above
+// MaxCounter, or a ciphertext shorter than the tag. Its work is bounded by
+// len(value). Version 2 envelopes are read by ParseRecord.
 func Parse(value []byte) (Envelope, error) {
+	return parseEnvelope(value, Version1)
+}
+
+// parseEnvelope reads an envelope of the given version. Versions 1 and 2
+// share the layout; version 2 defines no flag.
+func parseEnvelope(value []byte, version byte) (Envelope, error) {
 	if len(value) < 2 {
 		return Envelope{}, fmt.Errorf("%w: %d bytes", ErrMalformed, len(value))
 	}
-	if value[0] != Version1 {
+	if value[0] != version {
 		return Envelope{}, fmt.Errorf("%w: %d", ErrUnsupportedVersion, value[0])
 	}
 	env := Envelope{Version: value[0], Flags: Flags(value[1])}
-	if env.Flags&^knownFlags != 0 {
+	known := knownFlags
+	if version == Version2 {
+		known = 0
+	}
+	if env.Flags&^known != 0 {
 		return Envelope{}, fmt.Errorf("%w: unknown flags %#02x", ErrMalformed, byte(env.Flags))
 	}
 	off := 2

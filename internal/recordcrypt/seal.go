@@ -80,6 +80,9 @@ func Open(dst []byte, aead cipher.AEAD, env Envelope, b Binding) ([]byte, error)
 	if env.prefix == nil {
 		return dst, errNotParsed
 	}
+	if env.Version != Version1 {
+		return dst, fmt.Errorf("%w: Open reads version 1 envelopes, not %d (Opener.OpenV2 reads both)", ErrUnsupportedVersion, env.Version)
+	}
 	s := getScratch()
 	s.build(env.prefix, b, env.KeyBound(), env.Counter)
 	out, err := aead.Open(dst, s.nonce[:], env.Ciphertext, s.aad)

@@ -81,6 +81,10 @@ type PolicyInfo struct {
 	// names a KEK, and when no rule matches under REJECT (kseal would have
 	// refused them, so they were written around it).
 	MustEncrypt bool `json:"mustEncrypt"`
+	// Encrypts is what the rule encrypts (a rule naming a KEK).
+	Encrypts *PartsInfo `json:"encrypts,omitempty"`
+
+	sel policy.Selection
 }
 
 // KEKUsage is one KEK version's share of a topic.
@@ -113,7 +117,7 @@ type RecordRef struct {
 
 // Finding is one kind of disagreement on a topic.
 type Finding struct {
-	Kind     string      `json:"kind"` // plaintext, malformed
+	Kind     string      `json:"kind"` // plaintext, clear_key, clear_headers, malformed
 	Count    int64       `json:"count"`
 	Message  string      `json:"message"`
 	Examples []RecordRef `json:"examples"` // the first few, in scan order
@@ -132,24 +136,65 @@ type topicAcc struct {
 	findings map[string]*Finding
 }
 
-func (a *topicAcc) add(info RecordInfo) {
+// clearParts says which parts of a record the policy encrypts but the
+// record holds in clear. Without a rule (REJECT) every value must be
+// encrypted, as before format v2.
+func clearParts(p *PolicyInfo, info *RecordInfo, rec *kgo.Record) (value, key, headers bool) {
+	if !p.MustEncrypt {
+		return false, false, false
+	}
+	enc := info.Parts
+	if enc == nil {
+		enc = &PartsInfo{}
+	}
+	want := p.Encrypts
+	if want == nil {
+		return rec.Value != nil && !enc.Value, false, false
+	}
+	value = want.Value && rec.Value != nil && !enc.Value
+	key = want.Key && rec.Key != nil && !enc.Key
+	if want.Headers {
+		for i := range rec.Headers {
+			h := &rec.Headers[i]
+			if h.Key != recordcrypt.HeaderKey && p.sel.EncryptHeader([]byte(h.Key)) {
+				headers = true
+				break
+			}
+		}
+	}
+	return value, key, headers
+}
+
+func (a *topicAcc) add(info RecordInfo, rec *kgo.Record) {
 	r := a.rep
 	r.Records++
 	ref := RecordRef{Partition: info.Partition, Offset: info.Offset, Timestamp: info.Timestamp}
+	if info.State != Malformed {
+		value, key, headers := clearParts(&r.Policy, &info, rec)
+		if value {
+			a.find("plaintext", ref, "plaintext records on a topic the policy encrypts")
+		}
+		if key {
+			a.find("clear_key", ref, "records whose key is stored in clear on a topic whose rule encrypts keys (written before the rule did: kseal reencrypt --format 2)")
+		}
+		if headers {
+			a.find("clear_headers", ref, "records with headers stored in clear that the rule encrypts (written before the rule did: kseal reencrypt --format 2)")
+		}
+	}
 	switch info.State {
 	case Tombstone:
 		r.Tombstones++
 	case Plaintext:
 		r.Plaintext++
-		if r.Policy.MustEncrypt {
-			a.find("plaintext", ref, "plaintext records on a topic the policy encrypts")
-		}
 	case Malformed:
 		r.Malformed++
 		a.find("malformed", ref, "records with a kseal marker whose value is not a valid envelope (tampered, or not written by kseal)")
 	case Encrypted:
 		r.Encrypted++
 		e := info.Envelope
+		if e == nil {
+			return // a version 2 record with its key sealed only: no DEK
+		}
 		k := kekKey{e.KEK, e.KEKVersion}
 		u := a.keks[k]
 		if u == nil {
@@ -198,7 +243,7 @@ func (a *topicAcc) finish() {
 		}
 		return compareVersions(x.Version, y.Version)
 	})
-	for _, kind := range []string{"plaintext", "malformed"} {
+	for _, kind := range []string{"plaintext", "clear_key", "clear_headers", "malformed"} {
 		if f := a.findings[kind]; f != nil {
 			r.Violations = append(r.Violations, *f)
 		}
@@ -232,10 +277,11 @@ func policyInfo(p *policy.Policy, topic string) PolicyInfo {
 		return PolicyInfo{Action: "none"}
 	}
 	s := p.Select(topic)
-	info := PolicyInfo{Action: s.Action.String(), KEK: s.KEK}
+	info := PolicyInfo{Action: s.Action.String(), KEK: s.KEK, sel: s}
 	switch s.Action {
 	case policy.Encrypt:
 		info.MustEncrypt = true
+		info.Encrypts = &PartsInfo{Value: s.Parts&policy.PartValue != 0, Key: s.Parts&policy.PartKey != 0, Headers: s.Parts&policy.PartHeaders != 0}
 	case policy.Unresolved:
 		info.MustEncrypt = p.UnresolvedKeyPolicy() == policy.Reject
 	}
@@ -286,7 +332,7 @@ func Audit(ctx context.Context, o AuditOptions) (*AuditReport, error) {
 	o.Progress.SetTotal(total)
 	cls := NewClassifier(o.Describe)
 	err = rd.scan(ctx, ranges, func(rec *kgo.Record) error {
-		accs[rec.Topic].add(cls.Classify(rec))
+		accs[rec.Topic].add(cls.Classify(rec), rec)
 		return nil
 	}, o.Progress.Add)
 	o.Progress.Finish()
@@ -413,6 +459,9 @@ func (r *AuditReport) WriteText(w io.Writer) error {
 func policyText(p PolicyInfo) string {
 	switch p.Action {
 	case "encrypt":
+		if p.Encrypts != nil && (p.Encrypts.Key || p.Encrypts.Headers || !p.Encrypts.Value) {
+			return "encrypt " + p.Encrypts.String() + " under " + p.KEK
+		}
 		return "encrypt under " + p.KEK
 	case "unresolved":
 		if p.MustEncrypt {

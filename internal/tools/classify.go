@@ -1,13 +1,16 @@
 package tools
 
 import (
+	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/recordcrypt"
+	"github.com/kseal/kseal/internal/records"
 )
 
 // State is what a record at the broker is, as far as kseal is concerned.
@@ -38,10 +41,45 @@ type RecordInfo struct {
 	KeySize       int       `json:"keySize"`   // -1: null key
 	ValueSize     int       `json:"valueSize"` // stored size; -1: null value
 	Headers       int       `json:"headers"`   // marker included
-	// Envelope is set for encrypted records.
+	// Format is the record format version of an encrypted record (1 or 2).
+	Format int `json:"format,omitempty"`
+	// Parts says which parts of an encrypted record are encrypted.
+	Parts *PartsInfo `json:"encryptedParts,omitempty"`
+	// KeyID names the deterministic key of a sealed record key (format 2),
+	// hex.
+	KeyID string `json:"keyId,omitempty"`
+	// Envelope is set for encrypted records with an envelope (every
+	// version 1 record; version 2 ones encrypting a value or headers).
 	Envelope *EnvelopeInfo `json:"envelope,omitempty"`
 	// Problem says why a record is malformed.
 	Problem string `json:"problem,omitempty"`
+}
+
+// PartsInfo is which parts of a record are stored encrypted.
+type PartsInfo struct {
+	Value   bool `json:"value"`
+	Key     bool `json:"key"`
+	Headers bool `json:"headers"`
+}
+
+func (p *PartsInfo) String() string {
+	if p == nil {
+		return "none"
+	}
+	var s []string
+	if p.Value {
+		s = append(s, "value")
+	}
+	if p.Key {
+		s = append(s, "key")
+	}
+	if p.Headers {
+		s = append(s, "headers")
+	}
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, "+")
 }
 
 // EnvelopeInfo is what an envelope and its EDEK tell without a key.
@@ -57,7 +95,9 @@ type EnvelopeInfo struct {
 	// Cipher is the AEAD the format version uses (docs/format.md).
 	Cipher  string `json:"cipher"`
 	Counter uint64 `json:"counter"`
-	// PlaintextSize is the size of the value a consumer through kseal reads.
+	// PlaintextSize is the size of what the envelope encrypts: in version
+	// 1 the value a consumer through kseal reads; in version 2 the value
+	// and the sealed headers, with their framing (docs/format.md).
 	PlaintextSize int `json:"plaintextSize"`
 
 	id recordcrypt.DEKID
@@ -123,6 +163,8 @@ func (c *Classifier) Classify(r *kgo.Record) RecordInfo {
 		return info
 	case markers > 1:
 		return malformed(info, fmt.Sprintf("%d %q headers", markers, recordcrypt.HeaderKey))
+	case len(marker) > 0 && marker[0] == recordcrypt.Version2:
+		return c.classifyV2(info, r)
 	case r.Value == nil:
 		return malformed(info, "marker header on a null value")
 	}
@@ -133,8 +175,43 @@ func (c *Classifier) Classify(r *kgo.Record) RecordInfo {
 	if err != nil {
 		return malformed(info, err.Error())
 	}
+	info.State = Encrypted
+	info.Format = int(env.Version)
+	info.Parts = &PartsInfo{Value: true}
+	info.Envelope = c.envelope(env, env.KeyBound())
+	return info
+}
+
+// classifyV2 describes a record with a version 2 marker.
+func (c *Classifier) classifyV2(info RecordInfo, r *kgo.Record) RecordInfo {
+	rr := records.Record{Key: r.Key, Value: r.Value, Headers: make([]records.RecordHeader, len(r.Headers))}
+	for i, h := range r.Headers {
+		rr.Headers[i] = records.RecordHeader{Key: []byte(h.Key), Value: h.Value}
+	}
+	rec, version, err := recordcrypt.ParseRecord(&rr)
+	if err == nil && version != recordcrypt.Version2 {
+		err = fmt.Errorf("marker of version %d", version)
+	}
+	if err != nil {
+		return malformed(info, err.Error())
+	}
+	info.State = Encrypted
+	info.Format = int(recordcrypt.Version2)
+	info.Parts = &PartsInfo{Value: rec.Parts&recordcrypt.PartValue != 0, Key: rec.Parts&recordcrypt.PartKey != 0,
+		Headers: rec.Parts&recordcrypt.PartHeaders != 0}
+	if info.Parts.Key {
+		info.KeyID = hex.EncodeToString(rec.KeyID[:])
+	}
+	if rec.HasEnvelope() {
+		info.Envelope = c.envelope(rec.Env, true) // v2 always binds the key
+	}
+	return info
+}
+
+// envelope describes env, naming its KEK through the describer.
+func (c *Classifier) envelope(env recordcrypt.Envelope, keyBound bool) *EnvelopeInfo {
 	id := env.DEKID()
-	e := &EnvelopeInfo{Format: int(env.Version), KeyBound: env.KeyBound(), DEK: id.String(),
+	e := &EnvelopeInfo{Format: int(env.Version), KeyBound: keyBound, DEK: id.String(),
 		EDEKSize: len(env.EDEK), Cipher: cipherOf(env.Version), Counter: env.Counter, PlaintextSize: env.PlaintextLen(), id: id}
 	if c.describe != nil {
 		d, ok := c.cache[id]
@@ -147,9 +224,7 @@ func (c *Classifier) Classify(r *kgo.Record) RecordInfo {
 		}
 		e.KEK, e.KEKVersion = d.KEK, d.Version
 	}
-	info.State = Encrypted
-	info.Envelope = e
-	return info
+	return e
 }
 
 func malformed(info RecordInfo, why string) RecordInfo {
@@ -158,10 +233,11 @@ func malformed(info RecordInfo, why string) RecordInfo {
 	return info
 }
 
-// cipherOf names the AEAD of a format version: version 1 seals with
-// AES-256-GCM (docs/format.md). Parse accepts no other version.
+// cipherOf names the AEAD of a format version's envelope: versions 1 and 2
+// seal with AES-256-GCM (docs/format.md); version 2 record keys with
+// AES-SIV.
 func cipherOf(version byte) string {
-	if version == recordcrypt.Version1 {
+	if version == recordcrypt.Version1 || version == recordcrypt.Version2 {
 		return "AES-256-GCM"
 	}
 	return "unknown"

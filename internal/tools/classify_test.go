@@ -72,7 +72,7 @@ func TestClassify(t *testing.T) {
 		{"encrypted, EDEK unknown to the describer", kgo.Record{Value: foreign, Headers: []kgo.RecordHeader{marker(1)}}, Encrypted, "", ""},
 		{"marker on a null value", kgo.Record{Headers: []kgo.RecordHeader{marker(1)}}, Malformed, "", "null value"},
 		{"two markers", kgo.Record{Value: env, Headers: []kgo.RecordHeader{marker(1), marker(1)}}, Malformed, "", "2 \"kseal\" headers"},
-		{"marker disagrees", kgo.Record{Value: env, Headers: []kgo.RecordHeader{marker(2)}}, Malformed, "", "unsupported"},
+		{"marker disagrees", kgo.Record{Value: env, Headers: []kgo.RecordHeader{marker(3)}}, Malformed, "", "unsupported"},
 		{"not an envelope", kgo.Record{Value: []byte("plain text"), Headers: []kgo.RecordHeader{marker(1)}}, Malformed, "", "unsupported"},
 		{"truncated envelope", kgo.Record{Value: env[:20], Headers: []kgo.RecordHeader{marker(1)}}, Malformed, "", "malformed"},
 	}

@@ -117,24 +117,33 @@ type InspectText struct {
 // NewInspectText returns a writer of inspect's human-readable output.
 func NewInspectText(w io.Writer) *InspectText { return &InspectText{w: w} }
 
-const inspectFormat = "%-9s %-10s %-24s %-10s %5s %7s %4s %-6s %-20s %-16s %s\n"
+const inspectFormat = "%-9s %-10s %-24s %-10s %5s %7s %4s %-6s %-17s %-20s %-16s %s\n"
 
 // Write prints one record.
 func (t *InspectText) Write(r RecordInfo) error {
 	if !t.header {
 		t.header = true
-		if _, err := fmt.Fprintf(t.w, inspectFormat, "PARTITION", "OFFSET", "TIMESTAMP", "STATE", "KEY", "VALUE", "HDRS", "FORMAT", "KEK", "DEK", "NOTE"); err != nil {
+		if _, err := fmt.Fprintf(t.w, inspectFormat, "PARTITION", "OFFSET", "TIMESTAMP", "STATE", "KEY", "VALUE", "HDRS", "FORMAT", "ENCRYPTED", "KEK", "DEK", "NOTE"); err != nil {
 			return err
 		}
 	}
-	format, kek, dek, note := "-", "-", "-", ""
+	format, parts, kek, dek, note := "-", "-", "-", "-", ""
+	if r.Format > 0 {
+		format = fmt.Sprintf("v%d", r.Format)
+	}
+	if r.Parts != nil {
+		parts = r.Parts.String()
+	}
+	if r.KeyID != "" {
+		note = "key id " + r.KeyID
+	}
 	if e := r.Envelope; e != nil {
 		format = fmt.Sprintf("v%d", e.Format)
 		if kek = e.KEKLabel(); kek == "" {
 			kek = "?"
 		}
 		dek = e.DEK
-		note = fmt.Sprintf("edek %dB, counter %d, plaintext %dB", e.EDEKSize, e.Counter, e.PlaintextSize)
+		note = joinNote(note, fmt.Sprintf("edek %dB, counter %d, plaintext %dB", e.EDEKSize, e.Counter, e.PlaintextSize))
 		if !e.KeyBound {
 			note += ", key not bound"
 		}
@@ -147,7 +156,7 @@ func (t *InspectText) Write(r RecordInfo) error {
 	}
 	line := fmt.Sprintf(inspectFormat, fmt.Sprint(r.Partition), fmt.Sprint(r.Offset),
 		r.Timestamp.UTC().Format("2006-01-02T15:04:05.000Z"), r.State,
-		sizeText(r.KeySize), sizeText(r.ValueSize), fmt.Sprint(r.Headers), format, kek, dek, note)
+		sizeText(r.KeySize), sizeText(r.ValueSize), fmt.Sprint(r.Headers), format, parts, kek, dek, note)
 	_, err := io.WriteString(t.w, strings.TrimRight(line, " \n")+"\n")
 	return err
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -60,6 +61,13 @@ type ReencryptOptions struct {
 	Progress *Progress
 	// Describe names KEKs in the count check's summary of Dest.
 	Describe kms.DescribeFunc
+	// Format, when not 0, is the record format Dest must end up in: the
+	// copy is re-encrypted by the kseal it goes through, so WriteVersion
+	// (that kseal's encryption.format.writeVersion, from its config) must
+	// be Format, and the count check fails if Dest holds encrypted records
+	// of another format. Format 2 moves a topic from version 1 to 2.
+	Format       int
+	WriteVersion int
 
 	// afterProduce, for tests, runs once a transaction's records are
 	// produced and before it ends; returning true simulates a crash: the
@@ -111,6 +119,12 @@ type CountCheck struct {
 	// DestKEKs are the KEK versions the destination's records use.
 	DestKEKs      []KEKUsage `json:"destKeks"`
 	DestPlaintext int64      `json:"destPlaintext"`
+	// DestFormats counts the destination's encrypted records by format
+	// version ("1", "2").
+	DestFormats map[string]int64 `json:"destFormats"`
+	// FormatOK: every encrypted record of the destination is in the
+	// format asked for (true when none was).
+	FormatOK bool `json:"formatOk"`
 }
 
 // PartitionCount is one partition's part of the count check.
@@ -122,6 +136,10 @@ type PartitionCount struct {
 
 // ErrCountMismatch is returned when the count check fails.
 var ErrCountMismatch = errors.New("records in and records out differ")
+
+// ErrFormatMismatch is returned when the destination holds encrypted
+// records of another format than the one asked for.
+var ErrFormatMismatch = errors.New("destination records are not all in the format asked for")
 
 // Reencrypt copies Source to Dest through the proxy in transactions that
 // also commit the source offsets (exactly once: a run that is interrupted,
@@ -143,6 +161,13 @@ func Reencrypt(ctx context.Context, o ReencryptOptions) (*ReencryptResult, error
 	}
 	if o.RecordsPerTxn <= 0 {
 		o.RecordsPerTxn = 10000
+	}
+	switch {
+	case o.Format == 0:
+	case o.Format != 1 && o.Format != 2:
+		return nil, fmt.Errorf("format %d: kseal writes format 1 or 2", o.Format)
+	case o.WriteVersion != o.Format:
+		return nil, fmt.Errorf("format %d asked for, but kseal's config writes format %d: records are re-encrypted by the kseal they go through, so set encryption.format.writeVersion: %d there (and in the config given here) first", o.Format, o.WriteVersion, o.Format)
 	}
 	res := &ReencryptResult{Source: o.Source, Dest: o.Dest, Group: o.Group}
 	rd, err := newReader(o.Direct, true, o.Idle)
@@ -223,6 +248,10 @@ func Reencrypt(ctx context.Context, o ReencryptOptions) (*ReencryptResult, error
 	}
 	if !res.Check.OK {
 		return res, fmt.Errorf("%w: %d records in, %d out", ErrCountMismatch, res.Check.In, res.Check.Out)
+	}
+	if !res.Check.FormatOK {
+		return res, fmt.Errorf("%w: %s holds encrypted records of formats %v, want only %d (is the kseal the copy went through writing format %d?)",
+			ErrFormatMismatch, o.Dest, res.Check.DestFormats, o.Format, o.Format)
 	}
 	return res, nil
 }
@@ -623,7 +652,7 @@ func waitStable(ctx context.Context, adm *kadm.Client, topic string, limit time.
 // visible: counting earlier reads a prefix of Dest and reports records
 // missing that are there.
 func countCheck(ctx context.Context, rd *reader, o ReencryptOptions, src []Range) (*CountCheck, error) {
-	chk := &CountCheck{OK: true, DestKEKs: []KEKUsage{}}
+	chk := &CountCheck{OK: true, DestKEKs: []KEKUsage{}, DestFormats: map[string]int64{}, FormatOK: true}
 	// The log start may have moved since the copy began (retention).
 	now, err := rd.ranges(ctx, o.Source)
 	if err != nil {
@@ -657,7 +686,14 @@ func countCheck(ctx context.Context, rd *reader, o ReencryptOptions, src []Range
 	acc := &topicAcc{rep: &TopicReport{}, keks: map[kekKey]*KEKUsage{}, findings: map[string]*Finding{}}
 	if err := rd.scan(ctx, dst, func(rec *kgo.Record) error {
 		out[rec.Partition]++
-		acc.add(cls.Classify(rec))
+		info := cls.Classify(rec)
+		acc.add(info, rec)
+		if info.State == Encrypted {
+			chk.DestFormats[fmt.Sprint(info.Format)]++
+			if o.Format != 0 && info.Format != o.Format {
+				chk.FormatOK = false
+			}
+		}
 		return nil
 	}, nil); err != nil {
 		return nil, fmt.Errorf("count check, destination: %w", err)
@@ -715,6 +751,12 @@ func (r *ReencryptResult) WriteText(w io.Writer) error {
 				name += " v" + k.Version
 			}
 			fmt.Fprintf(&b, "  %s now holds %s records under %s\n", r.Dest, count(k.Records), name)
+		}
+		for _, f := range slices.Sorted(maps.Keys(c.DestFormats)) {
+			fmt.Fprintf(&b, "  %s holds %s encrypted records in format %s\n", r.Dest, count(c.DestFormats[f]), f)
+		}
+		if !c.FormatOK {
+			b.WriteString("  FORMAT MISMATCH: not every encrypted record is in the format asked for\n")
 		}
 		if c.DestPlaintext > 0 {
 			fmt.Fprintf(&b, "  %s holds %s plaintext records (its policy does not encrypt them)\n", r.Dest, count(c.DestPlaintext))
