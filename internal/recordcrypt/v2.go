@@ -459,6 +459,9 @@ func (o *Opener) OpenV2(aead cipher.AEAD, dk *DetKey, topic string, rec RecordV2
 			return fmt.Errorf("%w: deterministic key %x given for a key sealed under %x", ErrAuth, dk.ID, rec.KeyID)
 		}
 		o.topic = append(o.topic[:0], topic...)
+		if o.key == nil {
+			o.key = make([]byte, 0, 64) // an empty key must stay non-null
+		}
 		k, err := dk.AEAD.Open(o.key[:0], r.Key[1+8:], o.topic, dk.ID[:])
 		if err != nil {
 			return ErrAuth
