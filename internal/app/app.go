@@ -21,6 +21,7 @@ import (
 	"github.com/kseal/kseal/internal/audit"
 	"github.com/kseal/kseal/internal/config"
 	"github.com/kseal/kseal/internal/dek"
+	"github.com/kseal/kseal/internal/detkey"
 	"github.com/kseal/kseal/internal/encrypt"
 	"github.com/kseal/kseal/internal/kms"
 	_ "github.com/kseal/kseal/internal/kms/aws"    // registers "aws"
@@ -110,6 +111,7 @@ type Encryption struct {
 	KMSConfig kms.Config
 	Policy    *policy.Policy
 	DEK       DEKConfig
+	KeyTopic  detkey.Config
 }
 
 // Compile checks a virtual cluster's encryption section (without opening
@@ -162,6 +164,8 @@ func compile(vcIndex int, e *config.Encryption) (*Encryption, config.Errors) {
 	out.Policy = pol
 	decoded = append(decoded, config.DecodeNode(&e.DEK, &out.DEK, p+".dek", &pos)...)
 	invalid = append(invalid, config.Sub(p+".dek", out.DEK.validate())...)
+	decoded = append(decoded, config.DecodeNode(&e.KeyTopic, &out.KeyTopic, p+".keyTopic", &pos)...)
+	invalid = append(invalid, config.Sub(p+".keyTopic", out.KeyTopic.Validate())...)
 	if errs := config.Settle(decoded, invalid, &pos); len(errs) > 0 {
 		return nil, errs
 	}
@@ -250,6 +254,25 @@ type encCluster struct {
 	// changes, kept across reloads.
 	audit audit.Emitter
 	kek   *audit.KEKTracker
+	// detKeys is the cluster's deterministic-key store (format v2 record
+	// keys), kept across reloads (its keys stay valid); it calls the
+	// current KMS (kms). keyTopic is the section it was made from: a reload
+	// cannot change it.
+	detKeys  *detkey.Store
+	keyTopic detkey.Config
+	kms      atomic.Pointer[keys]
+}
+
+// storeKMS is the KMS a cluster's deterministic-key store calls: the one
+// the cluster's current config opened, across reloads.
+type storeKMS struct{ ec *encCluster }
+
+func (s storeKMS) GenerateDEK(ctx context.Context, kek kms.KEKRef) (kms.DEK, error) {
+	return s.ec.kms.Load().kms.GenerateDEK(ctx, kek)
+}
+
+func (s storeKMS) DecryptDEK(ctx context.Context, edek []byte) ([]byte, error) {
+	return s.ec.kms.Load().kms.DecryptDEK(ctx, edek)
 }
 
 // Close releases KMS clients and background loops (after Server.Shutdown),
@@ -363,6 +386,15 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 		ec.close = closeKeys
 		ec.mgr.Store(ks.mgr)
 		ec.health.Store(ks.health)
+		ec.kms.Store(&ks)
+		ec.keyTopic = enc.KeyTopic
+		dopts := enc.KeyTopic.Options()
+		dopts.KMSTimeout, dopts.KMSAttempts = enc.DEK.KMSTimeout.Std(), enc.DEK.KMSAttempts
+		dopts.Metrics = detkey.NewMetrics(vcReg)
+		if ec.detKeys, err = detkey.New(storeKMS{ec}, dopts); err != nil {
+			a.Close()
+			return nil, fmt.Errorf("virtual cluster %q: %w", vc.Name, err)
+		}
 		ec.filter = encrypt.New(encrypt.Options{
 			Policy:     enc.Policy,
 			Keys:       ks,
@@ -374,6 +406,8 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 			MaxProduceRewriteBytes: vc.Limits.MaxProduceRewriteBytes,
 			MaxTopicLabels:         vc.Limits.MaxTopicLabels,
 			Audit:                  ec.audit,
+			DetKeys:                encrypt.StoreKeys{Store: ec.detKeys},
+			KeyTopic:               ec.detKeys.Topic(),
 		})
 		a.clusters[vc.Name] = ec
 		if vcReg != nil {
@@ -448,6 +482,10 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) (err error) {
 			return fail(err)
 		}
 		ec := a.clusters[vc.Name]
+		if enc.KeyTopic != ec.keyTopic {
+			reason = "restart_needed"
+			return fail(fmt.Errorf("virtualClusters[%d].encryption.keyTopic: changes need a restart", i))
+		}
 		ks, closeKeys, err := a.openKeys(ctx, vc, enc, &ec.counters, &ec.usedKEKs, ec)
 		if err != nil {
 			return fail(err)
@@ -458,6 +496,7 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) (err error) {
 		s.ec.filter.Swap(s.pol, s.keys)
 		s.ec.mgr.Store(s.keys.mgr)
 		s.ec.health.Store(s.keys.health)
+		s.ec.kms.Store(&s.keys)
 		old := s.ec.close
 		s.ec.close = s.close
 		a.retire(old)

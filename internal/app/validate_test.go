@@ -117,6 +117,14 @@ drainTimeout: 30
 			{10, "virtualClusters[0].encryption.dek.notFoundTtl", "-5s must not be negative"},
 			{10, "virtualClusters[0].encryption.dek.kekCheckInterval", "1ms is below the minimum of 100ms"},
 		}},
+		{"keyTopic", vcHead + `      kms: {type: local, config: {keyStore: /k, masterKeyFile: /m}}
+      keyTopic: {name: "keys/v2", replicationFactor: -1, maxKeys: -3, maxkey: 1}
+`, []wantProblem{
+			{7, "virtualClusters[0].encryption.keyTopic.name", `"keys/v2" is not a valid Kafka topic name`},
+			{7, "virtualClusters[0].encryption.keyTopic.replicationFactor", "-1 must be 0"},
+			{7, "virtualClusters[0].encryption.keyTopic.maxKeys", "-3 must not be negative"},
+			{7, "virtualClusters[0].encryption.keyTopic.maxkey", "unknown key (did you mean maxKeys?)"},
+		}},
 		{"aws", vcHead + `      kms:
         type: aws
         config:

@@ -227,6 +227,8 @@ type Encryption struct {
 	DEK    yaml.Node `yaml:"dek"`
 	// Format is the record format kseal writes.
 	Format Format `yaml:"format"`
+	// KeyTopic is decoded by internal/detkey (detkey.Config).
+	KeyTopic yaml.Node `yaml:"keyTopic"`
 }
 
 // Format is `encryption.format`: which record format kseal writes. Every

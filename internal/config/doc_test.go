@@ -12,6 +12,7 @@ import (
 
 	"github.com/kseal/kseal/internal/app"
 	"github.com/kseal/kseal/internal/config"
+	"github.com/kseal/kseal/internal/detkey"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/policy"
 )
@@ -20,8 +21,9 @@ import (
 // to decode, and the struct each is decoded into. The provider sections
 // (kms.config) come from the KMS registry.
 var nodeSections = map[string]any{
-	"virtualClusters[].encryption.policy": policy.Config{},
-	"virtualClusters[].encryption.dek":    app.DEKConfig{},
+	"virtualClusters[].encryption.policy":   policy.Config{},
+	"virtualClusters[].encryption.dek":      app.DEKConfig{},
+	"virtualClusters[].encryption.keyTopic": detkey.Config{},
 }
 
 const kmsConfigPath = "virtualClusters[].encryption.kms.config"

@@ -19,6 +19,7 @@ import (
 	"github.com/kseal/kseal/internal/audit"
 	"github.com/kseal/kseal/internal/codec"
 	"github.com/kseal/kseal/internal/dek"
+	"github.com/kseal/kseal/internal/detkey"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/policy"
 	"github.com/kseal/kseal/internal/proxy"
@@ -655,9 +656,14 @@ func (f *Filter) detKeyForRead(ctx context.Context, x *proxy.Exchange, aadTopic 
 		return fail(errUnknownDetKey, "unknown_key_id", err)
 	case errors.Is(err, kms.ErrKeyNotFound), errors.Is(err, kms.ErrKeyUnusable):
 		return fail(errKEKMissing, "kek_missing", err)
+	case errors.Is(err, detkey.ErrTooManyKeys):
+		return fail(errDetKeyLimit, "det_key_limit", err)
+	case dek.Retriable(err):
+		// Key topic unreachable, KMS down: consumers retry.
+		return fail(errFetchKMS, "det_key", err)
 	}
-	// Key topic unreachable, KMS down: consumers retry.
-	return fail(errFetchKMS, "det_key", err)
+	// The KMS refused the key record's EDEK: as for an envelope's.
+	return fail(errTampered, "tampered", err)
 }
 
 // describeKEK names the KEK an EDEK belongs to, for log lines.

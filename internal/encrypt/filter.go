@@ -13,7 +13,6 @@ package encrypt
 import (
 	"context"
 	"crypto/cipher"
-	"errors"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kseal/kseal/internal/audit"
+	"github.com/kseal/kseal/internal/detkey"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/policy"
 	"github.com/kseal/kseal/internal/proxy"
@@ -57,8 +57,25 @@ type DetKeys interface {
 }
 
 // ErrUnknownDetKey: a record's sealed key names a deterministic key the key
-// topic does not hold (after reading it again).
-var ErrUnknownDetKey = errors.New("no deterministic key with this id in the key topic")
+// topic does not hold (after reading it again), or one of another topic.
+var ErrUnknownDetKey = detkey.ErrUnknownKey
+
+// StoreKeys is the DetKeys of a detkey.Store, reaching the key topic over
+// kseal's own upstream connection of the exchange's virtual cluster.
+type StoreKeys struct{ Store *detkey.Store }
+
+// KeyTopic is the store's topic, for Options.KeyTopic.
+func (s StoreKeys) KeyTopic() string { return s.Store.Topic() }
+
+// ForWrite implements DetKeys.
+func (s StoreKeys) ForWrite(ctx context.Context, x *proxy.Exchange, topic string, kek kms.KEKRef) (*recordcrypt.DetKey, error) {
+	return s.Store.ForWrite(ctx, x.Upstream(), topic, kek)
+}
+
+// ForRead implements DetKeys.
+func (s StoreKeys) ForRead(ctx context.Context, x *proxy.Exchange, topic string, id [8]byte) (*recordcrypt.DetKey, error) {
+	return s.Store.ForRead(ctx, x.Upstream(), topic, id)
+}
 
 // Error codes the filter answers with (docs/format.md, "Errors").
 var (
@@ -107,6 +124,14 @@ var (
 	// deterministic key the key topic does not hold (tampered key id, or
 	// the key topic lost it).
 	errUnknownDetKey = kerr.CorruptMessage
+	// errKeyTopic: a client's Produce to kseal's key topic (a record
+	// there could take the place of a deterministic key: first writer
+	// wins).
+	errKeyTopic = kerr.TopicAuthorizationFailed
+	// errDetKeyLimit: the key topic holds more keys than
+	// encryption.keyTopic.maxKeys lets kseal read (produce and fetch). Not
+	// retriable: the limit must be raised.
+	errDetKeyLimit = kerr.PolicyViolation
 )
 
 // Options configure a Filter.
@@ -136,6 +161,9 @@ type Options struct {
 	// producing to a rule that encrypts keys is refused (retriable), and
 	// sealed keys cannot be opened.
 	DetKeys DetKeys
+	// KeyTopic is the deterministic-key store's topic: clients may not
+	// produce to it through kseal ("": no such topic).
+	KeyTopic string
 }
 
 // Filter is the encryption filter; one per virtual cluster.

@@ -3,11 +3,13 @@ package encrypt
 import (
 	"bytes"
 	"context"
+	"crypto/cipher"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -53,6 +55,16 @@ func newFuzzFilter(f *testing.F) (*Filter, *Budget) {
 	return flt, budget
 }
 
+// newFuzzFilterV2 is newFuzzFilter writing format v2: "enc-*" encrypts
+// value, key and every header (v2Rules), with a fake deterministic-key store.
+func newFuzzFilterV2(f *testing.F, budget *Budget) *Filter {
+	return newV2Filter(f, nil, func(o *Options) {
+		o.MaxDecompressed = fuzzMaxDecompressed
+		o.MaxProduceRewriteBytes = fuzzRequestBudget
+		o.Budget = budget
+	})
+}
+
 // requestFrame prefixes body with a request header for key and version.
 func requestFrame(key, version int16, body []byte) ([]byte, int) {
 	b := binary.BigEndian.AppendUint16(nil, uint16(key))
@@ -81,26 +93,34 @@ func responseFrame(key, version int16, body []byte) ([]byte, int) {
 // bounded buffers.
 func FuzzProduceFilter(f *testing.F) {
 	flt, budget := newFuzzFilter(f)
+	flt2 := newFuzzFilterV2(f, budget)
 	for _, seed := range produceSeeds(f, flt) {
+		f.Add(seed.body, seed.version)
+	}
+	for _, seed := range produceSeedsV2() {
 		f.Add(seed.body, seed.version)
 	}
 	var s proxy.Standalone
 	s.Topics = fuzzTopicIDs
 	f.Fuzz(func(t *testing.T, body []byte, v uint8) {
 		version := int16(v) % (codec.ProduceMaxVersion + 1)
-		req, hlen := requestFrame(int16(kmsg.Produce), version, body)
-		x := s.Exchange(int16(kmsg.Produce), version, req, hlen, nil, 0)
-		err := flt.OnRequest(context.Background(), x)
-		if n := budget.InUse(); n != 0 {
-			t.Fatalf("%d bytes of the process budget still reserved", n)
+		// Every input goes through a filter writing format v1 and one
+		// writing v2 (keys and headers too).
+		for _, flt := range []*Filter{flt, flt2} {
+			req, hlen := requestFrame(int16(kmsg.Produce), version, body)
+			x := s.Exchange(int16(kmsg.Produce), version, req, hlen, nil, 0)
+			err := flt.OnRequest(context.Background(), x)
+			if n := budget.InUse(); n != 0 {
+				t.Fatalf("%d bytes of the process budget still reserved", n)
+			}
+			if st := flt.produceState(x); cap(st.out) > maxKeptOut {
+				t.Fatalf("connection keeps a %d-byte rewrite buffer", cap(st.out))
+			}
+			if err == nil && !x.Local {
+				checkSealedRaw(t, flt, x.Request[x.HeaderLen:], version)
+			}
+			s.Done(x)
 		}
-		if st := flt.produceState(x); cap(st.out) > maxKeptOut {
-			t.Fatalf("connection keeps a %d-byte rewrite buffer", cap(st.out))
-		}
-		if err == nil && !x.Local {
-			checkSealedRaw(t, flt, x.Request[x.HeaderLen:], version)
-		}
-		s.Done(x)
 	})
 }
 
@@ -139,7 +159,11 @@ func checkSealedRaw(t *testing.T, flt *Filter, body []byte, version int16) {
 					t.Fatalf("%s: control batch forwarded", name)
 				}
 				for p.Next() {
-					checkSealedRecord(t, cur, name, p.Record())
+					if cur.policy.WriteVersion() == policy.WriteV2 {
+						checkSealedRecordV2(t, flt, cur, name, p.Record())
+					} else {
+						checkSealedRecord(t, cur, name, p.Record())
+					}
 				}
 				if p.Err() != nil {
 					t.Fatalf("%s: %v", name, p.Err())
@@ -178,14 +202,75 @@ func checkSealedRecord(t *testing.T, cur *state, topic string, r *records.Record
 	}
 }
 
+// checkSealedRecordV2: a record forwarded by a v2 writer either has
+// nothing the rule encrypts in clear and no marker, or a v2 marker and opens
+// with the DEK and the deterministic key.
+func checkSealedRecordV2(t *testing.T, flt *Filter, cur *state, topic string, r *records.Record) {
+	sel := cur.policy.Select(topic)
+	rec, version, err := recordcrypt.ParseRecord(r)
+	if err != nil {
+		t.Fatalf("%s: forwarded record does not parse: %v", topic, err)
+	}
+	if version == 0 {
+		if sel.Parts&policy.PartValue != 0 && r.Value != nil || sel.Parts&policy.PartKey != 0 && r.Key != nil {
+			t.Fatalf("%s: value or key forwarded in clear", topic)
+		}
+		for _, h := range r.Headers {
+			if sel.EncryptHeader(h.Key) {
+				t.Fatalf("%s: header %q forwarded in clear", topic, h.Key)
+			}
+		}
+		return
+	}
+	if version != recordcrypt.Version2 {
+		t.Fatalf("%s: a v2 writer forwarded a version %d record", topic, version)
+	}
+	var aead cipher.AEAD
+	if rec.HasEnvelope() {
+		if aead, err = cur.keys.Decryptor(context.Background(), rec.Env.EDEK); err != nil {
+			t.Fatalf("%s: %v", topic, err)
+		}
+	}
+	var dk *recordcrypt.DetKey
+	if rec.Parts&recordcrypt.PartKey != 0 {
+		if dk, err = flt.opts.DetKeys.ForRead(context.Background(), nil, topic, rec.KeyID); err != nil {
+			t.Fatalf("%s: %v", topic, err)
+		}
+	}
+	rr := *r
+	rr.Headers = slices.Clone(r.Headers)
+	var o recordcrypt.Opener
+	if err := o.OpenV2(aead, dk, cur.policy.AADTopic(topic), rec, &rr); err != nil {
+		t.Fatalf("%s: forwarded record does not open: %v", topic, err)
+	}
+}
+
+// produceSeedsV2 are keyed records with headers for the v2 writer.
+func produceSeedsV2() []produceSeed {
+	recs := v2Records()
+	return []produceSeed{
+		{"v2_keys_headers", produceBody([]producePart{{"enc-a", 0, recordBatch(recs, records.CodecNone)}, {"enc-b", 1, recordBatch(recs, records.CodecSnappy)}}), produceVersion},
+	}
+}
+
 // FuzzFetchFilter sends arbitrary Fetch and ShareFetch response bodies
 // through Filter.OnResponse. Invariants: nothing panics; a response the
 // filter returns parses; no partition of a topic the policy does not pass
 // through is delivered holding a record with a marker (ciphertext handed
 // over as a value).
 func FuzzFetchFilter(f *testing.F) {
-	flt, _ := newFuzzFilter(f)
+	flt, budget := newFuzzFilter(f)
+	// The v2 writer shares the v1 one's KMS and DEKs: each reads what
+	// either wrote.
+	flt2 := newV2Filter(f, nil, func(o *Options) {
+		o.MaxDecompressed = fuzzMaxDecompressed
+		o.Budget = budget
+		o.Keys = flt.state.Load().keys
+	})
 	for _, seed := range fetchSeeds(f, flt) {
+		f.Add(seed.body, seed.version, seed.share)
+	}
+	for _, seed := range fetchSeedsV2(f, flt2) {
 		f.Add(seed.body, seed.version, seed.share)
 	}
 	var s proxy.Standalone
@@ -195,15 +280,36 @@ func FuzzFetchFilter(f *testing.F) {
 		if share {
 			key, version = int16(kmsg.ShareFetch), int16(v)%codec.ShareFetchMaxVersion+1
 		}
-		resp, hlen := responseFrame(key, version, body)
-		x := s.Exchange(key, version, nil, 0, resp, hlen)
-		if err := flt.OnResponse(context.Background(), x); err != nil {
+		for _, flt := range []*Filter{flt, flt2} {
+			resp, hlen := responseFrame(key, version, body)
+			x := s.Exchange(key, version, nil, 0, resp, hlen)
+			if err := flt.OnResponse(context.Background(), x); err != nil {
+				s.Done(x)
+				continue
+			}
+			checkDelivered(t, flt, key, version, x.Response[x.RespHeaderLen:])
 			s.Done(x)
-			return
 		}
-		checkDelivered(t, flt, key, version, x.Response[x.RespHeaderLen:])
-		s.Done(x)
 	})
+}
+
+// fetchSeedsV2 are v2 record sets: good, with swapped sealed keys, and
+// with a bit flipped in a sealed key.
+func fetchSeedsV2(t testing.TB, flt *Filter) []fetchSeed {
+	recs := []testRecord{{key: []byte("customer-1"), value: []byte("a"), headers: []kmsg.Header{{Key: "h", Value: []byte("1")}}},
+		{key: []byte("customer-2"), value: nil, headers: []kmsg.Header{{Key: "h", Value: []byte("2")}}}}
+	enc := encryptV2(t, flt, "enc-a", recs, records.CodecNone, 0)
+	swapped := bytes.Clone(enc)
+	swapKeys(t, swapped)
+	flipped := bytes.Clone(enc)
+	flipped[bytes.Index(flipped, readRecords(t, enc)[0].Key)+12] ^= 1
+	setCRC(flipped)
+	lz := encryptV2(t, flt, "enc-b", recs, records.CodecLz4, 0)
+	return []fetchSeed{
+		{"v2_ok", fetchBody([]fetchPart{{topic: "enc-a", set: enc}, {topic: "enc-b", partition: 1, set: lz}}), fetchVersion, false},
+		{"v2_swapped_keys", fetchBody([]fetchPart{{topic: "enc-a", set: cat(enc, swapped)}}), fetchVersion, false},
+		{"v2_flipped_key", fetchBody([]fetchPart{{topic: "enc-a", set: flipped}}), fetchVersion, false},
+	}
 }
 
 func checkDelivered(t *testing.T, flt *Filter, key, version int16, body []byte) {
@@ -373,6 +479,12 @@ func TestWriteFuzzSeeds(t *testing.T) {
 		write("FuzzProduceFilter", s.name, goBytes(s.body), goByte(s.version))
 	}
 	for _, s := range fetchSeeds(t, flt) {
+		write("FuzzFetchFilter", s.name, goBytes(s.body), goByte(s.version), goBool(s.share))
+	}
+	for _, s := range produceSeedsV2() {
+		write("FuzzProduceFilter", s.name, goBytes(s.body), goByte(s.version))
+	}
+	for _, s := range fetchSeedsV2(t, newV2Filter(t, nil, nil)) {
 		write("FuzzFetchFilter", s.name, goBytes(s.body), goByte(s.version), goBool(s.share))
 	}
 }

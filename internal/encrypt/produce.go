@@ -15,6 +15,7 @@ import (
 	"github.com/kseal/kseal/internal/audit"
 	"github.com/kseal/kseal/internal/codec"
 	"github.com/kseal/kseal/internal/dek"
+	"github.com/kseal/kseal/internal/detkey"
 	"github.com/kseal/kseal/internal/frame"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/policy"
@@ -307,6 +308,9 @@ func (f *Filter) producePartition(ctx context.Context, cur *state, st *produceSt
 	if p.Records == nil {
 		return nil
 	}
+	if topic == f.opts.KeyTopic && topic != "" {
+		return &partitionError{code: errKeyTopic, reason: "key_topic", err: fmt.Errorf("%s is kseal's key topic: only kseal writes it", topic)}
+	}
 	sel := cur.policy.Select(topic)
 	switch sel.Action {
 	case policy.Passthrough:
@@ -469,8 +473,11 @@ func (f *Filter) detKeyForWrite(ctx context.Context, st *produceState, aadTopic 
 		st.dkTopic, st.dkKEK, st.dk = aadTopic, kek.Name, dk
 		return dk, nil
 	}
-	if errors.Is(err, kms.ErrKeyUnusable) || errors.Is(err, kms.ErrKeyNotFound) {
+	switch {
+	case errors.Is(err, kms.ErrKeyUnusable) || errors.Is(err, kms.ErrKeyNotFound):
 		return nil, &partitionError{code: errKEKGone, reason: "kek_unusable", err: fmt.Errorf("deterministic key for KEK %q: %w", kek.Name, err)}
+	case errors.Is(err, detkey.ErrTooManyKeys):
+		return nil, &partitionError{code: errDetKeyLimit, reason: "det_key_limit", err: fmt.Errorf("deterministic key for KEK %q: %w", kek.Name, err)}
 	}
 	// Key topic unreachable, KMS down or slow: the producer retries.
 	return nil, &partitionError{code: errNoDetKey, reason: "det_key", err: fmt.Errorf("deterministic key for KEK %q: %w", kek.Name, err)}
@@ -506,20 +513,19 @@ func (f *Filter) loadBatch(st *produceState, b *records.Batch) *partitionError {
 // the marker header (with length prefixes that may grow), and for a
 // compressed batch the compressor's worst case on top.
 //
-// Format v2 adds per record the marker's version and parts bytes, a value
-// length, and a sealed key's 25 bytes; moving headers into the envelope adds
-// at most 5 bytes (their index) to each, and a header takes at least 2
-// bytes, so at most 2.5 times the records' bytes.
+// Format v2 adds per record at most recordcrypt.MaxGrowthV2, with 3 bytes
+// (an index) per header sealed; a header takes at least 2 bytes of the
+// records, so there are at most n/2 of them.
 func rewriteBound(proc *records.Processor, key recordcrypt.Key, v2 bool, parts policy.Parts) (rebuild, out int) {
 	n := len(proc.Records())
 	recs := int(proc.Batch().NumRecords)
 	perRecord := recordcrypt.Overhead(len(key.EDEK()), recordcrypt.MaxCounter) + len(recordcrypt.HeaderKey) + 16
-	recsOut := n + recs*perRecord
 	if v2 {
-		recsOut += recs * (2 + 10 + 25 + 5)
-		if parts&policy.PartHeaders != 0 {
-			recsOut += n/2*5 + 5
-		}
+		perRecord = recordcrypt.MaxGrowthV2(len(key.EDEK()), 0)
+	}
+	recsOut := n + recs*perRecord
+	if v2 && parts&policy.PartHeaders != 0 {
+		recsOut += n / 2 * (recordcrypt.MaxGrowthV2(0, 1) - recordcrypt.MaxGrowthV2(0, 0))
 	}
 	if proc.Batch().Codec() == records.CodecNone {
 		return 0, records.HeaderSize + recsOut

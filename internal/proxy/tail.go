@@ -160,11 +160,30 @@ func tailString(r *kbin.Reader) string {
 
 // parseTailMetadata reads a Metadata v8 response.
 func parseTailMetadata(body []byte, topic string) ([]tailPartition, map[int32]string, error) {
+	md, err := parseOwnMetadata(body, topic)
+	return md.parts, md.brokers, err
+}
+
+// ownMetadata is what a Metadata v8 response says about one topic and the
+// cluster.
+type ownMetadata struct {
+	parts      []tailPartition // none: the cluster has no such topic
+	brokers    map[int32]string
+	controller int32
+}
+
+// parseOwnMetadata reads a Metadata v8 response for topic.
+func parseOwnMetadata(body []byte, topic string) (ownMetadata, error) {
+	parts, brokers, controller, err := parseMetadataV8(body, topic)
+	return ownMetadata{parts: parts, brokers: brokers, controller: controller}, err
+}
+
+func parseMetadataV8(body []byte, topic string) ([]tailPartition, map[int32]string, int32, error) {
 	r := kbin.Reader{Src: body}
 	r.Int32() // throttle
 	nb, err := tailArrayLen(&r)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	brokers := make(map[int32]string, nb)
 	for range nb {
@@ -175,10 +194,10 @@ func parseTailMetadata(body []byte, topic string) ([]tailPartition, map[int32]st
 		brokers[id] = net.JoinHostPort(host, strconv.Itoa(int(port)))
 	}
 	r.NullableString() // cluster id
-	r.Int32()          // controller
+	controller := r.Int32()
 	nt, err := tailArrayLen(&r)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	var parts []tailPartition
 	found := false
@@ -188,7 +207,7 @@ func parseTailMetadata(body []byte, topic string) ([]tailPartition, map[int32]st
 		r.Bool() // internal
 		np, err := tailArrayLen(&r)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, 0, err
 		}
 		mine := name == topic
 		if mine {
@@ -197,7 +216,7 @@ func parseTailMetadata(body []byte, topic string) ([]tailPartition, map[int32]st
 			case code == kerr.UnknownTopicOrPartition.Code:
 				// No such topic: nothing was ever written to it.
 			case code != 0:
-				return nil, nil, fmt.Errorf("topic %q: %s", topic, errorName(code))
+				return nil, nil, 0, fmt.Errorf("topic %q: %s", topic, errorName(code))
 			}
 		}
 		for range np {
@@ -208,13 +227,13 @@ func parseTailMetadata(body []byte, topic string) ([]tailPartition, map[int32]st
 			for range 3 { // replicas, isr, offline replicas
 				n, err := tailArrayLen(&r)
 				if err != nil {
-					return nil, nil, err
+					return nil, nil, 0, err
 				}
 				r.Span(4 * n)
 			}
 			if mine && code == 0 {
 				if pcode != 0 && pcode != kerr.ReplicaNotAvailable.Code {
-					return nil, nil, fmt.Errorf("topic %q partition %d: %s", topic, id, errorName(pcode))
+					return nil, nil, 0, fmt.Errorf("topic %q partition %d: %s", topic, id, errorName(pcode))
 				}
 				parts = append(parts, tailPartition{id: id, leader: leader})
 			}
@@ -222,12 +241,12 @@ func parseTailMetadata(body []byte, topic string) ([]tailPartition, map[int32]st
 		r.Int32() // topic authorized operations
 	}
 	if !r.Ok() {
-		return nil, nil, errors.New("malformed metadata response")
+		return nil, nil, 0, errors.New("malformed metadata response")
 	}
 	if !found {
-		return nil, nil, fmt.Errorf("topic %q missing from the metadata response", topic)
+		return nil, nil, 0, fmt.Errorf("topic %q missing from the metadata response", topic)
 	}
-	return parts, brokers, nil
+	return parts, brokers, controller, nil
 }
 
 // tailLeader reads the newest batches of partitions led by the broker at addr.
@@ -356,50 +375,9 @@ func (vc *virtualCluster) tailFetch(c net.Conn, corr int32, topic string, p int3
 	return parseTailFetch(body, topic, p)
 }
 
-// parseTailFetch reads a Fetch v11 response for one partition.
+// parseTailFetch reads a Fetch v11 response for one partition: its records
+// and log start offset.
 func parseTailFetch(body []byte, topic string, p int32) ([]byte, int64, error) {
-	r := kbin.Reader{Src: body}
-	r.Int32() // throttle
-	if code := r.Int16(); code != 0 {
-		return nil, 0, errors.New(errorName(code))
-	}
-	r.Int32() // session
-	nt, err := tailArrayLen(&r)
-	if err != nil {
-		return nil, 0, err
-	}
-	for range nt {
-		name := tailString(&r)
-		np, err := tailArrayLen(&r)
-		if err != nil {
-			return nil, 0, err
-		}
-		for range np {
-			id := r.Int32()
-			code := r.Int16()
-			r.Int64() // high watermark
-			r.Int64() // last stable offset
-			logStart := r.Int64()
-			na, err := tailArrayLen(&r)
-			if err != nil {
-				return nil, 0, err
-			}
-			r.Span(16 * na) // aborted transactions
-			r.Int32()       // preferred read replica
-			recs := r.NullableBytes()
-			if !r.Ok() {
-				return nil, 0, errors.New("malformed fetch response")
-			}
-			if name == topic && id == p {
-				if code != 0 {
-					return nil, 0, errors.New(errorName(code))
-				}
-				return recs, logStart, nil
-			}
-		}
-	}
-	if !r.Ok() {
-		return nil, 0, errors.New("malformed fetch response")
-	}
-	return nil, 0, fmt.Errorf("partition %d missing from the fetch response", p)
+	f, err := parseOwnFetch(body, topic, p)
+	return f.records, f.logStart, err
 }

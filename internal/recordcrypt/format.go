@@ -9,7 +9,8 @@ import (
 )
 
 // HeaderKey is the record header that marks an encrypted record. Its value
-// is exactly one byte, the format version of the record's value.
+// starts with the format version: exactly one byte in version 1; in version
+// 2 the parts byte follows, and maybe an envelope (docs/format.md).
 const HeaderKey = "kseal"
 
 // Version1 is the first format version: the value alone is encrypted. This
@@ -17,7 +18,7 @@ const HeaderKey = "kseal"
 // is 1 (Seal).
 const Version1 byte = 1
 
-// Flags is the second byte of a version 1 envelope.
+// Flags is the second byte of an envelope. Version 2 defines no flag.
 type Flags byte
 
 // FlagKeyBound means the record key is part of the associated data, so the
@@ -46,7 +47,8 @@ const (
 // Errors returned by Parse, Seal and Open. Callers map them to Kafka error
 // codes (docs/format.md, "Errors").
 var (
-	// ErrMalformed means the bytes are not a valid envelope or marker.
+	// ErrMalformed means the bytes are not a valid envelope, marker, sealed
+	// key or (version 2) envelope plaintext.
 	ErrMalformed = errors.New("recordcrypt: malformed envelope")
 	// ErrUnsupportedVersion means the envelope or marker names a format
 	// version this build does not know.
@@ -56,7 +58,8 @@ var (
 	ErrAuth = errors.New("recordcrypt: authentication failed (tampered, moved, or wrong key)")
 )
 
-// Envelope is a parsed version 1 value. Its slices alias the parsed value.
+// Envelope is a parsed envelope (version 1 or 2). Its slices alias the
+// parsed bytes.
 type Envelope struct {
 	Version byte
 	Flags   Flags
@@ -71,8 +74,9 @@ type Envelope struct {
 	prefix []byte
 }
 
-// KeyBound reports whether the record key is part of the associated data.
-func (e Envelope) KeyBound() bool { return e.Flags&FlagKeyBound != 0 }
+// KeyBound reports whether the record key is part of the associated data:
+// by the flag in version 1, always in version 2.
+func (e Envelope) KeyBound() bool { return e.Version == Version2 || e.Flags&FlagKeyBound != 0 }
 
 // PlaintextLen is the length of the value Open returns.
 func (e Envelope) PlaintextLen() int { return len(e.Ciphertext) - TagSize }
@@ -161,8 +165,9 @@ func uvarintLen(v uint64) int {
 	return n
 }
 
-// ParseMarker checks the value of a HeaderKey header and returns the format
-// version it names.
+// ParseMarker checks the value of a version 1 HeaderKey header and returns
+// the format version it names; any other version is ErrUnsupportedVersion.
+// ParseRecord reads markers of every version.
 func ParseMarker(headerValue []byte) (byte, error) {
 	if len(headerValue) != 1 {
 		return 0, fmt.Errorf("%w: %s header of %d bytes, want 1", ErrMalformed, HeaderKey, len(headerValue))

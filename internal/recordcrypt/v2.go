@@ -72,6 +72,21 @@ const SealedKeyOverhead = 1 + 8 + siv.Size
 // the headers an opened record has): the Processor refuses records with more.
 const MaxSealedHeaders = records.MaxRecordHeaders
 
+// MaxGrowthV2 bounds how many bytes SealV2 adds to one encoded record that
+// has nHeaders headers, under a DEK whose EDEK has edekLen bytes, whatever
+// the parts: the marker header, the envelope (prefix and tag), the length
+// and index varints of the plaintext, the sealed key, and every length varint
+// of the record that may grow, the record's own length included. Callers
+// size output buffers with it, as with Overhead for version 1.
+func MaxGrowthV2(edekLen, nHeaders int) int {
+	const (
+		marker  = 1 + len(HeaderKey) + 5 + 2 // name and value length varints, version and parts
+		varints = 5 + 5 + 5 + 5 + 5 + 5      // plaintext value length and header count; record key, value, header count and length varints
+		index   = 3                          // a header index below MaxSealedHeaders
+	)
+	return Overhead(edekLen, MaxCounter) + SealedKeyOverhead + marker + varints + index*nHeaders
+}
+
 var (
 	// ErrMarkerPresent means a record handed to SealV2 already has a kseal
 	// header: a client forging (or replaying) one. It is never sealed.

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"slices"
 	"testing"
 
@@ -774,5 +775,59 @@ func BenchmarkV2(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func TestV2EnvelopeIsKeyBound(t *testing.T) {
+	a, _ := sealPair(t, randomKey(t, 70), testDetKey(t, 1), PartValue)
+	rec, _, err := ParseRecord(a)
+	if err != nil || !rec.Env.KeyBound() || rec.Env.Flags != 0 {
+		t.Fatalf("v2 envelope: flags %#x, KeyBound %v, %v", rec.Env.Flags, rec.Env.KeyBound(), err)
+	}
+}
+
+func TestMaxGrowthV2(t *testing.T) {
+	rng := mrand.New(mrand.NewPCG(1, 2))
+	bytesOf := func(n int) []byte {
+		if n < 0 {
+			return nil
+		}
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		return b
+	}
+	sizes := []int{-1, 0, 1, 60, 127, 128, 300, 16383, 16384, 70000}
+	var s Sealer
+	for _, edekLen := range []int{1, 70, 201, MaxEDEKLen} {
+		k := randomKey(t, edekLen)
+		k.next.Store(MaxCounter - 1000)
+		dk := testDetKey(t, 1)
+		for range 300 {
+			r := &records.Record{Key: bytesOf(sizes[rng.IntN(len(sizes))]), Value: bytesOf(sizes[rng.IntN(len(sizes))])}
+			n := rng.IntN(200)
+			if rng.IntN(4) == 0 {
+				n = 0
+			}
+			var hs [][2][]byte
+			for range n {
+				h := records.RecordHeader{Key: bytesOf(rng.IntN(200)), Value: bytesOf(sizes[rng.IntN(len(sizes)-2)])}
+				r.Headers = append(r.Headers, h)
+				hs = append(hs, [2][]byte{h.Key, h.Value})
+			}
+			before := len(encodeRecord(r.Key, r.Value, hs))
+			parts := Parts(1 + rng.IntN(7))
+			if _, err := s.SealV2(k, dk, "orders", parts, nil, r); err != nil {
+				t.Fatal(err)
+			}
+			hs = hs[:0]
+			for _, h := range r.Headers {
+				hs = append(hs, [2][]byte{h.Key, h.Value})
+			}
+			if grew, bound := len(encodeRecord(r.Key, r.Value, hs))-before, MaxGrowthV2(edekLen, n); grew > bound {
+				t.Fatalf("EDEK %d B, %v, %d headers: record grew by %d, bound %d", edekLen, parts, n, grew, bound)
+			}
+		}
 	}
 }
