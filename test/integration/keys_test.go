@@ -52,6 +52,8 @@ func TestKeyEncryptionCompaction(t *testing.T) {
 		"min.compaction.lag.ms":     "0",
 	})
 	keyCanary, valCanary, hdrCanary := uniq("keycanary"), uniq("valcanary"), uniq("hdrcanary")
+	// Header names are encrypted too: one carries a canary.
+	nameCanary := uniq("namecanary")
 	const nKeys, rounds = 5, 4
 	key := func(i int) []byte { return []byte(fmt.Sprintf("customer-%d-%s", i, keyCanary)) }
 	val := func(round, i int) []byte { return []byte(fmt.Sprintf("v%d of customer %d %s", round, i, valCanary)) }
@@ -60,6 +62,7 @@ func TestKeyEncryptionCompaction(t *testing.T) {
 			{Key: "pii", Value: []byte(fmt.Sprintf("email-%d-%d-%s", round, i, hdrCanary))},
 			{Key: "trace", Value: []byte(fmt.Sprintf("t%d.%d", round, i))},
 			{Key: "pii", Value: nil},
+			{Key: "x-" + nameCanary, Value: []byte{}},
 		}
 	}
 	clients := map[string]*kgo.Client{"a": testenv.Kgo(t, []string{pa.Bootstrap}), "b": testenv.Kgo(t, []string{pb.Bootstrap})}
@@ -258,6 +261,7 @@ func TestKeyEncryptionCompaction(t *testing.T) {
 	e2eAssertNotOnDisk(t, keyCanary)
 	e2eAssertNotOnDisk(t, valCanary)
 	e2eAssertNotOnDisk(t, hdrCanary)
+	e2eAssertNotOnDisk(t, nameCanary)
 
 	// Through the other kseal: the newest value of each surviving key,
 	// with its plaintext key and headers, in the producer's order.
@@ -350,6 +354,7 @@ func TestKeyHeaderRoundTripClients(t *testing.T) {
 	for _, r := range v2Raw(t, len(want), topic) {
 		stored[fmt.Sprintf("%d@%d", r.Partition, r.Offset)] = r
 	}
+	sealedOf := map[string]string{}
 	for _, w := range want {
 		r, ok := stored[fmt.Sprintf("%d@%d", w.Partition, w.Offset)]
 		if !ok {
@@ -387,6 +392,14 @@ func TestKeyHeaderRoundTripClients(t *testing.T) {
 		}
 		if w.Value == nil && r.Value != nil {
 			t.Errorf("stored %s: null value stored as %x", v2Pos(r), r.Value)
+		}
+		// The empty key and the key 0x00 come from every client: the
+		// same plaintext key is the same stored key, whichever client.
+		if w.Key != nil {
+			if prev, ok := sealedOf[string(w.Key)]; ok && prev != string(r.Key) {
+				t.Errorf("stored %s: key %x sealed as %x, elsewhere as %x", v2Pos(r), w.Key, r.Key, prev)
+			}
+			sealedOf[string(w.Key)] = string(r.Key)
 		}
 	}
 
