@@ -24,17 +24,19 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kseal/kseal/internal/kms/local"
 	"github.com/kseal/kseal/internal/testenv"
 )
 
 // TestKeyEncryptionCompaction: a compacted topic with keys, values and
 // headers encrypted, written by two kseal processes through several DEK
-// rotations. Equal plaintext keys are stored as equal bytes (one
-// deterministic key for the topic, whatever the DEK and the process), so
-// the log cleaner keeps exactly the newest record of each key and removes
-// the tombstoned keys, on every replica; no plaintext key, value or header
-// value is on disk; through kseal the consumer gets the newest value of
-// each key with its plaintext key and headers.
+// rotations and a KEK rotation. Equal plaintext keys are stored as equal
+// bytes (one deterministic key for the topic, whatever the DEK, the KEK
+// version and the process), so the log cleaner keeps exactly the newest
+// record of each key and removes the tombstoned keys, on every replica; no
+// plaintext key, value, header name or header value is on disk; through
+// kseal the consumer gets the newest value of each key with its plaintext
+// key and headers.
 func TestKeyEncryptionCompaction(t *testing.T) {
 	e2eSkipDirect(t)
 	t.Parallel()
@@ -86,6 +88,14 @@ func TestKeyEncryptionCompaction(t *testing.T) {
 		}
 	}
 	for round := range rounds {
+		if round == rounds/2 {
+			// Rotate the KEK halfway: new DEKs are wrapped under its
+			// version 2 (the key store reloads within 200ms, and a DEK
+			// seals at most 3 records), but the deterministic key, whose
+			// EDEK stays under version 1, must not change.
+			e.k.rotate(t, "KEK-"+topic)
+			time.Sleep(time.Second)
+		}
 		proc := "a"
 		if round%2 == 1 {
 			proc = "b"
@@ -118,6 +128,7 @@ func TestKeyEncryptionCompaction(t *testing.T) {
 	sealed := map[int]string{}
 	keyIDs := map[string]bool{}
 	edeks := map[string]map[string]bool{"a": {}, "b": {}}
+	kekVersions := map[int]map[string]bool{} // round -> KEK versions of its DEKs
 	for _, s := range all {
 		r, ok := byOffset[s.rec.Offset]
 		if !ok {
@@ -155,6 +166,14 @@ func TestKeyEncryptionCompaction(t *testing.T) {
 		keyIDs[string(st.KeyID)] = true
 		if st.EDEK != nil {
 			edeks[s.proc][string(st.EDEK)] = true
+			info, err := local.DescribeEDEK(st.EDEK)
+			if err != nil {
+				t.Errorf("stored record @%d: EDEK: %v", r.Offset, err)
+			}
+			if kekVersions[s.round] == nil {
+				kekVersions[s.round] = map[string]bool{}
+			}
+			kekVersions[s.round][info.Version] = true
 		}
 	}
 	if t.Failed() {
@@ -174,6 +193,16 @@ func TestKeyEncryptionCompaction(t *testing.T) {
 		if len(m) < 2 {
 			t.Errorf("kseal %s sealed its records under %d DEK(s): the test wants rotations (maxEncryptionsPerDek 3)", proc, len(m))
 		}
+	}
+	// Equal sealed keys (checked above) on both sides of the KEK rotation.
+	if v := kekVersions[0]; len(v) != 1 || !v["1"] {
+		t.Errorf("round 0 under KEK versions %v, want 1 only", v)
+	}
+	// A DEK made before the rotation may still seal a record or two of
+	// the last round (each process keeps its current DEK until it is used
+	// up); the rest are under the new version.
+	if v := kekVersions[rounds-1]; !v["2"] {
+		t.Errorf("round %d under KEK versions %v, want 2 among them (the rotation did not take)", rounds-1, v)
 	}
 
 	// Compact: every append after 100ms starts a new segment, the cleaner
