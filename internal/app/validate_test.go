@@ -267,6 +267,7 @@ func FuzzValidate(f *testing.F) {
 	f.Add([]byte(vcHead + "      kms: {type: aws, config: {credentials: {source: static, accessKeyId: [a]}}}\n      dek: {kmsTimeout: x, <<: {notFoundTtl: 1s}}\n"))
 	f.Add([]byte(vcHead + "      kms: {type: azure, config: &c {vaultName: abc, auth: {method: managedIdentity}, tls: *c}}\n"))
 	f.Add([]byte(vcHead + "      kms: {type: local, config: {keyStore: /k, masterKeyEnv: M}}\n      policy: {replicas: [{topicRegex: '(.*)', originTopic: $1}], encryptedTopicCheck: {ttl: 1m}}\n"))
+	f.Add([]byte(vcHead + "      kms: {type: local, config: {keyStore: /k, masterKeyEnv: M}}\n      format: {writeVersion: 2}\n      policy: {rules: [{topics: [a], kek: K, encrypt: {value: false, key: true, headers: ['x-*', '*']}}]}\n"))
 	f.Fuzz(func(t *testing.T, doc []byte) {
 		cfg, err := config.DecodeAll(doc)
 		if err != nil {

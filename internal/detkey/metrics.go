@@ -12,6 +12,8 @@ type Metrics struct {
 	skipped    *prometheus.CounterVec
 	refusals   *prometheus.CounterVec
 	kmsCalls   prometheus.Counter
+	rechecks   prometheus.Counter
+	dropped    prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -46,9 +48,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "kseal_detkey_kms_calls_total",
 			Help: "KMS calls (GenerateDEK, DecryptDEK, retries included) made for deterministic keys.",
 		}),
+		rechecks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kseal_detkey_rechecks_total",
+			Help: "Background unwraps of deterministic keys in use older than their recheck age (Options.RecheckAfter).",
+		}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kseal_detkeys_dropped_total",
+			Help: "Deterministic keys dropped because the KMS refused to unwrap their DEK again (KEK deleted, disabled or no longer permitted).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.cached, m.reads, m.candidates, m.lostRaces, m.skipped, m.refusals, m.kmsCalls)
+		reg.MustRegister(m.cached, m.reads, m.candidates, m.lostRaces, m.skipped, m.refusals, m.kmsCalls, m.rechecks, m.dropped)
 	}
 	return m
 }

@@ -18,7 +18,8 @@
 // upstream request, and take no lock but a read lock.
 //
 // One Store serves one upstream cluster (one virtual cluster): its caches
-// are those of that cluster's key topic.
+// are those of that cluster's key topic. docs/key-topic.md is the
+// operator's view.
 package detkey
 
 import (
@@ -104,12 +105,26 @@ type Options struct {
 	RereadInterval time.Duration
 	// UpstreamTimeout bounds one pass over the key topic.
 	UpstreamTimeout time.Duration
+	// RecheckAfter, if not 0, is the age after its unwrap at which a key in
+	// use is unwrapped again in the background (one KMS call): if the KMS
+	// then refuses (the KEK was deleted or disabled, or kseal's permission
+	// withdrawn), the key is dropped and the next call fails with the
+	// KMS's answer. Give it dek's DecryptCacheMaxAge so record keys stop
+	// opening after a KEK revocation within the bound values do. A KMS
+	// that cannot be reached then does not drop the key (it is checked
+	// again after an eighth of RecheckAfter). 0: keys are kept for the life
+	// of the Store.
+	RecheckAfter time.Duration
 	// KMSTimeout, KMSAttempts, KMSBackoff and KMSBackoffMax are as in
 	// dek.Options (and take its defaults).
 	KMSTimeout    time.Duration
 	KMSAttempts   int
 	KMSBackoff    time.Duration
 	KMSBackoffMax time.Duration
+	// NotFoundTTL is how long a KMS's refusal to unwrap a key record's
+	// EDEK (other than "unavailable") is remembered, so a deleted KEK is
+	// not asked again on every request (dek.DefaultNotFoundTTL).
+	NotFoundTTL time.Duration
 	// Metrics receives the Store's metrics (nil: none).
 	Metrics *Metrics
 	// now is the clock (tests).
@@ -140,6 +155,9 @@ func (o *Options) defaults() {
 	}
 	if o.KMSBackoffMax == 0 {
 		o.KMSBackoffMax = dek.DefaultKMSBackoffMax
+	}
+	if o.NotFoundTTL == 0 {
+		o.NotFoundTTL = dek.DefaultNotFoundTTL
 	}
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(nil)
@@ -195,6 +213,18 @@ type entry struct {
 	edek       []byte
 	offset     int64
 	dk         atomic.Pointer[recordcrypt.DetKey]
+	// unwrapped is when the KMS last unwrapped (or confirmed) the DEK,
+	// in unix nanoseconds; rechecking is set while a recheck runs.
+	unwrapped  atomic.Int64
+	rechecking atomic.Bool
+	// refused is the KMS's last refusal to unwrap the DEK, if any.
+	refused atomic.Pointer[refusal]
+}
+
+// refusal is a KMS's refusal and when it came.
+type refusal struct {
+	err error
+	at  time.Time
 }
 
 // New returns a Store that unwraps keys with k.
@@ -222,7 +252,7 @@ func New(k KMS, opts Options) (*Store, error) {
 func (s *Store) Topic() string { return s.opts.Topic }
 
 // ForWrite returns the deterministic key of (topic, kek) to seal record
-// keys with, making it (one KMS GenerateDEK and one record in the key
+// keys with (topic is the binding topic, policy's AADTopic), making it (one KMS GenerateDEK and one record in the key
 // topic, whichever replica is first) if the key topic has none. Errors:
 // kms.ErrKeyUnusable (the KEK is gone or cannot make or unwrap keys; not
 // retriable), ErrTooManyKeys, or one wrapping dek.ErrUnavailable
@@ -233,6 +263,7 @@ func (s *Store) ForWrite(ctx context.Context, up Upstream, topic string, kek kms
 	s.mu.RUnlock()
 	if e != nil {
 		if dk := e.dk.Load(); dk != nil {
+			s.maybeRecheck(e)
 			return dk, nil
 		}
 	}
@@ -248,7 +279,7 @@ func (s *Store) ForWrite(ctx context.Context, up Upstream, topic string, kek kms
 }
 
 // ForRead returns the deterministic key with key id id, which a record of
-// topic was sealed under. A key id the Store has not read makes it read
+// topic (the binding topic) was sealed under. A key id the Store has not read makes it read
 // the key topic again (at most once per RereadInterval for all callers).
 // Errors: ErrUnknownKey (not retriable), kms.ErrKeyNotFound (the KEK is
 // gone), ErrTooManyKeys, one wrapping dek.ErrUnavailable (Retriable), or
@@ -264,9 +295,11 @@ func (s *Store) ForRead(ctx context.Context, up Upstream, topic string, id [8]by
 		}
 	}
 	if e.topic != topic {
+		s.m.refusals.WithLabelValues("unknown_key").Inc()
 		return nil, fmt.Errorf("%w: key id %x belongs to another topic", ErrUnknownKey, id)
 	}
 	if dk := e.dk.Load(); dk != nil {
+		s.maybeRecheck(e)
 		return dk, nil
 	}
 	return s.do(ctx, id, func(fctx context.Context) (*recordcrypt.DetKey, error) {
@@ -396,12 +429,21 @@ func (s *Store) write(ctx context.Context, up Upstream, topic string, kek kms.KE
 		if i == maxCatchUps {
 			return nil, fmt.Errorf("%w: key topic %q: the key record kseal wrote at offset %d did not come back", dek.ErrUnavailable, s.opts.Topic, offset)
 		}
+		// The broker asked may not know the new record (or a topic
+		// created a moment ago) yet.
+		t := time.NewTimer(time.Duration(10<<i) * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("%w: key topic %q: reading back the key record at offset %d: %w", dek.ErrUnavailable, s.opts.Topic, offset, ctx.Err())
+		}
 	}
 	e = s.winner(k)
 	if e == nil {
 		return nil, fmt.Errorf("%w: key topic %q: no key record for topic %q and KEK %q after writing one at offset %d", dek.ErrUnavailable, s.opts.Topic, topic, kek.Name, offset)
 	}
-	if e.offset != offset {
+	if e.id != KeyID(d.EDEK) {
 		s.m.lostRaces.Inc()
 		return s.unwrap(ctx, e, true)
 	}
@@ -419,8 +461,17 @@ func (s *Store) unwrap(ctx context.Context, e *entry, forWrite bool) (*recordcry
 	if dk := e.dk.Load(); dk != nil {
 		return dk, nil
 	}
-	key, err := callKMS(ctx, s, func(ctx context.Context) ([]byte, error) { return s.kms.DecryptDEK(ctx, e.edek) },
-		func(b []byte) { clear(b) })
+	var key []byte
+	var err error
+	if r := e.refused.Load(); r != nil && s.opts.now().Sub(r.at) < s.opts.NotFoundTTL {
+		err = r.err
+	} else {
+		key, err = callKMS(ctx, s, func(ctx context.Context) ([]byte, error) { return s.kms.DecryptDEK(ctx, e.edek) },
+			func(b []byte) { clear(b) })
+		if err != nil && !Retriable(classify(err)) {
+			e.refused.Store(&refusal{err: err, at: s.opts.now()})
+		}
+	}
 	if err != nil {
 		if forWrite {
 			return nil, writeErr(e.kek, "DecryptDEK", err)
@@ -446,11 +497,44 @@ func (s *Store) install(e *entry, dekKey []byte) (*recordcrypt.DetKey, error) {
 		return nil, err
 	}
 	dk := &recordcrypt.DetKey{ID: e.id, AEAD: a}
+	e.unwrapped.Store(s.opts.now().UnixNano())
 	if e.dk.CompareAndSwap(nil, dk) {
 		s.m.cached.Inc()
 		return dk, nil
 	}
 	return e.dk.Load(), nil
+}
+
+// maybeRecheck starts a background unwrap of e's DEK when it is older than
+// RecheckAfter (see Options.RecheckAfter).
+func (s *Store) maybeRecheck(e *entry) {
+	after := int64(s.opts.RecheckAfter)
+	if after <= 0 {
+		return
+	}
+	now := s.opts.now().UnixNano()
+	if now-e.unwrapped.Load() < after || !e.rechecking.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer e.rechecking.Store(false)
+		key, err := callKMS(context.Background(), s, func(ctx context.Context) ([]byte, error) { return s.kms.DecryptDEK(ctx, e.edek) },
+			func(b []byte) { clear(b) })
+		clear(key)
+		s.m.rechecks.Inc()
+		switch {
+		case err == nil:
+			e.unwrapped.Store(s.opts.now().UnixNano())
+		case Retriable(classify(err)) || errors.Is(err, dek.ErrProviderPanic):
+			// Try again after an eighth of the interval.
+			e.unwrapped.Store(s.opts.now().UnixNano() - after + after/8)
+		default:
+			if e.dk.Swap(nil) != nil {
+				s.m.cached.Dec()
+				s.m.dropped.Inc()
+			}
+		}
+	}()
 }
 
 // catchUp reads the key topic from where the Store stopped to the end,
@@ -462,6 +546,11 @@ func (s *Store) catchUp(ctx context.Context, up Upstream) (int64, error) {
 		return 0, fmt.Errorf("%w: waiting for a read of key topic %q: %w", dek.ErrUnavailable, s.opts.Topic, ctx.Err())
 	}
 	defer func() { <-s.readSem }()
+	if s.read >= s.opts.MaxKeys {
+		// Full: nothing more is read, so no request is made.
+		s.m.refusals.WithLabelValues("max_keys").Inc()
+		return s.next, fmt.Errorf("%w (%d): key topic %q", ErrTooManyKeys, s.opts.MaxKeys, s.opts.Topic)
+	}
 	if up == nil {
 		return s.next, s.upstreamErr("read", errors.New("no upstream cluster"))
 	}

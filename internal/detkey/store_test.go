@@ -362,6 +362,11 @@ func TestMaxKeys(t *testing.T) {
 	if len(s.byID) != 3 || testutil.ToFloat64(s.m.refusals.WithLabelValues("max_keys")) == 0 {
 		t.Fatalf("%d keys indexed", len(s.byID))
 	}
+	// Once full, a refusal costs no request.
+	reads := log.reads.Load()
+	if _, err := s.ForWrite(ctx, log, "t4", kekA); !errors.Is(err, ErrTooManyKeys) || log.reads.Load() != reads {
+		t.Fatalf("full: %v, %d reads", err, log.reads.Load()-reads)
+	}
 }
 
 // Unknown key ids: one re-read (rate-limited), then ErrUnknownKey, which
@@ -502,5 +507,144 @@ func TestCachedNoAlloc(t *testing.T) {
 func TestNewRefusesBadTopic(t *testing.T) {
 	if _, err := New(&fakeKMS{}, Options{Topic: "no/slash"}); err == nil {
 		t.Fatal("bad key topic accepted")
+	}
+}
+
+// revocable is a fakeKMS whose KEKs can be deleted (DecryptDEK then says
+// not found) or made unreachable.
+type revocable struct {
+	fakeKMS
+	revoked, down atomic.Bool
+}
+
+func (k *revocable) DecryptDEK(ctx context.Context, edek []byte) ([]byte, error) {
+	if k.down.Load() {
+		k.dec.Add(1)
+		return nil, kms.ErrUnavailable
+	}
+	if k.revoked.Load() {
+		k.dec.Add(1)
+		return nil, fmt.Errorf("deleted: %w", kms.ErrKeyNotFound)
+	}
+	return k.fakeKMS.DecryptDEK(ctx, edek)
+}
+
+// With RecheckAfter, a key in use is unwrapped again once it is that old:
+// a KMS that cannot be reached keeps it, one that says the KEK is gone
+// drops it, and the next ForRead fails with kms.ErrKeyNotFound.
+func TestRecheckDropsRevokedKey(t *testing.T) {
+	ctx := context.Background()
+	log := &fakeLog{}
+	dk, err := newStore(t, &fakeKMS{}, Options{}).ForWrite(ctx, log, "orders", kekA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	k := &revocable{}
+	s := newStore(t, k, Options{RecheckAfter: time.Minute, KMSAttempts: 1, now: func() time.Time { return time.Unix(0, clock.Load()) }})
+	if _, err := s.ForRead(ctx, log, "orders", dk.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitRecheck := func(want int64) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); k.dec.Load() < want; {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d DecryptDEK, want %d", k.dec.Load(), want)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		for e := s.byID[dk.ID]; e.rechecking.Load(); {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	// Young: no recheck.
+	clock.Add(int64(30 * time.Second))
+	s.ForRead(ctx, log, "orders", dk.ID)
+	if k.dec.Load() != 1 {
+		t.Fatal("recheck before RecheckAfter")
+	}
+	// Old, KMS down: checked, kept.
+	k.down.Store(true)
+	clock.Add(int64(31 * time.Second))
+	if _, err := s.ForRead(ctx, log, "orders", dk.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitRecheck(2)
+	if _, err := s.ForRead(ctx, log, "orders", dk.ID); err != nil {
+		t.Fatalf("key dropped while the KMS was down: %v", err)
+	}
+	// KEK deleted: after an eighth of the interval the key is checked
+	// again and dropped.
+	k.down.Store(false)
+	k.revoked.Store(true)
+	clock.Add(int64(8 * time.Second))
+	s.ForRead(ctx, log, "orders", dk.ID)
+	waitRecheck(3)
+	if _, err := s.ForRead(ctx, log, "orders", dk.ID); !errors.Is(err, kms.ErrKeyNotFound) {
+		t.Fatalf("after the KEK was deleted: %v", err)
+	}
+	if _, err := s.ForWrite(ctx, log, "orders", kekA); !errors.Is(err, kms.ErrKeyUnusable) {
+		t.Fatalf("write after the KEK was deleted: %v", err)
+	}
+	if testutil.ToFloat64(s.m.dropped) != 1 || testutil.ToFloat64(s.m.cached) != 0 {
+		t.Fatalf("dropped %v cached %v", testutil.ToFloat64(s.m.dropped), testutil.ToFloat64(s.m.cached))
+	}
+}
+
+// A KMS's refusal to unwrap is remembered for NotFoundTTL: a deleted KEK
+// is not asked again on every fetch.
+func TestRefusalRemembered(t *testing.T) {
+	ctx := context.Background()
+	log := &fakeLog{}
+	dk, err := newStore(t, &fakeKMS{}, Options{}).ForWrite(ctx, log, "orders", kekA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	k := &revocable{}
+	k.revoked.Store(true)
+	s := newStore(t, k, Options{NotFoundTTL: time.Minute, now: func() time.Time { return time.Unix(0, clock.Load()) }})
+	for range 5 {
+		if _, err := s.ForRead(ctx, log, "orders", dk.ID); !errors.Is(err, kms.ErrKeyNotFound) {
+			t.Fatal(err)
+		}
+	}
+	if k.dec.Load() != 1 {
+		t.Fatalf("%d DecryptDEK for a remembered refusal", k.dec.Load())
+	}
+	k.revoked.Store(false)
+	clock.Add(int64(2 * time.Minute))
+	if _, err := s.ForRead(ctx, log, "orders", dk.ID); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// lagging reads as empty until 100 ms after the first produce (a broker
+// whose metadata or log lags behind the leader's).
+type lagging struct {
+	*fakeLog
+	producedAt atomic.Int64
+}
+
+func (l *lagging) Produce(ctx context.Context, topic string, key, value []byte) (int64, error) {
+	l.producedAt.CompareAndSwap(0, time.Now().UnixNano())
+	return l.fakeLog.Produce(ctx, topic, key, value)
+}
+
+func (l *lagging) ReadFrom(ctx context.Context, topic string, offset int64, visit func(int64, []byte, []byte) bool) (int64, error) {
+	if at := l.producedAt.Load(); at == 0 || time.Since(time.Unix(0, at)) < 100*time.Millisecond {
+		return offset, nil
+	}
+	return l.fakeLog.ReadFrom(ctx, topic, offset, visit)
+}
+
+// A candidate that does not come back at once is read again with backoff.
+func TestCandidateReadBackLags(t *testing.T) {
+	l := &lagging{fakeLog: &fakeLog{}}
+	s := newStore(t, &fakeKMS{}, Options{})
+	if _, err := s.ForWrite(context.Background(), l, "orders", kekA); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -19,6 +19,7 @@ var inputReasons = map[string]bool{
 	"invalid_topic":       true,
 	"unknown_topic_id":    true,
 	"corrupt":             true,
+	"key_topic":           true,
 }
 
 // auditTopic is topic if it may appear in an audit event: a valid name

@@ -1,6 +1,9 @@
-// Package encrypt is the proxy filter that encrypts record values of
-// Produce requests and decrypts them in Fetch responses, gluing together
-// policy (which KEK), dek (which data key), records (batch rewriting) and
+// Package encrypt is the proxy filter that encrypts records of Produce
+// requests (their values in format v1; values, keys and headers as the
+// policy rule says in format v2) and decrypts them in Fetch and ShareFetch
+// responses (both formats, whatever is written), gluing together policy
+// (which KEK, which parts), dek (which data key), detkey (the deterministic
+// keys of record keys, through DetKeys), records (batch rewriting) and
 // recordcrypt (the record format).
 //
 // It fails closed: a partition whose records must be encrypted is either

@@ -333,6 +333,12 @@ func checkDelivered(t *testing.T, flt *Filter, key, version int16, body []byte) 
 				continue
 			}
 			if err := p.Reset(b); err != nil {
+				if errors.Is(err, records.ErrTooLarge) && cur.policy.Select(topic).Action != policy.Encrypt {
+					// docs/format.md: an unresolved topic's batch past the
+					// decompression bound is delivered as stored (kseal
+					// refuses to write one, so it holds no envelope).
+					continue
+				}
 				t.Fatalf("%s: delivered a batch kseal cannot read: %v", topic, err)
 			}
 			has, err := p.HasHeader(recordcrypt.HeaderKey)

@@ -70,10 +70,12 @@ type Upstream interface {
 	Produce(ctx context.Context, topic string, key, value []byte) (offset int64, err error)
 	// ReadFrom hands visit the records of the topic from offset on, in
 	// offset order, up to the high watermark (or fewer: see next), and
-	// returns the offset to read from next. The slices are valid only
-	// during the call (a nil key or value is a null one). visit returning
-	// false stops the read; next is then the offset after that record. A
-	// topic the cluster does not have reads as empty (next == offset).
+	// returns the offset to read from next. Control batches and batches
+	// that cannot be read (bad CRC, corrupt, decompressing past 8 MiB,
+	// legacy format) are skipped. The slices are valid only during the
+	// call (a nil key or value is a null one). visit returning false stops
+	// the read; next is then the offset after that record. A topic the
+	// cluster does not have reads as empty (next == offset).
 	ReadFrom(ctx context.Context, topic string, offset int64, visit func(offset int64, key, value []byte) bool) (next int64, err error)
 }
 
@@ -549,26 +551,28 @@ func (u ownUpstream) readAt(ctx context.Context, addr, topic string, offset int6
 				next = last + 1
 				continue
 			}
-			if err := proc.Reset(b); err != nil {
-				return next, false, fmt.Errorf("%s: %w", addr, err)
-			}
-			for proc.Next() {
-				rec := proc.Record()
-				o := b.BaseOffset + int64(rec.OffsetDelta)
-				if o < next {
-					continue
-				}
-				next = o + 1
-				if !visit(o, rec.Key, rec.Value) {
-					stop = true
-					break
+			// A batch that cannot be read (bad CRC, corrupt, too large,
+			// legacy format) holds no record kseal wrote: it is skipped
+			// from where it fails, the same way by every kseal process.
+			if err := proc.Reset(b); err == nil {
+				for proc.Next() {
+					rec := proc.Record()
+					o := b.BaseOffset + int64(rec.OffsetDelta)
+					if o > last {
+						break // corrupt offset delta: skip the rest
+					}
+					if o < next {
+						continue
+					}
+					next = o + 1
+					if !visit(o, rec.Key, rec.Value) {
+						stop = true
+						break
+					}
 				}
 			}
 			if stop {
 				break
-			}
-			if err := proc.Err(); err != nil {
-				return next, false, fmt.Errorf("%s: %w", addr, err)
 			}
 			next = max(next, last+1)
 		}

@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"sync"
 	"testing"
 	"time"
@@ -244,4 +246,46 @@ func FuzzOwnTopicResponses(f *testing.F) {
 			t.Fatalf("%d bytes took %v", len(body), d)
 		}
 	})
+}
+
+// ReadFrom skips a batch it cannot read (here: records that do not parse,
+// under a good CRC) and reads compressed batches.
+func TestOwnTopicSkipsUnreadableBatches(t *testing.T) {
+	fake, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fake.Close)
+	p := startProxy(t, fake.ListenAddrs(), nil)
+	up := p.srv.Upstream("test")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := up.Produce(ctx, "k", []byte("a"), []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	// A batch whose one record is garbage, with a correct CRC.
+	bad := appendOneRecordBatch(nil, []byte("b"), []byte("2"), 1)
+	bad[len(bad)-3] = 0x7e // the value's length (63) now runs past the batch
+	binary.BigEndian.PutUint32(bad[17:], crc32.Checksum(bad[21:], castagnoli))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(fake.ListenAddrs()...), kgo.ProducerBatchCompression(kgo.GzipCompression()),
+		kgo.DisableIdempotentWrite())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	own := up.(ownUpstream)
+	addr, _, err := own.leader(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := own.produceAt(ctx, addr, "k", bad); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "k", Key: []byte("c"), Value: []byte("3")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	got, next := readAll(t, up, "k", 0)
+	if len(got) != 2 || got[0] != (ownRecord{0, "a", "1"}) || got[1] != (ownRecord{2, "c", "3"}) || next != 3 {
+		t.Fatalf("%+v next %d", got, next)
+	}
 }

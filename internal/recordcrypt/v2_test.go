@@ -715,6 +715,24 @@ func TestV2ZeroAllocs(t *testing.T) {
 	if n := testing.AllocsPerRun(100, open); n != 0 {
 		t.Errorf("ParseRecord+OpenV2: %v allocs per record", n)
 	}
+	// Version 1 records through ParseRecord and OpenV2.
+	v1 := records.Record{Key: key, Value: mustSeal(t, k, Binding{Topic: "orders", Key: key}, value)}
+	v1hdrs := append(hdrs("trace", "abc"), records.RecordHeader{Key: []byte(HeaderKey), Value: []byte{Version1}})
+	openV1 := func() {
+		x := v1
+		x.Headers = append(cp[:0], v1hdrs...)
+		rec, _, err := ParseRecord(&x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := o.OpenV2(k.aead, nil, "orders", rec, &x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	openV1()
+	if n := testing.AllocsPerRun(100, openV1); n != 0 {
+		t.Errorf("ParseRecord+OpenV2 of a version 1 record: %v allocs per record", n)
+	}
 	// Key only and headers only, too.
 	for _, parts := range []Parts{PartKey, PartHeaders, PartValue} {
 		if n := testing.AllocsPerRun(100, func() {

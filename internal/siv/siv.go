@@ -41,6 +41,8 @@ type AEAD struct {
 	ctr cipher.Block // AES under K2, for CTR
 	// sub1 and sub2 are the CMAC subkeys of K1 (RFC 4493 section 2.3).
 	sub1, sub2 [16]byte
+	// d0 is S2V's first step, AES-CMAC(K1, <zero>): the same for every input.
+	d0 [16]byte
 }
 
 // New returns AES-SIV under key: 32, 48 or 64 bytes, K1 || K2.
@@ -64,6 +66,9 @@ func New(key []byte) (*AEAD, error) {
 	mac.Encrypt(l[:], l[:])
 	a.sub1 = dbl(l)
 	a.sub2 = dbl(a.sub1)
+	s := pool.Get().(*scratch)
+	a.cmac(s, a.d0[:], nil, &a.d0) // a.d0 is zero here
+	put(s)
 	return a, nil
 }
 
@@ -126,8 +131,7 @@ func (a *AEAD) Open(dst, sealed []byte, ad ...[]byte) ([]byte, error) {
 // s2v computes S2V(K1, ad..., p) into s.v (RFC 5297 section 2.4).
 func (a *AEAD) s2v(s *scratch, ad [][]byte, p []byte) {
 	// D = AES-CMAC(K, <zero>)
-	s.d = [16]byte{}
-	a.cmac(s, s.d[:], nil, &s.d)
+	s.d = a.d0
 	for _, c := range ad {
 		// D = dbl(D) xor AES-CMAC(K, Si)
 		a.cmac(s, c, nil, &s.v)
