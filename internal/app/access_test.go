@@ -54,3 +54,22 @@ func TestValidatePolicyAccess(t *testing.T) {
 		t.Errorf("%d problems, want %d:%s", len(got), len(wants), all.String())
 	}
 }
+
+// gateway.oauthbearerSubClaim must be a claim name.
+func TestValidateOAuthBearerSubClaim(t *testing.T) {
+	got := validateDoc(t, `virtualClusters:
+  - name: a
+    upstream: {bootstrapServers: ["127.0.0.1:9092"]}
+    gateway: {bootstrapPort: 19092, oauthbearerSubClaim: "client id"}
+`)
+	if len(got) != 1 || got[0].Path != "virtualClusters[0].gateway.oauthbearerSubClaim" || !strings.Contains(got[0].Msg, "not a JWT claim name") {
+		t.Fatalf("problems %v", got)
+	}
+	if got := validateDoc(t, `virtualClusters:
+  - name: a
+    upstream: {bootstrapServers: ["127.0.0.1:9092"]}
+    gateway: {bootstrapPort: 19092, oauthbearerSubClaim: client_id}
+`); len(got) != 0 {
+		t.Fatalf("problems %v", got)
+	}
+}
