@@ -179,7 +179,6 @@ const (
 	mechOAuthBearer = "OAUTHBEARER"
 )
 
-
 // identityFilter observes the client's own SASL login (SaslHandshake and
 // SaslAuthenticate, which pass through unchanged) and adopts the name the
 // client claimed once the broker's SaslAuthenticate response says the
