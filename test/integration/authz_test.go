@@ -8,6 +8,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -79,6 +81,18 @@ func TestAccessRules(t *testing.T) {
 		got = append(got, testenv.FromKgo(r))
 	}
 	assertSameRecords(t, "alice on the topic allowing her", got, recs[ok])
+	// librdkafka and Java log in their own way (SaslAuthenticate v1 and
+	// v2): kseal observes both.
+	rdSCRAM := map[string]string{"security.protocol": "sasl_plaintext", "sasl.mechanisms": "SCRAM-SHA-512",
+		"sasl.username": e2eSASLUser, "sasl.password": e2eSASLPassword}
+	assertSameRecords(t, "librdkafka as alice", testenv.RdkafkaConsume(t, p.Bootstrap, ok, len(recs[ok]), rdSCRAM), recs[ok])
+	javaProps := filepath.Join(e2eWorkDir(t), "alice.properties")
+	if err := os.WriteFile(javaProps, []byte(fmt.Sprintf("security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\n"+
+		"sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"%s\" password=\"%s\";\n",
+		e2eSASLUser, e2eSASLPassword)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	assertSameRecords(t, "java as alice", testenv.JavaConsume(t, cluster, p.Bootstrap, ok, len(recs[ok]), "--command-config", javaProps), recs[ok])
 
 	// Denied, onDenied ERROR: the partition error, no records.
 	rs, errs := e2eConsume(t, p.Bootstrap, 1, 10*time.Second, []string{denied}, alice)
