@@ -16,6 +16,8 @@ type Metrics struct {
 	// sealedChecks counts reads of a topic's newest batches made because
 	// its KEK was not found under PASSTHROUGH_UNENCRYPTED (kekguard.go).
 	sealedChecks *prometheus.CounterVec
+	// access counts denials of rules' access sections (access.go).
+	access *accessMetrics
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -47,8 +49,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "kseal_encrypted_topic_checks_total",
 		Help: "Reads of a topic's newest batches, made before passing it through because its KEK does not exist, by outcome (encrypted: refused; plaintext: passed through; error: refused, retriable).",
 	}, []string{"outcome"})
+	m.access = newAccessMetrics()
 	if reg != nil {
-		reg.MustRegister(m.records, m.errors, m.batches, m.budget, m.sealedChecks)
+		reg.MustRegister(m.records, m.errors, m.batches, m.budget, m.sealedChecks, m.access.vec)
 	}
 	return m
 }

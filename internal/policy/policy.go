@@ -83,6 +83,9 @@ type RuleConfig struct {
 	// Encrypt says which parts of the records are encrypted (nil: the
 	// value only).
 	Encrypt *EncryptConfig `yaml:"encrypt"`
+	// Access restricts which client identities may decrypt and produce
+	// (access.go; nil: everyone).
+	Access *AccessConfig `yaml:"access"`
 }
 
 // ReplicaConfig maps topics matching TopicRegex to the origin topic
@@ -126,6 +129,7 @@ type Selection struct {
 	Parts Parts
 
 	headers *headerMatcher // EncryptHeader's patterns
+	access  *Access        // the rule's access section (nil: none)
 }
 
 // Policy is a compiled Config. It is safe for concurrent use.
@@ -157,6 +161,7 @@ type rule struct {
 	passthrough bool
 	parts       Parts
 	headers     *headerMatcher
+	access      *Access
 }
 
 type replica struct {
@@ -246,6 +251,7 @@ func Compile(cfg *Config) (*Policy, error) {
 			r.kek = t
 		}
 		r.parts, r.headers = compileEncrypt(path, &rc, p.version, bad)
+		r.access = compileAccess(path, &rc, bad)
 		p.rules = append(p.rules, r)
 	}
 
@@ -411,9 +417,9 @@ func (p *Policy) evaluate(topic string) Selection {
 		}
 		kek := r.kek.expand(topic, match)
 		if kek == "" {
-			return Selection{Action: Unresolved, Rule: i}
+			return Selection{Action: Unresolved, Rule: i, access: r.access}
 		}
-		return Selection{Action: Encrypt, KEK: kek, Rule: i, Parts: r.parts, headers: r.headers}
+		return Selection{Action: Encrypt, KEK: kek, Rule: i, Parts: r.parts, headers: r.headers, access: r.access}
 	}
 	return Selection{Action: Unresolved, Rule: -1}
 }
