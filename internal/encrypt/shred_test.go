@@ -52,7 +52,9 @@ type describingKeys struct {
 	k kms.KMS
 }
 
-func (k describingKeys) DescribeEDEK(edek []byte) (kms.EDEKInfo, error) { return k.k.DescribeEDEK(edek) }
+func (k describingKeys) DescribeEDEK(edek []byte) (kms.EDEKInfo, error) {
+	return k.k.DescribeEDEK(edek)
+}
 
 // unavailableKeys answers every unwrap with "KMS unavailable".
 type unavailableKeys struct{ describingKeys }
