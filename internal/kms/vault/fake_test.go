@@ -28,8 +28,8 @@ type fakeTransit struct {
 	mu        sync.Mutex
 	keys      map[string][]cipher.AEAD // name -> versions (index v-1)
 	deletable map[string]bool          // keys/NAME/config deletion_allowed (destroy_test.go)
-	requests []fakeRequest
-	renew    func() (int, string) // status and body for renew-self; nil: 200, 60 s renewable
+	requests  []fakeRequest
+	renew     func() (int, string) // status and body for renew-self; nil: 200, 60 s renewable
 }
 
 type fakeRequest struct {
