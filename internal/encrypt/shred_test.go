@@ -31,6 +31,7 @@ type fakeShreds struct {
 	shredded map[string]bool
 	err      error
 	asked    int
+	keyOf    map[[8]byte]string
 }
 
 func (s *fakeShreds) Shredded(_ context.Context, _ *proxy.Exchange, kek string) (string, bool, error) {
@@ -43,7 +44,26 @@ func (s *fakeShreds) Shredded(_ context.Context, _ *proxy.Exchange, kek string) 
 	return kek, s.shredded[kek], nil
 }
 
-func (s *fakeShreds) KEKOf([8]byte) (string, bool) { return "", false }
+func (s *fakeShreds) KEKOf(id [8]byte) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k, ok := s.keyOf[id]
+	return k, ok
+}
+
+// goneDetKeys is a deterministic-key store whose keys of one KEK are gone
+// (the KMS says not found), as after that KEK was destroyed.
+type goneDetKeys struct {
+	*fakeDetKeys
+	gone [8]byte
+}
+
+func (d goneDetKeys) ForRead(ctx context.Context, x *proxy.Exchange, topic string, id [8]byte) (*recordcrypt.DetKey, error) {
+	if id == d.gone {
+		return nil, fmt.Errorf("unwrap: %w", kms.ErrKeyNotFound)
+	}
+	return d.fakeDetKeys.ForRead(ctx, x, topic, id)
+}
 
 // describingKeys is managerKeys with the KMS's offline EDEK description, as
 // internal/app's keys has.
@@ -69,6 +89,8 @@ var entityRules = []policy.RuleConfig{
 	{Topics: []string{"users"}, KEK: "tenant-$(key:([a-z]+)/.*)", OnDestroyedKek: "NULL_VALUE",
 		Encrypt: &policy.EncryptConfig{Key: true, Headers: []string{"x-*"}}},
 	{Topics: []string{"whole"}, KEK: "tenant-$(key)"},
+	{Topics: []string{"keyonly"}, KEK: "tenant-$(key:([a-z]+)/.*)", OnDestroyedKek: "NULL_VALUE",
+		Encrypt: &policy.EncryptConfig{Value: ptr(false), Key: true}},
 }
 
 // entityEnv is a local KMS with tenant-a and tenant-b, shared by filters
@@ -388,5 +410,45 @@ func TestEntityAllocsDoNotGrowWithRecords(t *testing.T) {
 				t.Errorf("%s %s: produce %v/%v, fetch %v/%v allocations for 10/1000 records", topic, c, sp, lp, sf, lf)
 			}
 		}
+	}
+}
+
+// A format v2 record whose key alone is sealed carries no EDEK: its KEK is
+// found through its deterministic key's id (Shreds.KEKOf).
+func TestShreddedKeyOnly(t *testing.T) {
+	ctx := context.Background()
+	env := newEntityEnv(t)
+	writer := env.filter(t, policy.Config{WriteVersion: 2}, nil)
+	recs := tenantRecords("a", "b", "a")
+	set := encryptV2(t, writer, "keyonly", recs, records.CodecNone, 0)
+	dkA, err := env.dk.ForWrite(ctx, nil, "keyonly", kms.KEKRef{Name: "tenant-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shreds := &fakeShreds{shredded: map[string]bool{"tenant-a": true}, keyOf: map[[8]byte]string{dkA.ID: "tenant-a"}}
+	reader := env.filter(t, policy.Config{WriteVersion: 2}, func(o *Options) {
+		o.DetKeys = goneDetKeys{env.dk, dkA.ID}
+		o.Shreds = shreds
+	})
+	got, code := fetchRecords(t, reader, "keyonly", set)
+	if code != 0 || len(got) != 3 {
+		t.Fatalf("code %d, %d records", code, len(got))
+	}
+	sameRecords(t, "tenant b", got[1:2], recs[1:2])
+	for _, i := range []int{0, 2} {
+		r := got[i]
+		last := r.Headers[len(r.Headers)-1]
+		if r.Key != nil || r.Value != nil || string(last.Value) != "tenant-a" {
+			t.Fatalf("record %d: key %q value %q headers %v", i, r.Key, r.Value, r.Headers)
+		}
+	}
+	// Without the shred record: the error.
+	shreds.shredded = nil
+	reader = env.filter(t, policy.Config{WriteVersion: 2}, func(o *Options) {
+		o.DetKeys = goneDetKeys{env.dk, dkA.ID}
+		o.Shreds = shreds
+	})
+	if _, code := fetchRecords(t, reader, "keyonly", set); code != kerr.ResourceNotFound.Code {
+		t.Fatalf("no shred record: code %d", code)
 	}
 }
