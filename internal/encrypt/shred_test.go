@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -96,8 +97,30 @@ var entityRules = []policy.RuleConfig{
 // entityEnv is a local KMS with tenant-a and tenant-b, shared by filters
 // (each with its own DEK manager, so caches start cold).
 type entityEnv struct {
-	k  *local.KMS
-	dk *fakeDetKeys
+	k     *local.KMS
+	dk    *fakeDetKeys
+	calls atomic.Int64 // KMS calls of every filter's DEK manager
+}
+
+// countingKMS counts the KMS calls a DEK manager makes.
+type countingKMS struct {
+	*local.KMS
+	calls *atomic.Int64
+}
+
+func (c countingKMS) ResolveKEK(ctx context.Context, name string) (kms.KEKRef, error) {
+	c.calls.Add(1)
+	return c.KMS.ResolveKEK(ctx, name)
+}
+
+func (c countingKMS) GenerateDEK(ctx context.Context, kek kms.KEKRef) (kms.DEK, error) {
+	c.calls.Add(1)
+	return c.KMS.GenerateDEK(ctx, kek)
+}
+
+func (c countingKMS) DecryptDEK(ctx context.Context, edek []byte) ([]byte, error) {
+	c.calls.Add(1)
+	return c.KMS.DecryptDEK(ctx, edek)
 }
 
 func newEntityEnv(t testing.TB) *entityEnv {
@@ -125,7 +148,7 @@ func newEntityEnv(t testing.TB) *entityEnv {
 
 func (e *entityEnv) filter(t testing.TB, cfg policy.Config, mod func(*Options)) *Filter {
 	t.Helper()
-	m, err := dek.New(e.k, dek.Options{})
+	m, err := dek.New(countingKMS{e.k, &e.calls}, dek.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -400,7 +423,12 @@ func TestEntityAllocsDoNotGrowWithRecords(t *testing.T) {
 			s.Done(x)
 		}
 		fetch()
-		return testing.AllocsPerRun(20, run), testing.AllocsPerRun(20, fetch)
+		before := env.calls.Load()
+		p, fa := testing.AllocsPerRun(20, run), testing.AllocsPerRun(20, fetch)
+		if calls := env.calls.Load() - before; calls != 0 {
+			t.Errorf("%s %s: %d KMS calls in steady state", topic, c, calls)
+		}
+		return p, fa
 	}
 	for _, topic := range []string{"tenants", "whole"} {
 		for _, c := range []records.Codec{records.CodecNone, records.CodecLz4} {
