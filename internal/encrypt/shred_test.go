@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/kseal/kseal/internal/codec"
 	"github.com/kseal/kseal/internal/dek"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/kms/local"
@@ -479,4 +480,60 @@ func TestShreddedKeyOnly(t *testing.T) {
 	if _, code := fetchRecords(t, reader, "keyonly", set); code != kerr.ResourceNotFound.Code {
 		t.Fatalf("no shred record: code %d", code)
 	}
+}
+
+// FuzzShreddedFetch runs hostile Fetch responses through a reader for
+// which tenant-a's KEK is shredded (onDestroyedKek NULL_VALUE): whatever
+// comes back holds no marker, and a record delivered as shredded has a null
+// value.
+func FuzzShreddedFetch(f *testing.F) {
+	ctx := context.Background()
+	env := newEntityEnv(f)
+	writer := env.filter(f, policy.Config{WriteVersion: 2}, nil)
+	recs := tenantRecords("a", "b", "a")
+	v2 := encryptV2(f, writer, "users", recs, records.CodecNone, 0)
+	v2lz := encryptV2(f, writer, "tenants", recs, records.CodecLz4, 3)
+	w1 := env.filter(f, policy.Config{WriteVersion: 1}, nil)
+	v1 := encryptV2(f, w1, "tenants", recs, records.CodecNone, 6)
+	if err := env.k.Delete(ctx, "tenant-a"); err != nil {
+		f.Fatal(err)
+	}
+	reader := env.filter(f, policy.Config{WriteVersion: 2}, func(o *Options) {
+		o.Shreds = &fakeShreds{shredded: map[string]bool{"tenant-a": true}}
+	})
+	f.Add(fetchBody([]fetchPart{{topic: "users", set: v2}, {topic: "tenants", partition: 1, set: cat(v2lz, v1)}}))
+	f.Add(fetchBody([]fetchPart{{topic: "tenants-err", set: v1}}))
+	var s proxy.Standalone
+	f.Fuzz(func(t *testing.T, body []byte) {
+		resp, hlen := responseFrame(int16(kmsg.Fetch), fetchVersion, body)
+		x := s.Exchange(int16(kmsg.Fetch), fetchVersion, nil, 0, resp, hlen)
+		defer s.Done(x)
+		if err := reader.OnResponse(ctx, x); err != nil {
+			return
+		}
+		out := x.Response[x.RespHeaderLen:]
+		checkDelivered(t, reader, int16(kmsg.Fetch), fetchVersion, out)
+		var w codec.FetchWalker
+		w.Walk(nil, out, fetchVersion, func(p *codec.FetchPartition) error {
+			if p.ErrorCode != 0 {
+				return nil
+			}
+			it := records.NewBatchIter(p.Records)
+			proc := records.NewProcessor(records.WithMaxDecompressed(fuzzMaxDecompressed))
+			for it.Next() {
+				if it.Batch().Kind != records.KindBatch || proc.Reset(it.Batch()) != nil {
+					continue
+				}
+				for proc.Next() {
+					r := proc.Record()
+					for _, h := range r.Headers {
+						if string(h.Key) == ShreddedHeader && r.Value != nil {
+							t.Fatalf("%s: a shredded record with a value", p.Topic)
+						}
+					}
+				}
+			}
+			return nil
+		})
+	})
 }
