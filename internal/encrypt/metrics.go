@@ -18,6 +18,8 @@ type Metrics struct {
 	sealedChecks *prometheus.CounterVec
 	// access counts denials of rules' access sections (access.go).
 	access *accessMetrics
+	// shred are the entity KEK and shredding metrics (shred.go).
+	shred *shredMetrics
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -50,8 +52,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help: "Reads of a topic's newest batches, made before passing it through because its KEK does not exist, by outcome (encrypted: refused; plaintext: passed through; error: refused, retriable).",
 	}, []string{"outcome"})
 	m.access = newAccessMetrics()
+	m.shred = newShredMetrics()
 	if reg != nil {
 		reg.MustRegister(m.records, m.errors, m.batches, m.budget, m.sealedChecks, m.access.vec)
+		reg.MustRegister(m.shred.collectors()...)
 	}
 	return m
 }

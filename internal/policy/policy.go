@@ -50,6 +50,11 @@ type Config struct {
 	// EncryptedTopicCheck tunes the check made before a topic whose KEK does
 	// not exist is passed through under PASSTHROUGH_UNENCRYPTED.
 	EncryptedTopicCheck EncryptedTopicCheckConfig `yaml:"encryptedTopicCheck"`
+	// MaxKeksPerTopic and MaxKeks bound the distinct entity KEKs (rules
+	// whose kek uses $(header:...) or $(key...)) one topic, and the process,
+	// may use (0: DefaultMaxKeksPerTopic, DefaultMaxKeks).
+	MaxKeksPerTopic int `yaml:"maxKeksPerTopic"`
+	MaxKeks         int `yaml:"maxKeks"`
 
 	// WriteVersion is `encryption.format.writeVersion` (not part of this
 	// section: the caller copies it in): the record format written, 1 (0
@@ -86,6 +91,9 @@ type RuleConfig struct {
 	// Access restricts which client identities may decrypt and produce
 	// (access.go; nil: everyone).
 	Access *AccessConfig `yaml:"access"`
+	// OnDestroyedKek: ERROR (default) or NULL_VALUE, for records whose KEK
+	// was destroyed with `kseal shred` (entity.go, docs/shredding.md).
+	OnDestroyedKek string `yaml:"onDestroyedKek"`
 }
 
 // ReplicaConfig maps topics matching TopicRegex to the origin topic
@@ -130,6 +138,7 @@ type Selection struct {
 
 	headers *headerMatcher // EncryptHeader's patterns
 	access  *Access        // the rule's access section (nil: none)
+	ent     *entitySel     // entity KEK template and onDestroyedKek (entity.go)
 }
 
 // Policy is a compiled Config. It is safe for concurrent use.
@@ -142,6 +151,8 @@ type Policy struct {
 	checkTTL   time.Duration
 	checkSize  int
 	version    int
+
+	maxKeksPerTopic, maxKeks int
 }
 
 // WriteVersion is the record format version written: 1 or 2.
@@ -162,6 +173,7 @@ type rule struct {
 	parts       Parts
 	headers     *headerMatcher
 	access      *Access
+	onDestroyed OnDestroyedKek
 }
 
 type replica struct {
@@ -252,6 +264,7 @@ func Compile(cfg *Config) (*Policy, error) {
 		}
 		r.parts, r.headers = compileEncrypt(path, &rc, p.version, bad)
 		r.access = compileAccess(path, &rc, bad)
+		r.onDestroyed = compileShred(path, &rc, r.kek, r.parts, r.headers, bad)
 		p.rules = append(p.rules, r)
 	}
 
@@ -271,6 +284,9 @@ func Compile(cfg *Config) (*Policy, error) {
 			continue
 		}
 		t, err := parseTemplate(rc.OriginTopic, re)
+		if err == nil && t.hasEntity() {
+			err = errors.New("$(header:...) and $(key...) are for rules' kek only")
+		}
 		if err != nil {
 			bad(path+".originTopic", err)
 			continue
@@ -298,6 +314,7 @@ func Compile(cfg *Config) (*Policy, error) {
 	case p.checkSize == 0:
 		p.checkSize = DefaultCacheSize
 	}
+	p.compileBounds(cfg, bad)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -353,7 +370,8 @@ func (p *Policy) Warnings() []string {
 	var out []string
 	for i := range p.rules {
 		r := &p.rules[i]
-		if r.re == nil || r.passthrough {
+		if r.re == nil || r.passthrough || r.kek.hasEntity() {
+			// Entity KEKs are never passed through (docs/shredding.md).
 			continue
 		}
 		all := true
@@ -415,11 +433,15 @@ func (p *Policy) evaluate(topic string) Selection {
 		if r.passthrough {
 			return Selection{Action: Passthrough, Rule: i}
 		}
+		ent := r.entitySelection(i, topic, match)
 		kek := r.kek.expand(topic, match)
+		if ent != nil && ent.segs != nil {
+			kek = ent.displayKEK() // the KEK is each record's (AppendKEK)
+		}
 		if kek == "" {
 			return Selection{Action: Unresolved, Rule: i, access: r.access}
 		}
-		return Selection{Action: Encrypt, KEK: kek, Rule: i, Parts: r.parts, headers: r.headers, access: r.access}
+		return Selection{Action: Encrypt, KEK: kek, Rule: i, Parts: r.parts, headers: r.headers, access: r.access, ent: ent}
 	}
 	return Selection{Action: Unresolved, Rule: -1}
 }
