@@ -83,6 +83,15 @@ type RuleConfig struct {
 	// Encrypt says which parts of the records are encrypted (nil: the
 	// value only).
 	Encrypt *EncryptConfig `yaml:"encrypt"`
+	// RequireEncrypted: on Fetch, records that have something the rule
+	// encrypts must be valid envelopes under an allowed KEK (nil: true for
+	// rules that encrypt). integrity.go.
+	RequireEncrypted *bool `yaml:"requireEncrypted"`
+	// RequireEncryptedFrom: first-encrypted (default) or earliest.
+	RequireEncryptedFrom RequireFrom `yaml:"requireEncryptedFrom"`
+	// AllowedKEKs are KEK name templates also accepted on Fetch (besides
+	// kek), e.g. a KEK the rule named before.
+	AllowedKEKs []string `yaml:"allowedKeks"`
 }
 
 // ReplicaConfig maps topics matching TopicRegex to the origin topic
@@ -126,6 +135,7 @@ type Selection struct {
 	Parts Parts
 
 	headers *headerMatcher // EncryptHeader's patterns
+	require Requirement    // Require's answer (integrity.go)
 }
 
 // Policy is a compiled Config. It is safe for concurrent use.
@@ -157,6 +167,8 @@ type rule struct {
 	passthrough bool
 	parts       Parts
 	headers     *headerMatcher
+	require     Requirement // integrity.go
+	allowed     []template  // allowedKeks
 }
 
 type replica struct {
@@ -246,6 +258,7 @@ func Compile(cfg *Config) (*Policy, error) {
 			r.kek = t
 		}
 		r.parts, r.headers = compileEncrypt(path, &rc, p.version, bad)
+		compileIntegrity(path, &rc, &r, bad)
 		p.rules = append(p.rules, r)
 	}
 
@@ -413,7 +426,7 @@ func (p *Policy) evaluate(topic string) Selection {
 		if kek == "" {
 			return Selection{Action: Unresolved, Rule: i}
 		}
-		return Selection{Action: Encrypt, KEK: kek, Rule: i, Parts: r.parts, headers: r.headers}
+		return Selection{Action: Encrypt, KEK: kek, Rule: i, Parts: r.parts, headers: r.headers, require: r.require}
 	}
 	return Selection{Action: Unresolved, Rule: -1}
 }
