@@ -167,6 +167,10 @@ type Options struct {
 	// KeyTopic is the deterministic-key store's topic: clients may not
 	// produce to it through kseal ("": no such topic).
 	KeyTopic string
+	// FirstOffsets is the first-encrypted-offset index (integrity.go). Nil:
+	// partitions of rules enforcing from the first encrypted offset are
+	// checked only from the first envelope a fetch shows.
+	FirstOffsets FirstOffsets
 }
 
 // Filter is the encryption filter; one per virtual cluster.
@@ -244,6 +248,8 @@ func (f *Filter) OnResponse(ctx context.Context, x *proxy.Exchange) error {
 	switch kmsg.Key(x.APIKey) {
 	case kmsg.Fetch, kmsg.ShareFetch:
 		return f.fetch(ctx, x)
+	case kmsg.Produce:
+		return f.produceResponse(x) // integrity.go
 	}
 	return nil
 }

@@ -16,6 +16,9 @@ type Metrics struct {
 	// sealedChecks counts reads of a topic's newest batches made because
 	// its KEK was not found under PASSTHROUGH_UNENCRYPTED (kekguard.go).
 	sealedChecks *prometheus.CounterVec
+	// injected counts records refused by the integrity checks
+	// (integrity.go), per topic.
+	injected *injectedLabels
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -47,8 +50,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "kseal_encrypted_topic_checks_total",
 		Help: "Reads of a topic's newest batches, made before passing it through because its KEK does not exist, by outcome (encrypted: refused; plaintext: passed through; error: refused, retriable).",
 	}, []string{"outcome"})
+	injected := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kseal_injected_records_refused_total",
+		Help: "Fetched records of topics whose rule requires encrypted records that were refused (not an envelope, a part in clear, or a KEK the rule does not allow), by topic (at most maxTopicLabels topics, the rest as \"<other>\"); counted each time a fetch stops at one.",
+	}, []string{"topic"})
+	m.injected = newInjectedLabels(injected, &m.topics.max)
 	if reg != nil {
-		reg.MustRegister(m.records, m.errors, m.batches, m.budget, m.sealedChecks)
+		reg.MustRegister(m.records, m.errors, m.batches, m.budget, m.sealedChecks, injected)
 	}
 	return m
 }
