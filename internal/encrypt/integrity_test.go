@@ -24,7 +24,9 @@ import (
 // managerKeys, as internal/app's keys have it.
 type describingKeys struct{ managerKeys }
 
-func (describingKeys) DescribeEDEK(edek []byte) (kms.EDEKInfo, error) { return local.DescribeEDEK(edek) }
+func (describingKeys) DescribeEDEK(edek []byte) (kms.EDEKInfo, error) {
+	return local.DescribeEDEK(edek)
+}
 
 // fakeOffsets is a FirstOffsets in memory.
 type fakeOffsets struct {
