@@ -220,7 +220,7 @@ func cmdAudit(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := interruptible()
 	defer stop()
 	rep, err := tools.Audit(ctx, tools.AuditOptions{Conn: c.Direct, Cluster: c.Name, Topics: re, Policy: c.Policy,
-		Committed: f.committed, Describe: c.Describer(), Idle: f.idle,
+		Committed: f.committed, Describe: c.Describer(), Idle: f.idle, KeyTopic: c.KeyTopic,
 		Progress: tools.NewProgress(stderr, "kseal audit", "offsets")})
 	if err != nil {
 		fmt.Fprintf(stderr, "kseal audit: %v\n", err)

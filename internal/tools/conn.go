@@ -13,6 +13,7 @@ import (
 
 	"github.com/kseal/kseal/internal/app"
 	"github.com/kseal/kseal/internal/config"
+	"github.com/kseal/kseal/internal/detkey"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/policy"
 )
@@ -54,6 +55,9 @@ type Cluster struct {
 	// KMSType is the encryption.kms.type, "" when the cluster does not
 	// encrypt.
 	KMSType string
+	// KeyTopic is kseal's own key topic (encryption.keyTopic.name), ""
+	// when the cluster does not encrypt.
+	KeyTopic string
 }
 
 // FromConfig picks the virtual cluster called name (the only one when name
@@ -101,6 +105,10 @@ func FromConfig(cfg *config.Config, name string) (*Cluster, error) {
 		}
 		c.Policy = enc.Policy
 		c.KMSType = vc.Encryption.KMS.Type
+		c.KeyTopic = enc.KeyTopic.Name
+		if c.KeyTopic == "" {
+			c.KeyTopic = detkey.DefaultTopic
+		}
 	}
 	return c, nil
 }
