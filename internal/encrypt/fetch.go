@@ -186,7 +186,7 @@ func (f *Filter) fetch(ctx context.Context, x *proxy.Exchange) error {
 		case policy.Encrypt:
 			t.encrypted = true
 		}
-		if !mayHoldMarker(set) && !t.sel.Require().On {
+		if !mayHoldMarker(set) && !cur.policy.Require(t.sel).On {
 			return
 		}
 		st.tasks = append(st.tasks, t)
@@ -370,7 +370,7 @@ func mayHoldMarker(set []byte) bool {
 // caller to answer the partition with its code. Other partitions are
 // unaffected either way.
 func (f *Filter) fetchPartition(ctx context.Context, cur *state, x *proxy.Exchange, w *fetchWorker, out []byte, topic string, partition int32, set []byte, encrypted bool, sel policy.Selection) (_ []byte, changed bool, rebuilt int, _ *decryptError) {
-	if e := f.startGuard(ctx, x, w, topic, partition, sel); e != nil {
+	if e := f.startGuard(ctx, cur, x, w, topic, partition, sel); e != nil {
 		return out, false, 0, e
 	}
 	building := false

@@ -87,8 +87,8 @@ type integrityState struct {
 }
 
 // startGuard sets w's guard for a partition of topic selected as sel.
-func (f *Filter) startGuard(ctx context.Context, x *proxy.Exchange, w *fetchWorker, topic string, partition int32, sel policy.Selection) *decryptError {
-	req := sel.Require()
+func (f *Filter) startGuard(ctx context.Context, cur *state, x *proxy.Exchange, w *fetchWorker, topic string, partition int32, sel policy.Selection) *decryptError {
+	req := cur.policy.Require(sel)
 	w.integ.guard = guard{on: req.On && sel.Action == policy.Encrypt, from: math.MaxInt64, sel: sel, topic: topic}
 	g := &w.integ.guard
 	switch {
@@ -293,7 +293,7 @@ func (f *Filter) produceResponse(x *proxy.Exchange) error {
 			return
 		}
 		sel := cur.policy.SelectBytes(p.Topic)
-		if req := sel.Require(); sel.Action != policy.Encrypt || !req.On || req.Earliest {
+		if req := cur.policy.Require(sel); sel.Action != policy.Encrypt || !req.On || req.Earliest {
 			return
 		}
 		// The index copies the name if it keeps it.

@@ -335,10 +335,10 @@ func TestIntegrityPolicyValidation(t *testing.T) {
 		t.Fatal(err)
 	}
 	sel := p.Select("t-x")
-	if !sel.Require().On || sel.Require().Earliest {
-		t.Fatalf("default requirement %+v", sel.Require())
+	if !p.Require(sel).On || p.Require(sel).Earliest {
+		t.Fatalf("default requirement %+v", p.Require(sel))
 	}
-	if p.Select("p").Require().On {
+	if p.Require(p.Select("p")).On {
 		t.Fatal("a passthrough rule requires encryption")
 	}
 	for name, want := range map[string]bool{"K-x": true, "old-x": true, "old-y": false, "": false} {

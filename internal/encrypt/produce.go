@@ -461,7 +461,7 @@ func (f *Filter) producePartition(ctx context.Context, cur *state, st *produceSt
 	}
 	p.Replace(st.out[start:len(st.out):len(st.out)])
 	f.m.topics.get(topic).encrypted.Add(float64(n))
-	if req := sel.Require(); req.On && !req.Earliest {
+	if req := cur.policy.Require(sel); req.On && !req.Earliest {
 		st.noteOffsets = true
 	}
 	return nil

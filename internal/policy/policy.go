@@ -135,7 +135,6 @@ type Selection struct {
 	Parts Parts
 
 	headers *headerMatcher // EncryptHeader's patterns
-	require Requirement    // Require's answer (integrity.go)
 }
 
 // Policy is a compiled Config. It is safe for concurrent use.
@@ -426,7 +425,7 @@ func (p *Policy) evaluate(topic string) Selection {
 		if kek == "" {
 			return Selection{Action: Unresolved, Rule: i}
 		}
-		return Selection{Action: Encrypt, KEK: kek, Rule: i, Parts: r.parts, headers: r.headers, require: r.require}
+		return Selection{Action: Encrypt, KEK: kek, Rule: i, Parts: r.parts, headers: r.headers}
 	}
 	return Selection{Action: Unresolved, Rule: -1}
 }
