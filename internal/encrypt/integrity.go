@@ -270,6 +270,19 @@ func (f *Filter) checkKEK(ctx context.Context, cur *state, w *fetchWorker, offse
 	return nil
 }
 
+// plainRefused refuses to forward in clear (a KEK that does not exist
+// under PASSTHROUGH_UNENCRYPTED) records of a topic whose rule requires
+// encrypted records from offset 0: consumers through kseal could not read
+// them. With first-encrypted, such a topic has no envelope in its newest
+// batches (kekMissing checked), so kseal takes it as never encrypted.
+func (f *Filter) plainRefused(cur *state, sel policy.Selection, topic string) *partitionError {
+	if req := cur.policy.Require(sel); req.On && req.Earliest {
+		return &partitionError{code: errRejected, reason: "rejected",
+			err: fmt.Errorf("KEK %q does not exist, and the rule for topic %s requires encrypted records from offset 0 (requireEncryptedFrom: earliest): refusing plaintext", sel.KEK, topic)}
+	}
+	return nil
+}
+
 // noteProduce marks a Produce request whose response should note first
 // encrypted offsets: one that encrypted a partition of a rule enforcing
 // from the first encrypted offset, and forwarded no partition of an

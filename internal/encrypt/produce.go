@@ -334,6 +334,9 @@ func (f *Filter) producePartition(ctx context.Context, cur *state, st *produceSt
 		if pe := f.kekMissing(ctx, st.x, cur, topic, sel.KEK, p.Records, err); pe != nil {
 			return pe
 		}
+		if pe := f.plainRefused(cur, sel, topic); pe != nil { // integrity.go
+			return pe
+		}
 		st.passedPlain = true
 		return f.passPlain(st, topic, p.Records)
 	}
