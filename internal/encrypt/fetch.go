@@ -373,6 +373,9 @@ func (f *Filter) fetchPartition(ctx context.Context, cur *state, x *proxy.Exchan
 	if e := f.startGuard(ctx, cur, x, w, topic, partition, sel); e != nil {
 		return out, false, 0, e
 	}
+	if guardIdle(w, set) {
+		return out, false, 0, nil
+	}
 	building := false
 	var aadTopic string
 	// fail cuts the partition before the batch at set[at:].

@@ -266,8 +266,31 @@ func (f *Filter) checkKEK(ctx context.Context, cur *state, w *fetchWorker, offse
 		return e
 	}
 	w.integ.allowEDEK = append(w.integ.allowEDEK[:0], edek...)
-	w.integ.allowTopic = g.topic
+	if w.integ.allowTopic != g.topic {
+		w.integ.allowTopic = strings.Clone(g.topic) // g.topic may alias the response
+	}
 	return nil
+}
+
+// guardIdle reports whether a guarded partition's records need no look:
+// no record can hold a marker (so none can lower the offset) and none lies
+// at or after the offset checks start from.
+func guardIdle(w *fetchWorker, set []byte) bool {
+	g := &w.integ.guard
+	if !g.on || mayHoldMarker(set) {
+		return false
+	}
+	if g.from == math.MaxInt64 {
+		return true
+	}
+	last := int64(math.MinInt64)
+	it := records.NewBatchIter(set)
+	for it.Next() {
+		if b := it.Batch(); b.Kind != records.KindPartial {
+			last = max(last, b.BaseOffset+int64(b.LastOffsetDelta))
+		}
+	}
+	return last < g.from
 }
 
 // plainRefused refuses to forward in clear (a KEK that does not exist
