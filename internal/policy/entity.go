@@ -449,3 +449,44 @@ func (s Selection) KEKForEntity(entity string) (string, error) {
 	}
 	return b.String(), nil
 }
+
+// KEKFitsEntity reports whether kek is a name the selected entity rule can
+// give some record: its template with every entity reference replaced by a
+// valid entity (1 to MaxEntityLen bytes of [A-Za-z0-9._-]). The integrity
+// check (requireEncrypted) accepts such names on Fetch. The search
+// remembers the positions it tried, so a hostile name costs at most
+// len(segments) x len(name) x MaxEntityLen steps.
+func (s Selection) KEKFitsEntity(kek string) bool {
+	if !s.Entity() {
+		return false
+	}
+	if _, ok := s.EntityOf(kek); ok {
+		return true
+	}
+	segs := s.ent.segs
+	tried := make(map[[2]int]bool)
+	var fits func(i, pos int) bool
+	fits = func(i, pos int) bool {
+		if i == len(segs) {
+			return pos == len(kek)
+		}
+		key := [2]int{i, pos}
+		if done, seen := tried[key]; seen {
+			return done
+		}
+		ok := false
+		if seg := segs[i]; seg.ref == nil {
+			ok = strings.HasPrefix(kek[pos:], seg.lit) && fits(i+1, pos+len(seg.lit))
+		} else {
+			for n := 1; n <= MaxEntityLen && pos+n <= len(kek) && CheckEntity([]byte{kek[pos+n-1]}) == nil; n++ {
+				if fits(i+1, pos+n) {
+					ok = true
+					break
+				}
+			}
+		}
+		tried[key] = ok
+		return ok
+	}
+	return fits(0, 0)
+}

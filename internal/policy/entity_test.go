@@ -250,3 +250,44 @@ func TestKEKForEntity(t *testing.T) {
 		}
 	}
 }
+
+// The integrity check accepts, for an entity rule, exactly the names its
+// template gives some valid entity, also with two references.
+func TestKEKFitsEntity(t *testing.T) {
+	p := entityPolicy(t,
+		RuleConfig{TopicRegex: `orders-(.*)`, KEK: `KEK-$1-$(header:tenant)-x`},
+		RuleConfig{Topics: []string{"two"}, KEK: `k-$(header:a)-$(header:b)`},
+		RuleConfig{Topics: []string{"plain"}, KEK: `KEK-plain`},
+	)
+	cases := []struct {
+		topic, kek string
+		want       bool
+	}{
+		{"orders-eu", "KEK-eu-acme-x", true},
+		{"orders-eu", "KEK-eu-a.b_c-d-x", true},
+		{"orders-eu", "KEK-eu--x", false},
+		{"orders-eu", "KEK-us-acme-x", false},
+		{"orders-eu", "KEK-eu-a/b-x", false},
+		{"orders-eu", "KEK-eu-" + strings.Repeat("a", MaxEntityLen+1) + "-x", false},
+		{"two", "k-a-b", true},
+		{"two", "k-a-b-c", true},
+		{"two", "k-a", false},
+		{"two", "k--b", false},
+		{"two", "k-a-b/", false},
+		{"plain", "KEK-plain", false}, // not an entity rule: KEKAllowed compares sel.KEK
+	}
+	for _, c := range cases {
+		sel := p.Select(c.topic)
+		if got := sel.KEKFitsEntity(c.kek); got != c.want {
+			t.Errorf("%s: KEKFitsEntity(%q) = %v, want %v", c.topic, c.kek, got, c.want)
+		}
+		if c.want && !p.KEKAllowed(c.topic, sel, c.kek) {
+			t.Errorf("%s: KEKAllowed(%q) refused an entity KEK", c.topic, c.kek)
+		}
+	}
+	// A hostile name cannot make the search slow.
+	long := "k-" + strings.Repeat("a-", 2000) + "/"
+	if p.Select("two").KEKFitsEntity(long) {
+		t.Fatal("a name ending in '/' fits")
+	}
+}

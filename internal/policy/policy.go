@@ -94,6 +94,15 @@ type RuleConfig struct {
 	// OnDestroyedKek: ERROR (default) or NULL_VALUE, for records whose KEK
 	// was destroyed with `kseal shred` (entity.go, docs/shredding.md).
 	OnDestroyedKek string `yaml:"onDestroyedKek"`
+	// RequireEncrypted: on Fetch, records that have something the rule
+	// encrypts must be valid envelopes under an allowed KEK (nil: true for
+	// rules that encrypt). integrity.go.
+	RequireEncrypted *bool `yaml:"requireEncrypted"`
+	// RequireEncryptedFrom: first-encrypted (default) or earliest.
+	RequireEncryptedFrom RequireFrom `yaml:"requireEncryptedFrom"`
+	// AllowedKEKs are KEK name templates also accepted on Fetch (besides
+	// kek), e.g. a KEK the rule named before.
+	AllowedKEKs []string `yaml:"allowedKeks"`
 }
 
 // ReplicaConfig maps topics matching TopicRegex to the origin topic
@@ -174,6 +183,8 @@ type rule struct {
 	headers     *headerMatcher
 	access      *Access
 	onDestroyed OnDestroyedKek
+	require     Requirement // integrity.go
+	allowed     []template  // allowedKeks
 }
 
 type replica struct {
@@ -265,6 +276,7 @@ func Compile(cfg *Config) (*Policy, error) {
 		r.parts, r.headers = compileEncrypt(path, &rc, p.version, bad)
 		r.access = compileAccess(path, &rc, bad)
 		r.onDestroyed = compileShred(path, &rc, r.kek, r.parts, r.headers, bad)
+		compileIntegrity(path, &rc, &r, bad)
 		p.rules = append(p.rules, r)
 	}
 
