@@ -16,7 +16,6 @@ package encrypt
 // shows.
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -81,10 +80,10 @@ type guard struct {
 }
 
 // integrityState is a fetch worker's integrity state: the guard of its
-// partition and the last EDEK whose KEK was found allowed, for which topic.
+// partition and the EDEKs whose KEK was found allowed, for which topic.
 type integrityState struct {
 	guard      guard
-	allowEDEK  []byte
+	allowEDEKs map[string]struct{} // EDEKs of allowTopic found allowed (at most maxAllowedEDEKs)
 	allowTopic string
 }
 
@@ -224,12 +223,18 @@ func (f *Filter) checkPartsV2(w *fetchWorker, offset int64, rec recordcrypt.Reco
 
 // checkKEK refuses an envelope whose EDEK names a KEK the rule does not
 // allow (policy.KEKAllowed; for providers whose EDEKs carry a key id, such
-// as AWS, the allowed names resolved to their ids). The answer for the
-// last allowed EDEK is remembered per worker.
+// as AWS, the allowed names resolved to their ids). The EDEKs found allowed
+// are remembered per worker and topic (up to maxAllowedEDEKs), so records of
+// tenants interleaved under entity KEKs are not described again each time.
 func (f *Filter) checkKEK(ctx context.Context, cur *state, w *fetchWorker, offset int64, edek []byte) *decryptError {
 	g := &w.integ.guard
-	if !g.on || (w.integ.allowTopic == g.topic && len(w.integ.allowEDEK) > 0 && bytes.Equal(edek, w.integ.allowEDEK)) {
+	if !g.on {
 		return nil
+	}
+	if w.integ.allowTopic == g.topic {
+		if _, ok := w.integ.allowEDEKs[string(edek)]; ok {
+			return nil
+		}
 	}
 	d, ok := cur.keys.(interface {
 		DescribeEDEK([]byte) (kms.EDEKInfo, error)
@@ -267,12 +272,23 @@ func (f *Filter) checkKEK(ctx context.Context, cur *state, w *fetchWorker, offse
 		e.kek = info.KEK
 		return e
 	}
-	w.integ.allowEDEK = append(w.integ.allowEDEK[:0], edek...)
 	if w.integ.allowTopic != g.topic {
 		w.integ.allowTopic = strings.Clone(g.topic) // g.topic may alias the response
+		clear(w.integ.allowEDEKs)
 	}
+	if w.integ.allowEDEKs == nil {
+		w.integ.allowEDEKs = make(map[string]struct{})
+	}
+	if len(w.integ.allowEDEKs) >= maxAllowedEDEKs {
+		clear(w.integ.allowEDEKs)
+	}
+	w.integ.allowEDEKs[string(edek)] = struct{}{}
 	return nil
 }
+
+// maxAllowedEDEKs bounds the EDEKs a fetch worker remembers as allowed (a
+// few per KEK in use; entity rules have one KEK per tenant).
+const maxAllowedEDEKs = 256
 
 // guardIdle reports whether a guarded partition's records need no look:
 // no record can hold a marker (so none can lower the offset) and none lies
