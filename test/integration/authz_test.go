@@ -42,7 +42,15 @@ func TestAccessRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	admin := fmt.Sprintf("127.0.0.1:%d", e2eFreePort(t))
-	cfg := fmt.Sprintf("admin: {listen: %q}\n", admin) + e2eConfig(gw, b.sasl, "", "") + "    encryption:\n" + k.section() +
+	// kseal's own upstream login: the rules require encrypted records
+	// (requireEncrypted, the default), which needs kseal to read its key
+	// topic; without upstream.sasl every fetch of them would fail closed.
+	pw := filepath.Join(e2eWorkDir(t), "kafka-password")
+	if err := os.WriteFile(pw, []byte(e2eSASLPassword+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	upstreamSASL := fmt.Sprintf("      sasl: {mechanism: SCRAM-SHA-512, username: %s, passwordFile: %q}\n", e2eSASLUser, pw)
+	cfg := fmt.Sprintf("admin: {listen: %q}\n", admin) + e2eConfig(gw, b.sasl, upstreamSASL, "") + "    encryption:\n" + k.section() +
 		fmt.Sprintf(`      policy:
         rules:
           - topics: [%s]
