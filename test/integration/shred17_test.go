@@ -114,8 +114,8 @@ path "transit/decrypt/KEK-*" { capabilities = ["update"] }
 		return fmt.Sprintf("      kms:\n        type: vault\n        config: {address: %q, timeout: 1s, tokenFile: %q}\n", addr, tokenFile)
 	}
 	return &p17KMS{name: "openbao", section: section(kseal), operator: section(operator),
-		create: func(t *testing.T, kek string) { call(t, "POST", "transit/keys/"+kek, `{}`) },
-		down:   func(t *testing.T) { e2eScript(t, "openbao.sh", "stop", "--dir", dir) },
+		create:   func(t *testing.T, kek string) { call(t, "POST", "transit/keys/"+kek, `{}`) },
+		down:     func(t *testing.T) { e2eScript(t, "openbao.sh", "stop", "--dir", dir) },
 		describe: vault.DescribeEDEK,
 	}
 }
