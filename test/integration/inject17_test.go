@@ -230,7 +230,9 @@ func TestInjectionRefused(t *testing.T) {
 		}
 	}
 	go probe("librdkafka", func(s []testenv.ProbeStep) []testenv.ProbeResult { return testenv.RdkafkaProbe(t, s) },
-		func(s string) bool { return strings.Contains(s, "CORRUPT_MESSAGE") || strings.Contains(strings.ToLower(s), "corrupt") })
+		func(s string) bool {
+			return strings.Contains(s, "CORRUPT_MESSAGE") || strings.Contains(strings.ToLower(s), "corrupt")
+		})
 	go probe("java", func(s []testenv.ProbeStep) []testenv.ProbeResult { return testenv.JavaProbe(t, cluster, s) },
 		func(s string) bool { return strings.Contains(strings.ToLower(s), "corrupt") })
 	wg.Wait()
