@@ -117,6 +117,7 @@ public class KsealProbe {
         p.put("enable.idempotence", "false");
         p.put("delivery.timeout.ms", "20000");
         p.put("request.timeout.ms", "10000");
+        p.put("max.block.ms", "15000");
         p.put("key.serializer", ByteArraySerializer.class.getName());
         p.put("value.serializer", ByteArraySerializer.class.getName());
         int part = Integer.parseInt(f[4]);
