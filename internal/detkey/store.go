@@ -187,6 +187,8 @@ type Store struct {
 	byTK map[tkKey]*entry      // the winning record of each (T, KEK)
 	byID map[[8]byte]*entry    // the same records by key id
 	neg  map[[8]byte]time.Time // key ids unknown after a re-read, and when
+	// shreds are the shred records read (shred.go).
+	shreds shredIndex
 
 	// readSem serializes reads of the key topic (a lock that gives up with
 	// ctx); next and read are guarded by it.
@@ -588,6 +590,10 @@ func (s *Store) catchUp(ctx context.Context, up Upstream) (int64, error) {
 // a key id already indexed are skipped. Every replica reads the same
 // records in the same order, so all take the same decisions.
 func (s *Store) index(offset int64, key, value []byte) {
+	if IsShredKey(key) {
+		s.indexShred(key, value)
+		return
+	}
 	r, err := ParseKeyRecord(key, value)
 	if err != nil {
 		s.m.skipped.WithLabelValues("malformed").Inc()

@@ -76,6 +76,9 @@ type fetchWorker struct {
 	opener    recordcrypt.Opener
 	lastKeyID [8]byte
 	lastDK    *recordcrypt.DetKey
+
+	// shred: the partition's onDestroyedKek (shred.go).
+	shred shredFetch
 }
 
 var fetchStateKey = new(int)
@@ -412,6 +415,7 @@ func (f *Filter) fetchPartition(ctx context.Context, cur *state, x *proxy.Exchan
 			building = true
 			out = append(out, set[:w.iter.Offset()]...)
 			aadTopic = cur.policy.AADTopic(topic)
+			w.shredPartition(cur, topic)
 		}
 		var derr *decryptError
 		out, err = w.proc.Rewrite(out, func(r *records.Record) error {
@@ -553,7 +557,7 @@ func (f *Filter) decryptRecord(ctx context.Context, cur *state, x *proxy.Exchang
 	}
 	aead, e := st.decryptor(ctx, cur, offset, env)
 	if e != nil {
-		return e
+		return f.destroyed(ctx, cur, x, st, e, r, env.EDEK, nil)
 	}
 	v, err := recordcrypt.Open(st.value[:0], aead, env, recordcrypt.Binding{Topic: aadTopic, Key: r.Key})
 	if err != nil {
@@ -612,7 +616,7 @@ func (f *Filter) decryptRecordV2(ctx context.Context, cur *state, x *proxy.Excha
 	if rec.HasEnvelope() {
 		var e *decryptError
 		if aead, e = st.decryptor(ctx, cur, offset, rec.Env); e != nil {
-			return e
+			return f.destroyed(ctx, cur, x, st, e, r, rec.Env.EDEK, nil)
 		}
 	}
 	var dk *recordcrypt.DetKey
@@ -622,7 +626,7 @@ func (f *Filter) decryptRecordV2(ctx context.Context, cur *state, x *proxy.Excha
 		} else {
 			var e *decryptError
 			if dk, e = f.detKeyForRead(ctx, x, aadTopic, offset, rec.KeyID); e != nil {
-				return e
+				return f.destroyed(ctx, cur, x, st, e, r, nil, &rec.KeyID)
 			}
 			st.lastKeyID, st.lastDK = rec.KeyID, dk
 		}

@@ -167,6 +167,9 @@ type Options struct {
 	// KeyTopic is the deterministic-key store's topic: clients may not
 	// produce to it through kseal ("": no such topic).
 	KeyTopic string
+	// Shreds tells KEKs destroyed by kseal shred (shred.go). Nil: records
+	// whose KEK is gone always get the error, whatever onDestroyedKek says.
+	Shreds Shreds
 }
 
 // Filter is the encryption filter; one per virtual cluster.
@@ -178,6 +181,8 @@ type Filter struct {
 	state  atomic.Pointer[state]
 	// sealed remembers which topics kseal encrypted before (kekguard.go).
 	sealed sealedTopics
+	// entities are the entity KEKs in use (shred.go).
+	entities entityKEKs
 
 	logLimit logLimiter
 }

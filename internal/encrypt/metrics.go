@@ -16,6 +16,8 @@ type Metrics struct {
 	// sealedChecks counts reads of a topic's newest batches made because
 	// its KEK was not found under PASSTHROUGH_UNENCRYPTED (kekguard.go).
 	sealedChecks *prometheus.CounterVec
+	// shred are the entity KEK and shredding metrics (shred.go).
+	shred *shredMetrics
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -47,8 +49,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "kseal_encrypted_topic_checks_total",
 		Help: "Reads of a topic's newest batches, made before passing it through because its KEK does not exist, by outcome (encrypted: refused; plaintext: passed through; error: refused, retriable).",
 	}, []string{"outcome"})
+	m.shred = newShredMetrics()
 	if reg != nil {
 		reg.MustRegister(m.records, m.errors, m.batches, m.budget, m.sealedChecks)
+		reg.MustRegister(m.shred.collectors()...)
 	}
 	return m
 }

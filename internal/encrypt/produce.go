@@ -51,6 +51,8 @@ type produceState struct {
 	dkTopic string
 	dkKEK   string
 	dk      *recordcrypt.DetKey
+	// ent is the entity KEKs of the partition being sealed (shred.go).
+	ent entityState
 }
 
 // topicPartition identifies a partition of a Produce request, for the
@@ -321,6 +323,10 @@ func (f *Filter) producePartition(ctx context.Context, cur *state, st *produceSt
 		}
 		return f.passPlain(st, topic, p.Records)
 	}
+	if sel.Entity() {
+		// The KEK is each record's (shred.go).
+		return f.produceEntity(ctx, cur, st, topic, p, sel)
+	}
 	kek, err := cur.keys.Resolve(ctx, sel.KEK)
 	if err != nil {
 		// Missing, unusable or unreachable KEK: kekguard.go decides.
@@ -370,7 +376,7 @@ func (f *Filter) producePartition(ctx context.Context, cur *state, st *produceSt
 			st.out = st.out[:start]
 			return pe
 		}
-		rebuild, bound := rewriteBound(st.proc, key, v2, sel.Parts)
+		rebuild, bound := rewriteBound(st.proc, len(key.EDEK()), v2, sel.Parts)
 		if err := st.tick.reserveScratch(scratchRebuild, rebuild); err != nil {
 			st.out = st.out[:start]
 			return budgetError(err)
@@ -506,7 +512,8 @@ func (f *Filter) loadBatch(st *produceState, b *records.Batch) *partitionError {
 	return &partitionError{code: errCorrupt, reason: "corrupt", err: err}
 }
 
-// rewriteBound bounds what rewriting the loaded batch takes: rebuild, the
+// rewriteBound bounds what rewriting the loaded batch, sealed under EDEKs
+// of at most edekLen bytes, takes: rebuild, the
 // uncompressed records rebuilt before compression (0 for an uncompressed
 // batch, whose records are rebuilt in place), and out, the bytes appended
 // to the output: the records plus, per record, the envelope's overhead and
@@ -516,12 +523,12 @@ func (f *Filter) loadBatch(st *produceState, b *records.Batch) *partitionError {
 // Format v2 adds per record at most recordcrypt.MaxGrowthV2, with 3 bytes
 // (an index) per header sealed; a header takes at least 2 bytes of the
 // records, so there are at most n/2 of them.
-func rewriteBound(proc *records.Processor, key recordcrypt.Key, v2 bool, parts policy.Parts) (rebuild, out int) {
+func rewriteBound(proc *records.Processor, edekLen int, v2 bool, parts policy.Parts) (rebuild, out int) {
 	n := len(proc.Records())
 	recs := int(proc.Batch().NumRecords)
-	perRecord := recordcrypt.Overhead(len(key.EDEK()), recordcrypt.MaxCounter) + len(recordcrypt.HeaderKey) + 16
+	perRecord := recordcrypt.Overhead(edekLen, recordcrypt.MaxCounter) + len(recordcrypt.HeaderKey) + 16
 	if v2 {
-		perRecord = recordcrypt.MaxGrowthV2(len(key.EDEK()), 0)
+		perRecord = recordcrypt.MaxGrowthV2(edekLen, 0)
 	}
 	recsOut := n + recs*perRecord
 	if v2 && parts&policy.PartHeaders != 0 {

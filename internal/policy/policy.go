@@ -50,6 +50,11 @@ type Config struct {
 	// EncryptedTopicCheck tunes the check made before a topic whose KEK does
 	// not exist is passed through under PASSTHROUGH_UNENCRYPTED.
 	EncryptedTopicCheck EncryptedTopicCheckConfig `yaml:"encryptedTopicCheck"`
+	// MaxKeksPerTopic and MaxKeks bound the distinct entity KEKs (rules
+	// whose kek uses $(header:...) or $(key...)) one topic, and the process,
+	// may use (0: DefaultMaxKeksPerTopic, DefaultMaxKeks).
+	MaxKeksPerTopic int `yaml:"maxKeksPerTopic"`
+	MaxKeks         int `yaml:"maxKeks"`
 
 	// WriteVersion is `encryption.format.writeVersion` (not part of this
 	// section: the caller copies it in): the record format written, 1 (0
@@ -83,6 +88,9 @@ type RuleConfig struct {
 	// Encrypt says which parts of the records are encrypted (nil: the
 	// value only).
 	Encrypt *EncryptConfig `yaml:"encrypt"`
+	// OnDestroyedKek: ERROR (default) or NULL_VALUE, for records whose KEK
+	// was destroyed with `kseal shred` (entity.go, docs/shredding.md).
+	OnDestroyedKek string `yaml:"onDestroyedKek"`
 }
 
 // ReplicaConfig maps topics matching TopicRegex to the origin topic
@@ -126,6 +134,7 @@ type Selection struct {
 	Parts Parts
 
 	headers *headerMatcher // EncryptHeader's patterns
+	ent     *entitySel     // entity KEK template and onDestroyedKek (entity.go)
 }
 
 // Policy is a compiled Config. It is safe for concurrent use.
@@ -138,6 +147,8 @@ type Policy struct {
 	checkTTL   time.Duration
 	checkSize  int
 	version    int
+
+	maxKeksPerTopic, maxKeks int
 }
 
 // WriteVersion is the record format version written: 1 or 2.
@@ -157,6 +168,7 @@ type rule struct {
 	passthrough bool
 	parts       Parts
 	headers     *headerMatcher
+	onDestroyed OnDestroyedKek
 }
 
 type replica struct {
@@ -246,6 +258,7 @@ func Compile(cfg *Config) (*Policy, error) {
 			r.kek = t
 		}
 		r.parts, r.headers = compileEncrypt(path, &rc, p.version, bad)
+		r.onDestroyed = compileShred(path, &rc, r.kek, r.parts, r.headers, bad)
 		p.rules = append(p.rules, r)
 	}
 
@@ -265,6 +278,9 @@ func Compile(cfg *Config) (*Policy, error) {
 			continue
 		}
 		t, err := parseTemplate(rc.OriginTopic, re)
+		if err == nil && t.hasEntity() {
+			err = errors.New("$(header:...) and $(key...) are for rules' kek only")
+		}
 		if err != nil {
 			bad(path+".originTopic", err)
 			continue
@@ -292,6 +308,7 @@ func Compile(cfg *Config) (*Policy, error) {
 	case p.checkSize == 0:
 		p.checkSize = DefaultCacheSize
 	}
+	p.compileBounds(cfg, bad)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -409,11 +426,15 @@ func (p *Policy) evaluate(topic string) Selection {
 		if r.passthrough {
 			return Selection{Action: Passthrough, Rule: i}
 		}
+		ent := r.entitySelection(i, topic, match)
 		kek := r.kek.expand(topic, match)
+		if ent != nil && ent.segs != nil {
+			kek = ent.displayKEK() // the KEK is each record's (AppendKEK)
+		}
 		if kek == "" {
 			return Selection{Action: Unresolved, Rule: i}
 		}
-		return Selection{Action: Encrypt, KEK: kek, Rule: i, Parts: r.parts, headers: r.headers}
+		return Selection{Action: Encrypt, KEK: kek, Rule: i, Parts: r.parts, headers: r.headers, ent: ent}
 	}
 	return Selection{Action: Unresolved, Rule: -1}
 }

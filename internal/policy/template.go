@@ -18,7 +18,8 @@ type template struct {
 
 type part struct {
 	lit   string
-	group int // capture group; -1 for a literal, -2 for the topic name
+	group int        // capture group; -1 for a literal, -2 for the topic name, -3 (entityPart) for ent
+	ent   *entityRef // an entity reference (entity.go)
 }
 
 const topicPart = -2
@@ -73,8 +74,16 @@ func parseTemplate(s string, re *regexp.Regexp) (template, error) {
 			flush()
 			t.parts = append(t.parts, part{group: g})
 			i += 1 + end + 1
+		case strings.HasPrefix(rest, "(header:") || strings.HasPrefix(rest, "(key"):
+			ref, n, err := parseEntityRef(rest)
+			if err != nil {
+				return template{}, fmt.Errorf("at offset %d: %w", i, err)
+			}
+			flush()
+			t.parts = append(t.parts, part{group: entityPart, ent: ref})
+			i += 1 + n
 		default:
-			return template{}, fmt.Errorf("unknown $ reference at offset %d: use $(topicName), $1, ${name}, or $$ for a literal $", i)
+			return template{}, fmt.Errorf("unknown $ reference at offset %d: use $(topicName), $1, ${name}, $(header:NAME), $(key), $(key:REGEX), or $$ for a literal $", i)
 		}
 	}
 	flush()
@@ -111,7 +120,8 @@ func (t template) static() (string, bool) {
 
 // expand builds the name for topic; match holds the regex's submatch
 // indexes (nil for rules without a regex). An unmatched optional group
-// expands to nothing.
+// expands to nothing, and so does an entity reference (Selection.AppendKEK
+// renders those per record).
 func (t template) expand(topic string, match []int) string {
 	if s, ok := t.static(); ok {
 		return s
@@ -123,6 +133,8 @@ func (t template) expand(topic string, match []int) string {
 			b.WriteString(p.lit)
 		case p.group == topicPart:
 			b.WriteString(topic)
+		case p.group < 0:
+			// An entity reference: per record (Selection.AppendKEK).
 		case 2*p.group+1 < len(match) && match[2*p.group] >= 0:
 			b.WriteString(topic[match[2*p.group]:match[2*p.group+1]])
 		}
