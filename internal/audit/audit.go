@@ -34,8 +34,8 @@ const (
 	ConfigReload      Type = "config_reload"   // a reload applied or refused
 	PanicRecovered    Type = "panic_recovered"
 	ConnectionRefused Type = "connection_refused"
-	// AuthorizationRefused is reserved: kseal does no authorization of its
-	// own (the brokers do), so it is never emitted yet.
+	// AuthorizationRefused: a policy rule's access section refused a
+	// client (docs/authorization.md).
 	AuthorizationRefused Type = "authorization_refused"
 )
 
@@ -71,6 +71,9 @@ type Event struct {
 	Outcome    string // config_reload: "success" or "failure"
 	RemoteAddr string // connection_refused: the client's address
 	Where      string // panic_recovered: the part of kseal that recovered it
+	// Identity is the client's (authorization_refused): a principal such
+	// as User:alice or a certificate subject; never a secret.
+	Identity string
 	// Suppressed counts the events of the same kind and key that were
 	// rate-limited away since the last one written.
 	Suppressed int
@@ -108,6 +111,7 @@ type wire struct {
 	Outcome         string `json:"outcome,omitempty"`
 	RemoteAddr      string `json:"remote_addr,omitempty"`
 	Where           string `json:"where,omitempty"`
+	Identity        string `json:"identity,omitempty"`
 	Suppressed      int    `json:"suppressed,omitempty"`
 	Detail          string `json:"detail,omitempty"`
 }
@@ -125,7 +129,7 @@ func AppendJSON(dst []byte, e Event) ([]byte, error) {
 		VirtualCluster: e.VirtualCluster, Topic: e.Topic, Partition: e.Partition, Offset: e.Offset,
 		Reason: e.Reason, ErrorCode: e.ErrorCode, ErrorName: e.ErrorName,
 		KEK: e.KEK, KEKVersion: e.KEKVersion, EDEKFingerprint: e.EDEKFingerprint,
-		Outcome: e.Outcome, RemoteAddr: e.RemoteAddr, Where: e.Where, Suppressed: e.Suppressed, Detail: e.Detail,
+		Outcome: e.Outcome, RemoteAddr: e.RemoteAddr, Where: e.Where, Identity: e.Identity, Suppressed: e.Suppressed, Detail: e.Detail,
 	})
 	if err != nil {
 		return dst, err

@@ -42,6 +42,9 @@ func (f *Filter) auditRefusal(topic string, partition int32, pe *partitionError,
 	if inputReasons[pe.reason] {
 		ev.Type = audit.InputRefused
 	}
+	if pe.reason == reasonAccessDenied {
+		ev.Type, ev.Identity = audit.AuthorizationRefused, pe.identity
+	}
 	if ev.Topic = auditTopic(topic, pe.reason); ev.Topic != "" && partition >= 0 {
 		ev.Partition = audit.Int32(partition)
 	}

@@ -171,7 +171,8 @@ func (f *Filter) fetch(ctx context.Context, x *proxy.Exchange) error {
 			st.tasks = append(st.tasks, t)
 			return
 		}
-		switch cur.policy.Select(t.topic).Action {
+		sel := cur.policy.Select(t.topic)
+		switch sel.Action {
 		case policy.Passthrough:
 			// Not encrypted by policy: the consumer gets exactly what the
 			// broker holds (producers cannot plant markers there any more).
@@ -182,6 +183,16 @@ func (f *Filter) fetch(ctx context.Context, x *proxy.Exchange) error {
 			}
 		case policy.Encrypt:
 			t.encrypted = true
+		}
+		if a := readDenied(cur, x, t.topic, sel); a != nil {
+			// access.go: as stored, or TOPIC_AUTHORIZATION_FAILED; never
+			// decrypted.
+			deliver, e := f.fetchAccess(x, a, t.topic, share)
+			if !deliver {
+				t.err = e
+				st.tasks = append(st.tasks, t)
+			}
+			return
 		}
 		if !mayHoldMarker(set) {
 			return
@@ -466,6 +477,10 @@ func anyCompressed(set []byte) bool {
 }
 
 func (f *Filter) failPartition(p partitionSetter, topic string, partition int32, e *decryptError) {
+	if e.reason == reasonAccessDenied {
+		denyPartition(p) // counted and logged by fetchAccess
+		return
+	}
 	p.SetErrorCode(e.code.Code)
 	p.SetRecords([]byte{})
 	f.m.errors.WithLabelValues("fetch", e.reason).Inc()

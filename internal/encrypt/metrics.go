@@ -18,6 +18,8 @@ type Metrics struct {
 	sealedChecks *prometheus.CounterVec
 	// shred are the entity KEK and shredding metrics (shred.go).
 	shred *shredMetrics
+	// access counts denials of rules' access sections (access.go).
+	access *accessMetrics
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -50,8 +52,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help: "Reads of a topic's newest batches, made before passing it through because its KEK does not exist, by outcome (encrypted: refused; plaintext: passed through; error: refused, retriable).",
 	}, []string{"outcome"})
 	m.shred = newShredMetrics()
+	m.access = newAccessMetrics()
 	if reg != nil {
-		reg.MustRegister(m.records, m.errors, m.batches, m.budget, m.sealedChecks)
+		reg.MustRegister(m.records, m.errors, m.batches, m.budget, m.sealedChecks, m.access.vec)
 		reg.MustRegister(m.shred.collectors()...)
 	}
 	return m

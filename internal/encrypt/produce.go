@@ -88,6 +88,8 @@ type partitionError struct {
 	code   *kerr.Error
 	reason string // metric label
 	err    error
+	// identity is the client's, for the audit event of an access denial.
+	identity string
 }
 
 func (f *Filter) produce(ctx context.Context, x *proxy.Exchange) error {
@@ -314,6 +316,9 @@ func (f *Filter) producePartition(ctx context.Context, cur *state, st *produceSt
 		return &partitionError{code: errKeyTopic, reason: "key_topic", err: fmt.Errorf("%s is kseal's key topic: only kseal writes it", topic)}
 	}
 	sel := cur.policy.Select(topic)
+	if pe := f.produceAccess(st.x, topic, sel); pe != nil {
+		return pe
+	}
 	switch sel.Action {
 	case policy.Passthrough:
 		return f.passPlain(st, topic, p.Records)

@@ -91,6 +91,9 @@ type RuleConfig struct {
 	// OnDestroyedKek: ERROR (default) or NULL_VALUE, for records whose KEK
 	// was destroyed with `kseal shred` (entity.go, docs/shredding.md).
 	OnDestroyedKek string `yaml:"onDestroyedKek"`
+	// Access restricts which client identities may decrypt and produce
+	// (access.go; nil: everyone).
+	Access *AccessConfig `yaml:"access"`
 }
 
 // ReplicaConfig maps topics matching TopicRegex to the origin topic
@@ -135,6 +138,7 @@ type Selection struct {
 
 	headers *headerMatcher // EncryptHeader's patterns
 	ent     *entitySel     // entity KEK template and onDestroyedKek (entity.go)
+	access  *Access        // the rule's access section (nil: none)
 }
 
 // Policy is a compiled Config. It is safe for concurrent use.
@@ -169,6 +173,7 @@ type rule struct {
 	parts       Parts
 	headers     *headerMatcher
 	onDestroyed OnDestroyedKek
+	access      *Access
 }
 
 type replica struct {
@@ -259,6 +264,7 @@ func Compile(cfg *Config) (*Policy, error) {
 		}
 		r.parts, r.headers = compileEncrypt(path, &rc, p.version, bad)
 		r.onDestroyed = compileShred(path, &rc, r.kek, r.parts, r.headers, bad)
+		r.access = compileAccess(path, &rc, bad)
 		p.rules = append(p.rules, r)
 	}
 
@@ -432,9 +438,9 @@ func (p *Policy) evaluate(topic string) Selection {
 			kek = ent.displayKEK() // the KEK is each record's (AppendKEK)
 		}
 		if kek == "" {
-			return Selection{Action: Unresolved, Rule: i}
+			return Selection{Action: Unresolved, Rule: i, access: r.access}
 		}
-		return Selection{Action: Encrypt, KEK: kek, Rule: i, Parts: r.parts, headers: r.headers, ent: ent}
+		return Selection{Action: Encrypt, KEK: kek, Rule: i, Parts: r.parts, headers: r.headers, ent: ent, access: r.access}
 	}
 	return Selection{Action: Unresolved, Rule: -1}
 }

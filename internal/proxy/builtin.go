@@ -11,9 +11,10 @@ import (
 )
 
 // builtinFilters are the filters every virtual cluster runs: broker address
-// rewriting and ApiVersions intersection.
+// rewriting, ApiVersions intersection, and the observation of clients' SASL
+// logins (identity.go).
 func builtinFilters(vc *virtualCluster, caps map[int16]int16) []Filter {
-	return []Filter{apiVersionsFilter{caps: caps}, acksFilter{}, &addressFilter{vc: vc}}
+	return []Filter{apiVersionsFilter{caps: caps}, acksFilter{}, &addressFilter{vc: vc}, identityFilter{vc: vc}}
 }
 
 // acksFilter marks Produce requests with acks=0, which the broker never

@@ -60,6 +60,11 @@ type conn struct {
 	lastActive atomic.Int64
 	pending    atomic.Int32
 	idleTimer  *time.Timer
+
+	// identity is who the client is, as far as kseal knows (identity.go):
+	// set from the TLS handshake, replaced by the response side when a
+	// SASL login succeeds, read by filters on both sides.
+	identity atomic.Pointer[Identity]
 }
 
 // errDraining ends the request side at shutdown without a log line: like
@@ -125,7 +130,7 @@ func (c *conn) finish(side string, err error) {
 	if !first || err == nil || isClosed(err) || errors.Is(err, errPanicked) {
 		return
 	}
-	c.log.Warn("closing client connection", "side", side, "error", err.Error())
+	c.log.Warn("closing client connection", "side", side, "error", err.Error(), "identity", c.identityLog())
 }
 
 func (c *conn) close() {

@@ -21,6 +21,7 @@ type Metrics struct {
 	refused     *prometheus.CounterVec
 	idleClosed  *prometheus.CounterVec
 	panics      *prometheus.CounterVec
+	identities  *prometheus.CounterVec
 }
 
 // NewMetrics creates the plumbing metrics and registers them with reg
@@ -65,9 +66,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Panics recovered (each is a bug, logged with its stack), by where: request and response (the connection is closed), setup (TLS handshake, routing, broker dial), accept, discovery.",
 		}, []string{"virtual_cluster", "side"}),
 	}
+	m.identities = newIdentityMetric()
 	if reg != nil {
 		reg.MustRegister(m.connections, m.connTotal, m.requests, m.reqBytes, m.respBytes, m.latency, m.added,
-			m.refused, m.idleClosed, m.panics)
+			m.refused, m.idleClosed, m.panics, m.identities)
 	}
 	return m
 }

@@ -562,6 +562,13 @@ func (vc *virtualCluster) handle(client net.Conn, node int32) {
 		return
 	}
 	vc.reachedUpstream.Store(true)
+	var certNames []string
+	if tc, ok := client.(*tls.Conn); ok {
+		if certNames = certIdentity(tc.ConnectionState()); len(certNames) > 0 {
+			log = log.With("certificate", certNames[0])
+			vc.srv.metrics.identities.WithLabelValues(vc.name, "TLS").Inc()
+		}
+	}
 	c := &conn{
 		vc:       vc,
 		client:   client,
@@ -570,6 +577,9 @@ func (vc *virtualCluster) handle(client net.Conn, node int32) {
 		inflight: make(chan *Exchange, vc.cfg.Limits.MaxInFlightPerConnection),
 		draining: make(chan struct{}),
 		dead:     make(chan struct{}),
+	}
+	if certNames != nil {
+		c.identity.Store(NewIdentity(certNames, "", ""))
 	}
 	if !vc.srv.track(c) {
 		c.close()

@@ -7,6 +7,9 @@ package proxy
 type Standalone struct {
 	// Topics resolves topic ids for Exchange.TopicName.
 	Topics map[[16]byte]string
+	// Identity is the client's identity for Exchange.Identity (nil: none);
+	// a SASL login the identity filter sees succeed replaces it.
+	Identity *Identity
 
 	scratch [2][]byte
 	state   map[any]any
