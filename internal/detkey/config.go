@@ -16,6 +16,9 @@ type Config struct {
 	// MaxKeys bounds the key records read and the keys kept
 	// (DefaultMaxKeys).
 	MaxKeys int `yaml:"maxKeys"`
+	// MaxFirstOffsets bounds the partitions whose first encrypted offset
+	// is kept (DefaultMaxFirstOffsets).
+	MaxFirstOffsets int `yaml:"maxFirstOffsets"`
 }
 
 // Validate checks the section; each error names its key ("name: ...").
@@ -32,11 +35,14 @@ func (c Config) Validate() error {
 	if c.MaxKeys < 0 {
 		errs = append(errs, fmt.Errorf("maxKeys: %d must not be negative", c.MaxKeys))
 	}
+	if c.MaxFirstOffsets < 0 {
+		errs = append(errs, fmt.Errorf("maxFirstOffsets: %d must not be negative", c.MaxFirstOffsets))
+	}
 	return errors.Join(errs...)
 }
 
 // Options returns the Store options the section sets (the others zero:
 // defaults). Call Validate first.
 func (c Config) Options() Options {
-	return Options{Topic: c.Name, ReplicationFactor: int16(c.ReplicationFactor), MaxKeys: c.MaxKeys}
+	return Options{Topic: c.Name, ReplicationFactor: int16(c.ReplicationFactor), MaxKeys: c.MaxKeys, MaxFirstOffsets: c.MaxFirstOffsets}
 }

@@ -14,6 +14,7 @@ type Metrics struct {
 	kmsCalls   prometheus.Counter
 	rechecks   prometheus.Counter
 	dropped    prometheus.Counter
+	first      *firstOffsetMetrics // firstoffset.go
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -57,8 +58,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Deterministic keys dropped because the KMS refused to unwrap their DEK again (KEK deleted, disabled or no longer permitted).",
 		}),
 	}
+	m.first = newFirstOffsetMetrics()
 	if reg != nil {
 		reg.MustRegister(m.cached, m.reads, m.candidates, m.lostRaces, m.skipped, m.refusals, m.kmsCalls, m.rechecks, m.dropped)
+		reg.MustRegister(m.first.collectors()...)
 	}
 	return m
 }

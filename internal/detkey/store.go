@@ -125,6 +125,12 @@ type Options struct {
 	// EDEK (other than "unavailable") is remembered, so a deleted KEK is
 	// not asked again on every request (dek.DefaultNotFoundTTL).
 	NotFoundTTL time.Duration
+	// MaxFirstOffsets bounds the partitions whose first encrypted offset
+	// is kept (DefaultMaxFirstOffsets; firstoffset.go).
+	MaxFirstOffsets int
+	// OffsetRefresh is how old the view of first encrypted offsets may get
+	// before a lookup re-reads the key topic (DefaultOffsetRefresh).
+	OffsetRefresh time.Duration
 	// Metrics receives the Store's metrics (nil: none).
 	Metrics *Metrics
 	// now is the clock (tests).
@@ -161,6 +167,12 @@ func (o *Options) defaults() {
 	}
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(nil)
+	}
+	if o.MaxFirstOffsets == 0 {
+		o.MaxFirstOffsets = DefaultMaxFirstOffsets
+	}
+	if o.OffsetRefresh == 0 {
+		o.OffsetRefresh = DefaultOffsetRefresh
 	}
 	if o.now == nil {
 		o.now = time.Now
@@ -199,6 +211,10 @@ type Store struct {
 
 	flightMu sync.Mutex
 	flights  map[any]*call
+
+	// First encrypted offsets of partitions (firstoffset.go).
+	offMu   sync.RWMutex
+	offsets offsetIndex
 
 	// The re-read flight for unknown key ids (guarded by flightMu).
 	reread     *call
@@ -559,6 +575,11 @@ func (s *Store) catchUp(ctx context.Context, up Upstream) (int64, error) {
 	full := false
 	var fullAt int64
 	next, err := up.ReadFrom(ctx, s.opts.Topic, s.next, func(offset int64, key, value []byte) bool {
+		if IsFirstOffsetKey(key) {
+			// Not a key record: bounded by MaxFirstOffsets, not MaxKeys.
+			s.indexFirstOffset(key, value)
+			return true
+		}
 		if s.read >= s.opts.MaxKeys {
 			full, fullAt = true, offset
 			return false

@@ -94,6 +94,15 @@ type RuleConfig struct {
 	// Access restricts which client identities may decrypt and produce
 	// (access.go; nil: everyone).
 	Access *AccessConfig `yaml:"access"`
+	// RequireEncrypted: on Fetch, records that have something the rule
+	// encrypts must be valid envelopes under an allowed KEK (nil: true for
+	// rules that encrypt). integrity.go.
+	RequireEncrypted *bool `yaml:"requireEncrypted"`
+	// RequireEncryptedFrom: first-encrypted (default) or earliest.
+	RequireEncryptedFrom RequireFrom `yaml:"requireEncryptedFrom"`
+	// AllowedKEKs are KEK name templates also accepted on Fetch (besides
+	// kek), e.g. a KEK the rule named before.
+	AllowedKEKs []string `yaml:"allowedKeks"`
 }
 
 // ReplicaConfig maps topics matching TopicRegex to the origin topic
@@ -139,6 +148,7 @@ type Selection struct {
 	headers *headerMatcher // EncryptHeader's patterns
 	ent     *entitySel     // entity KEK template and onDestroyedKek (entity.go)
 	access  *Access        // the rule's access section (nil: none)
+	require Requirement    // Require's answer (integrity.go)
 }
 
 // Policy is a compiled Config. It is safe for concurrent use.
@@ -174,6 +184,8 @@ type rule struct {
 	headers     *headerMatcher
 	onDestroyed OnDestroyedKek
 	access      *Access
+	require     Requirement // integrity.go
+	allowed     []template  // allowedKeks
 }
 
 type replica struct {
@@ -265,6 +277,7 @@ func Compile(cfg *Config) (*Policy, error) {
 		r.parts, r.headers = compileEncrypt(path, &rc, p.version, bad)
 		r.onDestroyed = compileShred(path, &rc, r.kek, r.parts, r.headers, bad)
 		r.access = compileAccess(path, &rc, bad)
+		compileIntegrity(path, &rc, &r, bad)
 		p.rules = append(p.rules, r)
 	}
 
@@ -440,7 +453,7 @@ func (p *Policy) evaluate(topic string) Selection {
 		if kek == "" {
 			return Selection{Action: Unresolved, Rule: i, access: r.access}
 		}
-		return Selection{Action: Encrypt, KEK: kek, Rule: i, Parts: r.parts, headers: r.headers, ent: ent, access: r.access}
+		return Selection{Action: Encrypt, KEK: kek, Rule: i, Parts: r.parts, headers: r.headers, ent: ent, access: r.access, require: r.require}
 	}
 	return Selection{Action: Unresolved, Rule: -1}
 }
