@@ -338,6 +338,7 @@ func testAuthz(t *testing.T, e *p17AuthzEnv) {
 				if len(errs) > 0 {
 					errText = p17Errs(errs)
 				}
+				t.Logf("%s franz-go as %s reading %s: %d records, errors %q", e.name, id.name, topic, len(bin), errText)
 				checkRead("franz-go", id, topic, bin, errText, p17AnyErr(errs, kerr.TopicAuthorizationFailed))
 			}
 		}
@@ -374,6 +375,10 @@ func testAuthz(t *testing.T, e *p17AuthzEnv) {
 					Record: testenv.BinRecord{Partition: 0, Key: []byte(pr.client), Value: []byte(fmt.Sprintf("by %s as %s %s", pr.client, id.name, canary))}})
 			}
 			res := pr.run(steps)
+			for i, r := range res {
+				t.Logf("%s %s step %d (%s as %s): %d records, position %d@%d, error %q", e.name, pr.client, i,
+					steps[i].Topic, map[bool]string{true: "consume", false: "produce"}[steps[i].Consume], len(r.Records), r.Partition, r.Offset, r.Err)
+			}
 			for i, s := range steps[:4] {
 				id := e.ok
 				if i >= 2 {
