@@ -146,7 +146,7 @@ func checkSealedRaw(t *testing.T, flt *Filter, body []byte, version int16) {
 		if sel.Action != policy.Encrypt {
 			continue
 		}
-		if _, err := cur.keys.Resolve(context.Background(), sel.KEK); errors.Is(err, kms.ErrKeyNotFound) {
+		if _, err := cur.keys.Resolve(context.Background(), sel.KEK); !sel.Entity() && errors.Is(err, kms.ErrKeyNotFound) {
 			continue // unresolved: PASSTHROUGH_UNENCRYPTED applies
 		}
 		for _, rp := range rt.Partitions {
@@ -420,11 +420,28 @@ func produceSeeds(t testing.TB, flt *Filter) []produceSeed {
 		{"ok_mixed", produceBody([]producePart{{"enc-a", 0, codecBatch([][]byte{[]byte("x"), nil}, records.CodecZstd)}, {"plain-x", 0, ok}, {"other", 0, ok}}), produceVersion},
 		{"topic_0xff", produceBody([]producePart{{"\xff", 0, ok}, {"enc-a", 0, ok}}), produceVersion},
 		{"duplicate_partitions", produceBody([]producePart{{"enc-a", 0, ok}, {"plain-x", 0, ok}, {"enc-a", 0, ok}}), produceVersion},
+		{"entity", produceBody([]producePart{{"ent-x", 0, entityBatch("a", "b", "a")}}), produceVersion},
+		{"entity_missing", produceBody([]producePart{{"ent-x", 0, entityBatch("a", "")}}), produceVersion},
+		{"entity_unknown_kek", produceBody([]producePart{{"ent-x", 0, entityBatch("zz")}}), produceVersion},
 	}
 	for name, b := range hostileBatches() {
 		seeds = append(seeds, produceSeed{name, produceBody([]producePart{{"enc-a", 0, b}, {"plain-x", 1, b}}), produceVersion})
 	}
 	return seeds
+}
+
+// entityBatch is a batch of records whose header tenant names each one's
+// entity ("" leaves the header out).
+func entityBatch(tenants ...string) []byte {
+	var recs []testRecord
+	for _, tn := range tenants {
+		r := testRecord{key: []byte("k"), value: []byte("v")}
+		if tn != "" {
+			r.headers = []kmsg.Header{{Key: "tenant", Value: []byte(tn)}}
+		}
+		recs = append(recs, r)
+	}
+	return recordBatch(recs, records.CodecNone)
 }
 
 func fetchBody(parts []fetchPart) []byte {
@@ -441,6 +458,7 @@ func fetchSeeds(t testing.TB, flt *Filter) []fetchSeed {
 		{"ok", fetchBody([]fetchPart{{topic: "enc-a", set: enc}, {topic: "plain-x", set: h["forged_marker"]}}), fetchVersion, false},
 		{"tampered_after_good", fetchBody([]fetchPart{{topic: "enc-a", set: cat(enc, tampered)}}), fetchVersion, false},
 		{"topic_0xff", fetchBody([]fetchPart{{topic: "\xff", set: enc}}), fetchVersion, false},
+		{"entity", fetchBody([]fetchPart{{topic: "ent-x", set: encryptThrough(t, flt, "ent-x", entityBatch("a", "b"))}}), fetchVersion, false},
 	}
 	for name, b := range h {
 		seeds = append(seeds, fetchSeed{name, fetchBody([]fetchPart{{topic: "enc-a", set: cat(enc, b)}, {topic: "plain-x", partition: 1, set: b}}), fetchVersion, false})

@@ -23,6 +23,8 @@ import (
 // leave every other topic unresolved (PASSTHROUGH_UNENCRYPTED).
 var mixedRules = []policy.RuleConfig{
 	{TopicPrefix: "enc-", KEK: "KEK-$(topicName)"},
+	// Entity KEKs (shred.go): header tenant=a gives KEK-enc-a.
+	{TopicPrefix: "ent-", KEK: "KEK-enc-$(header:tenant)", OnDestroyedKek: "NULL_VALUE"},
 	{TopicPrefix: "plain-", Passthrough: true},
 }
 
