@@ -417,6 +417,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 			DetKeys:                encrypt.StoreKeys{Store: ec.detKeys},
 			KeyTopic:               ec.detKeys.Topic(),
 			Shreds:                 encrypt.StoreKeys{Store: ec.detKeys},
+			FirstOffsets:           encrypt.StoreKeys{Store: ec.detKeys},
 		})
 		a.clusters[vc.Name] = ec
 		if vcReg != nil {

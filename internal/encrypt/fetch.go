@@ -53,6 +53,8 @@ type fetchTask struct {
 	// past the decompression bound are then refused; otherwise they cannot
 	// be kseal's (it refuses to write them) and are delivered as stored.
 	encrypted bool
+	// sel is the topic's selection (integrity.go checks what it requires).
+	sel policy.Selection
 
 	out     []byte // the rebuilt record set, when changed
 	changed bool
@@ -79,6 +81,8 @@ type fetchWorker struct {
 
 	// shred: the partition's onDestroyedKek (shred.go).
 	shred shredFetch
+	// integ is the integrity checks' state (integrity.go).
+	integ integrityState
 }
 
 var fetchStateKey = new(int)
@@ -171,7 +175,8 @@ func (f *Filter) fetch(ctx context.Context, x *proxy.Exchange) error {
 			st.tasks = append(st.tasks, t)
 			return
 		}
-		sel := cur.policy.Select(t.topic)
+		t.sel = cur.policy.Select(t.topic)
+		sel := t.sel
 		switch sel.Action {
 		case policy.Passthrough:
 			// Not encrypted by policy: the consumer gets exactly what the
@@ -194,7 +199,7 @@ func (f *Filter) fetch(ctx context.Context, x *proxy.Exchange) error {
 			}
 			return
 		}
-		if !mayHoldMarker(set) {
+		if !mayHoldMarker(set) && !sel.Require().On {
 			return
 		}
 		st.tasks = append(st.tasks, t)
@@ -325,7 +330,7 @@ func (f *Filter) decryptTask(ctx context.Context, cur *state, st *fetchState, wi
 			t.err = &decryptError{code: errInternal, reason: "panic", offset: -1, err: fmt.Errorf("panic: %v", r)}
 		}
 	}()
-	t.out, t.changed, t.rebuilt, t.err = f.fetchPartition(ctx, cur, st.x, st.workers[wi], out, t.topic, t.partition, t.set, t.encrypted)
+	t.out, t.changed, t.rebuilt, t.err = f.fetchPartition(ctx, cur, st.x, st.workers[wi], out, t.topic, t.partition, t.set, t.encrypted, t.sel)
 }
 
 // keepOutputs keeps the tasks' output buffers for the next fetch (unless
@@ -377,7 +382,10 @@ func mayHoldMarker(set []byte) bool {
 // there); only when the first batch is bad is the error returned, for the
 // caller to answer the partition with its code. Other partitions are
 // unaffected either way.
-func (f *Filter) fetchPartition(ctx context.Context, cur *state, x *proxy.Exchange, w *fetchWorker, out []byte, topic string, partition int32, set []byte, encrypted bool) (_ []byte, changed bool, rebuilt int, _ *decryptError) {
+func (f *Filter) fetchPartition(ctx context.Context, cur *state, x *proxy.Exchange, w *fetchWorker, out []byte, topic string, partition int32, set []byte, encrypted bool, sel policy.Selection) (_ []byte, changed bool, rebuilt int, _ *decryptError) {
+	if e := f.startGuard(ctx, x, w, topic, partition, sel); e != nil {
+		return out, false, 0, e
+	}
 	building := false
 	var aadTopic string
 	// fail cuts the partition before the batch at set[at:].
@@ -397,6 +405,9 @@ func (f *Filter) fetchPartition(ctx context.Context, cur *state, x *proxy.Exchan
 		if b.Kind != records.KindBatch || b.Control() || b.NumRecords == 0 {
 			// Partial trailing batches, old formats and control batches are
 			// forwarded as the broker sent them.
+			if e := f.legacyBatch(w, b); e != nil {
+				return fail(w.iter.Offset(), e)
+			}
 			if building {
 				out = append(out, b.Raw...)
 			}
@@ -417,6 +428,9 @@ func (f *Filter) fetchPartition(ctx context.Context, cur *state, x *proxy.Exchan
 			return fail(w.iter.Offset(), &decryptError{code: errTampered, reason: "corrupt", offset: b.BaseOffset, err: err})
 		}
 		if !has {
+			if e := f.plainBatch(w, b); e != nil {
+				return fail(w.iter.Offset(), e)
+			}
 			if building {
 				out = append(out, b.Raw...)
 			}
@@ -546,10 +560,12 @@ func (f *Filter) decryptRecord(ctx context.Context, cur *state, x *proxy.Exchang
 			}
 		}
 	}
-	if i < 0 {
-		return nil // a plaintext record (written before the topic was encrypted)
-	}
 	offset := base + int64(r.OffsetDelta)
+	if i < 0 {
+		// A plaintext record: written before the topic was encrypted, or
+		// with nothing to encrypt, or injected (integrity.go decides).
+		return f.plainRecord(st, offset, r)
+	}
 	fail := func(code *kerr.Error, reason string, err error) *decryptError {
 		return &decryptError{code: code, reason: reason, offset: offset, err: err}
 	}
@@ -570,6 +586,9 @@ func (f *Filter) decryptRecord(ctx context.Context, cur *state, x *proxy.Exchang
 	if err != nil {
 		return fail(errTampered, "tampered", err)
 	}
+	if e := f.checkKEK(ctx, cur, st, offset, env.EDEK); e != nil {
+		return e
+	}
 	aead, e := st.decryptor(ctx, cur, offset, env)
 	if e != nil {
 		return f.destroyed(ctx, cur, x, st, e, r, env.EDEK, nil)
@@ -583,6 +602,7 @@ func (f *Filter) decryptRecord(ctx context.Context, cur *state, x *proxy.Exchang
 	st.value = v
 	r.Value = v
 	r.Headers = append(r.Headers[:i], r.Headers[i+1:]...)
+	st.integ.guard.seen(offset)
 	return nil
 }
 
@@ -627,8 +647,14 @@ func (f *Filter) decryptRecordV2(ctx context.Context, cur *state, x *proxy.Excha
 	if err != nil {
 		return fail(errTampered, "tampered", fmt.Errorf("record at offset %d: %w", offset, err))
 	}
+	if e := f.checkPartsV2(st, offset, rec, r); e != nil {
+		return e
+	}
 	var aead cipher.AEAD
 	if rec.HasEnvelope() {
+		if e := f.checkKEK(ctx, cur, st, offset, rec.Env.EDEK); e != nil {
+			return e
+		}
 		var e *decryptError
 		if aead, e = st.decryptor(ctx, cur, offset, rec.Env); e != nil {
 			return f.destroyed(ctx, cur, x, st, e, r, rec.Env.EDEK, nil)
@@ -653,6 +679,7 @@ func (f *Filter) decryptRecordV2(ctx context.Context, cur *state, x *proxy.Excha
 		}
 		return e
 	}
+	st.integ.guard.seen(offset)
 	return nil
 }
 

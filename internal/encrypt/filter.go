@@ -170,6 +170,10 @@ type Options struct {
 	// Shreds tells KEKs destroyed by kseal shred (shred.go). Nil: records
 	// whose KEK is gone always get the error, whatever onDestroyedKek says.
 	Shreds Shreds
+	// FirstOffsets is the first-encrypted-offset index (integrity.go). Nil:
+	// partitions of rules enforcing from the first encrypted offset are
+	// checked only from the first envelope a fetch shows.
+	FirstOffsets FirstOffsets
 }
 
 // Filter is the encryption filter; one per virtual cluster.
@@ -249,6 +253,8 @@ func (f *Filter) OnResponse(ctx context.Context, x *proxy.Exchange) error {
 	switch kmsg.Key(x.APIKey) {
 	case kmsg.Fetch, kmsg.ShareFetch:
 		return f.fetch(ctx, x)
+	case kmsg.Produce:
+		return f.produceResponse(x) // integrity.go
 	}
 	return nil
 }

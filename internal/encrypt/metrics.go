@@ -20,6 +20,9 @@ type Metrics struct {
 	shred *shredMetrics
 	// access counts denials of rules' access sections (access.go).
 	access *accessMetrics
+	// injected counts records refused by the integrity checks
+	// (integrity.go), per topic.
+	injected *injectedLabels
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -53,8 +56,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}, []string{"outcome"})
 	m.shred = newShredMetrics()
 	m.access = newAccessMetrics()
+	injected := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kseal_injected_records_refused_total",
+		Help: "Fetched records of topics whose rule requires encrypted records that were refused (not an envelope, a part in clear, or a KEK the rule does not allow), by topic (at most maxTopicLabels topics, the rest as \"<other>\"); counted each time a fetch stops at one.",
+	}, []string{"topic"})
+	m.injected = newInjectedLabels(injected, &m.topics.max)
 	if reg != nil {
-		reg.MustRegister(m.records, m.errors, m.batches, m.budget, m.sealedChecks, m.access.vec)
+		reg.MustRegister(m.records, m.errors, m.batches, m.budget, m.sealedChecks, m.access.vec, injected)
 		reg.MustRegister(m.shred.collectors()...)
 	}
 	return m

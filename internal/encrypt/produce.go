@@ -53,6 +53,11 @@ type produceState struct {
 	dk      *recordcrypt.DetKey
 	// ent is the entity KEKs of the partition being sealed (shred.go).
 	ent entityState
+
+	// integrity.go: noteOffsets when a partition of a rule enforcing from
+	// the first encrypted offset was encrypted, passedPlain when a
+	// partition of an encrypting rule was forwarded in clear.
+	noteOffsets, passedPlain bool
 }
 
 // topicPartition identifies a partition of a Produce request, for the
@@ -73,6 +78,7 @@ func (f *Filter) produceState(x *proxy.Exchange) *produceState {
 	}).(*produceState)
 	st.x = x
 	st.dkTopic, st.dkKEK, st.dk = "", "", nil
+	st.noteOffsets, st.passedPlain = false, false
 	return st
 }
 
@@ -205,6 +211,7 @@ func (f *Filter) produce(ctx context.Context, x *proxy.Exchange) error {
 			out := append(x.Scratch(), x.Request[:x.HeaderLen]...)
 			x.Request = st.req.AppendTo(out)
 		}
+		f.noteProduce(x, st, cur)
 		return nil
 	}
 	f.logRefusal(firstTopic, firstPartition, firstErr, failed)
@@ -338,6 +345,7 @@ func (f *Filter) producePartition(ctx context.Context, cur *state, st *produceSt
 		if pe := f.kekMissing(ctx, st.x, cur, topic, sel.KEK, p.Records, err); pe != nil {
 			return pe
 		}
+		st.passedPlain = true
 		return f.passPlain(st, topic, p.Records)
 	}
 	key, err := cur.keys.Current(ctx, kek)
@@ -464,6 +472,9 @@ func (f *Filter) producePartition(ctx context.Context, cur *state, st *produceSt
 	}
 	p.Replace(st.out[start:len(st.out):len(st.out)])
 	f.m.topics.get(topic).encrypted.Add(float64(n))
+	if req := sel.Require(); req.On && !req.Earliest {
+		st.noteOffsets = true
+	}
 	return nil
 }
 
