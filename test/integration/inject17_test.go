@@ -230,11 +230,12 @@ func TestInjectionRefused(t *testing.T) {
 		}
 	}
 	go probe("librdkafka", func(s []testenv.ProbeStep) []testenv.ProbeResult { return testenv.RdkafkaProbe(t, s) },
-		func(s string) bool {
-			return strings.Contains(s, "CORRUPT_MESSAGE") || strings.Contains(strings.ToLower(s), "corrupt")
-		})
+		// librdkafka names error code 2 INVALID_MSG ("Broker: Invalid message").
+		func(s string) bool { return strings.Contains(s, "code=INVALID_MSG,val=2,") })
 	go probe("java", func(s []testenv.ProbeStep) []testenv.ProbeResult { return testenv.JavaProbe(t, cluster, s) },
-		func(s string) bool { return strings.Contains(strings.ToLower(s), "corrupt") })
+		func(s string) bool {
+			return strings.Contains(s, "KafkaException: Encountered corrupt message when fetching offset")
+		})
 	wg.Wait()
 
 	// The refused records are counted per topic.
