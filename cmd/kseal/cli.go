@@ -21,6 +21,7 @@ var commands = []struct{ name, synopsis, summary string }{
 	{"inspect", "kseal inspect --topic T", "show what is stored at the brokers, record by record (no KMS access)"},
 	{"audit", "kseal audit [--topics REGEX]", "per-topic evidence that stored records match the policy (exit 1 if not)"},
 	{"reencrypt", "kseal reencrypt --source S --dest D", "copy a topic through kseal under the current KEK version"},
+	{"shred", "kseal shred --kek NAME", "crypto-shred KEKs: record it in the key topic, then destroy them in the KMS"},
 	{"version", "kseal version", "print version and build information"},
 }
 

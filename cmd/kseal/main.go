@@ -44,6 +44,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdAudit(args[1:], stdout, stderr)
 	case "reencrypt":
 		return cmdReencrypt(args[1:], stdout, stderr)
+	case "shred":
+		return cmdShred(args[1:], stdout, stderr)
 	case "console":
 		return cmdConsole(args[1:], stdout, stderr)
 	case "version":

@@ -186,12 +186,16 @@ func cmdInspect(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-const auditUsage = `Usage: kseal audit [--topics REGEX] [--json] [--committed]
+const auditUsage = `Usage: kseal audit [--topics REGEX] [--json] [--committed] [--by-kek]
 
 Scans topics straight from the brokers (not through kseal; no KMS access)
 and reports per topic: records, share encrypted, KEKs and versions in use
 with their oldest and newest record, and records the policy does not allow
-(plaintext on a topic it encrypts, malformed envelopes).
+(plaintext on a topic it encrypts, malformed envelopes). --by-kek adds the
+records per KEK (and, for rules that take the KEK from each record, per
+entity) across topics, marking the KEKs kseal shred shredded: the count of
+records an entity's destroyed KEK sealed, and nothing else readable of it
+(docs/shredding.md).
 
 Exit status: 0 every record agrees with the policy; 1 they disagree;
 2 usage or the audit could not run; 3 some partitions could not be read
@@ -202,6 +206,7 @@ func cmdAudit(args []string, stdout, stderr io.Writer) int {
 	f := newToolFlags("audit", auditUsage, stdout, stderr)
 	pattern := f.fs.String("topics", "", "audit the topics whose whole name matches this regular expression (default: all but Kafka's internal topics)")
 	f.fs.BoolVar(&f.committed, "committed", false, "count only what read_committed consumers see (default: every record stored, aborted transactions included)")
+	byKEK := f.fs.Bool("by-kek", false, "also count the records per KEK (and entity) across topics, with the KEKs kseal shred shredded (read from the key topic)")
 	c, ok, err := f.parse(args)
 	if !ok {
 		return f.exit
@@ -221,7 +226,7 @@ func cmdAudit(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	rep, err := tools.Audit(ctx, tools.AuditOptions{Conn: c.Direct, Cluster: c.Name, Topics: re, Policy: c.Policy,
 		Committed: f.committed, Describe: c.Describer(), Idle: f.idle,
-		Progress: tools.NewProgress(stderr, "kseal audit", "offsets")})
+		Progress: tools.NewProgress(stderr, "kseal audit", "offsets"), ByKEK: *byKEK, KeyTopic: c.KeyTopic.Topic})
 	if err != nil {
 		fmt.Fprintf(stderr, "kseal audit: %v\n", err)
 		if f.jsonOut {

@@ -387,3 +387,39 @@ func (p *Policy) compileBounds(cfg *Config, bad func(string, error)) {
 		bad("maxKeks", fmt.Errorf("%d is less than maxKeksPerTopic (%d)", p.maxKeks, p.maxKeksPerTopic))
 	}
 }
+
+// EntityOf returns the entity a KEK name of the selected entity rule holds:
+// the text of its one entity reference, the fixed text around it removed
+// (for audits: which entity's records a KEK sealed). ok is false for rules
+// with no or several references, and for names of another shape.
+func (s Selection) EntityOf(kek string) (entity string, ok bool) {
+	if !s.Entity() {
+		return "", false
+	}
+	ref := -1
+	for i, seg := range s.ent.segs {
+		if seg.ref != nil {
+			if ref >= 0 {
+				return "", false
+			}
+			ref = i
+		}
+	}
+	rest := kek
+	for _, seg := range s.ent.segs[:ref] {
+		var found bool
+		if rest, found = strings.CutPrefix(rest, seg.lit); !found {
+			return "", false
+		}
+	}
+	for i := len(s.ent.segs) - 1; i > ref; i-- {
+		var found bool
+		if rest, found = strings.CutSuffix(rest, s.ent.segs[i].lit); !found {
+			return "", false
+		}
+	}
+	if CheckEntity([]byte(rest)) != nil {
+		return "", false
+	}
+	return rest, true
+}

@@ -194,3 +194,24 @@ func FuzzEntityTemplate(f *testing.F) {
 		}
 	})
 }
+
+func TestEntityOf(t *testing.T) {
+	p := entityPolicy(t,
+		RuleConfig{TopicRegex: `orders-(.*)`, KEK: `KEK-$1-$(header:tenant)-x`},
+		RuleConfig{Topics: []string{"two"}, KEK: `k-$(header:a)-$(header:b)`},
+		RuleConfig{Topics: []string{"plain"}, KEK: `KEK-plain`},
+	)
+	s := p.Select("orders-eu")
+	for kek, want := range map[string]string{"KEK-eu-acme-x": "acme", "KEK-eu--x": "", "KEK-us-acme-x": "", "KEK-eu-a/b-x": ""} {
+		got, ok := s.EntityOf(kek)
+		if got != want || ok != (want != "") {
+			t.Errorf("EntityOf(%q) = %q, %v; want %q", kek, got, ok, want)
+		}
+	}
+	if _, ok := p.Select("two").EntityOf("k-a-b"); ok {
+		t.Error("two references: an entity")
+	}
+	if _, ok := p.Select("plain").EntityOf("KEK-plain"); ok {
+		t.Error("no reference: an entity")
+	}
+}

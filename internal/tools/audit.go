@@ -32,6 +32,10 @@ type AuditOptions struct {
 	Describe  kms.DescribeFunc
 	Idle      time.Duration
 	Progress  *Progress
+	// ByKEK also sums the records per KEK across topics, with the shred
+	// records of KeyTopic ("": none read) (audit_kek.go).
+	ByKEK    bool
+	KeyTopic string
 }
 
 // AuditReport is the audit's result, also its JSON output.
@@ -48,6 +52,8 @@ type AuditReport struct {
 	Totals AuditTotals `json:"totals"`
 	// Incomplete counts topics that could not be read to the end.
 	Incomplete int `json:"incomplete"`
+	// ByKEK is the records per KEK (AuditOptions.ByKEK).
+	ByKEK []KEKTotal `json:"byKek,omitempty"`
 }
 
 // OK reports whether every topic was read and agrees with the policy.
@@ -199,7 +205,7 @@ func (a *topicAcc) add(info RecordInfo, rec *kgo.Record) {
 		u := a.keks[k]
 		if u == nil {
 			u = &KEKUsage{KEK: e.KEK, Version: e.KEKVersion, Oldest: ref, Newest: ref,
-				PolicyKEK: e.KEK != "" && e.KEK == r.Policy.KEK, deks: map[recordcrypt.DEKID]struct{}{}}
+				PolicyKEK: e.KEK != "" && (e.KEK == r.Policy.KEK || kekEntity(r, e.KEK) != ""), deks: map[recordcrypt.DEKID]struct{}{}}
 			a.keks[k] = u
 		}
 		u.Records++
@@ -357,6 +363,13 @@ func Audit(ctx context.Context, o AuditOptions) (*AuditReport, error) {
 		}
 	}
 	rep.Totals = totals(rep.Topics)
+	if o.ByKEK {
+		shreds, err := readShreds(ctx, rd, o.KeyTopic)
+		if err != nil {
+			return nil, err
+		}
+		rep.buildByKEK(shreds)
+	}
 	rep.Finished = time.Now().UTC()
 	return rep, nil
 }
@@ -439,6 +452,13 @@ func (r *AuditReport) WriteText(w io.Writer) error {
 		for _, rg := range t.Incomplete {
 			fmt.Fprintf(&b, "  INCOMPLETE: partition %d not read from offset %d to %d\n", rg.Partition, rg.Start, rg.End)
 		}
+	}
+	if r.ByKEK != nil {
+		var kb strings.Builder
+		if err := r.WriteByKEKText(&kb); err != nil {
+			return err
+		}
+		b.WriteString(kb.String())
 	}
 	b.WriteString("\n")
 	switch {

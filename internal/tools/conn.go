@@ -13,6 +13,7 @@ import (
 
 	"github.com/kseal/kseal/internal/app"
 	"github.com/kseal/kseal/internal/config"
+	"github.com/kseal/kseal/internal/detkey"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/policy"
 )
@@ -54,6 +55,11 @@ type Cluster struct {
 	// KMSType is the encryption.kms.type, "" when the cluster does not
 	// encrypt.
 	KMSType string
+	// KMSConfig opens the cluster's KMS (kseal shred); nil when the
+	// cluster does not encrypt.
+	KMSConfig kms.Config
+	// KeyTopic is encryption.keyTopic (name defaulted).
+	KeyTopic detkey.Options
 }
 
 // FromConfig picks the virtual cluster called name (the only one when name
@@ -101,6 +107,11 @@ func FromConfig(cfg *config.Config, name string) (*Cluster, error) {
 		}
 		c.Policy = enc.Policy
 		c.KMSType = vc.Encryption.KMS.Type
+		c.KMSConfig = enc.KMSConfig
+		c.KeyTopic = enc.KeyTopic.Options()
+		if c.KeyTopic.Topic == "" {
+			c.KeyTopic.Topic = detkey.DefaultTopic
+		}
 	}
 	return c, nil
 }

@@ -1,0 +1,28 @@
+package vault
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/kseal/kseal/internal/kms"
+)
+
+// Destroy implements kms.Destroyer: Transit refuses to delete a key until
+// its config allows it, so it sets deletion_allowed, then deletes the key
+// (every version; Transit keeps no copy). kseal's token needs update on
+// transit/keys/NAME/config and delete on transit/keys/NAME
+// (docs/shredding.md), which its normal policy does not grant.
+func (k *KMS) Destroy(ctx context.Context, kek kms.KEKRef) (kms.Destruction, error) {
+	name := kek.ID
+	if name == "" {
+		name = kek.Name
+	}
+	if err := k.call(ctx, "allow deletion of key", name, http.MethodPost, k.keyPath("keys", name)+"/config",
+		[]byte(`{"deletion_allowed":true}`), nil); err != nil {
+		return kms.Destruction{}, err
+	}
+	if err := k.call(ctx, "delete key", name, http.MethodDelete, k.keyPath("keys", name), nil, nil); err != nil {
+		return kms.Destruction{}, err
+	}
+	return kms.Destruction{Done: true, What: "deletion allowed, then deleted from Transit (every version)"}, nil
+}
