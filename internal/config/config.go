@@ -182,6 +182,10 @@ type Gateway struct {
 	// SNI serves the whole cluster on the bootstrap port alone, choosing
 	// the broker from the TLS server name (TLS required).
 	SNI *SNI `yaml:"sni"`
+	// OAuthBearerSubClaim is the JWT claim an observed OAUTHBEARER login's
+	// identity is taken from (docs/authorization.md), as the brokers'
+	// sasl.oauthbearer.sub.claim.name; default "sub".
+	OAuthBearerSubClaim string `yaml:"oauthbearerSubClaim"`
 }
 
 // SNI is SNI-routing: clients reach broker N at BrokerHostPattern with
@@ -193,6 +197,10 @@ type SNI struct {
 	BrokerHostPattern string `yaml:"brokerHostPattern"`
 	AdvertisedPort    int    `yaml:"advertisedPort"`
 }
+
+// DefaultOAuthBearerSubClaim is gateway.oauthbearerSubClaim's default,
+// Kafka's default sasl.oauthbearer.sub.claim.name.
+const DefaultOAuthBearerSubClaim = "sub"
 
 // NodeIDPlaceholder is what SNI.BrokerHostPattern must contain.
 const NodeIDPlaceholder = "$(nodeId)"
@@ -409,6 +417,9 @@ func (c *Config) applyDefaults() {
 		if vc.Gateway.BrokerPortCount == 0 {
 			vc.Gateway.BrokerPortCount = DefaultBrokerPortCount
 		}
+		if vc.Gateway.OAuthBearerSubClaim == "" {
+			vc.Gateway.OAuthBearerSubClaim = DefaultOAuthBearerSubClaim
+		}
 		if sni := vc.Gateway.SNI; sni != nil && sni.AdvertisedPort == 0 {
 			sni.AdvertisedPort = vc.Gateway.BootstrapPort
 		}
@@ -539,6 +550,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, SubStrings(p+".upstream.tls", vc.Upstream.TLS.Validate())...)
 		if vc.Upstream.SASL != nil {
 			errs = append(errs, vc.Upstream.SASL.Validate(p+".upstream.sasl")...)
+		}
+		if c := g.OAuthBearerSubClaim; len(c) > 256 || strings.IndexFunc(c, func(r rune) bool { return r < 0x21 || r > 0x7e }) >= 0 {
+			add(p+".gateway.oauthbearerSubClaim", "%q is not a JWT claim name (1 to 256 printable ASCII characters, no spaces)", c)
 		}
 		if sni := g.SNI; sni != nil {
 			if g.TLS == nil {

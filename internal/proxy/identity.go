@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kseal/kseal/internal/codec"
+	"github.com/kseal/kseal/internal/config"
 )
 
 // Identity is what kseal knows of who is at the other end of a client
@@ -178,15 +179,11 @@ const (
 	mechOAuthBearer = "OAUTHBEARER"
 )
 
-// oauthClaim is the JWT claim an OAUTHBEARER principal is taken from, as
-// Kafka's default sasl.oauthbearer.sub.claim.name.
-const oauthClaim = "sub"
-
 // identityFilter observes the client's own SASL login (SaslHandshake and
 // SaslAuthenticate, which pass through unchanged) and adopts the name the
 // client claimed once the broker's SaslAuthenticate response says the
 // login succeeded: PLAIN's authcid, SCRAM's user name after the server's
-// final message, OAUTHBEARER's "sub" claim. A re-authentication (KIP-368)
+// final message, OAUTHBEARER's gateway.oauthbearerSubClaim claim ("sub"). A re-authentication (KIP-368)
 // replaces it the same way. It never fails a connection: anything it does
 // not understand just leaves the identity as it was (and the broker
 // decides the login).
@@ -263,7 +260,11 @@ func (f identityFilter) OnRequest(_ context.Context, x *Exchange) error {
 		}
 	case mechOAuthBearer:
 		step.kind = kindOAuth
-		step.name, _ = codec.ParseOAuthBearer(msg, oauthClaim)
+		claim := config.DefaultOAuthBearerSubClaim
+		if f.vc != nil && f.vc.cfg.Gateway.OAuthBearerSubClaim != "" {
+			claim = f.vc.cfg.Gateway.OAuthBearerSubClaim
+		}
+		step.name, _ = codec.ParseOAuthBearer(msg, claim)
 	}
 	return nil
 }

@@ -36,6 +36,11 @@ import (
 // identity filter on s.
 func saslExchange(t *testing.T, s *Standalone, req kmsg.Request, resp kmsg.Response) {
 	t.Helper()
+	saslExchangeWith(t, identityFilter{}, s, req, resp)
+}
+
+func saslExchangeWith(t *testing.T, f identityFilter, s *Standalone, req kmsg.Request, resp kmsg.Response) {
+	t.Helper()
 	key, v := req.Key(), req.GetVersion()
 	flexible := key == int16(kmsg.SASLAuthenticate) && v >= 2
 	fr := appendRequestHeader(nil, key, v, 1, "t", flexible)
@@ -48,7 +53,6 @@ func saslExchange(t *testing.T, s *Standalone, req kmsg.Request, resp kmsg.Respo
 	rhl := len(rf)
 	resp.SetVersion(v)
 	rf = resp.AppendTo(rf)
-	f := identityFilter{}
 	x := s.Exchange(key, v, fr, hlen, nil, 0)
 	if err := f.OnRequest(context.Background(), x); err != nil {
 		t.Fatal(err)
@@ -171,6 +175,29 @@ func TestIdentityFilterAdoptsOnlyAccepted(t *testing.T) {
 				t.Fatalf("principal %q, want %q", got, c.want)
 			}
 		})
+	}
+}
+
+// gateway.oauthbearerSubClaim names the claim an OAUTHBEARER identity is
+// taken from.
+func TestIdentityFilterOAuthClaim(t *testing.T) {
+	cfg := config.VirtualCluster{Name: "t"}
+	cfg.Gateway.OAuthBearerSubClaim = "client_id"
+	f := identityFilter{vc: &virtualCluster{name: "t", cfg: cfg, srv: &Server{metrics: NewMetrics(nil)}}}
+	s := &Standalone{}
+	hs := kmsg.NewPtrSASLHandshakeRequest()
+	hs.SetVersion(1)
+	hs.Mechanism = "OAUTHBEARER"
+	saslExchangeWith(t, f, s, hs, kmsg.NewPtrSASLHandshakeResponse())
+	au := kmsg.NewPtrSASLAuthenticateRequest()
+	au.SetVersion(2)
+	au.SASLAuthBytes = []byte("n,,\x01auth=Bearer " + unsignedJWT(`{"sub":"u-123","client_id":"orders-app"}`) + "\x01\x01")
+	saslExchangeWith(t, f, s, au, kmsg.NewPtrSASLAuthenticateResponse())
+	if s.Identity == nil || s.Identity.Principal() != "User:orders-app" {
+		t.Fatalf("identity %v, want User:orders-app", s.Identity)
+	}
+	if n := testutil.ToFloat64(f.vc.srv.metrics.identities.WithLabelValues("t", "OAUTHBEARER")); n != 1 {
+		t.Errorf("kseal_client_identities_total{OAUTHBEARER} = %v", n)
 	}
 }
 
