@@ -354,3 +354,16 @@ func codecProduceAcks(acks int16) (r codec.ProduceRequest) {
 	r.Acks = acks
 	return r
 }
+
+// kseal's key topic is never checked: a consumer (MirrorMaker copying it)
+// reads its plaintext records through kseal as before.
+func TestIntegrityKeyTopicExempt(t *testing.T) {
+	f := newFilter(t, []policy.RuleConfig{{TopicRegex: ".*", KEK: "KEK-$(topicName)", RequireEncryptedFrom: policy.FromEarliest}}, nil,
+		func(o *Options) { o.KeyTopic = "__kseal_keys" })
+	if got, code := fetchOne(t, f, "__kseal_keys", plainBatch(vals("k"))); code != 0 || len(got) != 1 {
+		t.Fatalf("key topic: %q code %d", got, code)
+	}
+	if _, code := fetchOne(t, f, "other", plainBatch(vals("k"))); code != kerr.CorruptMessage.Code {
+		t.Fatalf("other topic: code %d", code)
+	}
+}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kseal/kseal/internal/detkey"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/policy"
 	"github.com/kseal/kseal/internal/recordcrypt"
@@ -33,8 +34,10 @@ type AuditOptions struct {
 	Idle      time.Duration
 	Progress  *Progress
 	// ByKEK also sums the records per KEK across topics, with the shred
-	// records of KeyTopic ("": none read) (audit_kek.go).
-	ByKEK    bool
+	// records of KeyTopic (audit_kek.go).
+	ByKEK bool
+	// KeyTopic is kseal's own key topic, never audited (its records are
+	// kseal's bookkeeping, not data); "" means detkey.DefaultTopic.
 	KeyTopic string
 }
 
@@ -123,7 +126,7 @@ type RecordRef struct {
 
 // Finding is one kind of disagreement on a topic.
 type Finding struct {
-	Kind     string      `json:"kind"` // plaintext, clear_key, clear_headers, malformed
+	Kind     string      `json:"kind"` // plaintext, clear_key, clear_headers, injected, malformed
 	Count    int64       `json:"count"`
 	Message  string      `json:"message"`
 	Examples []RecordRef `json:"examples"` // the first few, in scan order
@@ -140,6 +143,9 @@ type topicAcc struct {
 	rep      *TopicReport
 	keks     map[kekKey]*KEKUsage
 	findings map[string]*Finding
+	// firstEnc is each partition's lowest offset holding an envelope
+	// (audit_integrity.go).
+	firstEnc map[int32]int64
 }
 
 // clearParts says which parts of a record the policy encrypts but the
@@ -186,6 +192,7 @@ func (a *topicAcc) add(info RecordInfo, rec *kgo.Record) {
 		if headers {
 			a.find("clear_headers", ref, "records with headers stored in clear that the rule encrypts (written before the rule did: kseal reencrypt --format 2)")
 		}
+		a.checkInjected(info, ref, value || key || headers)
 	}
 	switch info.State {
 	case Tombstone:
@@ -249,7 +256,7 @@ func (a *topicAcc) finish() {
 		}
 		return compareVersions(x.Version, y.Version)
 	})
-	for _, kind := range []string{"plaintext", "clear_key", "clear_headers", "malformed"} {
+	for _, kind := range []string{"plaintext", "clear_key", "clear_headers", "injected", "malformed"} {
 		if f := a.findings[kind]; f != nil {
 			r.Violations = append(r.Violations, *f)
 		}
@@ -313,7 +320,14 @@ func Audit(ctx context.Context, o AuditOptions) (*AuditReport, error) {
 		return nil, fmt.Errorf("list topics: %w", err)
 	}
 	var topics []string
+	keyTopic := o.KeyTopic
+	if keyTopic == "" {
+		keyTopic = detkey.DefaultTopic
+	}
 	for _, t := range details.Names() {
+		if t == keyTopic {
+			continue
+		}
 		if o.Topics == nil || o.Topics.MatchString(t) {
 			topics = append(topics, t)
 		}

@@ -139,3 +139,40 @@ func TestReencryptFormatNeedsWriteVersion(t *testing.T) {
 		}
 	}
 }
+
+// The audit reports records in clear after a partition's first envelope
+// as injected (kseal refuses them on Fetch), not those before it.
+func TestAuditInjected(t *testing.T) {
+	pol, err := policy.Compile(&policy.Config{Rules: []policy.RuleConfig{
+		{Topics: []string{"t"}, KEK: "KEK-a"},
+		{Topics: []string{"off"}, KEK: "KEK-a", RequireEncrypted: new(bool)},
+		{Topics: []string{"early"}, KEK: "KEK-a", RequireEncryptedFrom: policy.FromEarliest},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	edek := localEDEK("KEK-a", 1)
+	c := NewClassifier(nil)
+	for topic, want := range map[string]int64{"t": 1, "off": 0, "early": 2} {
+		acc := &topicAcc{rep: &TopicReport{Policy: policyInfo(pol, topic)}, keks: map[kekKey]*KEKUsage{}, findings: map[string]*Finding{}}
+		recs := []*kgo.Record{
+			{Value: []byte("old"), Offset: 0},
+			{Value: sealed(t, edek, "v"), Headers: []kgo.RecordHeader{marker(1)}, Offset: 1},
+			{Value: []byte("evil"), Offset: 2},
+			{Value: nil, Key: []byte("tombstone"), Offset: 3},
+		}
+		for _, r := range recs {
+			acc.add(c.Classify(r), r)
+		}
+		acc.finish()
+		var got int64
+		for _, v := range acc.rep.Violations {
+			if v.Kind == "injected" {
+				got = v.Count
+			}
+		}
+		if got != want {
+			t.Errorf("%s: %d injected, want %d", topic, got, want)
+		}
+	}
+}
