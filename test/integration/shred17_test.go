@@ -258,7 +258,7 @@ func testShredTenants(t *testing.T, x *p17KMS) {
 	opCfg := p17WriteFile(t, e2eWorkDir(t), "operator.yaml", testenv.KsealConfig(cluster.Bootstrap,
 		testenv.Gateway{Host: "127.0.0.1", BootstrapPort: 19999, BrokerPortStart: 20000, BrokerPortCount: 4},
 		p17ShredSection(x.operator, keyTopic)))
-	if code, out := p17Kseal(t, 60*time.Second, "shred", "--config", opCfg, "--note", "GDPR erasure request "+tA, "KEK-"+tA); code != 0 {
+	if code, out := p17Kseal(t, 60*time.Second, "shred", "--config", opCfg, "--kek", "KEK-"+tA, "--note", "GDPR erasure request "+tA); code != 0 {
 		t.Fatalf("kseal shred KEK-%s: exit %d\n%s", tA, code, out)
 	}
 	// Tenant C's KEK is lost without `kseal shred`: not shredded.
@@ -347,6 +347,50 @@ func testShredTenants(t *testing.T, x *p17KMS) {
 	checkStored("after the shred")
 	for _, c := range canary {
 		e2eAssertNotOnDisk(t, c)
+	}
+
+	// The operator's evidence: `kseal audit --by-kek` counts the records
+	// under each tenant's KEK and shows A's shred record.
+	code, out := p17Kseal(t, 60*time.Second, "audit", "--config", opCfg, "--topics", nullTopic+"|"+errTopic, "--by-kek", "--json")
+	var rep struct {
+		ByKek []struct {
+			KEK      string `json:"kek"`
+			Entity   string `json:"entity"`
+			Records  int64  `json:"records"`
+			Shredded *struct {
+				Note string `json:"note"`
+			} `json:"shredded"`
+		} `json:"byKek"`
+	}
+	if code != 0 {
+		t.Errorf("kseal audit --by-kek: exit %d\n%s", code, out)
+	} else if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Errorf("kseal audit --by-kek --json: %v\n%s", err, out)
+	} else {
+		want := map[string]int64{}
+		for _, tn := range order {
+			want["KEK-"+tn] += 2 // one per topic
+		}
+		got := map[string]bool{}
+		for _, k := range rep.ByKek {
+			got[k.KEK] = true
+			tn := strings.TrimPrefix(k.KEK, "KEK-")
+			switch {
+			case want[k.KEK] == 0:
+				t.Errorf("kseal audit --by-kek: unexpected KEK %q (%d records)", k.KEK, k.Records)
+			case k.Records != want[k.KEK] || k.Entity != tn:
+				t.Errorf("kseal audit --by-kek: %s: %d records of entity %q, want %d of %q", k.KEK, k.Records, k.Entity, want[k.KEK], tn)
+			case (k.Shredded != nil) != (tn == tA):
+				t.Errorf("kseal audit --by-kek: %s shredded %v, want %v", k.KEK, k.Shredded != nil, tn == tA)
+			case k.Shredded != nil && !strings.Contains(k.Shredded.Note, "GDPR erasure request"):
+				t.Errorf("kseal audit --by-kek: %s shred note %q", k.KEK, k.Shredded.Note)
+			}
+		}
+		for kek := range want {
+			if !got[kek] {
+				t.Errorf("kseal audit --by-kek: %s missing\n%s", kek, out)
+			}
+		}
 	}
 
 	// Shredded deliveries are counted per topic.
