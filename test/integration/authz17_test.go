@@ -48,6 +48,9 @@ const (
 	p17CertNo   = "p17-reader-no"
 	p17SASLNo   = "p17mallory"
 	p17SASLNoPw = "p17mallory-secret"
+	// kseal's own principal on the SASL listener (upstream.sasl).
+	p17SASLKseal   = "p17kseal"
+	p17SASLKsealPw = "p17kseal-secret"
 )
 
 // p17PKI writes a CA, a server certificate (127.0.0.1, localhost) and
@@ -205,11 +208,14 @@ func TestDecryptAuthorization(t *testing.T) {
 	t.Run("sasl", func(t *testing.T) {
 		t.Parallel()
 		b := e2eStartSecureBroker(t, pki)
-		// A second SCRAM user, not allowed by the rules.
 		adm := kadm.NewClient(testenv.Kgo(t, []string{b.internal}))
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		res, err := adm.AlterUserSCRAMs(ctx, nil, []kadm.UpsertSCRAM{{User: p17SASLNo, Mechanism: kadm.ScramSha512, Iterations: 4096, Password: p17SASLNoPw}})
+		// A second SCRAM user, not allowed by the rules, and kseal's own
+		// (it reads and writes its key topic: first encrypted offsets).
+		res, err := adm.AlterUserSCRAMs(ctx, nil, []kadm.UpsertSCRAM{
+			{User: p17SASLNo, Mechanism: kadm.ScramSha512, Iterations: 4096, Password: p17SASLNoPw},
+			{User: p17SASLKseal, Mechanism: kadm.ScramSha512, Iterations: 4096, Password: p17SASLKsealPw}})
 		if err == nil {
 			err = res.Error()
 		}
@@ -220,7 +226,9 @@ func TestDecryptAuthorization(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg := e2eConfig(gw, b.sasl, "", "") + p17AccessSection(k)
+		pw := p17WriteFile(t, e2eWorkDir(t), "kseal-password", p17SASLKsealPw+"\n")
+		cfg := e2eConfig(gw, b.sasl, fmt.Sprintf("      sasl: {mechanism: SCRAM-SHA-512, username: %s, passwordFile: %q}\n", p17SASLKseal, pw), "") +
+			p17AccessSection(k)
 		jaas := func(user, pass string) string {
 			return fmt.Sprintf(`org.apache.kafka.common.security.scram.ScramLoginModule required username="%s" password="%s";`, user, pass)
 		}
