@@ -192,6 +192,30 @@ func TestToolCommands(t *testing.T) {
 		res.Check.In != 7 || res.Check.Out != 7 || res.Error != "" {
 		t.Fatalf("reencrypt --json: exit %d, %+v, %v\n%s\n%s", code, res, err, out, errOut)
 	}
+
+	// shred: the dry run changes nothing, then KEK-orders is shredded and
+	// audit --by-kek shows it with the records under it.
+	code, out, errOut = runTool("shred", "--config", cfg, "--kek", "KEK-orders", "--dry-run")
+	if code != 0 || !strings.Contains(out, "dry run") || !strings.Contains(out, "1. write a shred record") || !strings.Contains(out, "2. delete KEK KEK-orders") {
+		t.Fatalf("shred --dry-run: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if code, out, errOut = runTool("shred", "--config", cfg, "--kek", "KEK-orders", "--note", "test"); code != 0 || !strings.Contains(out, "done: shred record at offset") {
+		t.Fatalf("shred: exit %d\n%s\n%s", code, out, errOut)
+	}
+	code, out, _ = runTool("audit", "--config", cfg, "--topics", "orders", "--by-kek", "--json")
+	var byKEK struct {
+		ByKEK []struct {
+			KEK      string `json:"kek"`
+			Records  int    `json:"records"`
+			Shredded *struct {
+				Note string `json:"note"`
+			} `json:"shredded"`
+		} `json:"byKek"`
+	}
+	if err := json.Unmarshal([]byte(out), &byKEK); err != nil || len(byKEK.ByKEK) != 1 || byKEK.ByKEK[0].KEK != "KEK-orders" ||
+		byKEK.ByKEK[0].Records != 6 || byKEK.ByKEK[0].Shredded == nil || byKEK.ByKEK[0].Shredded.Note != "test" {
+		t.Fatalf("audit --by-kek: exit %d, %+v, %v\n%s", code, byKEK, err, out)
+	}
 }
 
 func TestToolUsage(t *testing.T) {
@@ -200,6 +224,8 @@ func TestToolUsage(t *testing.T) {
 		{"inspect", "--topic", "x", "extra"},
 		{"reencrypt", "--source", "a"},
 		{"audit", "--bogus"},
+		{"shred"},
+		{"shred", "--kek", "a", "extra"},
 	} {
 		if code, _, _ := runTool(args...); code != 2 {
 			t.Errorf("%v: exit %d, want 2", args, code)

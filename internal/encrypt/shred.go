@@ -71,12 +71,14 @@ type shredMetrics struct {
 	refusals *prometheus.CounterVec
 	shredded *prometheus.CounterVec
 
+	// topics are kseal_shredded_records_total's children: read through an
+	// atomic pointer (no lock), copied under mu for a new topic.
 	mu     sync.Mutex
-	topics map[string]prometheus.Counter
+	topics atomic.Pointer[map[string]prometheus.Counter]
 }
 
 func newShredMetrics() *shredMetrics {
-	return &shredMetrics{
+	m := &shredMetrics{
 		keks: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "kseal_entity_keks",
 			Help: "Distinct entity KEKs (rules whose kek uses $(header:...) or $(key...)) in use by this process (at most encryption.policy.maxKeks).",
@@ -89,8 +91,10 @@ func newShredMetrics() *shredMetrics {
 			Name: "kseal_shredded_records_total",
 			Help: "Records delivered with a null value because kseal shred destroyed their KEK (onDestroyedKek: NULL_VALUE), by topic (at most maxTopicLabels topics, the rest as \"<other>\").",
 		}, []string{"topic"}),
-		topics: map[string]prometheus.Counter{},
 	}
+	empty := map[string]prometheus.Counter{}
+	m.topics.Store(&empty)
+	return m
 }
 
 func (m *shredMetrics) collectors() []prometheus.Collector {
@@ -99,19 +103,29 @@ func (m *shredMetrics) collectors() []prometheus.Collector {
 
 // shreddedFor returns topic's counter (capped like kseal_records_total).
 func (m *shredMetrics) shreddedFor(topic string, max int) prometheus.Counter {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if c, ok := m.topics[topic]; ok {
+	if c, ok := (*m.topics.Load())[topic]; ok {
 		return c
 	}
-	if len(m.topics) >= max {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur := *m.topics.Load()
+	if c, ok := cur[topic]; ok {
+		return c
+	}
+	if len(cur) >= max {
 		topic = otherTopics
-		if c, ok := m.topics[topic]; ok {
+		if c, ok := cur[topic]; ok {
 			return c
 		}
 	}
+	next := make(map[string]prometheus.Counter, len(cur)+1)
+	for k, v := range cur {
+		next[k] = v
+	}
+	topic = strings.Clone(topic) // it may alias a response buffer
 	c := m.shredded.WithLabelValues(topic)
-	m.topics[strings.Clone(topic)] = c
+	next[topic] = c
+	m.topics.Store(&next)
 	return c
 }
 

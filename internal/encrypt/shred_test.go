@@ -10,12 +10,14 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/kseal/kseal/internal/codec"
 	"github.com/kseal/kseal/internal/dek"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/kms/local"
@@ -31,6 +33,7 @@ type fakeShreds struct {
 	shredded map[string]bool
 	err      error
 	asked    int
+	keyOf    map[[8]byte]string
 }
 
 func (s *fakeShreds) Shredded(_ context.Context, _ *proxy.Exchange, kek string) (string, bool, error) {
@@ -43,7 +46,26 @@ func (s *fakeShreds) Shredded(_ context.Context, _ *proxy.Exchange, kek string) 
 	return kek, s.shredded[kek], nil
 }
 
-func (s *fakeShreds) KEKOf([8]byte) (string, bool) { return "", false }
+func (s *fakeShreds) KEKOf(id [8]byte) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k, ok := s.keyOf[id]
+	return k, ok
+}
+
+// goneDetKeys is a deterministic-key store whose keys of one KEK are gone
+// (the KMS says not found), as after that KEK was destroyed.
+type goneDetKeys struct {
+	*fakeDetKeys
+	gone [8]byte
+}
+
+func (d goneDetKeys) ForRead(ctx context.Context, x *proxy.Exchange, topic string, id [8]byte) (*recordcrypt.DetKey, error) {
+	if id == d.gone {
+		return nil, fmt.Errorf("unwrap: %w", kms.ErrKeyNotFound)
+	}
+	return d.fakeDetKeys.ForRead(ctx, x, topic, id)
+}
 
 // describingKeys is managerKeys with the KMS's offline EDEK description, as
 // internal/app's keys has.
@@ -69,13 +91,37 @@ var entityRules = []policy.RuleConfig{
 	{Topics: []string{"users"}, KEK: "tenant-$(key:([a-z]+)/.*)", OnDestroyedKek: "NULL_VALUE",
 		Encrypt: &policy.EncryptConfig{Key: true, Headers: []string{"x-*"}}},
 	{Topics: []string{"whole"}, KEK: "tenant-$(key)"},
+	{Topics: []string{"keyonly"}, KEK: "tenant-$(key:([a-z]+)/.*)", OnDestroyedKek: "NULL_VALUE",
+		Encrypt: &policy.EncryptConfig{Value: ptr(false), Key: true}},
 }
 
 // entityEnv is a local KMS with tenant-a and tenant-b, shared by filters
 // (each with its own DEK manager, so caches start cold).
 type entityEnv struct {
-	k  *local.KMS
-	dk *fakeDetKeys
+	k     *local.KMS
+	dk    *fakeDetKeys
+	calls atomic.Int64 // KMS calls of every filter's DEK manager
+}
+
+// countingKMS counts the KMS calls a DEK manager makes.
+type countingKMS struct {
+	*local.KMS
+	calls *atomic.Int64
+}
+
+func (c countingKMS) ResolveKEK(ctx context.Context, name string) (kms.KEKRef, error) {
+	c.calls.Add(1)
+	return c.KMS.ResolveKEK(ctx, name)
+}
+
+func (c countingKMS) GenerateDEK(ctx context.Context, kek kms.KEKRef) (kms.DEK, error) {
+	c.calls.Add(1)
+	return c.KMS.GenerateDEK(ctx, kek)
+}
+
+func (c countingKMS) DecryptDEK(ctx context.Context, edek []byte) ([]byte, error) {
+	c.calls.Add(1)
+	return c.KMS.DecryptDEK(ctx, edek)
 }
 
 func newEntityEnv(t testing.TB) *entityEnv {
@@ -103,7 +149,7 @@ func newEntityEnv(t testing.TB) *entityEnv {
 
 func (e *entityEnv) filter(t testing.TB, cfg policy.Config, mod func(*Options)) *Filter {
 	t.Helper()
-	m, err := dek.New(e.k, dek.Options{})
+	m, err := dek.New(countingKMS{e.k, &e.calls}, dek.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -378,7 +424,12 @@ func TestEntityAllocsDoNotGrowWithRecords(t *testing.T) {
 			s.Done(x)
 		}
 		fetch()
-		return testing.AllocsPerRun(20, run), testing.AllocsPerRun(20, fetch)
+		before := env.calls.Load()
+		p, fa := testing.AllocsPerRun(20, run), testing.AllocsPerRun(20, fetch)
+		if calls := env.calls.Load() - before; calls != 0 {
+			t.Errorf("%s %s: %d KMS calls in steady state", topic, c, calls)
+		}
+		return p, fa
 	}
 	for _, topic := range []string{"tenants", "whole"} {
 		for _, c := range []records.Codec{records.CodecNone, records.CodecLz4} {
@@ -389,4 +440,100 @@ func TestEntityAllocsDoNotGrowWithRecords(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A format v2 record whose key alone is sealed carries no EDEK: its KEK is
+// found through its deterministic key's id (Shreds.KEKOf).
+func TestShreddedKeyOnly(t *testing.T) {
+	ctx := context.Background()
+	env := newEntityEnv(t)
+	writer := env.filter(t, policy.Config{WriteVersion: 2}, nil)
+	recs := tenantRecords("a", "b", "a")
+	set := encryptV2(t, writer, "keyonly", recs, records.CodecNone, 0)
+	dkA, err := env.dk.ForWrite(ctx, nil, "keyonly", kms.KEKRef{Name: "tenant-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shreds := &fakeShreds{shredded: map[string]bool{"tenant-a": true}, keyOf: map[[8]byte]string{dkA.ID: "tenant-a"}}
+	reader := env.filter(t, policy.Config{WriteVersion: 2}, func(o *Options) {
+		o.DetKeys = goneDetKeys{env.dk, dkA.ID}
+		o.Shreds = shreds
+	})
+	got, code := fetchRecords(t, reader, "keyonly", set)
+	if code != 0 || len(got) != 3 {
+		t.Fatalf("code %d, %d records", code, len(got))
+	}
+	sameRecords(t, "tenant b", got[1:2], recs[1:2])
+	for _, i := range []int{0, 2} {
+		r := got[i]
+		last := r.Headers[len(r.Headers)-1]
+		if r.Key != nil || r.Value != nil || string(last.Value) != "tenant-a" {
+			t.Fatalf("record %d: key %q value %q headers %v", i, r.Key, r.Value, r.Headers)
+		}
+	}
+	// Without the shred record: the error.
+	shreds.shredded = nil
+	reader = env.filter(t, policy.Config{WriteVersion: 2}, func(o *Options) {
+		o.DetKeys = goneDetKeys{env.dk, dkA.ID}
+		o.Shreds = shreds
+	})
+	if _, code := fetchRecords(t, reader, "keyonly", set); code != kerr.ResourceNotFound.Code {
+		t.Fatalf("no shred record: code %d", code)
+	}
+}
+
+// FuzzShreddedFetch runs hostile Fetch responses through a reader for
+// which tenant-a's KEK is shredded (onDestroyedKek NULL_VALUE): whatever
+// comes back holds no marker, and a record delivered as shredded has a null
+// value.
+func FuzzShreddedFetch(f *testing.F) {
+	ctx := context.Background()
+	env := newEntityEnv(f)
+	writer := env.filter(f, policy.Config{WriteVersion: 2}, nil)
+	recs := tenantRecords("a", "b", "a")
+	v2 := encryptV2(f, writer, "users", recs, records.CodecNone, 0)
+	v2lz := encryptV2(f, writer, "tenants", recs, records.CodecLz4, 3)
+	w1 := env.filter(f, policy.Config{WriteVersion: 1}, nil)
+	v1 := encryptV2(f, w1, "tenants", recs, records.CodecNone, 6)
+	if err := env.k.Delete(ctx, "tenant-a"); err != nil {
+		f.Fatal(err)
+	}
+	reader := env.filter(f, policy.Config{WriteVersion: 2}, func(o *Options) {
+		o.Shreds = &fakeShreds{shredded: map[string]bool{"tenant-a": true}}
+	})
+	f.Add(fetchBody([]fetchPart{{topic: "users", set: v2}, {topic: "tenants", partition: 1, set: cat(v2lz, v1)}}))
+	f.Add(fetchBody([]fetchPart{{topic: "tenants-err", set: v1}}))
+	var s proxy.Standalone
+	f.Fuzz(func(t *testing.T, body []byte) {
+		resp, hlen := responseFrame(int16(kmsg.Fetch), fetchVersion, body)
+		x := s.Exchange(int16(kmsg.Fetch), fetchVersion, nil, 0, resp, hlen)
+		defer s.Done(x)
+		if err := reader.OnResponse(ctx, x); err != nil {
+			return
+		}
+		out := x.Response[x.RespHeaderLen:]
+		checkDelivered(t, reader, int16(kmsg.Fetch), fetchVersion, out)
+		var w codec.FetchWalker
+		w.Walk(nil, out, fetchVersion, func(p *codec.FetchPartition) error {
+			if p.ErrorCode != 0 {
+				return nil
+			}
+			it := records.NewBatchIter(p.Records)
+			proc := records.NewProcessor(records.WithMaxDecompressed(fuzzMaxDecompressed))
+			for it.Next() {
+				if it.Batch().Kind != records.KindBatch || proc.Reset(it.Batch()) != nil {
+					continue
+				}
+				for proc.Next() {
+					r := proc.Record()
+					for _, h := range r.Headers {
+						if string(h.Key) == ShreddedHeader && r.Value != nil {
+							t.Fatalf("%s: a shredded record with a value", p.Topic)
+						}
+					}
+				}
+			}
+			return nil
+		})
+	})
 }

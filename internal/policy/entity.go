@@ -78,7 +78,7 @@ func parseEntityRef(rest string) (*entityRef, int, error) {
 	case strings.HasPrefix(rest, "(header:"):
 		end := strings.IndexByte(rest, ')')
 		if end < 0 {
-			return nil, 0, errors.New("unclosed $(header:")
+			return nil, 0, errors.New("unclosed $(header:NAME) reference")
 		}
 		name := rest[len("(header:"):end]
 		switch {
@@ -98,7 +98,7 @@ func parseEntityRef(rest string) (*entityRef, int, error) {
 	case strings.HasPrefix(rest, "(key:"):
 		expr, n, ok := balanced(rest[len("(key:"):])
 		if !ok {
-			return nil, 0, errors.New("unclosed $(key: (parentheses of the regex must balance)")
+			return nil, 0, errors.New("unclosed $(key:REGEX) reference (parentheses of the regex must balance)")
 		}
 		if expr == "" {
 			return nil, 0, errors.New("$(key:) has an empty regex (use $(key) for the whole key)")

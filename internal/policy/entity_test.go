@@ -215,3 +215,16 @@ func TestEntityOf(t *testing.T) {
 		t.Error("no reference: an entity")
 	}
 }
+
+// An entity rule matching every topic draws no PASSTHROUGH warning: its
+// records are refused, never passed through, when their KEK is missing.
+func TestEntityRuleNoPassthroughWarning(t *testing.T) {
+	p, err := Compile(&Config{UnresolvedKeyPolicy: PassthroughUnencrypted,
+		Rules: []RuleConfig{{TopicRegex: ".*", KEK: "tenant-$(header:tenant)"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := p.Warnings(); len(w) != 0 {
+		t.Fatalf("warnings %v", w)
+	}
+}

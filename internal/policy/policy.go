@@ -383,7 +383,8 @@ func (p *Policy) Warnings() []string {
 	var out []string
 	for i := range p.rules {
 		r := &p.rules[i]
-		if r.re == nil || r.passthrough {
+		if r.re == nil || r.passthrough || r.kek.hasEntity() {
+			// Entity KEKs are never passed through (docs/shredding.md).
 			continue
 		}
 		all := true

@@ -161,6 +161,8 @@ func (f *fakeKMS) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeJSON(w, map[string]any{"KeyId": key.arn, "Plaintext": pt})
+	case "ScheduleKeyDeletion":
+		scheduleKeyDeletion(w, key, body)
 	default:
 		writeErr(w, 400, "UnknownOperationException", op)
 	}

@@ -9,9 +9,9 @@ import (
 
 // Destroy implements kms.Destroyer: Transit refuses to delete a key until
 // its config allows it, so it sets deletion_allowed, then deletes the key
-// (every version; Transit keeps no copy). kseal's token needs update on
-// transit/keys/NAME/config and delete on transit/keys/NAME
-// (docs/shredding.md), which its normal policy does not grant.
+// (every version; Transit keeps no copy). The operator's token needs read
+// and delete on transit/keys/NAME and update on transit/keys/NAME/config
+// (docs/shredding.md), which kseal's running policy does not grant.
 func (k *KMS) Destroy(ctx context.Context, kek kms.KEKRef) (kms.Destruction, error) {
 	name := kek.ID
 	if name == "" {

@@ -25,10 +25,11 @@ type fakeTransit struct {
 	token     string
 	namespace string
 
-	mu       sync.Mutex
-	keys     map[string][]cipher.AEAD // name -> versions (index v-1)
-	requests []fakeRequest
-	renew    func() (int, string) // status and body for renew-self; nil: 200, 60 s renewable
+	mu        sync.Mutex
+	keys      map[string][]cipher.AEAD // name -> versions (index v-1)
+	deletable map[string]bool          // keys/NAME/config deletion_allowed (destroy_test.go)
+	requests  []fakeRequest
+	renew     func() (int, string) // status and body for renew-self; nil: 200, 60 s renewable
 }
 
 type fakeRequest struct {
@@ -110,6 +111,8 @@ func (f *fakeTransit) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	versions := f.keys[name]
 	f.mu.Unlock()
 	switch {
+	case op == "keys" && (r.Method == http.MethodDelete || strings.HasSuffix(name, "/config")):
+		f.serveDestroy(w, r.Method, name, body)
 	case op == "keys" && r.Method == http.MethodGet:
 		if versions == nil {
 			replyErr(w, http.StatusNotFound)
