@@ -423,3 +423,40 @@ virtualClusters:
 		}
 	}
 }
+
+// FuzzIdentityFilter drives the identity filter with hostile SASL request
+// and response bodies: it never fails the connection or panics, and any
+// principal it adopts is a "User:" name kseal can log.
+func FuzzIdentityFilter(f *testing.F) {
+	f.Add([]byte{0, 5, 'P', 'L', 'A', 'I', 'N'}, []byte{0, 0, 0, 0, 0, 0}, []byte{0, 0, 0, 11, 0, 'a', 0, 'b', 0, 'c', 0, 'd', 0, 'e', 0}, []byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, int16(1))
+	f.Add([]byte{0, 13, 'S', 'C', 'R', 'A', 'M', '-', 'S', 'H', 'A', '-', '2', '5', '6'}, []byte{0, 0, 0, 0, 0, 0},
+		append([]byte{17}, "n,,n=alice,r=abc\x00"...), []byte{0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0}, int16(2))
+	f.Fuzz(func(t *testing.T, hsReq, hsResp, authReq, authResp []byte, version int16) {
+		s := &Standalone{}
+		run := func(key int16, v int16, req, resp []byte) {
+			fr := appendRequestHeader(nil, key, v, 1, "", false)
+			hl := len(fr)
+			fr = append(fr, req...)
+			x := s.Exchange(key, v, fr, hl, nil, 0)
+			if err := (identityFilter{}).OnRequest(context.Background(), x); err != nil {
+				t.Fatal(err)
+			}
+			x.Response, x.RespHeaderLen = append([]byte{0, 0, 0, 1}, resp...), 4
+			if err := (identityFilter{}).OnResponse(context.Background(), x); err != nil {
+				t.Fatal(err)
+			}
+			s.Done(x)
+		}
+		for i := 0; i < 2; i++ {
+			run(int16(kmsg.SASLHandshake), 1, hsReq, hsResp)
+			run(int16(kmsg.SASLAuthenticate), version, authReq, authResp)
+			run(int16(kmsg.SASLAuthenticate), version, authReq, authResp)
+		}
+		if id := s.Identity; id != nil {
+			p := id.Principal()
+			if len(p) <= len("User:") || p[:5] != "User:" || !printableName(p) {
+				t.Fatalf("adopted %q", p)
+			}
+		}
+	})
+}

@@ -5,8 +5,11 @@ package integration
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -78,6 +81,18 @@ func TestAccessRules(t *testing.T) {
 		got = append(got, testenv.FromKgo(r))
 	}
 	assertSameRecords(t, "alice on the topic allowing her", got, recs[ok])
+	// librdkafka and Java log in their own way (SaslAuthenticate v1 and
+	// v2): kseal observes both.
+	rdSCRAM := map[string]string{"security.protocol": "sasl_plaintext", "sasl.mechanisms": "SCRAM-SHA-512",
+		"sasl.username": e2eSASLUser, "sasl.password": e2eSASLPassword}
+	assertSameRecords(t, "librdkafka as alice", testenv.RdkafkaConsume(t, p.Bootstrap, ok, len(recs[ok]), rdSCRAM), recs[ok])
+	javaProps := filepath.Join(e2eWorkDir(t), "alice.properties")
+	if err := os.WriteFile(javaProps, []byte(fmt.Sprintf("security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\n"+
+		"sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"%s\" password=\"%s\";\n",
+		e2eSASLUser, e2eSASLPassword)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	assertSameRecords(t, "java as alice", testenv.JavaConsume(t, cluster, p.Bootstrap, ok, len(recs[ok]), "--command-config", javaProps), recs[ok])
 
 	// Denied, onDenied ERROR: the partition error, no records.
 	rs, errs := e2eConsume(t, p.Bootstrap, 1, 10*time.Second, []string{denied}, alice)
@@ -120,5 +135,54 @@ func TestAccessRules(t *testing.T) {
 		if n := e2eMetric(t, admin, "kseal_access_denied_total", map[string]string{"topic": topic, "operation": op}); n < 1 {
 			t.Errorf("kseal_access_denied_total{topic=%s,operation=%s} = %v", topic, op, n)
 		}
+	}
+	if n := e2eMetric(t, admin, "kseal_client_identities_total", map[string]string{"source": "SCRAM-SHA-512"}); n < 1 {
+		t.Errorf("kseal_client_identities_total{source=SCRAM-SHA-512} = %v", n)
+	}
+
+	testAccessMTLS(t, pki, b, k)
+}
+
+// testAccessMTLS: the identity of a client certificate kseal verifies
+// (mutual TLS on its client listener, TLS with kseal's own certificate to
+// the broker's SSL listener) is matched by subject DN.
+func testAccessMTLS(t *testing.T, pki *e2ePKI, b *e2eSecureBroker, k *e2eLocalKMS) {
+	ok, denied := b.topic(t, "authz-tls-ok"), b.topic(t, "authz-tls-deny")
+	gw, err := testenv.NewGateway()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := e2eConfig(gw, b.ssl,
+		fmt.Sprintf("      tls: {enabled: true, caFile: %q, certFile: %q, keyFile: %q}\n",
+			pki.path("ca.pem"), pki.path("client.pem"), pki.path("client.key")),
+		fmt.Sprintf("      tls: {certFile: %q, keyFile: %q, clientAuth: require, clientCaFile: %q}\n",
+			pki.path("server.pem"), pki.path("server.key"), pki.path("ca.pem"))) +
+		"    encryption:\n" + k.section() + fmt.Sprintf(`      policy:
+        rules:
+          - topics: [%s]
+            kek: KEK-authz
+            access: {decrypt: ['CN=kseal e2e client'], produce: ['CN=kseal e2e *']}
+          - topics: [%s]
+            kek: KEK-authz
+            access: {decrypt: ['CN=someone else', 'User:*']}
+`, ok, denied)
+	p := e2eStartKseal(t, cfg)
+	tlsOpt := kgo.DialTLSConfig(&tls.Config{RootCAs: pki.pool, Certificates: []tls.Certificate{pki.client}})
+	recs := map[string][]testenv.Record{ok: e2eConnRecords(ok, "cert", 3), denied: e2eConnRecords(denied, "cert", 3)}
+	for _, r := range recs {
+		testenv.KgoProduce(t, testenv.Kgo(t, []string{p.Bootstrap}, tlsOpt), r)
+	}
+	var got []testenv.Record
+	for _, r := range e2eMustConsume(t, "certificate on "+ok, p.Bootstrap, len(recs[ok]), []string{ok}, tlsOpt) {
+		got = append(got, testenv.FromKgo(r))
+	}
+	assertSameRecords(t, "certificate on the topic allowing it", got, recs[ok])
+	rs, errs := e2eConsume(t, p.Bootstrap, 1, 10*time.Second, []string{denied}, tlsOpt)
+	authzErr := false
+	for _, err := range errs {
+		authzErr = authzErr || errors.Is(err, kerr.TopicAuthorizationFailed)
+	}
+	if len(rs) != 0 || !authzErr {
+		t.Fatalf("certificate on %s: %d records, errors %v; want TOPIC_AUTHORIZATION_FAILED", denied, len(rs), errs)
 	}
 }
