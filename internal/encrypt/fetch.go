@@ -199,7 +199,7 @@ func (f *Filter) fetch(ctx context.Context, x *proxy.Exchange) error {
 			}
 			return
 		}
-		if !mayHoldMarker(set) && !sel.Require().On {
+		if !mayHoldMarker(set) && !cur.policy.Require(t.sel).On {
 			return
 		}
 		st.tasks = append(st.tasks, t)
@@ -383,8 +383,11 @@ func mayHoldMarker(set []byte) bool {
 // caller to answer the partition with its code. Other partitions are
 // unaffected either way.
 func (f *Filter) fetchPartition(ctx context.Context, cur *state, x *proxy.Exchange, w *fetchWorker, out []byte, topic string, partition int32, set []byte, encrypted bool, sel policy.Selection) (_ []byte, changed bool, rebuilt int, _ *decryptError) {
-	if e := f.startGuard(ctx, x, w, topic, partition, sel); e != nil {
+	if e := f.startGuard(ctx, cur, x, w, topic, partition, sel); e != nil {
 		return out, false, 0, e
+	}
+	if guardIdle(w, set) {
+		return out, false, 0, nil
 	}
 	building := false
 	var aadTopic string

@@ -87,8 +87,8 @@ type integrityState struct {
 }
 
 // startGuard sets w's guard for a partition of topic selected as sel.
-func (f *Filter) startGuard(ctx context.Context, x *proxy.Exchange, w *fetchWorker, topic string, partition int32, sel policy.Selection) *decryptError {
-	req := sel.Require()
+func (f *Filter) startGuard(ctx context.Context, cur *state, x *proxy.Exchange, w *fetchWorker, topic string, partition int32, sel policy.Selection) *decryptError {
+	req := cur.policy.Require(sel)
 	w.integ.guard = guard{on: req.On && sel.Action == policy.Encrypt, from: math.MaxInt64, sel: sel, topic: topic}
 	g := &w.integ.guard
 	switch {
@@ -266,7 +266,43 @@ func (f *Filter) checkKEK(ctx context.Context, cur *state, w *fetchWorker, offse
 		return e
 	}
 	w.integ.allowEDEK = append(w.integ.allowEDEK[:0], edek...)
-	w.integ.allowTopic = g.topic
+	if w.integ.allowTopic != g.topic {
+		w.integ.allowTopic = strings.Clone(g.topic) // g.topic may alias the response
+	}
+	return nil
+}
+
+// guardIdle reports whether a guarded partition's records need no look:
+// no record can hold a marker (so none can lower the offset) and none lies
+// at or after the offset checks start from.
+func guardIdle(w *fetchWorker, set []byte) bool {
+	g := &w.integ.guard
+	if !g.on || mayHoldMarker(set) {
+		return false
+	}
+	if g.from == math.MaxInt64 {
+		return true
+	}
+	last := int64(math.MinInt64)
+	it := records.NewBatchIter(set)
+	for it.Next() {
+		if b := it.Batch(); b.Kind != records.KindPartial {
+			last = max(last, b.BaseOffset+int64(b.LastOffsetDelta))
+		}
+	}
+	return last < g.from
+}
+
+// plainRefused refuses to forward in clear (a KEK that does not exist
+// under PASSTHROUGH_UNENCRYPTED) records of a topic whose rule requires
+// encrypted records from offset 0: consumers through kseal could not read
+// them. With first-encrypted, such a topic has no envelope in its newest
+// batches (kekMissing checked), so kseal takes it as never encrypted.
+func (f *Filter) plainRefused(cur *state, sel policy.Selection, topic string) *partitionError {
+	if req := cur.policy.Require(sel); req.On && req.Earliest {
+		return &partitionError{code: errRejected, reason: "rejected",
+			err: fmt.Errorf("KEK %q does not exist, and the rule for topic %s requires encrypted records from offset 0 (requireEncryptedFrom: earliest): refusing plaintext", sel.KEK, topic)}
+	}
 	return nil
 }
 
@@ -293,7 +329,7 @@ func (f *Filter) produceResponse(x *proxy.Exchange) error {
 			return
 		}
 		sel := cur.policy.SelectBytes(p.Topic)
-		if req := sel.Require(); sel.Action != policy.Encrypt || !req.On || req.Earliest {
+		if req := cur.policy.Require(sel); sel.Action != policy.Encrypt || !req.On || req.Earliest {
 			return
 		}
 		// The index copies the name if it keeps it.

@@ -335,10 +335,10 @@ func TestIntegrityPolicyValidation(t *testing.T) {
 		t.Fatal(err)
 	}
 	sel := p.Select("t-x")
-	if !sel.Require().On || sel.Require().Earliest {
-		t.Fatalf("default requirement %+v", sel.Require())
+	if !p.Require(sel).On || p.Require(sel).Earliest {
+		t.Fatalf("default requirement %+v", p.Require(sel))
 	}
-	if p.Select("p").Require().On {
+	if p.Require(p.Select("p")).On {
 		t.Fatal("a passthrough rule requires encryption")
 	}
 	for name, want := range map[string]bool{"K-x": true, "old-x": true, "old-y": false, "": false} {
@@ -365,5 +365,69 @@ func TestIntegrityKeyTopicExempt(t *testing.T) {
 	}
 	if _, code := fetchOne(t, f, "other", plainBatch(vals("k"))); code != kerr.CorruptMessage.Code {
 		t.Fatalf("other topic: code %d", code)
+	}
+}
+
+// ShareFetch goes through the same checks: an injected record after an
+// envelope stops the partition there.
+func TestIntegrityShareFetch(t *testing.T) {
+	f := integrityFilter(t, nil, nil)
+	enc := encryptThrough(t, f, "enc-a", plainBatch(vals("a")))
+	set := append(bytes.Clone(enc), batchAt(plainBatch(vals("evil")), 1)...)
+	id := [16]byte{7}
+	run := func(set []byte) (int16, int) {
+		resp := kmsg.NewPtrShareFetchResponse()
+		resp.SetVersion(1)
+		st := kmsg.NewShareFetchResponseTopic()
+		st.TopicID = id
+		sp := kmsg.NewShareFetchResponseTopicPartition()
+		sp.Records = set
+		st.Partitions = append(st.Partitions, sp)
+		resp.Topics = append(resp.Topics, st)
+		frame := resp.AppendTo([]byte{0, 0, 0, 1, 0})
+		s := proxy.Standalone{Topics: map[[16]byte]string{id: "enc-a"}}
+		x := s.Exchange(int16(kmsg.ShareFetch), 1, nil, 0, frame, 5)
+		if err := f.OnResponse(context.Background(), x); err != nil {
+			t.Fatal(err)
+		}
+		out := kmsg.NewPtrShareFetchResponse()
+		out.SetVersion(1)
+		if err := out.ReadFrom(x.Response[x.RespHeaderLen:]); err != nil {
+			t.Fatal(err)
+		}
+		p := out.Topics[0].Partitions[0]
+		return p.ErrorCode, len(values(t, p.Records))
+	}
+	if code, n := run(set); code != 0 || n != 1 {
+		t.Fatalf("share fetch: code %d, %d records; want the envelope only", code, n)
+	}
+	fo := &fakeOffsets{first: map[string]int64{"enc-a/0": 0}}
+	f.opts.FirstOffsets = fo
+	if code, _ := run(batchAt(plainBatch(vals("evil")), 1)); code != kerr.CorruptMessage.Code {
+		t.Fatalf("share fetch from the injected record: code %d", code)
+	}
+}
+
+// Under PASSTHROUGH_UNENCRYPTED, a topic whose KEK does not exist and whose
+// tail shows no envelope passes in clear, unless its rule requires
+// encrypted records from offset 0: then it is refused (POLICY_VIOLATION),
+// since consumers through kseal could not read it.
+func TestIntegrityEarliestRefusesPlaintextProduce(t *testing.T) {
+	plain := plainBatch(vals("v"))
+	for _, tc := range []struct {
+		from policy.RequireFrom
+		code int16
+	}{{policy.FromFirstEncrypted, 0}, {policy.FromEarliest, kerr.PolicyViolation.Code}} {
+		g := newGuardSetup(t, policy.PassthroughUnencrypted)
+		pol, err := policy.Compile(&policy.Config{UnresolvedKeyPolicy: policy.PassthroughUnencrypted,
+			Rules: []policy.RuleConfig{{TopicRegex: ".*", KEK: "KEK-$(topicName)", RequireEncryptedFrom: tc.from}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.f.Swap(pol, g.f.state.Load().keys)
+		g.tailOf(plain, nil)
+		if code, _ := g.produce(t, "x", plain); code != tc.code {
+			t.Errorf("%s: code %d, want %d", tc.from, code, tc.code)
+		}
 	}
 }

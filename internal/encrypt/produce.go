@@ -345,6 +345,9 @@ func (f *Filter) producePartition(ctx context.Context, cur *state, st *produceSt
 		if pe := f.kekMissing(ctx, st.x, cur, topic, sel.KEK, p.Records, err); pe != nil {
 			return pe
 		}
+		if pe := f.plainRefused(cur, sel, topic); pe != nil { // integrity.go
+			return pe
+		}
 		st.passedPlain = true
 		return f.passPlain(st, topic, p.Records)
 	}
@@ -472,7 +475,7 @@ func (f *Filter) producePartition(ctx context.Context, cur *state, st *produceSt
 	}
 	p.Replace(st.out[start:len(st.out):len(st.out)])
 	f.m.topics.get(topic).encrypted.Add(float64(n))
-	if req := sel.Require(); req.On && !req.Earliest {
+	if req := cur.policy.Require(sel); req.On && !req.Earliest {
 		st.noteOffsets = true
 	}
 	return nil

@@ -79,9 +79,14 @@ func compileIntegrity(path string, rc *RuleConfig, r *rule, bad func(string, err
 	}
 }
 
-// Require returns what the selection's rule demands of fetched records (the
-// zero Requirement unless Action is Encrypt).
-func (s Selection) Require() Requirement { return s.require }
+// Require returns what the rule of sel (a Selection of p) demands of
+// fetched records: the zero Requirement unless sel.Action is Encrypt.
+func (p *Policy) Require(sel Selection) Requirement {
+	if sel.Action != Encrypt || sel.Rule < 0 || sel.Rule >= len(p.rules) {
+		return Requirement{}
+	}
+	return p.rules[sel.Rule].require
+}
 
 // KEKAllowed reports whether records of topic (selected as sel) may be
 // under the KEK named name on Fetch: the KEK sel names, the KEK the rules

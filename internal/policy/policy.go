@@ -148,7 +148,6 @@ type Selection struct {
 	headers *headerMatcher // EncryptHeader's patterns
 	ent     *entitySel     // entity KEK template and onDestroyedKek (entity.go)
 	access  *Access        // the rule's access section (nil: none)
-	require Requirement    // Require's answer (integrity.go)
 }
 
 // Policy is a compiled Config. It is safe for concurrent use.
@@ -454,7 +453,7 @@ func (p *Policy) evaluate(topic string) Selection {
 		if kek == "" {
 			return Selection{Action: Unresolved, Rule: i, access: r.access}
 		}
-		return Selection{Action: Encrypt, KEK: kek, Rule: i, Parts: r.parts, headers: r.headers, ent: ent, access: r.access, require: r.require}
+		return Selection{Action: Encrypt, KEK: kek, Rule: i, Parts: r.parts, headers: r.headers, ent: ent, access: r.access}
 	}
 	return Selection{Action: Unresolved, Rule: -1}
 }

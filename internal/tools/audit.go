@@ -93,7 +93,8 @@ type PolicyInfo struct {
 	// Encrypts is what the rule encrypts (a rule naming a KEK).
 	Encrypts *PartsInfo `json:"encrypts,omitempty"`
 
-	sel policy.Selection
+	sel     policy.Selection
+	require policy.Requirement // audit_integrity.go
 }
 
 // KEKUsage is one KEK version's share of a topic.
@@ -290,7 +291,7 @@ func policyInfo(p *policy.Policy, topic string) PolicyInfo {
 		return PolicyInfo{Action: "none"}
 	}
 	s := p.Select(topic)
-	info := PolicyInfo{Action: s.Action.String(), KEK: s.KEK, sel: s}
+	info := PolicyInfo{Action: s.Action.String(), KEK: s.KEK, sel: s, require: p.Require(s)}
 	switch s.Action {
 	case policy.Encrypt:
 		info.MustEncrypt = true

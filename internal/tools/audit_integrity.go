@@ -9,7 +9,7 @@ package tools
 // partition. Such records were written around kseal (produced straight to
 // the brokers) or before a rule gained a part.
 func (a *topicAcc) checkInjected(info RecordInfo, ref RecordRef, clear bool) {
-	req := a.rep.Policy.sel.Require()
+	req := a.rep.Policy.require
 	if !req.On {
 		return
 	}

@@ -142,16 +142,18 @@ func TestTools(t *testing.T) {
 		return testenv.Kgo(t, []string{s.proxy.Bootstrap}, kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	}
 
-	// The mix: 24 records under v1, 1200 under v2, 5 plaintext written
-	// straight to the brokers, 1 tombstone.
+	// The mix: 5 plaintext written straight to the brokers (first: the
+	// topic's past before kseal encrypted it, which requireEncrypted lets
+	// consumers read; plaintext written after would be refused), 24
+	// records under v1, 1200 under v2, 1 tombstone.
 	const nV1, nV2, nPlain = 24, 1200, 5
+	directProd := testenv.Kgo(t, cluster.Bootstrap, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	testenv.KgoProduce(t, directProd, makeRecords(topic, "plain", nPlain, roundRobin, nil))
 	testenv.KgoProduce(t, prod(), makeRecords(topic, "v1", nV1, roundRobin, func(i int) []testenv.Header {
 		return []testenv.Header{testenv.H("i", fmt.Sprint(i))}
 	}))
 	s.rotate(t)
 	testenv.KgoProduce(t, prod(), makeRecords(topic, "v2", nV2, roundRobin, nil))
-	directProd := testenv.Kgo(t, cluster.Bootstrap, kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	testenv.KgoProduce(t, directProd, makeRecords(topic, "plain", nPlain, roundRobin, nil))
 	tomb := tombstone(topic, 3, "deleted")
 	if err := prod().ProduceSync(ctx, tomb).FirstErr(); err != nil {
 		t.Fatal(err)
