@@ -446,11 +446,13 @@ func testAuthz(t *testing.T, e *p17AuthzEnv) {
 		t.Errorf("%s: /metrics has no kseal_access_denied_total", e.name)
 	}
 	for _, c := range []struct {
-		topic string
-		min   float64
-	}{{e.ct, 3 + 3}, {e.er, 3}} {
-		if n := e.p.metric(t, "kseal_access_denied_total", map[string]string{"topic": c.topic}); n < c.min {
-			t.Errorf("%s: kseal_access_denied_total{topic=%q} = %v, want at least %v", e.name, c.topic, n, c.min)
+		topic, op string
+		min       float64
+	}{{e.ct, "fetch", 3}, {e.ct, "produce", 3}, {e.er, "fetch", 3}, {e.er, "produce", 0}} {
+		n := e.p.metric(t, "kseal_access_denied_total", map[string]string{"topic": c.topic, "operation": c.op})
+		if n < c.min || c.min == 0 && n != 0 {
+			t.Errorf("%s: kseal_access_denied_total{topic=%q,operation=%q} = %v, want %s %v", e.name, c.topic, c.op, n,
+				map[bool]string{true: "exactly", false: "at least"}[c.min == 0], c.min)
 		}
 	}
 	if t.Failed() {

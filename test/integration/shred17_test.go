@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -305,6 +306,45 @@ func testShredTenants(t *testing.T, x *p17KMS) {
 		}
 		return len(got) >= nAB && shredded == nAB/2
 	})
+
+	// librdkafka and Java get the same: B in clear, A shredded, and move on.
+	wantNull := make([]testenv.BinRecord, nAB)
+	for i, s := range sent[nullTopic][:nAB] {
+		wantNull[i] = s.rec
+		if s.tenant == tA {
+			wantNull[i].Value = nil
+			wantNull[i].Headers = append(append([]testenv.BinHeader{}, s.rec.Headers...), testenv.BinHeader{Key: p17ShreddedHeader, Value: []byte("KEK-" + tA)})
+		}
+	}
+	step := []testenv.ProbeStep{{Consume: true, Bootstrap: p.Bootstrap, Topic: nullTopic, Partition: 0, Offset: 0, N: nAB, Timeout: 20 * time.Second}}
+	var wg sync.WaitGroup
+	for _, c := range []struct {
+		name string
+		run  func() []testenv.ProbeResult
+	}{
+		{"librdkafka", func() []testenv.ProbeResult { return testenv.RdkafkaProbe(t, step) }},
+		{"java", func() []testenv.ProbeResult { return testenv.JavaProbe(t, cluster, step) }},
+	} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res := c.run()[0]
+			got := 0
+			for _, r := range res.Records {
+				if r.Offset >= int64(nAB) {
+					continue
+				}
+				got++
+				if r.Content() != wantNull[r.Offset].Content() {
+					t.Errorf("NULL_VALUE, %s @%d:\n got  %s\n want %s", c.name, r.Offset, r.Content(), wantNull[r.Offset].Content())
+				}
+			}
+			if got != nAB || res.Err != "" {
+				t.Errorf("NULL_VALUE, %s: %d of %d records, error %q", c.name, got, nAB, res.Err)
+			}
+		}()
+	}
+	wg.Wait()
 
 	// C's KEK is gone but was not shredded: the error, never a null value.
 	if x.lose != nil {
