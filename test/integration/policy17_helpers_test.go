@@ -69,8 +69,9 @@ func (p *p17Proxy) metric(t *testing.T, name string, labels map[string]string) f
 	return e2eMetric(t, p.admin, name, labels)
 }
 
-// p17MetricExists fails the test unless kseal's /metrics names metric
-// (with or without samples): a renamed metric must not pass as "0".
+// metricExists reports whether kseal's /metrics names metric: a renamed
+// metric must not pass as "0". (A labelled metric shows once it has a
+// sample.)
 func (p *p17Proxy) metricExists(t *testing.T, name string) bool {
 	t.Helper()
 	resp, err := http.Get("http://" + p.admin + "/metrics")
@@ -111,18 +112,8 @@ func p17Partition(t *testing.T, bootstrap, topic string, partition int32, offset
 	return recs, errs
 }
 
-// p17Header is the value of the first header named name (nil, false when
-// there is none).
-func p17Header(hs []testenv.BinHeader, name string) ([]byte, bool) {
-	for _, h := range hs {
-		if h.Key == name {
-			return h.Value, true
-		}
-	}
-	return nil, false
-}
-
-// p17KgoHeader is p17Header for a franz-go record.
+// p17KgoHeader is the value of the first header of r named name (nil,
+// false when there is none).
 func p17KgoHeader(r *kgo.Record, name string) ([]byte, bool) {
 	for _, h := range r.Headers {
 		if h.Key == name {
