@@ -11,6 +11,7 @@ import (
 )
 
 const shredUsage = `Usage: kseal shred --kek NAME[,NAME...] [--note TEXT] [--dry-run] [--json]
+       kseal shred --topic TOPIC --entity ID[,ID...] [--note TEXT] [--dry-run] [--json]
 
 Crypto-shreds KEKs (docs/shredding.md): for each KEK it
   1. checks the KEK in the virtual cluster's KMS;
@@ -26,8 +27,10 @@ The shred record is written before the KEK is touched; a KMS that cannot be
 reached stops before anything is written. There is no undo (AWS: until the
 window ends, CancelKeyDeletion).
 
-For an entity rule ('tenant-$(header:tenant)') give the rendered KEK name
-(tenant-acme). --dry-run lists what would be done and changes nothing.
+For an entity rule ('tenant-$(header:tenant)') give the KEK name
+(--kek tenant-acme), or the topic and the entity (--topic orders --entity acme:
+the topic's rule makes the KEK name). --dry-run lists what would be done and
+changes nothing.
 Afterwards 'kseal audit --by-kek' counts the records under each KEK.
 
 Exit status: 0 done (or, dry, possible); 1 a KEK could not be shredded;
@@ -36,12 +39,17 @@ Exit status: 0 done (or, dry, possible); 1 a KEK could not be shredded;
 
 func cmdShred(args []string, stdout, stderr io.Writer) int {
 	f := newToolFlags("shred", shredUsage, stdout, stderr)
-	keks := f.fs.String("kek", "", "comma-separated KEK names to shred (required)")
+	keks := f.fs.String("kek", "", "comma-separated KEK names to shred")
+	topic := f.fs.String("topic", "", "with --entity: the topic whose rule makes the entities' KEK names")
+	entities := f.fs.String("entity", "", "comma-separated entities (with --topic) whose KEKs to shred")
 	note := f.fs.String("note", "", "a note kept in the shred record (who, why: a ticket number)")
 	dry := f.fs.Bool("dry-run", false, "check the KEKs and list what would be done; change nothing")
 	f.required = func() string {
-		if strings.TrimSpace(*keks) == "" {
-			return "--kek is required"
+		switch k, e, tp := strings.TrimSpace(*keks) != "", strings.TrimSpace(*entities) != "", *topic != ""; {
+		case k && (e || tp):
+			return "give either --kek or --topic with --entity"
+		case !k && !(e && tp):
+			return "--kek, or --topic with --entity, is required"
 		}
 		return ""
 	}
@@ -62,6 +70,17 @@ func cmdShred(args []string, stdout, stderr io.Writer) int {
 		if n = strings.TrimSpace(n); n != "" {
 			names = append(names, n)
 		}
+	}
+	for _, e := range strings.Split(*entities, ",") {
+		if e = strings.TrimSpace(e); e == "" {
+			continue
+		}
+		name, err := c.Policy.Select(*topic).KEKForEntity(e)
+		if err != nil {
+			fmt.Fprintf(stderr, "kseal shred: topic %s, entity %q: %v\n", *topic, e, err)
+			return 2
+		}
+		names = append(names, name)
 	}
 	ctx, stop := interruptible()
 	defer stop()

@@ -193,6 +193,10 @@ func TestToolCommands(t *testing.T) {
 		t.Fatalf("reencrypt --json: exit %d, %+v, %v\n%s\n%s", code, res, err, out, errOut)
 	}
 
+	// shred --entity needs a rule that takes KEKs from records.
+	if code, _, errOut := runTool("shred", "--config", cfg, "--topic", "orders", "--entity", "x", "--dry-run"); code != 2 || !strings.Contains(errOut, "does not take its KEK from records") {
+		t.Fatalf("shred --entity on a topic without entity KEKs: exit %d, %s", code, errOut)
+	}
 	// shred: the dry run changes nothing, then KEK-orders is shredded and
 	// audit --by-kek shows it with the records under it.
 	code, out, errOut = runTool("shred", "--config", cfg, "--kek", "KEK-orders", "--dry-run")
@@ -226,6 +230,8 @@ func TestToolUsage(t *testing.T) {
 		{"audit", "--bogus"},
 		{"shred"},
 		{"shred", "--kek", "a", "extra"},
+		{"shred", "--kek", "a", "--entity", "b"},
+		{"shred", "--entity", "b"},
 	} {
 		if code, _, _ := runTool(args...); code != 2 {
 			t.Errorf("%v: exit %d, want 2", args, code)

@@ -423,3 +423,29 @@ func (s Selection) EntityOf(kek string) (entity string, ok bool) {
 	}
 	return rest, true
 }
+
+// KEKForEntity is the KEK name the selected entity rule gives records of
+// entity (the inverse of EntityOf), for `kseal shred --topic T --entity E`.
+// The rule must have exactly one entity reference.
+func (s Selection) KEKForEntity(entity string) (string, error) {
+	if !s.Entity() {
+		return "", errors.New("the topic's rule does not take its KEK from records ($(header:...), $(key...))")
+	}
+	if err := CheckEntity([]byte(entity)); err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	refs := 0
+	for _, seg := range s.ent.segs {
+		if seg.ref != nil {
+			refs++
+			b.WriteString(entity)
+			continue
+		}
+		b.WriteString(seg.lit)
+	}
+	if refs != 1 {
+		return "", fmt.Errorf("the topic's KEK template %s has %d entity references: give the KEK name", s.KEK, refs)
+	}
+	return b.String(), nil
+}

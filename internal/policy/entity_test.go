@@ -228,3 +228,25 @@ func TestEntityRuleNoPassthroughWarning(t *testing.T) {
 		t.Fatalf("warnings %v", w)
 	}
 }
+
+func TestKEKForEntity(t *testing.T) {
+	p := entityPolicy(t,
+		RuleConfig{TopicRegex: `orders-(.*)`, KEK: `KEK-$1-$(header:tenant)-x`},
+		RuleConfig{Topics: []string{"two"}, KEK: `k-$(header:a)-$(key)`},
+		RuleConfig{Topics: []string{"plain"}, KEK: `KEK-plain`},
+	)
+	s := p.Select("orders-eu")
+	if k, err := s.KEKForEntity("acme"); err != nil || k != "KEK-eu-acme-x" {
+		t.Fatalf("KEKForEntity = %q, %v", k, err)
+	}
+	if e, ok := s.EntityOf("KEK-eu-acme-x"); !ok || e != "acme" {
+		t.Fatalf("EntityOf(KEKForEntity) = %q", e)
+	}
+	for _, c := range []struct {
+		topic, entity string
+	}{{"orders-eu", "a/b"}, {"orders-eu", ""}, {"two", "a"}, {"plain", "a"}} {
+		if k, err := p.Select(c.topic).KEKForEntity(c.entity); err == nil {
+			t.Errorf("%s %q: %q, want an error", c.topic, c.entity, k)
+		}
+	}
+}

@@ -64,7 +64,7 @@ func TestShredLocalCLI(t *testing.T) {
 
 	shred := func(args ...string) tools.ShredReport {
 		t.Helper()
-		cmd := exec.Command(e2eKsealBin(t), append([]string{"shred", "--config", p.cfgPath, "--kek", "tenant-a", "--note", "ticket 17", "--json"}, args...)...)
+		cmd := exec.Command(e2eKsealBin(t), append([]string{"shred", "--config", p.cfgPath, "--note", "ticket 17", "--json"}, args...)...)
 		out, err := cmd.Output()
 		if err != nil {
 			t.Fatalf("kseal shred %v: %v\n%s", args, err, out)
@@ -75,10 +75,11 @@ func TestShredLocalCLI(t *testing.T) {
 		}
 		return rep
 	}
-	if rep := shred("--dry-run"); !rep.DryRun || len(rep.KEKs) != 1 || rep.KEKs[0].State != "exists" || rep.KEKs[0].ShredRecordOffset != nil {
+	// The dry run names the entity; the topic's rule makes the KEK name.
+	if rep := shred("--topic", topic, "--entity", "a", "--dry-run"); !rep.DryRun || len(rep.KEKs) != 1 || rep.KEKs[0].KEK != "tenant-a" || rep.KEKs[0].State != "exists" || rep.KEKs[0].ShredRecordOffset != nil {
 		t.Fatalf("dry run: %+v", rep)
 	}
-	if rep := shred(); len(rep.KEKs) != 1 || !rep.KEKs[0].Destroyed || rep.KEKs[0].ShredRecordOffset == nil {
+	if rep := shred("--kek", "tenant-a"); len(rep.KEKs) != 1 || !rep.KEKs[0].Destroyed || rep.KEKs[0].ShredRecordOffset == nil {
 		t.Fatalf("shred: %+v", rep)
 	}
 
