@@ -1,17 +1,19 @@
 package encrypt
 
 // Encrypted topics accept only encrypted records (docs/policy.md,
-// "requireEncrypted"; docs/threat-model.md, "Plaintext injection"). On
-// Fetch, a partition of a topic whose rule has requireEncrypted is checked
-// record by record from its first encrypted offset (or from offset 0 with
-// requireEncryptedFrom: earliest): a record with something the rule
-// encrypts that is not a kseal envelope, a version 2 record with a part
-// the rule encrypts left in clear, and an envelope under a KEK the rule does
-// not allow are refused like a record that cannot be decrypted
-// (CORRUPT_MESSAGE, the records before delivered). The first encrypted
-// offset of a partition is what kseal learns from the broker's answers to
-// the Produce requests it encrypted (noted in the key topic, internal/detkey
-// firstoffset.go), lowered by any valid envelope a fetch shows.
+// "Encrypted topics accept only encrypted records"; docs/threat-model.md,
+// "Plaintext injection"). On Fetch and ShareFetch, a partition of a topic
+// whose rule has requireEncrypted is checked record by record: from its
+// first encrypted offset (or from offset 0 with requireEncryptedFrom:
+// earliest) a record with something the rule encrypts that is not a kseal
+// envelope is refused; at any offset, a version 2 record with a part the
+// rule encrypts left in clear and an envelope under a KEK the rule does not
+// allow are refused. Refusals are handled like a record that cannot be
+// decrypted (CORRUPT_MESSAGE, the batches before delivered). The first
+// encrypted offset of a partition is what kseal learns from the broker's
+// answers to the Produce requests it encrypted (kept in the key topic,
+// internal/detkey firstoffset.go), lowered by any valid envelope a fetch
+// shows.
 
 import (
 	"bytes"
