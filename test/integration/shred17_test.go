@@ -146,6 +146,9 @@ func TestShreddingTenants(t *testing.T) {
 // p17ShredSection is the encryption section of the shredding proof: topics
 // it-p17shn-* deliver shredded records with a null value, it-p17she-* with
 // the error; both take the KEK from the record's tenant header.
+// requireEncrypted stays at its default (on) on purpose: the integrity
+// check must accept every KEK an entity template makes (V17.md: "for
+// entity rules the template's shape").
 func p17ShredSection(kmsSection, keyTopic string) string {
 	return "    encryption:\n" + kmsSection + fmt.Sprintf(`      keyTopic: {name: %s}
       policy:
