@@ -96,7 +96,6 @@ func TestFleet(t *testing.T) {
 	value := bytes.Repeat([]byte("fleet-plaintext-"), size/16+1)[:size]
 	var out strings.Builder
 	fmt.Fprintf(&out, "| replicas serving clients | records/s | MB/s | proxy CPU per record (all replicas) | MB/s per proxy core | generate_dek calls/s (fleet) | bound: serving replicas x %d KEKs / %s |\n|---|---|---|---|---|---|---|\n", nTopics, refresh)
-	var produced [][]int64 // per step, records each replica's clients produced
 	for n := 1; n <= replicas; n *= 2 {
 		// Warm up: every serving replica gets a DEK for every KEK before
 		// the step is measured.
@@ -109,7 +108,6 @@ func TestFleet(t *testing.T) {
 		for _, c := range counts {
 			total += c
 		}
-		produced = append(produced, counts)
 		secs := elapsed.Seconds()
 		perRec := time.Duration(float64(cpu) / float64(total))
 		mbPerCore := float64(total) * float64(size) / 1e6 / cpu.Seconds()
