@@ -52,13 +52,16 @@ KSEAL_IT_NO_AZURE ?= 1
 kms-integration:
 	KSEAL_IT_NO_AZURE=$(KSEAL_IT_NO_AZURE) $(GO) test -tags integration -count=1 -timeout 15m ./internal/kms/...
 
-# gofmt, go.mod tidy, vet and staticcheck on both modules, and shellcheck on
-# scripts/ (installed with apt-get when missing; scripts/lint-shell.sh).
+# gofmt, go.mod tidy, vet and staticcheck on both modules (the integration
+# tests and KMS real-server tests included: -tags integration), and
+# shellcheck on scripts/ (installed with apt-get when missing;
+# scripts/lint-shell.sh).
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	@$(GO) mod tidy -diff || { echo "go.mod/go.sum not tidy: run go mod tidy"; exit 1; }
 	$(GO) vet ./...
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+	$(GO) vet -tags integration ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) -tags integration ./...
 	cd deploy/validate && $(GO) vet ./... && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 	scripts/lint-shell.sh
 
