@@ -65,30 +65,7 @@ func (m *identityMatcher) allows(names []string) bool {
 
 // globMatchString is globMatch on strings (no conversion: identity checks
 // run per partition).
-func globMatchString(pattern, name string) bool {
-	pi, ni := 0, 0
-	star, mark := -1, 0
-	for ni < len(name) {
-		switch {
-		case pi < len(pattern) && pattern[pi] == '*':
-			star, mark = pi, ni
-			pi++
-		case pi < len(pattern) && pattern[pi] == name[ni]:
-			pi++
-			ni++
-		case star >= 0:
-			pi = star + 1
-			mark++
-			ni = mark
-		default:
-			return false
-		}
-	}
-	for pi < len(pattern) && pattern[pi] == '*' {
-		pi++
-	}
-	return pi == len(pattern)
-}
+func globMatchString(pattern, name string) bool { return globMatch(pattern, name) }
 
 // Access returns the selection's access rules (nil: everyone may do
 // everything).

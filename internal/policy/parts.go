@@ -132,8 +132,10 @@ func (m *headerMatcher) match(name []byte) bool {
 
 // globMatch matches name against pattern, where '*' stands for any run of
 // bytes (possibly empty) and every other byte for itself. Linear-time
-// backtracking over the last star: O(len(pattern)·len(name)) at worst.
-func globMatch(pattern, name []byte) bool {
+// backtracking over the last star: O(len(pattern)·len(name)) at worst. It
+// takes strings or byte slices (header names, identities) without
+// converting them.
+func globMatch[P, N ~string | ~[]byte](pattern P, name N) bool {
 	pi, ni := 0, 0
 	star, mark := -1, 0
 	for ni < len(name) {
