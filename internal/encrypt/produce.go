@@ -359,16 +359,26 @@ func (f *Filter) producePartition(ctx context.Context, cur *state, st *produceSt
 		}
 		return &partitionError{code: errNoKey, reason: "kms", err: fmt.Errorf("data key for KEK %q: %w", sel.KEK, err)}
 	}
-	aadTopic := cur.policy.AADTopic(topic)
-	v2 := cur.policy.WriteVersion() == policy.WriteV2
-	parts := recordcrypt.Parts(sel.Parts)
 	var dk *recordcrypt.DetKey
-	if v2 && sel.Parts&policy.PartKey != 0 {
+	if cur.policy.WriteVersion() == policy.WriteV2 && sel.Parts&policy.PartKey != 0 {
 		var pe *partitionError
-		if dk, pe = f.detKeyForWrite(ctx, st, aadTopic, kek); pe != nil {
+		if dk, pe = f.detKeyForWrite(ctx, st, cur.policy.AADTopic(topic), kek); pe != nil {
 			return pe
 		}
 	}
+	return f.sealPartition(ctx, cur, st, topic, p, sel, &entityKey{ref: kek, key: key, dk: dk})
+}
+
+// sealPartition encrypts the batches of one partition in place of the
+// original (p.Replace): every record under one key (one, the topic's KEK),
+// or, with one nil, under the KEK entityKeys chose for it (entity rules,
+// shred.go). A record sealed after its data key reached its cap gets the
+// KEK's next data key; the key kept in one (or in the entity memo) carries
+// over to the next batch.
+func (f *Filter) sealPartition(ctx context.Context, cur *state, st *produceState, topic string, p *codec.ProducePartition, sel policy.Selection, one *entityKey) *partitionError {
+	aadTopic := cur.policy.AADTopic(topic)
+	v2 := cur.policy.WriteVersion() == policy.WriteV2
+	parts := recordcrypt.Parts(sel.Parts)
 	st.sel = sel
 	start := len(st.out)
 	n := 0
@@ -392,7 +402,17 @@ func (f *Filter) producePartition(ctx context.Context, cur *state, st *produceSt
 			st.out = st.out[:start]
 			return pe
 		}
-		rebuild, bound := rewriteBound(st.proc, len(key.EDEK()), v2, sel.Parts)
+		var edekMax int
+		if one != nil {
+			edekMax = len(one.key.EDEK())
+		} else {
+			var pe *partitionError
+			if edekMax, pe = f.entityKeys(ctx, cur, st, topic, aadTopic, sel, v2); pe != nil {
+				st.out = st.out[:start]
+				return pe
+			}
+		}
+		rebuild, bound := rewriteBound(st.proc, edekMax, v2, sel.Parts)
 		if err := st.tick.reserveScratch(scratchRebuild, rebuild); err != nil {
 			st.out = st.out[:start]
 			return budgetError(err)
@@ -403,50 +423,31 @@ func (f *Filter) producePartition(ctx context.Context, cur *state, st *produceSt
 		}
 		before := len(st.out)
 		var sealErr, forged error
+		i := 0
+		var err error
 		st.out, err = st.proc.Rewrite(st.out, func(r *records.Record) error {
-			for i := range r.Headers {
-				if string(r.Headers[i].Key) == recordcrypt.HeaderKey {
+			for j := range r.Headers {
+				if string(r.Headers[j].Key) == recordcrypt.HeaderKey {
 					forged = fmt.Errorf("record at offset delta %d already has a %q header", r.OffsetDelta, recordcrypt.HeaderKey)
 					return forged
 				}
 			}
-			if v2 {
-				sealed, err := st.sealer.SealV2(key, dk, aadTopic, parts, st.selFn, r)
-				if errors.Is(err, dek.ErrExhausted) {
-					// As below; SealV2 leaves r as it was when it fails.
-					if key, err = cur.keys.Current(ctx, kek); err == nil {
-						sealed, err = st.sealer.SealV2(key, dk, aadTopic, parts, st.selFn, r)
-					}
+			k := one
+			if k == nil {
+				if i >= len(st.ent.order) {
+					return errors.New("the batch holds more records than it did a moment ago")
 				}
-				if err != nil {
-					sealErr = err
-					return err
-				}
-				if sealed {
-					n++
-				}
-				return nil
+				k = &st.ent.memo[st.ent.order[i]]
+				i++
 			}
-			if r.Value == nil {
-				return nil // tombstones stay null: compaction needs them
-			}
-			b := recordcrypt.Binding{Topic: aadTopic, Key: r.Key}
-			v, err := recordcrypt.Seal(st.value[:0], key, b, r.Value)
-			if errors.Is(err, dek.ErrExhausted) {
-				// The DEK reached its cap inside this batch: records are
-				// self-describing, so the rest can use the next DEK.
-				if key, err = cur.keys.Current(ctx, kek); err == nil {
-					v, err = recordcrypt.Seal(st.value[:0], key, b, r.Value)
-				}
-			}
+			sealed, err := f.sealRecord(ctx, cur, st, k, aadTopic, v2, parts, r)
 			if err != nil {
 				sealErr = err
 				return err
 			}
-			st.value = v
-			r.Value = v
-			r.Headers = append(r.Headers, records.RecordHeader{Key: markerKey, Value: marker})
-			n++
+			if sealed {
+				n++
+			}
 			return nil
 		})
 		if err != nil {
@@ -474,11 +475,48 @@ func (f *Filter) producePartition(ctx context.Context, cur *state, st *produceSt
 		return &partitionError{code: errCorrupt, reason: "corrupt", err: err}
 	}
 	p.Replace(st.out[start:len(st.out):len(st.out)])
+	if one == nil {
+		st.ent.reset()
+	}
 	f.m.topics.get(topic).encrypted.Add(float64(n))
 	if req := cur.policy.Require(sel); req.On && !req.Earliest {
 		st.noteOffsets = true
 	}
 	return nil
+}
+
+// sealRecord seals r under k in the format the policy writes, and reports
+// whether r holds something sealed now (false: nothing to encrypt, a
+// tombstone in version 1). When k's data key reached its cap it takes the
+// KEK's next data key (records are self-describing) and keeps it in k.
+func (f *Filter) sealRecord(ctx context.Context, cur *state, st *produceState, k *entityKey, aadTopic string, v2 bool, parts recordcrypt.Parts, r *records.Record) (bool, error) {
+	if v2 {
+		sealed, err := st.sealer.SealV2(k.key, k.dk, aadTopic, parts, st.selFn, r)
+		if errors.Is(err, dek.ErrExhausted) {
+			// SealV2 leaves r as it was when it fails.
+			if k.key, err = cur.keys.Current(ctx, k.ref); err == nil {
+				sealed, err = st.sealer.SealV2(k.key, k.dk, aadTopic, parts, st.selFn, r)
+			}
+		}
+		return sealed, err
+	}
+	if r.Value == nil {
+		return false, nil // tombstones stay null: compaction needs them
+	}
+	b := recordcrypt.Binding{Topic: aadTopic, Key: r.Key}
+	v, err := recordcrypt.Seal(st.value[:0], k.key, b, r.Value)
+	if errors.Is(err, dek.ErrExhausted) {
+		if k.key, err = cur.keys.Current(ctx, k.ref); err == nil {
+			v, err = recordcrypt.Seal(st.value[:0], k.key, b, r.Value)
+		}
+	}
+	if err != nil {
+		return false, err
+	}
+	st.value = v
+	r.Value = v
+	r.Headers = append(r.Headers, records.RecordHeader{Key: markerKey, Value: marker})
+	return true, nil
 }
 
 // detKeyForWrite returns the deterministic key of (aadTopic, kek), asking

@@ -17,7 +17,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/kseal/kseal/internal/codec"
-	"github.com/kseal/kseal/internal/dek"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/policy"
 	"github.com/kseal/kseal/internal/proxy"
@@ -269,122 +268,8 @@ func (es *entityState) reset() {
 // that names no valid entity, a KEK beyond the bounds or one the KMS lacks
 // refuses the partition before anything is encrypted.
 func (f *Filter) produceEntity(ctx context.Context, cur *state, st *produceState, topic string, p *codec.ProducePartition, sel policy.Selection) *partitionError {
-	aadTopic := cur.policy.AADTopic(topic)
-	v2 := cur.policy.WriteVersion() == policy.WriteV2
-	parts := recordcrypt.Parts(sel.Parts)
-	st.sel = sel
 	st.ent.reset()
-	start := len(st.out)
-	n := 0
-	st.iter.Reset(p.Records)
-	for st.iter.Next() {
-		b := st.iter.Batch()
-		if b.Kind != records.KindBatch {
-			st.out = st.out[:start]
-			if b.Kind == records.KindLegacy {
-				return &partitionError{code: errOldFormat, reason: "legacy_format", err: fmt.Errorf("magic %d records cannot be encrypted", b.Magic)}
-			}
-			return &partitionError{code: errCorrupt, reason: "corrupt", err: errors.New("truncated record batch")}
-		}
-		if b.Control() {
-			st.out = st.out[:start]
-			return &partitionError{code: errControlBatch, reason: "control_batch", err: fmt.Errorf("batch at offset %d has the control bit set", b.BaseOffset)}
-		}
-		if pe := f.loadBatch(st, b); pe != nil {
-			st.out = st.out[:start]
-			return pe
-		}
-		edekMax, pe := f.entityKeys(ctx, cur, st, topic, aadTopic, sel, v2)
-		if pe != nil {
-			st.out = st.out[:start]
-			return pe
-		}
-		rebuild, bound := rewriteBound(st.proc, edekMax, v2, sel.Parts)
-		if err := st.tick.reserveScratch(scratchRebuild, rebuild); err != nil {
-			st.out = st.out[:start]
-			return budgetError(err)
-		}
-		if err := st.tick.charge(bound); err != nil {
-			st.out = st.out[:start]
-			return budgetError(err)
-		}
-		before := len(st.out)
-		var sealErr, forged error
-		i := 0
-		var err error
-		st.out, err = st.proc.Rewrite(st.out, func(r *records.Record) error {
-			for j := range r.Headers {
-				if string(r.Headers[j].Key) == recordcrypt.HeaderKey {
-					forged = fmt.Errorf("record at offset delta %d already has a %q header", r.OffsetDelta, recordcrypt.HeaderKey)
-					return forged
-				}
-			}
-			if i >= len(st.ent.order) {
-				return errors.New("the batch holds more records than it did a moment ago")
-			}
-			m := &st.ent.memo[st.ent.order[i]]
-			i++
-			if v2 {
-				sealed, err := st.sealer.SealV2(m.key, m.dk, aadTopic, parts, st.selFn, r)
-				if errors.Is(err, dek.ErrExhausted) {
-					if m.key, err = cur.keys.Current(ctx, m.ref); err == nil {
-						sealed, err = st.sealer.SealV2(m.key, m.dk, aadTopic, parts, st.selFn, r)
-					}
-				}
-				if err != nil {
-					sealErr = err
-					return err
-				}
-				if sealed {
-					n++
-				}
-				return nil
-			}
-			if r.Value == nil {
-				return nil // tombstones stay null
-			}
-			bd := recordcrypt.Binding{Topic: aadTopic, Key: r.Key}
-			v, err := recordcrypt.Seal(st.value[:0], m.key, bd, r.Value)
-			if errors.Is(err, dek.ErrExhausted) {
-				if m.key, err = cur.keys.Current(ctx, m.ref); err == nil {
-					v, err = recordcrypt.Seal(st.value[:0], m.key, bd, r.Value)
-				}
-			}
-			if err != nil {
-				sealErr = err
-				return err
-			}
-			st.value = v
-			r.Value = v
-			r.Headers = append(r.Headers, records.RecordHeader{Key: markerKey, Value: marker})
-			n++
-			return nil
-		})
-		if err != nil {
-			st.out = st.out[:start]
-			if forged != nil {
-				return &partitionError{code: errForgedMarker, reason: "forged_marker", err: forged}
-			}
-			if sealErr != nil {
-				return &partitionError{code: errNoKey, reason: "dek", err: sealErr}
-			}
-			return &partitionError{code: errCorrupt, reason: "corrupt", err: err}
-		}
-		st.tick.refund(bound - (len(st.out) - before))
-		if b.Codec() != records.CodecNone && st.proc.RebuiltSize() > st.proc.Codecs().MaxDecompressed() {
-			st.out = st.out[:start]
-			return &partitionError{code: errRequestTooLarge, reason: "budget_request",
-				err: fmt.Errorf("batch at offset %d decompresses to %d bytes once encrypted, more than %d", b.BaseOffset, st.proc.RebuiltSize(), st.proc.Codecs().MaxDecompressed())}
-		}
-	}
-	if err := st.iter.Err(); err != nil {
-		st.out = st.out[:start]
-		return &partitionError{code: errCorrupt, reason: "corrupt", err: err}
-	}
-	p.Replace(st.out[start:len(st.out):len(st.out)])
-	st.ent.reset()
-	f.m.topics.get(topic).encrypted.Add(float64(n))
-	return nil
+	return f.sealPartition(ctx, cur, st, topic, p, sel, nil)
 }
 
 // entityKeys chooses the KEK of every record of the loaded batch (in

@@ -537,3 +537,36 @@ func FuzzShreddedFetch(f *testing.F) {
 		})
 	})
 }
+
+// Entity topics get their first encrypted offset noted like any topic
+// whose rule requires encrypted records: the produce path is the same
+// (sealPartition). Before it was, entity partitions were never noted, so
+// requireEncrypted checked them only from the first envelope a fetch
+// showed.
+func TestEntityProduceNotesFirstOffset(t *testing.T) {
+	env := newEntityEnv(t)
+	fo := &fakeOffsets{}
+	f := env.filter(t, policy.Config{}, func(o *Options) { o.FirstOffsets = fo })
+	frame, hlen := produceFrame(-1, []producePart{{"tenants", 4, recordBatch(tenantRecords("a", "b", "a"), records.CodecNone)}})
+	var s proxy.Standalone
+	x := s.Exchange(int16(kmsg.Produce), produceVersion, frame, hlen, nil, 0)
+	if err := f.OnRequest(context.Background(), x); err != nil || x.Local {
+		t.Fatalf("produce: %v local %v", err, x.Local)
+	}
+	resp := kmsg.NewPtrProduceResponse()
+	resp.SetVersion(produceVersion)
+	rt := kmsg.NewProduceResponseTopic()
+	rt.Topic = "tenants"
+	rp := kmsg.NewProduceResponseTopicPartition()
+	rp.Partition, rp.BaseOffset = 4, 17
+	rt.Partitions = append(rt.Partitions, rp)
+	resp.Topics = append(resp.Topics, rt)
+	x.Response = resp.AppendTo([]byte{0, 0, 0, 7, 0})
+	x.RespHeaderLen = 5
+	if err := f.OnResponse(context.Background(), x); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(fo.notes) != "[tenants/4@17]" {
+		t.Fatalf("notes %v, want [tenants/4@17]", fo.notes)
+	}
+}
