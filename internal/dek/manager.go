@@ -313,24 +313,47 @@ func (c *call[T]) wait(ctx context.Context) (T, error) {
 	}
 }
 
-// callKMS runs f with retries (only for kms.ErrUnavailable, with jittered
-// exponential backoff) and reports each attempt to the hooks. It returns by
-// ctx's deadline even if f ignores ctx: the attempt is then abandoned and
-// discard receives its late result (to wipe key bytes).
+// callKMS runs f with the Manager's retry settings and reports each
+// attempt to its counters and hooks (CallKMS).
 func callKMS[T any](ctx context.Context, m *Manager, op Op, f func(context.Context) (T, error), discard func(T)) (T, error) {
-	backoff := m.opts.KMSBackoff
+	r := Retry{Attempts: m.opts.KMSAttempts, Backoff: m.opts.KMSBackoff, BackoffMax: m.opts.KMSBackoffMax}
+	return CallKMS(ctx, r, f, discard, func(took time.Duration, err error) {
+		m.stats.kmsCalls.Add(1)
+		if h := m.opts.Hooks.OnKMSCall; h != nil {
+			h(op, took, err)
+		}
+		if err != nil {
+			m.stats.kmsErrors.Add(1)
+		}
+	})
+}
+
+// Retry is how CallKMS retries: up to Attempts tries in all, the pause
+// before the next one starting at Backoff and doubling up to BackoffMax.
+type Retry struct {
+	Attempts            int
+	Backoff, BackoffMax time.Duration
+}
+
+// CallKMS runs f, kseal's one way to call a KMS (the DEK manager and the
+// deterministic-key store use it): retries only for kms.ErrUnavailable,
+// with jittered exponential backoff; a provider panic becomes
+// ErrProviderPanic, never a key; and it returns by ctx's deadline even if f
+// ignores ctx, the attempt then abandoned and its late result handed to
+// discard (to wipe key bytes). onAttempt, if not nil, is told each
+// attempt's duration and error.
+func CallKMS[T any](ctx context.Context, r Retry, f func(context.Context) (T, error), discard func(T), onAttempt func(time.Duration, error)) (T, error) {
+	backoff := r.Backoff
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
 		v, err := attemptKMS(ctx, f, discard)
-		m.stats.kmsCalls.Add(1)
-		if h := m.opts.Hooks.OnKMSCall; h != nil {
-			h(op, time.Since(start), err)
+		if onAttempt != nil {
+			onAttempt(time.Since(start), err)
 		}
 		if err == nil {
 			return v, nil
 		}
-		m.stats.kmsErrors.Add(1)
-		if attempt >= m.opts.KMSAttempts || !errors.Is(err, kms.ErrUnavailable) || ctx.Err() != nil {
+		if attempt >= r.Attempts || !errors.Is(err, kms.ErrUnavailable) || ctx.Err() != nil {
 			return v, err
 		}
 		// Full jitter in [backoff/2, backoff) keeps many proxies from retrying
@@ -343,7 +366,7 @@ func callKMS[T any](ctx context.Context, m *Manager, op Op, f func(context.Conte
 			t.Stop()
 			return v, err
 		}
-		backoff = min(2*backoff, m.opts.KMSBackoffMax)
+		backoff = min(2*backoff, r.BackoffMax)
 	}
 }
 

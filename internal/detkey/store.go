@@ -26,7 +26,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -729,60 +728,11 @@ func (s *Store) do(ctx context.Context, key any, fn func(context.Context) (*reco
 	return c.wait(ctx)
 }
 
-// callKMS runs f with dek's conventions: the whole operation within
-// KMSTimeout, up to KMSAttempts tries for kms.ErrUnavailable with jittered
-// exponential backoff, a provider panic turned into dek.ErrProviderPanic,
-// and a late result of an abandoned try handed to discard (to wipe keys).
+// callKMS runs f with the store's KMS timeout and retries, the way the
+// DEK manager calls its KMS (dek.CallKMS).
 func callKMS[T any](ctx context.Context, s *Store, f func(context.Context) (T, error), discard func(T)) (T, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.KMSTimeout)
 	defer cancel()
-	backoff := s.opts.KMSBackoff
-	for attempt := 1; ; attempt++ {
-		v, err := attemptKMS(ctx, f, discard)
-		s.m.kmsCalls.Inc()
-		if err == nil {
-			return v, nil
-		}
-		if attempt >= s.opts.KMSAttempts || !errors.Is(err, kms.ErrUnavailable) || ctx.Err() != nil {
-			return v, err
-		}
-		pause := backoff/2 + rand.N(backoff/2+1)
-		t := time.NewTimer(pause)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return v, err
-		}
-		backoff = min(2*backoff, s.opts.KMSBackoffMax)
-	}
-}
-
-func attemptKMS[T any](ctx context.Context, f func(context.Context) (T, error), discard func(T)) (T, error) {
-	type result struct {
-		v   T
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		defer func() {
-			if p := recover(); p != nil {
-				ch <- result{err: fmt.Errorf("%w: %v", dek.ErrProviderPanic, p)}
-			}
-		}()
-		v, err := f(ctx)
-		ch <- result{v, err}
-	}()
-	select {
-	case r := <-ch:
-		return r.v, r.err
-	case <-ctx.Done():
-		go func() {
-			if r := <-ch; r.err == nil && discard != nil {
-				discard(r.v)
-			}
-		}()
-		var zero T
-		return zero, fmt.Errorf("KMS call abandoned: %w", ctx.Err())
-	}
+	r := dek.Retry{Attempts: s.opts.KMSAttempts, Backoff: s.opts.KMSBackoff, BackoffMax: s.opts.KMSBackoffMax}
+	return dek.CallKMS(ctx, r, f, discard, func(time.Duration, error) { s.m.kmsCalls.Inc() })
 }
