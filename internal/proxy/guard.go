@@ -48,11 +48,12 @@ func (p *Panics) Repanic() {
 
 // Where a panic was recovered: the side label of kseal_panics_total.
 const (
-	sideRequest   = "request"   // reading requests, request filters, forwarding
-	sideResponse  = "response"  // reading responses, response filters, writing
-	sideSetup     = "setup"     // TLS handshake, SNI routing, broker dial
-	sideAccept    = "accept"    // a listener's accept loop
-	sideDiscovery = "discovery" // the broker discovery loop
+	sideRequest   = "request"    // reading requests, request filters, forwarding
+	sideResponse  = "response"   // reading responses, response filters, writing
+	sideSetup     = "setup"      // TLS handshake, SNI routing, broker dial
+	sideOwnClient = "own_client" // kseal's own requests for its internal topics (owntopic.go), and what callers do with the records
+	sideAccept    = "accept"     // a listener's accept loop
+	sideDiscovery = "discovery"  // the broker discovery loop
 )
 
 // errPanicked ends a connection's side after a recovered panic, which is

@@ -245,6 +245,19 @@ func (u ownUpstream) leader(ctx context.Context, topic string) (addr string, exi
 
 // CreateTopic implements Upstream.
 func (u ownUpstream) CreateTopic(ctx context.Context, topic string, replicationFactor int16, configs map[string]string) error {
+	return u.guard(func() error { return u.createTopic(ctx, topic, replicationFactor, configs) })
+}
+
+// guard runs one of the own client's operations, callers' visit functions
+// included, so that a panic on what a broker sent (a bug) fails that
+// operation, logged and counted in kseal_panics_total{side="own_client"},
+// instead of ending the process: the callers run in background goroutines
+// (the key store's reads and writes) where nothing else would recover it.
+func (u ownUpstream) guard(fn func() error) error {
+	return u.vc.guard(sideOwnClient, u.vc.log, fn)
+}
+
+func (u ownUpstream) createTopic(ctx context.Context, topic string, replicationFactor int16, configs map[string]string) error {
 	return retryOwn(ctx, fmt.Sprintf("create topic %q", topic), func() (bool, error) {
 		md, err := u.metadata(ctx, topic)
 		if err != nil {
@@ -351,7 +364,15 @@ func parseOwnCreateTopics(body []byte, topic string) (int16, string, error) {
 }
 
 // Produce implements Upstream.
-func (u ownUpstream) Produce(ctx context.Context, topic string, key, value []byte) (int64, error) {
+func (u ownUpstream) Produce(ctx context.Context, topic string, key, value []byte) (offset int64, err error) {
+	err = u.guard(func() error {
+		offset, err = u.produce(ctx, topic, key, value)
+		return err
+	})
+	return offset, err
+}
+
+func (u ownUpstream) produce(ctx context.Context, topic string, key, value []byte) (int64, error) {
 	batch := appendOneRecordBatch(nil, key, value, time.Now().UnixMilli())
 	var offset int64
 	err := retryOwn(ctx, fmt.Sprintf("produce to %q", topic), func() (bool, error) {
@@ -480,7 +501,16 @@ func appendVarbytes(dst, b []byte) []byte {
 }
 
 // ReadFrom implements Upstream.
-func (u ownUpstream) ReadFrom(ctx context.Context, topic string, offset int64, visit func(int64, []byte, []byte) bool) (int64, error) {
+func (u ownUpstream) ReadFrom(ctx context.Context, topic string, offset int64, visit func(int64, []byte, []byte) bool) (next int64, err error) {
+	next = offset
+	err = u.guard(func() error {
+		next, err = u.readFrom(ctx, topic, offset, visit)
+		return err
+	})
+	return next, err
+}
+
+func (u ownUpstream) readFrom(ctx context.Context, topic string, offset int64, visit func(int64, []byte, []byte) bool) (int64, error) {
 	next := offset
 	err := retryOwn(ctx, fmt.Sprintf("read %q from offset %d", topic, offset), func() (bool, error) {
 		addr, exists, err := u.leader(ctx, topic)

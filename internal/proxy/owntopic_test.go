@@ -289,3 +289,32 @@ func TestOwnTopicSkipsUnreadableBatches(t *testing.T) {
 		t.Fatalf("%+v next %d", got, next)
 	}
 }
+
+// A panic in an own-client operation (here in the caller's visit, which
+// runs on records from the broker) fails that operation and is counted; it
+// does not end the process, whose key-store goroutines have no other
+// recover.
+func TestOwnTopicPanicIsAnError(t *testing.T) {
+	fake := newFake(t)
+	p := startLimitsProxy(t, fake.ListenAddrs()[:1], "{}")
+	up := p.srv.Upstream("test")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := up.CreateTopic(ctx, "__keys", 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := up.Produce(ctx, "__keys", []byte("k"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	next, err := up.ReadFrom(ctx, "__keys", 0, func(int64, []byte, []byte) bool { panic("a bug on broker bytes") })
+	if !errors.Is(err, errPanicked) || next != 0 {
+		t.Fatalf("ReadFrom with a panicking visit: next %d, err %v", next, err)
+	}
+	if n := counterValue(p.metrics.panics.WithLabelValues("test", sideOwnClient)); n != 1 {
+		t.Fatalf("kseal_panics_total{side=own_client} = %v, want 1", n)
+	}
+	// The client still works.
+	if got, _ := readAll(t, up, "__keys", 0); len(got) != 1 {
+		t.Fatalf("read after the panic: %v", got)
+	}
+}
