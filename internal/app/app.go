@@ -23,6 +23,7 @@ import (
 	"github.com/kseal/kseal/internal/dek"
 	"github.com/kseal/kseal/internal/detkey"
 	"github.com/kseal/kseal/internal/encrypt"
+	"github.com/kseal/kseal/internal/filter"
 	"github.com/kseal/kseal/internal/kms"
 	_ "github.com/kseal/kseal/internal/kms/aws"    // registers "aws"
 	_ "github.com/kseal/kseal/internal/kms/azure"  // registers "azure"
@@ -423,7 +424,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promet
 		if vcReg != nil {
 			vcReg.MustRegister(dekCollector{mgr: &ec.mgr}, kmsConnCollector{c: &ec.conns})
 		}
-		opts[vc.Name] = proxy.ClusterOptions{Filters: []proxy.Filter{ec.filter}, VersionCaps: encrypt.MaxVersions}
+		opts[vc.Name] = proxy.ClusterOptions{Filters: []filter.Filter{ec.filter}, VersionCaps: encrypt.MaxVersions}
 	}
 	for i := range cfg.VirtualClusters {
 		name := cfg.VirtualClusters[i].Name

@@ -74,7 +74,7 @@ type KMS interface {
 }
 
 // Upstream is kseal's own access to the key topic in the upstream cluster
-// (proxy.Upstream has it: pass Exchange.Upstream()). Every method works on
+// (filter.Upstream has it: pass Exchange.Upstream()). Every method works on
 // partition 0.
 type Upstream interface {
 	// CreateTopic creates topic with one partition, the replication factor
@@ -83,7 +83,7 @@ type Upstream interface {
 	// Produce appends one record with acks=all and returns its offset.
 	Produce(ctx context.Context, topic string, key, value []byte) (int64, error)
 	// ReadFrom visits the records from offset on up to the high watermark
-	// and returns the offset to read next (see proxy.Upstream).
+	// and returns the offset to read next (see filter.Upstream).
 	ReadFrom(ctx context.Context, topic string, offset int64, visit func(offset int64, key, value []byte) bool) (int64, error)
 }
 

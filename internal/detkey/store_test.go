@@ -16,13 +16,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/kseal/kseal/internal/dek"
+	"github.com/kseal/kseal/internal/filter"
 	"github.com/kseal/kseal/internal/kms"
-	"github.com/kseal/kseal/internal/proxy"
 	"github.com/kseal/kseal/internal/recordcrypt"
 )
 
 // proxy's own client is what the filters pass as an Upstream.
-var _ Upstream = proxy.Upstream(nil)
+var _ Upstream = filter.Upstream(nil)
 
 // fakeLog is an in-memory single-partition topic.
 type fakeLog struct {

@@ -11,12 +11,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/kseal/kseal/internal/audit"
+	"github.com/kseal/kseal/internal/filter"
 	"github.com/kseal/kseal/internal/policy"
-	"github.com/kseal/kseal/internal/proxy"
 )
 
 // kseal's own authorization (docs/authorization.md): a rule's `access`
-// section names the client identities (proxy.Identity) that may read its
+// section names the client identities (filter.Identity) that may read its
 // topics decrypted and produce to them. The checks run once per partition,
 // before any key is asked for: a denied reader causes no KMS call.
 
@@ -40,7 +40,7 @@ const logDenied = -5
 
 // produceAccess refuses a partition of a Produce whose rule's
 // access.produce does not name the client.
-func (f *Filter) produceAccess(x *proxy.Exchange, topic string, sel policy.Selection) *partitionError {
+func (f *Filter) produceAccess(x *filter.Exchange, topic string, sel policy.Selection) *partitionError {
 	a := sel.Access()
 	if a == nil || x == nil {
 		return nil
@@ -58,7 +58,7 @@ func (f *Filter) produceAccess(x *proxy.Exchange, topic string, sel policy.Selec
 // the decrypted records of topic, or nil when it may read them: the rule
 // of the topic and, for a replica topic (policy replicas), also the rule
 // of its origin topic, whose records it holds.
-func readDenied(cur *state, x *proxy.Exchange, topic string, sel policy.Selection) *policy.Access {
+func readDenied(cur *state, x *filter.Exchange, topic string, sel policy.Selection) *policy.Access {
 	a := sel.Access()
 	var origin *policy.Access
 	if aad := cur.policy.AADTopic(topic); aad != topic {
@@ -81,7 +81,7 @@ func readDenied(cur *state, x *proxy.Exchange, topic string, sel policy.Selectio
 // decrypt it: under CIPHERTEXT it is left as stored (deliver true), under
 // ERROR it gets a decryptError answering TOPIC_AUTHORIZATION_FAILED. Both
 // are counted, logged and audited here.
-func (f *Filter) fetchAccess(x *proxy.Exchange, a *policy.Access, topic string, share bool) (deliver bool, e *decryptError) {
+func (f *Filter) fetchAccess(x *filter.Exchange, a *policy.Access, topic string, share bool) (deliver bool, e *decryptError) {
 	op := opFetch
 	if share {
 		op = opShareFetch

@@ -10,8 +10,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kseal/kseal/internal/audit"
+	"github.com/kseal/kseal/internal/filter"
 	"github.com/kseal/kseal/internal/policy"
-	"github.com/kseal/kseal/internal/proxy"
 	"github.com/kseal/kseal/internal/recordcrypt"
 	"github.com/kseal/kseal/internal/records"
 )
@@ -43,18 +43,18 @@ func newAccessFilter(t testing.TB, aud audit.Emitter) *Filter {
 }
 
 var (
-	alice   = proxy.NewIdentity(nil, "User:alice", "SCRAM-SHA-512")
-	bob     = proxy.NewIdentity(nil, "User:bob", "PLAIN")
-	svcCert = proxy.NewIdentity([]string{"CN=svc,O=Example", "SAN:DNS:svc.example"}, "", "")
-	anon    = proxy.NewIdentity(nil, "", "")
+	alice   = filter.NewIdentity(nil, "User:alice", "SCRAM-SHA-512")
+	bob     = filter.NewIdentity(nil, "User:bob", "PLAIN")
+	svcCert = filter.NewIdentity([]string{"CN=svc,O=Example", "SAN:DNS:svc.example"}, "", "")
+	anon    = filter.NewIdentity(nil, "", "")
 )
 
 // produceAs is encryptThrough as a client with identity id: the forwarded
 // record set, or the local answer's code.
-func produceAs(t *testing.T, f *Filter, id *proxy.Identity, topic string, batch []byte) ([]byte, int16) {
+func produceAs(t *testing.T, f *Filter, id *filter.Identity, topic string, batch []byte) ([]byte, int16) {
 	t.Helper()
 	fr, hl := produceFrame(-1, []producePart{{topic, 0, batch}})
-	s := proxy.Standalone{Identity: id}
+	s := filter.Standalone{Identity: id}
 	x := s.Exchange(int16(kmsg.Produce), produceVersion, fr, hl, nil, 0)
 	if err := f.OnRequest(context.Background(), x); err != nil {
 		t.Fatal(err)
@@ -77,7 +77,7 @@ func produceAs(t *testing.T, f *Filter, id *proxy.Identity, topic string, batch 
 
 // fetchAs runs a one-partition Fetch response through the filter as a
 // client with identity id (Fetch, or ShareFetch with share).
-func fetchAs(t *testing.T, f *Filter, id *proxy.Identity, topic string, set []byte, share bool) ([]byte, int16) {
+func fetchAs(t *testing.T, f *Filter, id *filter.Identity, topic string, set []byte, share bool) ([]byte, int16) {
 	t.Helper()
 	if share {
 		sf := kmsg.NewPtrShareFetchResponse()
@@ -89,7 +89,7 @@ func fetchAs(t *testing.T, f *Filter, id *proxy.Identity, topic string, set []by
 		st.Partitions = append(st.Partitions, sp)
 		sf.Topics = append(sf.Topics, st)
 		fr, hl := responseFrame(int16(kmsg.ShareFetch), 1, sf.AppendTo(nil))
-		s := proxy.Standalone{Topics: map[[16]byte]string{{7}: topic}, Identity: id}
+		s := filter.Standalone{Topics: map[[16]byte]string{{7}: topic}, Identity: id}
 		x := s.Exchange(int16(kmsg.ShareFetch), 1, nil, 0, fr, hl)
 		if err := f.OnResponse(context.Background(), x); err != nil {
 			t.Fatal(err)
@@ -103,7 +103,7 @@ func fetchAs(t *testing.T, f *Filter, id *proxy.Identity, topic string, set []by
 		return p.Records, p.ErrorCode
 	}
 	fr, hl := fetchResponse([]fetchPart{{topic: topic, set: set}})
-	s := proxy.Standalone{Identity: id}
+	s := filter.Standalone{Identity: id}
 	x := s.Exchange(int16(kmsg.Fetch), fetchVersion, nil, 0, fr, hl)
 	if err := f.OnResponse(context.Background(), x); err != nil {
 		t.Fatal(err)
@@ -154,7 +154,7 @@ func TestAccessDecrypt(t *testing.T) {
 			t.Fatalf("%s: the stored record set is not encrypted", topic)
 		}
 		for _, share := range []bool{false, true} {
-			for _, id := range []*proxy.Identity{alice, svcCert} {
+			for _, id := range []*filter.Identity{alice, svcCert} {
 				got, code := fetchAs(t, f, id, topic, stored, share)
 				if code != 0 {
 					t.Fatalf("%s share=%v as %s: code %d", topic, share, id, code)
@@ -163,7 +163,7 @@ func TestAccessDecrypt(t *testing.T) {
 					t.Fatalf("%s share=%v as %s: values %q", topic, share, id, v)
 				}
 			}
-			for _, id := range []*proxy.Identity{bob, anon, proxy.NewIdentity([]string{"CN=svcx,O=Example"}, "User:Alice", "PLAIN")} {
+			for _, id := range []*filter.Identity{bob, anon, filter.NewIdentity([]string{"CN=svcx,O=Example"}, "User:Alice", "PLAIN")} {
 				got, code := fetchAs(t, f, id, topic, stored, share)
 				if bytes.Contains(got, secret) {
 					t.Fatalf("%s share=%v as %s: plaintext delivered", topic, share, id)
@@ -225,7 +225,7 @@ func TestAccessProduce(t *testing.T) {
 	aud := &auditSink{}
 	f := newAccessFilter(t, aud)
 	secret := []byte("write-only")
-	for _, id := range []*proxy.Identity{bob, anon, svcCert} {
+	for _, id := range []*filter.Identity{bob, anon, svcCert} {
 		if set, code := produceAs(t, f, id, "wo", plainBatch([][]byte{secret})); code != kerr.TopicAuthorizationFailed.Code || set != nil {
 			t.Fatalf("produce as %s: code %d, forwarded %v; want TOPIC_AUTHORIZATION_FAILED", id, code, set != nil)
 		}
@@ -257,7 +257,7 @@ func TestAccessDeniedFetchAllocs(t *testing.T) {
 	ctx := context.Background()
 	allocs := func(topic string, set []byte) float64 {
 		fr, hl := fetchResponse([]fetchPart{{topic: topic, set: set}})
-		s := proxy.Standalone{Identity: bob}
+		s := filter.Standalone{Identity: bob}
 		run := func() {
 			x := s.Exchange(int16(kmsg.Fetch), fetchVersion, nil, 0, fr, hl)
 			if err := f.OnResponse(ctx, x); err != nil {

@@ -14,8 +14,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kseal/kseal/internal/audit"
+	"github.com/kseal/kseal/internal/filter"
 	"github.com/kseal/kseal/internal/policy"
-	"github.com/kseal/kseal/internal/proxy"
 )
 
 // auditBuffer collects the audit stream's JSON lines.
@@ -165,7 +165,7 @@ func TestAuditLegacyProduceVersion(t *testing.T) {
 	f, done := auditedFilter(t, mixedRules, nil)
 	frame, hlen := produceFrame(-1, []producePart{{"enc-a", 0, plainBatch([][]byte{[]byte("x")})}})
 	for range 3 {
-		var s proxy.Standalone
+		var s filter.Standalone
 		if err := f.OnRequest(context.Background(), s.Exchange(int16(kmsg.Produce), 2, frame, hlen, nil, 0)); err == nil {
 			t.Fatal("produce v2 not refused")
 		}

@@ -20,9 +20,9 @@ import (
 	"github.com/kseal/kseal/internal/codec"
 	"github.com/kseal/kseal/internal/dek"
 	"github.com/kseal/kseal/internal/detkey"
+	"github.com/kseal/kseal/internal/filter"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/policy"
-	"github.com/kseal/kseal/internal/proxy"
 	"github.com/kseal/kseal/internal/recordcrypt"
 	"github.com/kseal/kseal/internal/records"
 )
@@ -40,7 +40,7 @@ type fetchState struct {
 	ordinal int
 	// x is the exchange being handled: the deterministic-key store reads
 	// the key topic through it.
-	x *proxy.Exchange
+	x *filter.Exchange
 }
 
 // fetchTask is one partition whose records need decrypting.
@@ -87,10 +87,10 @@ type fetchWorker struct {
 
 var fetchStateKey = new(int)
 
-func (f *Filter) fetchState(x *proxy.Exchange) *fetchState {
+func (f *Filter) fetchState(x *filter.Exchange) *fetchState {
 	return x.ConnState(fetchStateKey, func() any {
 		// Endpoints are the address filter's, which runs after this one.
-		return &fetchState{walker: codec.FetchWalker{Mapper: proxy.KeepAddresses}, share: codec.ShareFetchWalker{Mapper: proxy.KeepAddresses}}
+		return &fetchState{walker: codec.FetchWalker{Mapper: filter.KeepAddresses}, share: codec.ShareFetchWalker{Mapper: filter.KeepAddresses}}
 	}).(*fetchState)
 }
 
@@ -131,7 +131,7 @@ var errNoTopicName = errors.New("topic id not found in the cluster's metadata")
 // (in parallel when there are several and the response is large: a
 // consumer waits for the whole response, so the time spent here is latency
 // it sees), and a walk that splices the results in.
-func (f *Filter) fetch(ctx context.Context, x *proxy.Exchange) error {
+func (f *Filter) fetch(ctx context.Context, x *filter.Exchange) error {
 	st := f.fetchState(x)
 	st.x = x
 	defer func() { st.x = nil }()
@@ -302,7 +302,7 @@ func (f *Filter) decryptTasks(ctx context.Context, cur *state, st *fetchState) {
 		return
 	}
 	var wg sync.WaitGroup
-	var panics proxy.Panics // raised again here, where the connection recovers it
+	var panics filter.Panics // raised again here, where the connection recovers it
 	for i := 1; i < n; i++ {
 		wg.Go(func() { defer panics.Recover(); run(i) })
 	}
@@ -382,7 +382,7 @@ func mayHoldMarker(set []byte) bool {
 // there); only when the first batch is bad is the error returned, for the
 // caller to answer the partition with its code. Other partitions are
 // unaffected either way.
-func (f *Filter) fetchPartition(ctx context.Context, cur *state, x *proxy.Exchange, w *fetchWorker, out []byte, topic string, partition int32, set []byte, encrypted bool, sel policy.Selection) (_ []byte, changed bool, rebuilt int, _ *decryptError) {
+func (f *Filter) fetchPartition(ctx context.Context, cur *state, x *filter.Exchange, w *fetchWorker, out []byte, topic string, partition int32, set []byte, encrypted bool, sel policy.Selection) (_ []byte, changed bool, rebuilt int, _ *decryptError) {
 	if e := f.startGuard(ctx, cur, x, w, topic, partition, sel); e != nil {
 		return out, false, 0, e
 	}
@@ -554,7 +554,7 @@ func (l *logLimiter) allow(topic string, partition int32, now time.Time) (int, b
 	return n, true
 }
 
-func (f *Filter) decryptRecord(ctx context.Context, cur *state, x *proxy.Exchange, st *fetchWorker, aadTopic string, base int64, r *records.Record) *decryptError {
+func (f *Filter) decryptRecord(ctx context.Context, cur *state, x *filter.Exchange, st *fetchWorker, aadTopic string, base int64, r *records.Record) *decryptError {
 	i, markers := -1, 0
 	for j := range r.Headers {
 		if string(r.Headers[j].Key) == recordcrypt.HeaderKey {
@@ -639,7 +639,7 @@ func (st *fetchWorker) decryptor(ctx context.Context, cur *state, offset int64, 
 // the envelope's DEK comes from the DEK manager as in version 1, a sealed
 // key's deterministic key from the key store, both remembered from the
 // record before.
-func (f *Filter) decryptRecordV2(ctx context.Context, cur *state, x *proxy.Exchange, st *fetchWorker, aadTopic string, offset int64, r *records.Record) *decryptError {
+func (f *Filter) decryptRecordV2(ctx context.Context, cur *state, x *filter.Exchange, st *fetchWorker, aadTopic string, offset int64, r *records.Record) *decryptError {
 	fail := func(code *kerr.Error, reason string, err error) *decryptError {
 		return &decryptError{code: code, reason: reason, offset: offset, err: err}
 	}
@@ -687,7 +687,7 @@ func (f *Filter) decryptRecordV2(ctx context.Context, cur *state, x *proxy.Excha
 }
 
 // detKeyForRead asks the key store for the deterministic key id names.
-func (f *Filter) detKeyForRead(ctx context.Context, x *proxy.Exchange, aadTopic string, offset int64, id [8]byte) (*recordcrypt.DetKey, *decryptError) {
+func (f *Filter) detKeyForRead(ctx context.Context, x *filter.Exchange, aadTopic string, offset int64, id [8]byte) (*recordcrypt.DetKey, *decryptError) {
 	fail := func(code *kerr.Error, reason string, err error) (*recordcrypt.DetKey, *decryptError) {
 		return nil, &decryptError{code: code, reason: reason, offset: offset,
 			err: fmt.Errorf("record at offset %d: deterministic key %x: %w", offset, id, err)}

@@ -10,9 +10,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
+	"github.com/kseal/kseal/internal/filter"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/policy"
-	"github.com/kseal/kseal/internal/proxy"
 	"github.com/kseal/kseal/internal/recordcrypt"
 	"github.com/kseal/kseal/internal/records"
 )
@@ -133,7 +133,7 @@ func TestFetchEDEKCacheLastsOneResponse(t *testing.T) {
 	k := &countingKeys{Keys: cur.keys}
 	f.Swap(cur.policy, k)
 	frame, hlen := fetchResponse([]fetchPart{{topic: "orders", partition: 0, set: set}})
-	var s proxy.Standalone
+	var s filter.Standalone
 	for i := range 3 {
 		x := s.Exchange(1, fetchVersion, nil, 0, bytes.Clone(frame), hlen)
 		if err := f.OnResponse(context.Background(), x); err != nil {

@@ -16,15 +16,15 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kseal/kseal/internal/dek"
+	"github.com/kseal/kseal/internal/filter"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/kms/local"
 	"github.com/kseal/kseal/internal/policy"
-	"github.com/kseal/kseal/internal/proxy"
 	"github.com/kseal/kseal/internal/recordcrypt"
 	"github.com/kseal/kseal/internal/records"
 )
 
-// These tests run the filter outside the proxy (proxy.Standalone) with the
+// These tests run the filter outside the proxy (filter.Standalone) with the
 // real local KMS and DEK manager: records are encrypted by the produce path
 // and decrypted by the fetch path, as they would be through kseal. The
 // integration suite covers the same paths against a real broker; here the
@@ -146,7 +146,7 @@ func encryptThrough(t testing.TB, f *Filter, topic string, batch []byte) []byte 
 	frame := []byte{0, 0, 0, 9, 0, 0, 0, 1, 0, 1, 't', 0}
 	hlen := len(frame)
 	frame = req.AppendTo(frame)
-	var s proxy.Standalone
+	var s filter.Standalone
 	x := s.Exchange(int16(kmsg.Produce), 9, frame, hlen, nil, 0)
 	if err := f.OnRequest(context.Background(), x); err != nil {
 		t.Fatal(err)
@@ -201,7 +201,7 @@ func fetchResponse(parts []fetchPart) ([]byte, int) {
 func fetchThrough(t *testing.T, f *Filter, parts []fetchPart) *kmsg.FetchResponse {
 	t.Helper()
 	frame, hlen := fetchResponse(parts)
-	var s proxy.Standalone
+	var s filter.Standalone
 	x := s.Exchange(int16(kmsg.Fetch), fetchVersion, nil, 0, frame, hlen)
 	if err := f.OnResponse(context.Background(), x); err != nil {
 		t.Fatal(err)
@@ -395,7 +395,7 @@ func BenchmarkFetchDecrypt(b *testing.B) {
 				size += 64 * 16 * 1024
 			}
 			frame, hlen := fetchResponse(parts)
-			var s proxy.Standalone
+			var s filter.Standalone
 			ctx := context.Background()
 			b.SetBytes(int64(size)) // plaintext value bytes
 			b.ReportAllocs()

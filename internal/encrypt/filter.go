@@ -25,9 +25,9 @@ import (
 
 	"github.com/kseal/kseal/internal/audit"
 	"github.com/kseal/kseal/internal/detkey"
+	"github.com/kseal/kseal/internal/filter"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/policy"
-	"github.com/kseal/kseal/internal/proxy"
 	"github.com/kseal/kseal/internal/recordcrypt"
 	"github.com/kseal/kseal/internal/records"
 )
@@ -53,10 +53,10 @@ type Keys interface {
 type DetKeys interface {
 	// ForWrite returns the deterministic key of (topic, kek), creating it
 	// in the key topic if it has none yet.
-	ForWrite(ctx context.Context, x *proxy.Exchange, topic string, kek kms.KEKRef) (*recordcrypt.DetKey, error)
+	ForWrite(ctx context.Context, x *filter.Exchange, topic string, kek kms.KEKRef) (*recordcrypt.DetKey, error)
 	// ForRead returns the deterministic key with this id; its error wraps
 	// ErrUnknownDetKey when the key topic holds no such key.
-	ForRead(ctx context.Context, x *proxy.Exchange, topic string, id [8]byte) (*recordcrypt.DetKey, error)
+	ForRead(ctx context.Context, x *filter.Exchange, topic string, id [8]byte) (*recordcrypt.DetKey, error)
 }
 
 // ErrUnknownDetKey: a record's sealed key names a deterministic key the key
@@ -71,12 +71,12 @@ type StoreKeys struct{ Store *detkey.Store }
 func (s StoreKeys) KeyTopic() string { return s.Store.Topic() }
 
 // ForWrite implements DetKeys.
-func (s StoreKeys) ForWrite(ctx context.Context, x *proxy.Exchange, topic string, kek kms.KEKRef) (*recordcrypt.DetKey, error) {
+func (s StoreKeys) ForWrite(ctx context.Context, x *filter.Exchange, topic string, kek kms.KEKRef) (*recordcrypt.DetKey, error) {
 	return s.Store.ForWrite(ctx, x.Upstream(), topic, kek)
 }
 
 // ForRead implements DetKeys.
-func (s StoreKeys) ForRead(ctx context.Context, x *proxy.Exchange, topic string, id [8]byte) (*recordcrypt.DetKey, error) {
+func (s StoreKeys) ForRead(ctx context.Context, x *filter.Exchange, topic string, id [8]byte) (*recordcrypt.DetKey, error) {
 	return s.Store.ForRead(ctx, x.Upstream(), topic, id)
 }
 
@@ -235,21 +235,21 @@ var MaxVersions = map[int16]int16{
 	int16(kmsg.Fetch):   12,
 }
 
-// APIKeys implements proxy.Filter.
+// APIKeys implements filter.Filter.
 func (f *Filter) APIKeys() []int16 {
 	return []int16{int16(kmsg.Produce), int16(kmsg.Fetch), int16(kmsg.ShareFetch)}
 }
 
-// OnRequest implements proxy.Filter.
-func (f *Filter) OnRequest(ctx context.Context, x *proxy.Exchange) error {
+// OnRequest implements filter.Filter.
+func (f *Filter) OnRequest(ctx context.Context, x *filter.Exchange) error {
 	if x.APIKey != int16(kmsg.Produce) {
 		return nil
 	}
 	return f.produce(ctx, x)
 }
 
-// OnResponse implements proxy.Filter.
-func (f *Filter) OnResponse(ctx context.Context, x *proxy.Exchange) error {
+// OnResponse implements filter.Filter.
+func (f *Filter) OnResponse(ctx context.Context, x *filter.Exchange) error {
 	switch kmsg.Key(x.APIKey) {
 	case kmsg.Fetch, kmsg.ShareFetch:
 		return f.fetch(ctx, x)

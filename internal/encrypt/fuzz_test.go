@@ -17,10 +17,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kseal/kseal/internal/codec"
+	"github.com/kseal/kseal/internal/filter"
 	"github.com/kseal/kseal/internal/frame"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/policy"
-	"github.com/kseal/kseal/internal/proxy"
 	"github.com/kseal/kseal/internal/recordcrypt"
 	"github.com/kseal/kseal/internal/records"
 )
@@ -100,7 +100,7 @@ func FuzzProduceFilter(f *testing.F) {
 	for _, seed := range produceSeedsV2() {
 		f.Add(seed.body, seed.version)
 	}
-	var s proxy.Standalone
+	var s filter.Standalone
 	s.Topics = fuzzTopicIDs
 	f.Fuzz(func(t *testing.T, body []byte, v uint8) {
 		version := int16(v) % (codec.ProduceMaxVersion + 1)
@@ -273,7 +273,7 @@ func FuzzFetchFilter(f *testing.F) {
 	for _, seed := range fetchSeedsV2(f, flt2) {
 		f.Add(seed.body, seed.version, seed.share)
 	}
-	var s proxy.Standalone
+	var s filter.Standalone
 	s.Topics = fuzzTopicIDs
 	f.Fuzz(func(t *testing.T, body []byte, v uint8, share bool) {
 		key, version := int16(kmsg.Fetch), int16(v)%(codec.FetchMaxVersion+1)

@@ -29,9 +29,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/kseal/kseal/internal/codec"
+	"github.com/kseal/kseal/internal/filter"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/policy"
-	"github.com/kseal/kseal/internal/proxy"
 	"github.com/kseal/kseal/internal/recordcrypt"
 	"github.com/kseal/kseal/internal/records"
 )
@@ -42,21 +42,21 @@ type FirstOffsets interface {
 	// FirstEncrypted returns the first encrypted offset of the partition
 	// (ok false: none known). An error (retriable: wraps
 	// dek.ErrUnavailable) means it cannot be known now.
-	FirstEncrypted(ctx context.Context, x *proxy.Exchange, topic string, partition int32) (offset int64, ok bool, err error)
+	FirstEncrypted(ctx context.Context, x *filter.Exchange, topic string, partition int32) (offset int64, ok bool, err error)
 	// NoteEncrypted notes a batch kseal encrypted that the broker appended
 	// at offset. It never waits for the upstream cluster, does not keep
 	// topic past the call, and allocates nothing when an offset as low is
 	// known.
-	NoteEncrypted(x *proxy.Exchange, topic string, partition int32, offset int64)
+	NoteEncrypted(x *filter.Exchange, topic string, partition int32, offset int64)
 }
 
 // FirstEncrypted implements FirstOffsets.
-func (s StoreKeys) FirstEncrypted(ctx context.Context, x *proxy.Exchange, topic string, partition int32) (int64, bool, error) {
+func (s StoreKeys) FirstEncrypted(ctx context.Context, x *filter.Exchange, topic string, partition int32) (int64, bool, error) {
 	return s.Store.FirstEncrypted(ctx, x.Upstream(), topic, partition)
 }
 
 // NoteEncrypted implements FirstOffsets.
-func (s StoreKeys) NoteEncrypted(x *proxy.Exchange, topic string, partition int32, offset int64) {
+func (s StoreKeys) NoteEncrypted(x *filter.Exchange, topic string, partition int32, offset int64) {
 	s.Store.NoteEncrypted(x.Upstream(), topic, partition, offset)
 }
 
@@ -88,7 +88,7 @@ type integrityState struct {
 }
 
 // startGuard sets w's guard for a partition of topic selected as sel.
-func (f *Filter) startGuard(ctx context.Context, cur *state, x *proxy.Exchange, w *fetchWorker, topic string, partition int32, sel policy.Selection) *decryptError {
+func (f *Filter) startGuard(ctx context.Context, cur *state, x *filter.Exchange, w *fetchWorker, topic string, partition int32, sel policy.Selection) *decryptError {
 	req := cur.policy.Require(sel)
 	w.integ.guard = guard{on: req.On && sel.Action == policy.Encrypt, from: math.MaxInt64, sel: sel, topic: topic}
 	g := &w.integ.guard
@@ -329,7 +329,7 @@ func (f *Filter) plainRefused(cur *state, sel policy.Selection, topic string) *p
 // from the first encrypted offset, and forwarded no partition of an
 // encrypting rule in clear. x.State holds the state the request used, so a
 // reload between request and response notes nothing.
-func (f *Filter) noteProduce(x *proxy.Exchange, st *produceState, cur *state) {
+func (f *Filter) noteProduce(x *filter.Exchange, st *produceState, cur *state) {
 	if f.opts.FirstOffsets != nil && st.noteOffsets && !st.passedPlain && st.req.Acks != 0 {
 		x.State = cur
 	}
@@ -337,7 +337,7 @@ func (f *Filter) noteProduce(x *proxy.Exchange, st *produceState, cur *state) {
 
 // produceResponse notes the base offsets of the partitions a Produce
 // response accepted, for topics enforcing from the first encrypted offset.
-func (f *Filter) produceResponse(x *proxy.Exchange) error {
+func (f *Filter) produceResponse(x *filter.Exchange) error {
 	cur, ok := x.State.(*state)
 	if !ok || cur != f.state.Load() || f.opts.FirstOffsets == nil {
 		return nil

@@ -13,10 +13,10 @@ import (
 
 	"github.com/kseal/kseal/internal/codec"
 	"github.com/kseal/kseal/internal/dek"
+	"github.com/kseal/kseal/internal/filter"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/kms/local"
 	"github.com/kseal/kseal/internal/policy"
-	"github.com/kseal/kseal/internal/proxy"
 	"github.com/kseal/kseal/internal/records"
 )
 
@@ -36,7 +36,7 @@ type fakeOffsets struct {
 	err   error
 }
 
-func (o *fakeOffsets) FirstEncrypted(_ context.Context, _ *proxy.Exchange, topic string, p int32) (int64, bool, error) {
+func (o *fakeOffsets) FirstEncrypted(_ context.Context, _ *filter.Exchange, topic string, p int32) (int64, bool, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.err != nil {
@@ -46,7 +46,7 @@ func (o *fakeOffsets) FirstEncrypted(_ context.Context, _ *proxy.Exchange, topic
 	return v, ok, nil
 }
 
-func (o *fakeOffsets) NoteEncrypted(_ *proxy.Exchange, topic string, p int32, offset int64) {
+func (o *fakeOffsets) NoteEncrypted(_ *filter.Exchange, topic string, p int32, offset int64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.notes = append(o.notes, fmt.Sprintf("%s/%d@%d", topic, p, offset))
@@ -251,7 +251,7 @@ func TestIntegrityRuleGainsParts(t *testing.T) {
 func TestIntegrityProduceNotesFirstOffset(t *testing.T) {
 	fo := &fakeOffsets{}
 	f := integrityFilter(t, nil, fo)
-	respond := func(x *proxy.Exchange, parts map[string]int16) {
+	respond := func(x *filter.Exchange, parts map[string]int16) {
 		resp := kmsg.NewPtrProduceResponse()
 		resp.SetVersion(produceVersion)
 		for tp, code := range parts {
@@ -271,9 +271,9 @@ func TestIntegrityProduceNotesFirstOffset(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	produce := func(acks int16, parts []producePart) *proxy.Exchange {
+	produce := func(acks int16, parts []producePart) *filter.Exchange {
 		frame, hlen := produceFrame(acks, parts)
-		var s proxy.Standalone
+		var s filter.Standalone
 		x := s.Exchange(int16(kmsg.Produce), produceVersion, frame, hlen, nil, 0)
 		if err := f.OnRequest(context.Background(), x); err != nil || x.Local {
 			t.Fatalf("produce: %v local %v", err, x.Local)
@@ -286,7 +286,7 @@ func TestIntegrityProduceNotesFirstOffset(t *testing.T) {
 	respond(x, map[string]int16{"enc-a 2": kerr.NotLeaderForPartition.Code})
 	// A partition of an encrypting rule forwarded in clear (a KEK that
 	// does not exist under PASSTHROUGH_UNENCRYPTED): nothing noted.
-	var s proxy.Standalone
+	var s filter.Standalone
 	px := s.Exchange(int16(kmsg.Produce), produceVersion, nil, 0, nil, 0)
 	f.noteProduce(px, &produceState{noteOffsets: true, passedPlain: true, req: codecProduceAcks(-1)}, f.state.Load())
 	if px.State != nil {
@@ -385,7 +385,7 @@ func TestIntegrityShareFetch(t *testing.T) {
 		st.Partitions = append(st.Partitions, sp)
 		resp.Topics = append(resp.Topics, st)
 		frame := resp.AppendTo([]byte{0, 0, 0, 1, 0})
-		s := proxy.Standalone{Topics: map[[16]byte]string{id: "enc-a"}}
+		s := filter.Standalone{Topics: map[[16]byte]string{id: "enc-a"}}
 		x := s.Exchange(int16(kmsg.ShareFetch), 1, nil, 0, frame, 5)
 		if err := f.OnResponse(context.Background(), x); err != nil {
 			t.Fatal(err)

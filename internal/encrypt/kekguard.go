@@ -9,9 +9,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kseal/kseal/internal/filter"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/policy"
-	"github.com/kseal/kseal/internal/proxy"
 	"github.com/kseal/kseal/internal/recordcrypt"
 	"github.com/kseal/kseal/internal/records"
 )
@@ -49,7 +49,7 @@ type sealedTopics struct {
 
 	// tail reads a topic's newest batches; nil means Exchange.NewestBatches
 	// (tests replace it).
-	tail func(ctx context.Context, x *proxy.Exchange, topic string, visit proxy.TailVisitor) error
+	tail func(ctx context.Context, x *filter.Exchange, topic string, visit filter.TailVisitor) error
 	now  func() time.Time
 
 	// reads bounds the cluster reads running at once (each opens one of
@@ -72,7 +72,7 @@ type sealedEntry struct {
 
 // kekMissing decides for a partition of topic whose KEK name kek could not
 // be resolved (err from Keys.Resolve); nil means forward it unencrypted.
-func (f *Filter) kekMissing(ctx context.Context, x *proxy.Exchange, cur *state, topic, kek string, recs []byte, err error) *partitionError {
+func (f *Filter) kekMissing(ctx context.Context, x *filter.Exchange, cur *state, topic, kek string, recs []byte, err error) *partitionError {
 	switch {
 	case errors.Is(err, kms.ErrKeyUnusable):
 		return &partitionError{code: errKEKGone, reason: "kek_unusable",
@@ -100,7 +100,7 @@ func (f *Filter) kekMissing(ctx context.Context, x *proxy.Exchange, cur *state, 
 // check answers whether topic's newest batches carry kseal's marker, from
 // the cache when an answer is younger than ttl. Concurrent checks of one
 // topic share one read of the cluster. Failures are not cached.
-func (s *sealedTopics) check(ctx context.Context, x *proxy.Exchange, topic string, ttl time.Duration, size, maxDecompressed int, reads *prometheus.CounterVec) (bool, error) {
+func (s *sealedTopics) check(ctx context.Context, x *filter.Exchange, topic string, ttl time.Duration, size, maxDecompressed int, reads *prometheus.CounterVec) (bool, error) {
 	now := time.Now
 	if s.now != nil {
 		now = s.now
@@ -182,10 +182,10 @@ func (s *sealedTopics) check(ctx context.Context, x *proxy.Exchange, topic strin
 }
 
 // read asks the cluster and counts the outcome.
-func (s *sealedTopics) read(ctx context.Context, x *proxy.Exchange, topic string, maxDecompressed int, reads *prometheus.CounterVec) (bool, error) {
+func (s *sealedTopics) read(ctx context.Context, x *filter.Exchange, topic string, maxDecompressed int, reads *prometheus.CounterVec) (bool, error) {
 	tail := s.tail
 	if tail == nil {
-		tail = func(ctx context.Context, x *proxy.Exchange, topic string, visit proxy.TailVisitor) error {
+		tail = func(ctx context.Context, x *filter.Exchange, topic string, visit filter.TailVisitor) error {
 			return x.NewestBatches(ctx, topic, visit)
 		}
 	}
@@ -205,8 +205,8 @@ func (s *sealedTopics) read(ctx context.Context, x *proxy.Exchange, topic string
 
 // readSealed reads the newest batches of every partition of topic and
 // reports whether any carries kseal's marker.
-func readSealed(ctx context.Context, x *proxy.Exchange, topic string, maxDecompressed int,
-	tail func(context.Context, *proxy.Exchange, string, proxy.TailVisitor) error) (bool, error) {
+func readSealed(ctx context.Context, x *filter.Exchange, topic string, maxDecompressed int,
+	tail func(context.Context, *filter.Exchange, string, filter.TailVisitor) error) (bool, error) {
 	proc := records.NewProcessor(records.WithMaxDecompressed(maxDecompressed))
 	defer proc.Close()
 	sealed := false

@@ -16,9 +16,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kseal/kseal/internal/dek"
+	"github.com/kseal/kseal/internal/filter"
 	"github.com/kseal/kseal/internal/kms/local"
 	"github.com/kseal/kseal/internal/policy"
-	"github.com/kseal/kseal/internal/proxy"
 	"github.com/kseal/kseal/internal/records"
 )
 
@@ -81,7 +81,7 @@ func (g *guardSetup) produce(t *testing.T, topic string, batch []byte) (int16, [
 	frame := []byte{0, 0, 0, 9, 0, 0, 0, 1, 0, 1, 't', 0}
 	hlen := len(frame)
 	frame = req.AppendTo(frame)
-	var s proxy.Standalone
+	var s filter.Standalone
 	x := s.Exchange(int16(kmsg.Produce), 9, frame, hlen, nil, 0)
 	if err := g.f.OnRequest(context.Background(), x); err != nil {
 		t.Fatal(err)
@@ -105,7 +105,7 @@ func (g *guardSetup) produce(t *testing.T, topic string, batch []byte) (int16, [
 // tailOf makes the sealed-topic check read recs as every partition's tail.
 func (g *guardSetup) tailOf(recs []byte, err error) *int {
 	calls := new(int)
-	g.f.sealed.tail = func(_ context.Context, _ *proxy.Exchange, _ string, visit proxy.TailVisitor) error {
+	g.f.sealed.tail = func(_ context.Context, _ *filter.Exchange, _ string, visit filter.TailVisitor) error {
 		*calls++
 		if err != nil {
 			return err
@@ -198,7 +198,7 @@ func TestPassthroughChecksTopicFirst(t *testing.T) {
 		}
 	})
 	t.Run("outside the proxy", func(t *testing.T) {
-		// No upstream to ask (proxy.ErrNoUpstream): refused.
+		// No upstream to ask (filter.ErrNoUpstream): refused.
 		g := newGuardSetup(t, policy.PassthroughUnencrypted)
 		if code, _ := g.produce(t, "x", plain); code != kerr.RequestTimedOut.Code {
 			t.Fatalf("code %d, want REQUEST_TIMED_OUT", code)
@@ -239,7 +239,7 @@ func TestSealedTopicsBounded(t *testing.T) {
 	var mu sync.Mutex
 	running, peak, calls := 0, 0, map[string]int{}
 	release := make(chan struct{})
-	s.tail = func(_ context.Context, _ *proxy.Exchange, topic string, _ proxy.TailVisitor) error {
+	s.tail = func(_ context.Context, _ *filter.Exchange, topic string, _ filter.TailVisitor) error {
 		mu.Lock()
 		running++
 		peak = max(peak, running)
@@ -274,7 +274,7 @@ func TestSealedTopicsBounded(t *testing.T) {
 		}
 	}
 	// A caller whose deadline passes while waiting is refused, not let through.
-	s2 := sealedTopics{tail: func(ctx context.Context, _ *proxy.Exchange, _ string, _ proxy.TailVisitor) error {
+	s2 := sealedTopics{tail: func(ctx context.Context, _ *filter.Exchange, _ string, _ filter.TailVisitor) error {
 		<-ctx.Done()
 		return ctx.Err()
 	}}

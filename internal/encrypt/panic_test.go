@@ -8,7 +8,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/kseal/kseal/internal/proxy"
+	"github.com/kseal/kseal/internal/filter"
 )
 
 // panicKeys panics wherever a data key is needed to decrypt.
@@ -33,7 +33,7 @@ func TestParallelDecryptPanicFailsPartitions(t *testing.T) {
 	cur := f.state.Load()
 	f.Swap(cur.policy, panicKeys{cur.keys})
 	frame, hlen := fetchResponse(parts)
-	var s proxy.Standalone
+	var s filter.Standalone
 	x := s.Exchange(int16(kmsg.Fetch), fetchVersion, nil, 0, frame, hlen)
 	if err := f.OnResponse(context.Background(), x); err != nil {
 		t.Fatalf("OnResponse: %v", err)

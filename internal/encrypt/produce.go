@@ -16,10 +16,10 @@ import (
 	"github.com/kseal/kseal/internal/codec"
 	"github.com/kseal/kseal/internal/dek"
 	"github.com/kseal/kseal/internal/detkey"
+	"github.com/kseal/kseal/internal/filter"
 	"github.com/kseal/kseal/internal/frame"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/policy"
-	"github.com/kseal/kseal/internal/proxy"
 	"github.com/kseal/kseal/internal/recordcrypt"
 	"github.com/kseal/kseal/internal/records"
 )
@@ -38,7 +38,7 @@ type produceState struct {
 
 	// x is the exchange of the Produce being handled (set by
 	// produceState): kekMissing asks the cluster through it.
-	x *proxy.Exchange
+	x *filter.Exchange
 
 	// Format v2: the sealer, the selection of the partition being sealed
 	// and selFn, its header matcher as a func made once per connection (a
@@ -70,7 +70,7 @@ type topicPartition struct {
 
 var produceStateKey = new(int)
 
-func (f *Filter) produceState(x *proxy.Exchange) *produceState {
+func (f *Filter) produceState(x *filter.Exchange) *produceState {
 	st := x.ConnState(produceStateKey, func() any {
 		st := &produceState{proc: records.NewProcessor(records.WithMaxDecompressed(f.opts.MaxDecompressed))}
 		st.selFn = func(name []byte) bool { return st.sel.EncryptHeader(name) }
@@ -98,7 +98,7 @@ type partitionError struct {
 	identity string
 }
 
-func (f *Filter) produce(ctx context.Context, x *proxy.Exchange) error {
+func (f *Filter) produce(ctx context.Context, x *filter.Exchange) error {
 	st := f.produceState(x)
 	if codec.ProduceLegacyVersion(x.APIVersion) {
 		// Old message formats cannot carry encrypted records; no Kafka 4
@@ -232,7 +232,7 @@ func (f *Filter) produce(ctx context.Context, x *proxy.Exchange) error {
 
 // refuseAll answers every partition of the request with code (or, with
 // acks=0, closes the connection).
-func (f *Filter) refuseAll(x *proxy.Exchange, st *produceState, code *kerr.Error, why error) error {
+func (f *Filter) refuseAll(x *filter.Exchange, st *produceState, code *kerr.Error, why error) error {
 	reason := "duplicate_partition"
 	switch code {
 	case errRequestTooLarge:
@@ -250,7 +250,7 @@ func (f *Filter) refuseAll(x *proxy.Exchange, st *produceState, code *kerr.Error
 	return f.localResponse(x, st, func(*codec.ProduceTopic, *codec.ProducePartition) int16 { return code.Code })
 }
 
-func (f *Filter) localResponse(x *proxy.Exchange, st *produceState, errorFor func(t *codec.ProduceTopic, p *codec.ProducePartition) int16) error {
+func (f *Filter) localResponse(x *filter.Exchange, st *produceState, errorFor func(t *codec.ProduceTopic, p *codec.ProducePartition) int16) error {
 	msg, start := frame.StartResponse(x.Scratch(), x.CorrelationID, respHeaderVersion(x))
 	msg = codec.BuildProduceErrorResponse(msg, &st.req, errorFor)
 	if err := frame.FinishFrame(msg, start); err != nil {
@@ -259,6 +259,11 @@ func (f *Filter) localResponse(x *proxy.Exchange, st *produceState, errorFor fun
 	x.Response = msg[frame.SizeLen:]
 	x.Local = true
 	return nil
+}
+
+func respHeaderVersion(x *filter.Exchange) int8 {
+	v, _ := frame.ResponseHeaderVersion(x.APIKey, x.APIVersion)
+	return v
 }
 
 // logRefusal logs a refused request: one line naming its first refused
@@ -306,11 +311,6 @@ func (st *produceState) duplicate() (topicPartition, bool) {
 		}
 	}
 	return topicPartition{}, false
-}
-
-func respHeaderVersion(x *proxy.Exchange) int8 {
-	v, _ := frame.ResponseHeaderVersion(x.APIKey, x.APIVersion)
-	return v
 }
 
 // producePartition encrypts one partition's records in place of the

@@ -13,8 +13,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/kseal/kseal/internal/filter"
 	"github.com/kseal/kseal/internal/policy"
-	"github.com/kseal/kseal/internal/proxy"
 	"github.com/kseal/kseal/internal/recordcrypt"
 	"github.com/kseal/kseal/internal/records"
 )
@@ -77,7 +77,7 @@ type produceResult struct {
 func produceThrough(t testing.TB, f *Filter, acks int16, parts []producePart) produceResult {
 	t.Helper()
 	frame, hlen := produceFrame(acks, parts)
-	var s proxy.Standalone
+	var s filter.Standalone
 	x := s.Exchange(int16(kmsg.Produce), produceVersion, frame, hlen, nil, 0)
 	var res produceResult
 	if res.err = f.OnRequest(context.Background(), x); res.err != nil {
@@ -389,7 +389,7 @@ func TestProduceAllocsDoNotGrowWithRecords(t *testing.T) {
 			vals[i] = []byte("value")
 		}
 		frame, hlen := produceFrame(-1, []producePart{{topic, 0, codecBatch(vals, c)}})
-		var s proxy.Standalone
+		var s filter.Standalone
 		run := func() {
 			x := s.Exchange(int16(kmsg.Produce), produceVersion, bytes.Clone(frame), hlen, nil, 0)
 			if err := f.OnRequest(context.Background(), x); err != nil || x.Local {
@@ -432,7 +432,7 @@ func TestProduceRefusalLinearInPartitions(t *testing.T) {
 		parts[i] = producePart{"\xff", int32(i), nil}
 	}
 	frame, hlen := produceFrame(-1, parts)
-	var s proxy.Standalone
+	var s filter.Standalone
 	x := s.Exchange(int16(kmsg.Produce), produceVersion, frame, hlen, nil, 0)
 	startAt := time.Now()
 	if err := f.OnRequest(context.Background(), x); err != nil || !x.Local {

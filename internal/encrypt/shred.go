@@ -17,9 +17,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/kseal/kseal/internal/codec"
+	"github.com/kseal/kseal/internal/filter"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/policy"
-	"github.com/kseal/kseal/internal/proxy"
 	"github.com/kseal/kseal/internal/recordcrypt"
 	"github.com/kseal/kseal/internal/records"
 )
@@ -46,14 +46,14 @@ type Shreds interface {
 	// Shredded reports whether the key topic holds a shred record for kek
 	// (a KEK name, or the KMS's id of it as an EDEK names it), and the KEK
 	// name it records. An error means it cannot tell: never shredded then.
-	Shredded(ctx context.Context, x *proxy.Exchange, kek string) (name string, ok bool, err error)
+	Shredded(ctx context.Context, x *filter.Exchange, kek string) (name string, ok bool, err error)
 	// KEKOf names the KEK of a deterministic key (a record whose key alone
 	// is sealed carries no EDEK).
 	KEKOf(id [8]byte) (string, bool)
 }
 
 // Shredded implements Shreds.
-func (s StoreKeys) Shredded(ctx context.Context, x *proxy.Exchange, kek string) (string, bool, error) {
+func (s StoreKeys) Shredded(ctx context.Context, x *filter.Exchange, kek string) (string, bool, error) {
 	r, err := s.Store.Shredded(ctx, x.Upstream(), kek)
 	if err != nil || r == nil {
 		return "", false, err
@@ -375,7 +375,7 @@ func (w *fetchWorker) shredPartition(cur *state, topic string) {
 // returns nil; otherwise e. A KMS that cannot be reached never gets here
 // (its reason is kms), and a key topic that cannot be read makes the
 // partition's error retriable, never a null value.
-func (f *Filter) destroyed(ctx context.Context, cur *state, x *proxy.Exchange, w *fetchWorker, e *decryptError, r *records.Record, edek []byte, keyID *[8]byte) *decryptError {
+func (f *Filter) destroyed(ctx context.Context, cur *state, x *filter.Exchange, w *fetchWorker, e *decryptError, r *records.Record, edek []byte, keyID *[8]byte) *decryptError {
 	if e.reason != "kek_missing" || !w.shred.null || f.opts.Shreds == nil {
 		return e
 	}

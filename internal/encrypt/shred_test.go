@@ -19,10 +19,10 @@ import (
 
 	"github.com/kseal/kseal/internal/codec"
 	"github.com/kseal/kseal/internal/dek"
+	"github.com/kseal/kseal/internal/filter"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/kms/local"
 	"github.com/kseal/kseal/internal/policy"
-	"github.com/kseal/kseal/internal/proxy"
 	"github.com/kseal/kseal/internal/recordcrypt"
 	"github.com/kseal/kseal/internal/records"
 )
@@ -36,7 +36,7 @@ type fakeShreds struct {
 	keyOf    map[[8]byte]string
 }
 
-func (s *fakeShreds) Shredded(_ context.Context, _ *proxy.Exchange, kek string) (string, bool, error) {
+func (s *fakeShreds) Shredded(_ context.Context, _ *filter.Exchange, kek string) (string, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.asked++
@@ -60,7 +60,7 @@ type goneDetKeys struct {
 	gone [8]byte
 }
 
-func (d goneDetKeys) ForRead(ctx context.Context, x *proxy.Exchange, topic string, id [8]byte) (*recordcrypt.DetKey, error) {
+func (d goneDetKeys) ForRead(ctx context.Context, x *filter.Exchange, topic string, id [8]byte) (*recordcrypt.DetKey, error) {
 	if id == d.gone {
 		return nil, fmt.Errorf("unwrap: %w", kms.ErrKeyNotFound)
 	}
@@ -405,7 +405,7 @@ func TestEntityAllocsDoNotGrowWithRecords(t *testing.T) {
 			recs[i].key = []byte(tenants[i]) // $(key) takes it whole
 		}
 		frame, hlen := produceFrame(-1, []producePart{{topic, 0, recordBatch(recs, c)}})
-		var s proxy.Standalone
+		var s filter.Standalone
 		run := func() {
 			x := s.Exchange(int16(kmsg.Produce), produceVersion, bytes.Clone(frame), hlen, nil, 0)
 			if err := f.OnRequest(context.Background(), x); err != nil || x.Local {
@@ -503,7 +503,7 @@ func FuzzShreddedFetch(f *testing.F) {
 	})
 	f.Add(fetchBody([]fetchPart{{topic: "users", set: v2}, {topic: "tenants", partition: 1, set: cat(v2lz, v1)}}))
 	f.Add(fetchBody([]fetchPart{{topic: "tenants-err", set: v1}}))
-	var s proxy.Standalone
+	var s filter.Standalone
 	f.Fuzz(func(t *testing.T, body []byte) {
 		resp, hlen := responseFrame(int16(kmsg.Fetch), fetchVersion, body)
 		x := s.Exchange(int16(kmsg.Fetch), fetchVersion, nil, 0, resp, hlen)
@@ -548,7 +548,7 @@ func TestEntityProduceNotesFirstOffset(t *testing.T) {
 	fo := &fakeOffsets{}
 	f := env.filter(t, policy.Config{}, func(o *Options) { o.FirstOffsets = fo })
 	frame, hlen := produceFrame(-1, []producePart{{"tenants", 4, recordBatch(tenantRecords("a", "b", "a"), records.CodecNone)}})
-	var s proxy.Standalone
+	var s filter.Standalone
 	x := s.Exchange(int16(kmsg.Produce), produceVersion, frame, hlen, nil, 0)
 	if err := f.OnRequest(context.Background(), x); err != nil || x.Local {
 		t.Fatalf("produce: %v local %v", err, x.Local)

@@ -16,9 +16,9 @@ import (
 
 	"github.com/kseal/kseal/internal/dek"
 	"github.com/kseal/kseal/internal/detkey"
+	"github.com/kseal/kseal/internal/filter"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/policy"
-	"github.com/kseal/kseal/internal/proxy"
 	"github.com/kseal/kseal/internal/recordcrypt"
 	"github.com/kseal/kseal/internal/records"
 	"github.com/kseal/kseal/internal/siv"
@@ -38,7 +38,7 @@ type fakeDetKeys struct {
 
 func newFakeDetKeys() *fakeDetKeys { return &fakeDetKeys{byID: map[[8]byte]*recordcrypt.DetKey{}} }
 
-func (d *fakeDetKeys) ForWrite(_ context.Context, _ *proxy.Exchange, topic string, kek kms.KEKRef) (*recordcrypt.DetKey, error) {
+func (d *fakeDetKeys) ForWrite(_ context.Context, _ *filter.Exchange, topic string, kek kms.KEKRef) (*recordcrypt.DetKey, error) {
 	d.writes.Add(1)
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -57,7 +57,7 @@ func (d *fakeDetKeys) ForWrite(_ context.Context, _ *proxy.Exchange, topic strin
 	return dk, nil
 }
 
-func (d *fakeDetKeys) ForRead(_ context.Context, _ *proxy.Exchange, _ string, id [8]byte) (*recordcrypt.DetKey, error) {
+func (d *fakeDetKeys) ForRead(_ context.Context, _ *filter.Exchange, _ string, id [8]byte) (*recordcrypt.DetKey, error) {
 	d.reads.Add(1)
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -510,7 +510,7 @@ func TestV2ProduceAllocsDoNotGrowWithRecords(t *testing.T) {
 				headers: []kmsg.Header{{Key: "x-a", Value: []byte("1")}, {Key: "b", Value: []byte("2")}}}
 		}
 		frame, hlen := produceFrame(-1, []producePart{{topic, 0, recordBatch(recs, c)}})
-		var s proxy.Standalone
+		var s filter.Standalone
 		run := func() {
 			x := s.Exchange(int16(kmsg.Produce), produceVersion, bytes.Clone(frame), hlen, nil, 0)
 			if err := f.OnRequest(context.Background(), x); err != nil || x.Local {
@@ -551,7 +551,7 @@ func TestV2FetchAllocsDoNotGrowWithRecords(t *testing.T) {
 		}
 		set := encryptV2(t, f, topic, recs, records.CodecNone, 0)
 		frame, hlen := fetchResponse([]fetchPart{{topic: topic, set: set}})
-		var s proxy.Standalone
+		var s filter.Standalone
 		run := func() {
 			x := s.Exchange(int16(kmsg.Fetch), fetchVersion, nil, 0, bytes.Clone(frame), hlen)
 			if err := f.OnResponse(context.Background(), x); err != nil {
@@ -588,7 +588,7 @@ func TestV2ShareFetch(t *testing.T) {
 	st.Partitions = append(st.Partitions, sp)
 	sf.Topics = append(sf.Topics, st)
 	frame, hlen := responseFrame(int16(kmsg.ShareFetch), 1, sf.AppendTo(nil))
-	s := proxy.Standalone{Topics: map[[16]byte]string{{9}: "vkh"}}
+	s := filter.Standalone{Topics: map[[16]byte]string{{9}: "vkh"}}
 	x := s.Exchange(int16(kmsg.ShareFetch), 1, nil, 0, frame, hlen)
 	if err := f.OnResponse(context.Background(), x); err != nil {
 		t.Fatal(err)
@@ -642,7 +642,7 @@ func BenchmarkProduceV2(b *testing.B) {
 				f.Swap(pol, f.state.Load().keys)
 			}
 			fr, hl := produceFrame(-1, []producePart{{topic, 0, batch}})
-			var s proxy.Standalone
+			var s filter.Standalone
 			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {
@@ -674,7 +674,7 @@ func BenchmarkFetchV2(b *testing.B) {
 			}
 			set := encryptV2(b, f, topic, recs, records.CodecNone, 0)
 			frame, hlen := fetchResponse([]fetchPart{{topic: topic, set: set}})
-			var s proxy.Standalone
+			var s filter.Standalone
 			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {

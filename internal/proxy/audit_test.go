@@ -14,6 +14,7 @@ import (
 
 	"github.com/kseal/kseal/internal/audit"
 	"github.com/kseal/kseal/internal/config"
+	"github.com/kseal/kseal/internal/filter"
 )
 
 // auditRecorder keeps the events it is given.
@@ -41,7 +42,7 @@ func (r *auditRecorder) of(typ audit.Type) []audit.Event {
 }
 
 // startAuditProxy is startLimitsProxy with an audit emitter.
-func startAuditProxy(t *testing.T, upstream []string, limitsYAML string, filters ...Filter) (string, *auditRecorder) {
+func startAuditProxy(t *testing.T, upstream []string, limitsYAML string, filters ...filter.Filter) (string, *auditRecorder) {
 	t.Helper()
 	base := freePortRange(t, 9)
 	doc := fmt.Sprintf(`

@@ -7,23 +7,24 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kseal/kseal/internal/codec"
+	"github.com/kseal/kseal/internal/filter"
 	"github.com/kseal/kseal/internal/frame"
 )
 
 // builtinFilters are the filters every virtual cluster runs: broker address
 // rewriting, ApiVersions intersection, and the observation of clients' SASL
 // logins (identity.go).
-func builtinFilters(vc *virtualCluster, caps map[int16]int16) []Filter {
-	return []Filter{apiVersionsFilter{caps: caps}, acksFilter{}, &addressFilter{vc: vc}, identityFilter{vc: vc}}
+func builtinFilters(vc *virtualCluster, caps map[int16]int16) []filter.Filter {
+	return []filter.Filter{apiVersionsFilter{caps: caps}, acksFilter{}, &addressFilter{vc: vc}, identityFilter{vc: vc}}
 }
 
 // acksFilter marks Produce requests with acks=0, which the broker never
 // answers, so the plumbing does not wait for (and mismatch) a response.
-type acksFilter struct{ NopFilter }
+type acksFilter struct{ filter.NopFilter }
 
 func (acksFilter) APIKeys() []int16 { return []int16{int16(kmsg.Produce)} }
 
-func (acksFilter) OnRequest(_ context.Context, x *Exchange) error {
+func (acksFilter) OnRequest(_ context.Context, x *filter.Exchange) error {
 	acks, err := codec.ProduceAcks(x.Request[x.HeaderLen:], x.APIVersion)
 	if err != nil {
 		return err
@@ -62,7 +63,7 @@ func (f apiVersionsFilter) limit(key, minV, maxV int16) (int16, bool) {
 
 func (apiVersionsFilter) APIKeys() []int16 { return []int16{int16(kmsg.ApiVersions)} }
 
-func (apiVersionsFilter) OnRequest(_ context.Context, x *Exchange) error {
+func (apiVersionsFilter) OnRequest(_ context.Context, x *filter.Exchange) error {
 	if x.APIVersion <= codec.ApiVersionsMaxVersion {
 		return nil
 	}
@@ -78,7 +79,7 @@ func (apiVersionsFilter) OnRequest(_ context.Context, x *Exchange) error {
 	return nil
 }
 
-func (f apiVersionsFilter) OnResponse(_ context.Context, x *Exchange) error {
+func (f apiVersionsFilter) OnResponse(_ context.Context, x *filter.Exchange) error {
 	return x.RewriteResponse(func(dst, body []byte) ([]byte, bool, error) {
 		return codec.RewriteApiVersionsResponse(dst, body, x.APIVersion, f.limit)
 	})
@@ -87,7 +88,7 @@ func (f apiVersionsFilter) OnResponse(_ context.Context, x *Exchange) error {
 // addressFilter rewrites every broker address in responses to the proxy's,
 // so clients never learn (or use) a real broker address.
 type addressFilter struct {
-	NopFilter
+	filter.NopFilter
 	vc *virtualCluster
 }
 
@@ -102,7 +103,7 @@ type rewriteFunc func(dst, body []byte, version int16, m codec.AddressMapper) ([
 
 var fetchWalkerKey, shareFetchWalkerKey = new(int), new(int)
 
-func (f *addressFilter) OnResponse(_ context.Context, x *Exchange) error {
+func (f *addressFilter) OnResponse(_ context.Context, x *filter.Exchange) error {
 	var rewrite rewriteFunc
 	switch kmsg.Key(x.APIKey) {
 	case kmsg.Metadata:

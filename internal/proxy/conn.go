@@ -17,12 +17,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kseal/kseal/internal/codec"
+	"github.com/kseal/kseal/internal/filter"
 	"github.com/kseal/kseal/internal/frame"
 )
 
 // Buffers larger than this are dropped after use instead of being kept for
 // the connection's next frame, so one huge fetch does not pin memory.
-const maxRetainedBuffer = 4 << 20
+const maxRetainedBuffer = filter.MaxKept
 
 // conn is one client connection and its upstream connection. Requests are
 // read, filtered and forwarded by one goroutine; responses are read,
@@ -36,7 +37,7 @@ type conn struct {
 	upstream net.Conn
 	log      *slog.Logger
 
-	inflight chan *Exchange
+	inflight chan *exchange
 	dead     chan struct{} // closed when both sockets are closed
 	closeOne sync.Once
 	draining chan struct{}
@@ -47,12 +48,8 @@ type conn struct {
 	// Response side buffers and state (owned by the response goroutine).
 	respBuf     []byte
 	fetchStream codec.FetchStream
-	// Filter scratch, per side.
-	scratchReq  [2][]byte
-	scratchResp [2][]byte
-	// Filter state, per side (see Exchange.ConnState).
-	stateReq  map[any]any
-	stateResp map[any]any
+	// Filter scratch buffers and state, per side (filter.Side).
+	reqSide, respSide filter.Side
 
 	// For limits.idleTimeout: when a request was last read or a response
 	// last written (unix nanoseconds), and how many requests await their
@@ -64,7 +61,7 @@ type conn struct {
 	// identity is who the client is, as far as kseal knows (identity.go):
 	// set from the TLS handshake, replaced by the response side when a
 	// SASL login succeeds, read by filters on both sides.
-	identity atomic.Pointer[Identity]
+	identity atomic.Pointer[filter.Identity]
 }
 
 // errDraining ends the request side at shutdown without a log line: like
@@ -187,19 +184,19 @@ func (c *conn) requests(ctx context.Context) error {
 			// was never advertised, and no filter could read it.
 			return fmt.Errorf("%s request v%d, a version kseal does not advertise (correlation id %d)", apiName(h.APIKey), h.APIVersion, h.CorrelationID)
 		}
-		x := &Exchange{
-			APIKey:        h.APIKey,
-			APIVersion:    h.APIVersion,
-			CorrelationID: h.CorrelationID,
-			HeaderLen:     h.Len,
-			Request:       body,
-			conn:          c,
-			scratch:       &c.scratchReq,
-			state:         &c.stateReq,
-			started:       start,
+		x := &exchange{
+			Exchange: filter.Exchange{
+				APIKey:        h.APIKey,
+				APIVersion:    h.APIVersion,
+				CorrelationID: h.CorrelationID,
+				HeaderLen:     h.Len,
+				Request:       body,
+			},
+			started: start,
 		}
+		c.reqSide.Bind(&x.Exchange, c)
 		for _, f := range c.vc.reqFilters[h.APIKey] {
-			if err := f.OnRequest(ctx, x); err != nil {
+			if err := f.OnRequest(ctx, &x.Exchange); err != nil {
 				return fmt.Errorf("%s v%d request (correlation id %d): %w", apiName(h.APIKey), h.APIVersion, h.CorrelationID, err)
 			}
 			if x.Local {
@@ -233,7 +230,7 @@ func (c *conn) requests(ctx context.Context) error {
 				return fmt.Errorf("write upstream: %w", err)
 			}
 		}
-		keepScratch(&c.scratchReq, c.reqs.Storage(), req)
+		c.reqSide.Keep(req, c.reqs.Storage())
 	}
 }
 
@@ -280,8 +277,7 @@ func (c *conn) responses(ctx context.Context) error {
 				return fmt.Errorf("broker answered correlation id %d, expected %d (%s)", got, x.CorrelationID, apiName(x.APIKey))
 			}
 			x.Response = body
-			x.scratch = &c.scratchResp
-			x.state = &c.stateResp
+			c.respSide.Bind(&x.Exchange, c)
 			filters := c.vc.respFilters[x.APIKey]
 			if len(filters) > 0 {
 				rh, err := frame.ParseResponseHeader(body, x.APIKey, x.APIVersion)
@@ -291,7 +287,7 @@ func (c *conn) responses(ctx context.Context) error {
 				x.RespHeaderLen = rh.Len
 			}
 			for _, f := range filters {
-				if err := f.OnResponse(ctx, x); err != nil {
+				if err := f.OnResponse(ctx, &x.Exchange); err != nil {
 					return fmt.Errorf("%s v%d response (correlation id %d): %w", apiName(x.APIKey), x.APIVersion, x.CorrelationID, err)
 				}
 			}
@@ -303,7 +299,7 @@ func (c *conn) responses(ctx context.Context) error {
 		c.answered()
 		c.vc.srv.metrics.response(c.vc.name, x.APIKey, len(x.Response), time.Since(x.started))
 		c.vc.added.observe(x.APIKey, x.added+time.Since(read))
-		c.reclaim(&c.respBuf, &c.scratchResp, x.Response)
+		c.respSide.Keep(x.Response, c.respBuf)
 		x.Response = nil
 	}
 	return nil
@@ -327,35 +323,6 @@ func (c *conn) readFrame(r *bufio.Reader, buf *[]byte, minSize int) ([]byte, err
 		return nil, err
 	}
 	return b[frame.SizeLen:], nil
-}
-
-// reclaim keeps a filter-built buffer for reuse by later exchanges.
-func (c *conn) reclaim(read *[]byte, scratch *[2][]byte, b []byte) {
-	keepScratch(scratch, *read, b)
-}
-
-// keepScratch keeps b, unless it is the read buffer or too big, as one of
-// the scratch buffers.
-func keepScratch(scratch *[2][]byte, read, b []byte) {
-	if cap(b) == 0 || cap(b) > maxRetainedBuffer || aliases(b, read) {
-		return
-	}
-	for i := range scratch {
-		if aliases(b, scratch[i]) {
-			if cap(b) > cap(scratch[i]) {
-				scratch[i] = b[:0]
-			}
-			return
-		}
-	}
-	// A filter allocated a fresh buffer: keep it in place of the smaller slot.
-	i := 0
-	if cap(scratch[1]) < cap(scratch[0]) {
-		i = 1
-	}
-	if cap(b) > cap(scratch[i]) {
-		scratch[i] = b[:0]
-	}
 }
 
 // drain stops reading new requests; what is in flight is still answered.

@@ -7,7 +7,6 @@ import (
 	"net"
 	"runtime/debug"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/kseal/kseal/internal/audit"
@@ -19,32 +18,7 @@ import (
 // once with its stack, counts it in kseal_panics_total and ends only what
 // that goroutine was doing: one connection, one accept, one discovery
 // round. A filter that starts goroutines of its own carries their panics
-// back to the connection's goroutine with Panics.
-
-// Panics carries a panic out of the goroutines a filter starts for one
-// exchange (parallel work on a response, say) to the connection's
-// goroutine, whose guard recovers it: a panic in a goroutine of its own
-// would end the process. Each goroutine, the caller's own share of the work
-// included, runs `defer p.Recover()`; once all are done the caller calls
-// p.Repanic(). The first panic is kept, with its stack.
-type Panics struct {
-	first atomic.Pointer[string]
-}
-
-// Recover must be called directly by defer.
-func (p *Panics) Recover() {
-	if v := recover(); v != nil {
-		msg := fmt.Sprintf("%v\n[recovered in a goroutine of the exchange]\n%s", v, debug.Stack())
-		p.first.CompareAndSwap(nil, &msg)
-	}
-}
-
-// Repanic panics with the first panic Recover caught, if any.
-func (p *Panics) Repanic() {
-	if msg := p.first.Load(); msg != nil {
-		panic(*msg)
-	}
-}
+// back to the connection's goroutine with filter.Panics.
 
 // Where a panic was recovered: the side label of kseal_panics_total.
 const (

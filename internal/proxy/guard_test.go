@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kseal/kseal/internal/config"
+	"github.com/kseal/kseal/internal/filter"
 	"github.com/kseal/kseal/internal/frame"
 )
 
@@ -30,7 +31,7 @@ type limitsProxy struct {
 	bootstrap string
 }
 
-func startLimitsProxy(t *testing.T, upstream []string, limitsYAML string, filters ...Filter) *limitsProxy {
+func startLimitsProxy(t *testing.T, upstream []string, limitsYAML string, filters ...filter.Filter) *limitsProxy {
 	t.Helper()
 	base := freePortRange(t, 9)
 	doc := fmt.Sprintf(`
@@ -103,7 +104,7 @@ const (
 
 func (panicFilter) APIKeys() []int16 { return []int16{int16(kmsg.ApiVersions)} }
 
-func (panicFilter) OnRequest(_ context.Context, x *Exchange) error {
+func (panicFilter) OnRequest(_ context.Context, x *filter.Exchange) error {
 	if x.CorrelationID == panicOnRequest {
 		var none []byte
 		_ = none[x.CorrelationID] // index out of range: a real bug's panic
@@ -111,7 +112,7 @@ func (panicFilter) OnRequest(_ context.Context, x *Exchange) error {
 	return nil
 }
 
-func (panicFilter) OnResponse(_ context.Context, x *Exchange) error {
+func (panicFilter) OnResponse(_ context.Context, x *filter.Exchange) error {
 	if x.CorrelationID == panicOnResponse {
 		panic(fmt.Sprintf("response filter bug (correlation id %d)", x.CorrelationID))
 	}
@@ -228,13 +229,13 @@ func TestMaxConnections(t *testing.T) {
 
 // slowResponses holds the response to correlation id 99 for a while.
 type slowResponses struct {
-	NopFilter
+	filter.NopFilter
 	d time.Duration
 }
 
 func (slowResponses) APIKeys() []int16 { return []int16{int16(kmsg.ApiVersions)} }
 
-func (f slowResponses) OnResponse(_ context.Context, x *Exchange) error {
+func (f slowResponses) OnResponse(_ context.Context, x *filter.Exchange) error {
 	if x.CorrelationID == 99 {
 		time.Sleep(f.d)
 	}

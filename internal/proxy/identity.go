@@ -14,101 +14,29 @@ import (
 
 	"github.com/kseal/kseal/internal/codec"
 	"github.com/kseal/kseal/internal/config"
+	"github.com/kseal/kseal/internal/filter"
 )
 
-// Identity is what kseal knows of who is at the other end of a client
-// connection (docs/authorization.md): the names of the client certificate
-// kseal verified in the TLS handshake, and the SASL principal the broker
-// accepted in the client's own login, which kseal observes without taking
-// part in it. An Identity is immutable; a connection swaps in a new one
-// when a (re-)authentication succeeds.
-type Identity struct {
-	certificate []string
-	principal   string
-	mechanism   string
-	names       []string
-}
+// noIdentity stands for a connection kseal knows nothing of the client of.
+var noIdentity = filter.NewIdentity(nil, "", "")
 
-var noIdentity = &Identity{}
+// ClientIdentity implements filter.Conn: what kseal knows of the client
+// (nil: nothing), set from the TLS handshake and replaced by the response
+// side when a SASL login succeeds.
+func (c *conn) ClientIdentity() *filter.Identity { return c.identity.Load() }
 
-// NewIdentity builds an identity from certificate names (subject DN,
-// "SAN:DNS:...") and a SASL principal ("User:alice", or "" for none), for
-// tests and for filters run outside the proxy (Standalone.Identity).
-func NewIdentity(certificate []string, principal, mechanism string) *Identity {
-	id := &Identity{certificate: certificate, principal: principal, mechanism: mechanism}
-	id.names = append(id.names, certificate...)
-	if principal != "" {
-		id.names = append(id.names, principal)
-	}
-	return id
-}
-
-// Names are every name of the identity, certificate names first; an access
-// rule allows the connection when a pattern matches any of them. Callers
-// must not modify the slice.
-func (id *Identity) Names() []string { return id.names }
-
-// Certificate returns the verified client certificate's names (nil without
-// one).
-func (id *Identity) Certificate() []string { return id.certificate }
-
-// Principal is "User:<name>" from the last SASL login the broker accepted
-// on this connection, "" if none.
-func (id *Identity) Principal() string { return id.principal }
-
-// Mechanism is the SASL mechanism of Principal.
-func (id *Identity) Mechanism() string { return id.mechanism }
-
-// String is the identity for log lines and audit events: the principal,
-// else the certificate's subject, else "anonymous". It never holds a
-// secret.
-func (id *Identity) String() string {
-	switch {
-	case id.principal != "":
-		return id.principal
-	case len(id.certificate) > 0:
-		return id.certificate[0]
-	}
-	return "anonymous"
-}
-
-func (id *Identity) withPrincipal(principal, mechanism string) *Identity {
-	return NewIdentity(id.certificate, principal, mechanism)
-}
-
-// Identity returns what kseal knows of the client on this exchange's
-// connection: never nil (an identity without names when nothing is known).
-func (x *Exchange) Identity() *Identity {
-	switch {
-	case x.conn != nil:
-		if id := x.conn.identity.Load(); id != nil {
-			return id
-		}
-	case x.standalone != nil && x.standalone.Identity != nil:
-		return x.standalone.Identity
-	}
-	return noIdentity
-}
-
-// adopt makes principal the connection's SASL identity (after the broker
-// accepted the login).
-func (x *Exchange) adopt(principal, mechanism string) *Identity {
-	switch {
-	case x.conn != nil:
-		cur := x.conn.identity.Load()
-		if cur == nil {
-			cur = noIdentity
-		}
-		id := cur.withPrincipal(principal, mechanism)
-		x.conn.identity.Store(id)
+// adopt makes principal the SASL identity of x's connection (after the
+// broker accepted the login): a proxy connection's, or a Standalone's in
+// tests.
+func adopt(x *filter.Exchange, principal, mechanism string) *filter.Identity {
+	switch c := x.Conn().(type) {
+	case *conn:
+		id := c.identity.Load().WithPrincipal(principal, mechanism)
+		c.identity.Store(id)
 		return id
-	case x.standalone != nil:
-		cur := x.standalone.Identity
-		if cur == nil {
-			cur = noIdentity
-		}
-		x.standalone.Identity = cur.withPrincipal(principal, mechanism)
-		return x.standalone.Identity
+	case *filter.Standalone:
+		c.Identity = c.Identity.WithPrincipal(principal, mechanism)
+		return c.Identity
 	}
 	return noIdentity
 }
@@ -227,7 +155,7 @@ type saslResponseState struct {
 
 var saslReqKey, saslRespKey = new(int), new(int)
 
-func (f identityFilter) OnRequest(_ context.Context, x *Exchange) error {
+func (f identityFilter) OnRequest(_ context.Context, x *filter.Exchange) error {
 	rs := x.ConnState(saslReqKey, func() any { return &saslRequestState{} }).(*saslRequestState)
 	body := x.Request[x.HeaderLen:]
 	if x.APIKey == int16(kmsg.SASLHandshake) {
@@ -269,7 +197,7 @@ func (f identityFilter) OnRequest(_ context.Context, x *Exchange) error {
 	return nil
 }
 
-func (f identityFilter) OnResponse(_ context.Context, x *Exchange) error {
+func (f identityFilter) OnResponse(_ context.Context, x *filter.Exchange) error {
 	step, _ := x.State.(*saslStep)
 	if step == nil {
 		return nil
@@ -315,12 +243,12 @@ func (f identityFilter) OnResponse(_ context.Context, x *Exchange) error {
 	if name == "" {
 		return nil
 	}
-	id := x.adopt("User:"+name, mech)
+	id := adopt(x, "User:"+name, mech)
 	if f.vc != nil {
 		f.vc.srv.metrics.identities.WithLabelValues(f.vc.name, mech).Inc()
 	}
-	if x.conn != nil {
-		x.conn.log.Debug("client authenticated by the broker", "identity", id.String(), "mechanism", mech)
+	if c, ok := x.Conn().(*conn); ok {
+		c.log.Debug("client authenticated by the broker", "identity", id.String(), "mechanism", mech)
 	}
 	return nil
 }

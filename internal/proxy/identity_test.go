@@ -30,16 +30,17 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/kseal/kseal/internal/config"
+	"github.com/kseal/kseal/internal/filter"
 )
 
 // saslExchange runs one SASL request and its response through the
 // identity filter on s.
-func saslExchange(t *testing.T, s *Standalone, req kmsg.Request, resp kmsg.Response) {
+func saslExchange(t *testing.T, s *filter.Standalone, req kmsg.Request, resp kmsg.Response) {
 	t.Helper()
 	saslExchangeWith(t, identityFilter{}, s, req, resp)
 }
 
-func saslExchangeWith(t *testing.T, f identityFilter, s *Standalone, req kmsg.Request, resp kmsg.Response) {
+func saslExchangeWith(t *testing.T, f identityFilter, s *filter.Standalone, req kmsg.Request, resp kmsg.Response) {
 	t.Helper()
 	key, v := req.Key(), req.GetVersion()
 	flexible := key == int16(kmsg.SASLAuthenticate) && v >= 2
@@ -64,7 +65,7 @@ func saslExchangeWith(t *testing.T, f identityFilter, s *Standalone, req kmsg.Re
 	s.Done(x)
 }
 
-func handshake(t *testing.T, s *Standalone, v int16, mech string, code int16) {
+func handshake(t *testing.T, s *filter.Standalone, v int16, mech string, code int16) {
 	req := kmsg.NewPtrSASLHandshakeRequest()
 	req.SetVersion(v)
 	req.Mechanism = mech
@@ -73,7 +74,7 @@ func handshake(t *testing.T, s *Standalone, v int16, mech string, code int16) {
 	saslExchange(t, s, req, resp)
 }
 
-func authenticate(t *testing.T, s *Standalone, v int16, msg string, code int16, server string) {
+func authenticate(t *testing.T, s *filter.Standalone, v int16, msg string, code int16, server string) {
 	req := kmsg.NewPtrSASLAuthenticateRequest()
 	req.SetVersion(v)
 	req.SASLAuthBytes = []byte(msg)
@@ -95,77 +96,77 @@ func TestIdentityFilterAdoptsOnlyAccepted(t *testing.T) {
 	oauth := "n,,\x01auth=Bearer " + unsignedJWT(`{"sub":"svc-a"}`) + "\x01\x01"
 	cases := []struct {
 		name string
-		run  func(t *testing.T, s *Standalone)
+		run  func(t *testing.T, s *filter.Standalone)
 		want string
 	}{
-		{"plain", func(t *testing.T, s *Standalone) {
+		{"plain", func(t *testing.T, s *filter.Standalone) {
 			handshake(t, s, 1, "PLAIN", 0)
 			authenticate(t, s, 2, "\x00alice\x00pw", 0, "")
 		}, "User:alice"},
-		{"plain v0 authenticate", func(t *testing.T, s *Standalone) {
+		{"plain v0 authenticate", func(t *testing.T, s *filter.Standalone) {
 			handshake(t, s, 1, "PLAIN", 0)
 			authenticate(t, s, 0, "\x00alice\x00pw", 0, "")
 		}, "User:alice"},
-		{"plain refused", func(t *testing.T, s *Standalone) {
+		{"plain refused", func(t *testing.T, s *filter.Standalone) {
 			handshake(t, s, 1, "PLAIN", 0)
 			authenticate(t, s, 2, "\x00alice\x00bad", failed, "")
 		}, ""},
-		{"handshake refused", func(t *testing.T, s *Standalone) {
+		{"handshake refused", func(t *testing.T, s *filter.Standalone) {
 			handshake(t, s, 1, "PLAIN", 33)
 			authenticate(t, s, 2, "\x00alice\x00pw", 0, "")
 		}, ""},
-		{"no handshake", func(t *testing.T, s *Standalone) {
+		{"no handshake", func(t *testing.T, s *filter.Standalone) {
 			authenticate(t, s, 2, "\x00alice\x00pw", 0, "")
 		}, ""},
-		{"handshake v0 (raw frames follow)", func(t *testing.T, s *Standalone) {
+		{"handshake v0 (raw frames follow)", func(t *testing.T, s *filter.Standalone) {
 			handshake(t, s, 0, "PLAIN", 0)
 			authenticate(t, s, 2, "\x00alice\x00pw", 0, "")
 		}, ""},
-		{"scram", func(t *testing.T, s *Standalone) {
+		{"scram", func(t *testing.T, s *filter.Standalone) {
 			handshake(t, s, 1, "SCRAM-SHA-512", 0)
 			authenticate(t, s, 2, "n,,n=bob,r=abc", 0, "r=abcdef,s=c2FsdA==,i=4096")
 			authenticate(t, s, 2, "c=biws,r=abcdef,p=cHJvb2Y=", 0, "v=c2ln")
 		}, "User:bob"},
-		{"scram first round only", func(t *testing.T, s *Standalone) {
+		{"scram first round only", func(t *testing.T, s *filter.Standalone) {
 			handshake(t, s, 1, "SCRAM-SHA-256", 0)
 			authenticate(t, s, 2, "n,,n=bob,r=abc", 0, "r=abcdef,s=c2FsdA==,i=4096")
 		}, ""},
-		{"scram proof refused", func(t *testing.T, s *Standalone) {
+		{"scram proof refused", func(t *testing.T, s *filter.Standalone) {
 			handshake(t, s, 1, "SCRAM-SHA-256", 0)
 			authenticate(t, s, 2, "n,,n=bob,r=abc", 0, "r=abcdef,s=c2FsdA==,i=4096")
 			authenticate(t, s, 2, "c=biws,r=abcdef,p=YmFk", failed, "")
 		}, ""},
-		{"scram server error message", func(t *testing.T, s *Standalone) {
+		{"scram server error message", func(t *testing.T, s *filter.Standalone) {
 			handshake(t, s, 1, "SCRAM-SHA-256", 0)
 			authenticate(t, s, 2, "n,,n=bob,r=abc", 0, "r=abcdef,s=c2FsdA==,i=4096")
 			authenticate(t, s, 2, "c=biws,r=abcdef,p=YmFk", 0, "e=invalid-proof")
 		}, ""},
-		{"scram final without first", func(t *testing.T, s *Standalone) {
+		{"scram final without first", func(t *testing.T, s *filter.Standalone) {
 			handshake(t, s, 1, "SCRAM-SHA-256", 0)
 			authenticate(t, s, 2, "c=biws,r=abcdef,p=cHJvb2Y=", 0, "v=c2ln")
 		}, ""},
-		{"scram delegation token", func(t *testing.T, s *Standalone) {
+		{"scram delegation token", func(t *testing.T, s *filter.Standalone) {
 			handshake(t, s, 1, "SCRAM-SHA-256", 0)
 			authenticate(t, s, 2, "n,,n=tokenid,r=abc,tokenauth=true", 0, "r=abcdef,s=c2FsdA==,i=4096")
 			authenticate(t, s, 2, "c=biws,r=abcdef,p=cHJvb2Y=", 0, "v=c2ln")
 		}, ""},
-		{"oauthbearer", func(t *testing.T, s *Standalone) {
+		{"oauthbearer", func(t *testing.T, s *filter.Standalone) {
 			handshake(t, s, 1, "OAUTHBEARER", 0)
 			authenticate(t, s, 2, oauth, 0, "")
 		}, "User:svc-a"},
-		{"oauthbearer error challenge", func(t *testing.T, s *Standalone) {
+		{"oauthbearer error challenge", func(t *testing.T, s *filter.Standalone) {
 			handshake(t, s, 1, "OAUTHBEARER", 0)
 			authenticate(t, s, 2, oauth, 0, `{"status":"invalid_token"}`)
 			authenticate(t, s, 2, "\x01", failed, "")
 		}, ""},
-		{"unobserved mechanism", func(t *testing.T, s *Standalone) {
+		{"unobserved mechanism", func(t *testing.T, s *filter.Standalone) {
 			handshake(t, s, 1, "GSSAPI", 0)
 			authenticate(t, s, 2, "\x00alice\x00pw", 0, "")
 		}, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			s := &Standalone{}
+			s := &filter.Standalone{}
 			c.run(t, s)
 			got := ""
 			if s.Identity != nil {
@@ -184,7 +185,7 @@ func TestIdentityFilterOAuthClaim(t *testing.T) {
 	cfg := config.VirtualCluster{Name: "t"}
 	cfg.Gateway.OAuthBearerSubClaim = "client_id"
 	f := identityFilter{vc: &virtualCluster{name: "t", cfg: cfg, srv: &Server{metrics: NewMetrics(nil)}}}
-	s := &Standalone{}
+	s := &filter.Standalone{}
 	hs := kmsg.NewPtrSASLHandshakeRequest()
 	hs.SetVersion(1)
 	hs.Mechanism = "OAUTHBEARER"
@@ -203,7 +204,7 @@ func TestIdentityFilterOAuthClaim(t *testing.T) {
 
 // A re-authentication replaces the principal; certificate names stay.
 func TestIdentityFilterReauthentication(t *testing.T) {
-	s := &Standalone{Identity: NewIdentity([]string{"CN=c"}, "", "")}
+	s := &filter.Standalone{Identity: filter.NewIdentity([]string{"CN=c"}, "", "")}
 	handshake(t, s, 1, "PLAIN", 0)
 	authenticate(t, s, 2, "\x00alice\x00pw", 0, "")
 	handshake(t, s, 1, "SCRAM-SHA-256", 0)
@@ -246,14 +247,14 @@ func TestCertNames(t *testing.T) {
 
 // identityProbe records the identity of every Metadata and Produce request.
 type identityProbe struct {
-	NopFilter
+	filter.NopFilter
 	mu   sync.Mutex
 	seen [][]string
 }
 
 func (*identityProbe) APIKeys() []int16 { return []int16{int16(kmsg.Metadata), int16(kmsg.Produce)} }
 
-func (p *identityProbe) OnRequest(_ context.Context, x *Exchange) error {
+func (p *identityProbe) OnRequest(_ context.Context, x *filter.Exchange) error {
 	p.mu.Lock()
 	p.seen = append(p.seen, slices.Clone(x.Identity().Names()))
 	p.mu.Unlock()
@@ -277,7 +278,7 @@ func startProbed(t *testing.T, doc string) (*Server, *identityProbe, *Metrics) {
 	}
 	probe := &identityProbe{}
 	m := NewMetrics(nil)
-	srv, err := New(cfg, slog.New(slog.NewTextHandler(testWriter{t}, nil)), m, map[string]ClusterOptions{"test": {Filters: []Filter{probe}}})
+	srv, err := New(cfg, slog.New(slog.NewTextHandler(testWriter{t}, nil)), m, map[string]ClusterOptions{"test": {Filters: []filter.Filter{probe}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -432,7 +433,7 @@ func FuzzIdentityFilter(f *testing.F) {
 	f.Add([]byte{0, 13, 'S', 'C', 'R', 'A', 'M', '-', 'S', 'H', 'A', '-', '2', '5', '6'}, []byte{0, 0, 0, 0, 0, 0},
 		append([]byte{17}, "n,,n=alice,r=abc\x00"...), []byte{0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0}, int16(2))
 	f.Fuzz(func(t *testing.T, hsReq, hsResp, authReq, authResp []byte, version int16) {
-		s := &Standalone{}
+		s := &filter.Standalone{}
 		run := func(key int16, v int16, req, resp []byte) {
 			fr := appendRequestHeader(nil, key, v, 1, "", false)
 			hl := len(fr)

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kseal/kseal/internal/config"
+	"github.com/kseal/kseal/internal/filter"
 )
 
 // slowFilter stands for kseal's own work on one API: it sleeps on both sides.
@@ -23,11 +24,11 @@ type slowFilter struct {
 }
 
 func (f slowFilter) APIKeys() []int16 { return []int16{f.key} }
-func (f slowFilter) OnRequest(context.Context, *Exchange) error {
+func (f slowFilter) OnRequest(context.Context, *filter.Exchange) error {
 	time.Sleep(f.onReq)
 	return nil
 }
-func (f slowFilter) OnResponse(context.Context, *Exchange) error {
+func (f slowFilter) OnResponse(context.Context, *filter.Exchange) error {
 	time.Sleep(f.onResp)
 	return nil
 }
@@ -86,7 +87,7 @@ virtualClusters:
 	}
 	reg := prometheus.NewRegistry()
 	srv, err := New(cfg, slog.New(slog.NewTextHandler(testWriter{t}, nil)), NewMetrics(reg), map[string]ClusterOptions{
-		"test": {Filters: []Filter{slowFilter{key: int16(kmsg.ListGroups), onReq: onReq, onResp: onResp}}},
+		"test": {Filters: []filter.Filter{slowFilter{key: int16(kmsg.ListGroups), onReq: onReq, onResp: onResp}}},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -11,18 +11,20 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kseal/kseal/internal/filter"
 )
 
 // metadataSpy records the broker ports of the Metadata responses it sees.
 type metadataSpy struct {
-	NopFilter
+	filter.NopFilter
 	mu    sync.Mutex
 	ports map[int32]bool
 }
 
 func (*metadataSpy) APIKeys() []int16 { return []int16{int16(kmsg.Metadata)} }
 
-func (s *metadataSpy) OnResponse(_ context.Context, x *Exchange) error {
+func (s *metadataSpy) OnResponse(_ context.Context, x *filter.Exchange) error {
 	resp := kmsg.NewPtrMetadataResponse()
 	resp.SetVersion(x.APIVersion)
 	if err := resp.ReadFrom(x.Response[x.RespHeaderLen:]); err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/kseal/kseal/internal/filter"
 	"github.com/kseal/kseal/internal/records"
 )
 
@@ -55,48 +56,13 @@ const (
 	ownMaxFetches = 64
 )
 
-// Upstream is kseal's own client of a virtual cluster's upstream cluster
-// for the single-partition topics kseal keeps for itself. Every method
-// works on partition 0 of the topic and is safe for concurrent use. Errors
-// that are worth retrying later (no broker reachable, a leader that kept
-// moving) wrap ErrUpstreamUnavailable.
-type Upstream interface {
-	// CreateTopic creates topic with one partition, the replication factor
-	// given (0: min(3, brokers)) and the topic configs given, unless it
-	// exists (then nothing is checked or changed, and the answer is nil).
-	CreateTopic(ctx context.Context, topic string, replicationFactor int16, configs map[string]string) error
-	// Produce appends one record (key and value not null) with acks=all and
-	// returns its offset.
-	Produce(ctx context.Context, topic string, key, value []byte) (offset int64, err error)
-	// ReadFrom hands visit the records of the topic from offset on, in
-	// offset order, up to the high watermark (or fewer: see next), and
-	// returns the offset to read from next. Control batches and batches
-	// that cannot be read (bad CRC, corrupt, decompressing past 8 MiB,
-	// legacy format) are skipped. The slices are valid only during the
-	// call (a nil key or value is a null one). visit returning false stops
-	// the read; next is then the offset after that record. A topic the
-	// cluster does not have reads as empty (next == offset).
-	ReadFrom(ctx context.Context, topic string, offset int64, visit func(offset int64, key, value []byte) bool) (next int64, err error)
-}
-
-// ErrUpstreamUnavailable wraps own-topic failures that may pass: no broker
-// answered, a broker answered with a retriable error code until the tries
-// ran out, or the context ended.
-var ErrUpstreamUnavailable = errors.New("proxy: upstream cluster unavailable for kseal's own topic")
-
-// Upstream returns kseal's own client of this exchange's upstream cluster.
-// It is never nil: outside the proxy (an exchange of a Standalone) its
-// methods fail with ErrNoUpstream.
-func (x *Exchange) Upstream() Upstream {
-	if x.conn == nil {
-		return noUpstream{}
-	}
-	return ownUpstream{vc: x.conn.vc}
-}
+// Upstream implements filter.Conn: kseal's own client of the connection's
+// upstream cluster.
+func (c *conn) Upstream() filter.Upstream { return ownUpstream{vc: c.vc} }
 
 // Upstream returns kseal's own client of the named virtual cluster's
 // upstream cluster, or nil when there is no such virtual cluster.
-func (s *Server) Upstream(virtualCluster string) Upstream {
+func (s *Server) Upstream(virtualCluster string) filter.Upstream {
 	for _, vc := range s.clusters {
 		if vc.name == virtualCluster {
 			return ownUpstream{vc: vc}
@@ -105,20 +71,7 @@ func (s *Server) Upstream(virtualCluster string) Upstream {
 	return nil
 }
 
-type noUpstream struct{}
-
-func (noUpstream) CreateTopic(context.Context, string, int16, map[string]string) error {
-	return ErrNoUpstream
-}
-
-func (noUpstream) Produce(context.Context, string, []byte, []byte) (int64, error) {
-	return 0, ErrNoUpstream
-}
-
-func (noUpstream) ReadFrom(_ context.Context, _ string, offset int64, _ func(int64, []byte, []byte) bool) (int64, error) {
-	return offset, ErrNoUpstream
-}
-
+// ownUpstream is the filter.Upstream of a virtual cluster.
 type ownUpstream struct{ vc *virtualCluster }
 
 // retriable reports whether a broker's error code may pass with a retry
@@ -142,7 +95,7 @@ func codeError(code int16) error {
 
 // retryOwn runs op up to ownAttempts times with backoff while it reports
 // the failure as retriable and ctx allows. The last error is wrapped in
-// ErrUpstreamUnavailable when it was retriable.
+// filter.ErrUpstreamUnavailable when it was retriable.
 func retryOwn(ctx context.Context, what string, op func() (retry bool, err error)) error {
 	backoff := ownBackoff
 	var err error
@@ -166,7 +119,7 @@ func retryOwn(ctx context.Context, what string, op func() (retry bool, err error
 		}
 		backoff = min(2*backoff, ownBackoffMax)
 	}
-	return fmt.Errorf("%s: %w: %w", what, ErrUpstreamUnavailable, err)
+	return fmt.Errorf("%s: %w: %w", what, filter.ErrUpstreamUnavailable, err)
 }
 
 // metadata asks the bootstrap servers about topic.

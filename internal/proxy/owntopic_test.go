@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/kseal/kseal/internal/filter"
 	"github.com/kseal/kseal/internal/records"
 )
 
@@ -23,7 +24,7 @@ type ownRecord struct {
 	key, value string
 }
 
-func readAll(t *testing.T, up Upstream, topic string, from int64) ([]ownRecord, int64) {
+func readAll(t *testing.T, up filter.Upstream, topic string, from int64) ([]ownRecord, int64) {
 	t.Helper()
 	var got []ownRecord
 	next, err := up.ReadFrom(context.Background(), topic, from, func(o int64, k, v []byte) bool {
@@ -124,21 +125,6 @@ func TestOwnTopicAgainstKfake(t *testing.T) {
 	stopped, err := up.ReadFrom(ctx, "__keys", 0, func(o int64, _, _ []byte) bool { return o < 2 })
 	if err != nil || stopped != 3 {
 		t.Fatalf("stop at offset 2: next %d, %v", stopped, err)
-	}
-}
-
-func TestNoUpstream(t *testing.T) {
-	var s Standalone
-	up := s.Exchange(0, 0, nil, 0, nil, 0).Upstream()
-	ctx := context.Background()
-	if err := up.CreateTopic(ctx, "t", 0, nil); !errors.Is(err, ErrNoUpstream) {
-		t.Fatal(err)
-	}
-	if _, err := up.Produce(ctx, "t", nil, nil); !errors.Is(err, ErrNoUpstream) {
-		t.Fatal(err)
-	}
-	if next, err := up.ReadFrom(ctx, "t", 4, nil); !errors.Is(err, ErrNoUpstream) || next != 4 {
-		t.Fatal(next, err)
 	}
 }
 

@@ -2,9 +2,9 @@
 // port and one port per upstream broker, pairs every client connection with
 // an upstream connection to the broker that port stands for, and forwards
 // size-prefixed Kafka frames both ways in order. Messages pass through as
-// bytes unless a Filter registered for their API key changes them; address
-// rewriting and encryption are such filters. This package knows nothing
-// about encryption.
+// bytes unless a filter (internal/filter) registered for their API key
+// changes them; address rewriting and encryption are such filters. This
+// package knows nothing about encryption.
 package proxy
 
 import (
@@ -22,6 +22,7 @@ import (
 
 	"github.com/kseal/kseal/internal/audit"
 	"github.com/kseal/kseal/internal/config"
+	"github.com/kseal/kseal/internal/filter"
 )
 
 // Server runs every virtual cluster of a config.
@@ -48,9 +49,9 @@ type Server struct {
 // is the last to see a response: it rewrites every broker address in what
 // the extra filters leave, once. An extra filter that re-encodes a
 // response holding broker endpoints must keep them as they are (a codec
-// walker with Mapper KeepAddresses), not drop or map them.
+// walker with Mapper filter.KeepAddresses), not drop or map them.
 type ClusterOptions struct {
-	Filters []Filter
+	Filters []filter.Filter
 	// VersionCaps lowers the highest version ApiVersions advertises for
 	// some APIs (e.g. to keep topic names in Produce and Fetch).
 	VersionCaps map[int16]int16
@@ -281,7 +282,7 @@ type virtualCluster struct {
 	audit audit.Emitter
 	// reqFilters and respFilters are the filters of each API key in the
 	// order they run on requests and on responses (see ClusterOptions).
-	reqFilters, respFilters map[int16][]Filter
+	reqFilters, respFilters map[int16][]filter.Filter
 	// added observes kseal_proxy_added_latency_seconds by API.
 	added *apiObservers
 
@@ -335,8 +336,8 @@ func newVirtualCluster(s *Server, cfg config.VirtualCluster, opts ClusterOptions
 		listeners: map[int]net.Listener{},
 		warned:    map[int32]bool{},
 
-		reqFilters:  map[int16][]Filter{},
-		respFilters: map[int16][]Filter{},
+		reqFilters:  map[int16][]filter.Filter{},
+		respFilters: map[int16][]filter.Filter{},
 
 		refreshSem: make(chan struct{}, 1),
 
@@ -574,12 +575,12 @@ func (vc *virtualCluster) handle(client net.Conn, node int32) {
 		client:   client,
 		upstream: up,
 		log:      log,
-		inflight: make(chan *Exchange, vc.cfg.Limits.MaxInFlightPerConnection),
+		inflight: make(chan *exchange, vc.cfg.Limits.MaxInFlightPerConnection),
 		draining: make(chan struct{}),
 		dead:     make(chan struct{}),
 	}
 	if certNames != nil {
-		c.identity.Store(NewIdentity(certNames, "", ""))
+		c.identity.Store(filter.NewIdentity(certNames, "", ""))
 	}
 	if !vc.srv.track(c) {
 		c.close()

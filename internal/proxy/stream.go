@@ -46,7 +46,7 @@ func (vc *virtualCluster) responseMode(key int16) streamMode {
 // false, having read nothing, when the response should take the buffered
 // path instead (a Fetch response header with tagged fields, which no broker
 // sends today); it returns the frame's size otherwise.
-func (c *conn) stream(r *bufio.Reader, w *bufio.Writer, x *Exchange, mode streamMode) (size int, ok bool, err error) {
+func (c *conn) stream(r *bufio.Reader, w *bufio.Writer, x *exchange, mode streamMode) (size int, ok bool, err error) {
 	b, err := r.Peek(frame.SizeLen)
 	if err != nil {
 		return 0, false, err

@@ -11,6 +11,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kseal/kseal/internal/filter"
 )
 
 // This file reads the newest record batches of a topic over kseal's own
@@ -37,28 +39,11 @@ const (
 // markers and tombstones at the end of a log say nothing).
 const MaxTailSteps = 4
 
-// ErrNoUpstream means there is no upstream connection to ask (an exchange
-// outside the proxy, as in filter tests).
-var ErrNoUpstream = errors.New("proxy: no upstream cluster to ask")
-
-// TailVisitor is given the record batches at the end of one partition's
-// log (the batch holding its newest offset, or with earlier true an older
-// stretch) as the broker sent them; the last batch may be partial. It
-// answers whether to look further back in this partition (earlier) and
-// whether the whole question is settled (stop: no more partitions are read).
-type TailVisitor func(partition int32, records []byte) (earlier, stop bool)
-
-// NewestBatches reads the newest record batches of every partition of topic
-// from the upstream cluster and hands them to visit, partition by
-// partition. A topic the cluster does not have has no partitions: visit is
-// never called and the answer is nil. Any other failure (no broker
-// reachable, an authorization or leadership error) is an error: the caller
-// cannot know what the topic holds.
-func (x *Exchange) NewestBatches(ctx context.Context, topic string, visit TailVisitor) error {
-	if x.conn == nil {
-		return ErrNoUpstream
-	}
-	return x.conn.vc.newestBatches(ctx, topic, visit)
+// NewestBatches implements filter.Conn (see there): it reads the newest
+// record batches of every partition of topic over kseal's own upstream
+// connections, going back at most MaxTailSteps times per partition.
+func (c *conn) NewestBatches(ctx context.Context, topic string, visit filter.TailVisitor) error {
+	return c.vc.newestBatches(ctx, topic, visit)
 }
 
 type tailPartition struct {
@@ -66,7 +51,7 @@ type tailPartition struct {
 	leader int32
 }
 
-func (vc *virtualCluster) newestBatches(ctx context.Context, topic string, visit TailVisitor) error {
+func (vc *virtualCluster) newestBatches(ctx context.Context, topic string, visit filter.TailVisitor) error {
 	parts, brokers, err := vc.tailMetadata(ctx, topic)
 	if err != nil {
 		return err
@@ -250,7 +235,7 @@ func parseMetadataV8(body []byte, topic string) ([]tailPartition, map[int32]stri
 }
 
 // tailLeader reads the newest batches of partitions led by the broker at addr.
-func (vc *virtualCluster) tailLeader(ctx context.Context, addr, topic string, partitions []int32, visit TailVisitor) (bool, error) {
+func (vc *virtualCluster) tailLeader(ctx context.Context, addr, topic string, partitions []int32, visit filter.TailVisitor) (bool, error) {
 	c, err := vc.ownConn(ctx, addr)
 	if err != nil {
 		return false, err

@@ -51,13 +51,11 @@ func (t *topicNames) lookup(id [16]byte) (string, bool) {
 // refreshInterval rate-limits lookups of unknown ids against the cluster.
 const refreshInterval = time.Second
 
-// TopicName returns the name of a topic id, asking the upstream cluster
-// when it is not known yet (at most once a second per virtual cluster).
-func (x *Exchange) TopicName(ctx context.Context, id [16]byte) (string, bool) {
-	if x.conn == nil {
-		return x.standalone.topicName(id)
-	}
-	vc := x.conn.vc
+// TopicName implements filter.Conn: the name of a topic id, asking the
+// upstream cluster when it is not known yet (at most once a second per
+// virtual cluster).
+func (c *conn) TopicName(ctx context.Context, id [16]byte) (string, bool) {
+	vc := c.vc
 	if n, ok := vc.topics.lookup(id); ok {
 		return n, true
 	}

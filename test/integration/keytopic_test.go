@@ -21,6 +21,7 @@ import (
 
 	"github.com/kseal/kseal/internal/config"
 	"github.com/kseal/kseal/internal/detkey"
+	"github.com/kseal/kseal/internal/filter"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/proxy"
 	"github.com/kseal/kseal/internal/recordcrypt"
@@ -49,7 +50,7 @@ func (k *wrapKMS) DecryptDEK(_ context.Context, edek []byte) ([]byte, error) {
 
 // ownUpstream builds a kseal server (not started: only its own client to
 // the cluster is used) and returns that client.
-func ownUpstream(t *testing.T) proxy.Upstream {
+func ownUpstream(t *testing.T) filter.Upstream {
 	t.Helper()
 	doc := fmt.Sprintf(`
 virtualClusters:

@@ -1,8 +1,15 @@
-package proxy
+// Package filter is kseal's filter API: the Exchange a filter sees (one
+// request and its response on a client connection), the Filter interface,
+// the Conn an exchange reaches its connection through (topic ids, the
+// client's identity, kseal's own upstream client), the per-side buffers and
+// state a connection keeps for its exchanges (Side), and Standalone, which
+// runs filters outside the proxy (in their own tests). The proxy plumbing
+// (internal/proxy) implements Conn and runs the filters; filters
+// (internal/encrypt) import this package, not the plumbing.
+package filter
 
 import (
 	"context"
-	"time"
 
 	"github.com/kseal/kseal/internal/codec"
 )
@@ -21,8 +28,9 @@ type Exchange struct {
 	// it (writing into Scratch) or answer locally by setting Response.
 	Request []byte
 	// Response is the response frame for the client. For a locally answered
-	// request a request filter sets it; for a forwarded one the plumbing sets
-	// it when the broker answers, before the response filters run.
+	// request a request filter sets it; for a forwarded one the
+	// plumbing sets it when the broker answers, before the response filters
+	// run.
 	Response []byte
 	// Local is set by a request filter that answered with Response; the
 	// request is then not forwarded.
@@ -37,15 +45,9 @@ type Exchange struct {
 	// side (e.g. which partitions were rejected locally).
 	State any
 
-	conn       *conn
-	standalone *Standalone // set instead of conn outside the proxy
-	scratch    *[2][]byte
-	state      *map[any]any
-	turn       int
-	started    time.Time
-	// added is the time the request side spent in kseal (header parsing
-	// and request filters), for kseal_proxy_added_latency_seconds.
-	added time.Duration
+	conn Conn  // set by Side.Bind
+	side *Side // the side running the exchange's filters now
+	turn int   // the scratch buffer Scratch gave last
 }
 
 // Filter transforms the messages of the API keys it registers for. Filters
@@ -60,6 +62,19 @@ type Filter interface {
 	OnResponse(ctx context.Context, x *Exchange) error
 }
 
+// NopFilter can be embedded to implement only one side.
+type NopFilter struct{}
+
+// OnRequest does nothing.
+func (NopFilter) OnRequest(context.Context, *Exchange) error { return nil }
+
+// OnResponse does nothing.
+func (NopFilter) OnResponse(context.Context, *Exchange) error { return nil }
+
+// Conn returns the connection the exchange runs on (nil for an exchange
+// no Side bound).
+func (x *Exchange) Conn() Conn { return x.conn }
+
 // Scratch returns an empty buffer owned by the connection that does not
 // alias the current request or response, for a filter to build a new frame
 // in. The buffer is reused: it is valid until the next call of Scratch on
@@ -67,7 +82,7 @@ type Filter interface {
 func (x *Exchange) Scratch() []byte {
 	for i := 0; i < 2; i++ {
 		x.turn ^= 1
-		b := x.scratch[x.turn]
+		b := x.side.scratch[x.turn]
 		if !aliases(b, x.Request) && !aliases(b, x.Response) {
 			return b[:0]
 		}
@@ -94,39 +109,64 @@ func (x *Exchange) RewriteResponse(fn func(dst, body []byte) ([]byte, bool, erro
 // (request or response), creating it with mk on first use. Filters keep
 // reusable, non-thread-safe helpers there (walkers, buffers).
 func (x *Exchange) ConnState(key any, mk func() any) any {
-	m := x.state
-	if v, ok := (*m)[key]; ok {
+	s := x.side
+	if v, ok := s.state[key]; ok {
 		return v
 	}
-	if *m == nil {
-		*m = map[any]any{}
+	if s.state == nil {
+		s.state = map[any]any{}
 	}
 	v := mk()
-	(*m)[key] = v
+	s.state[key] = v
 	return v
 }
 
-func aliases(a, b []byte) bool {
-	if cap(a) == 0 || cap(b) == 0 {
-		return false
+// TopicName returns the name of a topic id (Conn.TopicName); false when
+// the connection cannot tell.
+func (x *Exchange) TopicName(ctx context.Context, id [16]byte) (string, bool) {
+	if x.conn == nil {
+		return "", false
 	}
-	return &a[:1][0] == &b[:1][0]
+	return x.conn.TopicName(ctx, id)
 }
 
-// NopFilter can be embedded to implement only one side.
-type NopFilter struct{}
+// Identity returns what kseal knows of the client on this exchange's
+// connection: never nil (an identity without names when nothing is known).
+func (x *Exchange) Identity() *Identity {
+	if x.conn != nil {
+		if id := x.conn.ClientIdentity(); id != nil {
+			return id
+		}
+	}
+	return noIdentity
+}
 
-// OnRequest does nothing.
-func (NopFilter) OnRequest(context.Context, *Exchange) error { return nil }
+// Upstream returns kseal's own client of this exchange's upstream cluster.
+// It is never nil: outside the proxy (an exchange of a Standalone) its
+// methods fail with ErrNoUpstream.
+func (x *Exchange) Upstream() Upstream {
+	if x.conn == nil {
+		return noUpstream{}
+	}
+	return x.conn.Upstream()
+}
 
-// OnResponse does nothing.
-func (NopFilter) OnResponse(context.Context, *Exchange) error { return nil }
+// NewestBatches reads the newest record batches of every partition of
+// topic from the upstream cluster and hands them to visit
+// (Conn.NewestBatches); without a connection it fails with ErrNoUpstream.
+func (x *Exchange) NewestBatches(ctx context.Context, topic string, visit TailVisitor) error {
+	if x.conn == nil {
+		return ErrNoUpstream
+	}
+	return x.conn.NewestBatches(ctx, topic, visit)
+}
 
 // KeepAddresses is the codec.AddressMapper for the walkers of extra filters
-// (ClusterOptions): it keeps every broker endpoint as the broker sent it.
-// Those filters see a response before the built-in address filter, which
-// then maps each endpoint to the proxy once; a walker with no mapper would
-// drop them instead, and the client would lose the KIP-951 leader hints.
+// (proxy.ClusterOptions): it keeps every broker endpoint as the broker sent
+// it. Those filters see a response before the built-in address filter,
+// which then maps each endpoint to the proxy once; a walker with no mapper
+// would drop them instead, and the client would lose the KIP-951 leader
+// hints.
 var KeepAddresses codec.AddressMapper = codec.MapperFunc(func(_ int32, host string, port int32) (string, int32, bool) {
 	return host, port, true
 })

@@ -1,21 +1,25 @@
-package proxy
+package filter
 
-// Standalone owns what a client connection gives its exchanges (scratch
-// buffers, per-connection filter state, topic id resolution), so filters
-// can run outside the proxy, in their own tests. Like a
-// connection, it is not safe for concurrent use.
+import "context"
+
+// Standalone is the Conn and Side of filters run outside the proxy, in
+// their own tests: it owns what a client connection gives its exchanges
+// (scratch buffers, per-connection filter state, topic id resolution, the
+// client's identity). One Side serves both the requests and the responses.
+// Like a connection's side, it is not safe for concurrent use.
 type Standalone struct {
 	// Topics resolves topic ids for Exchange.TopicName.
 	Topics map[[16]byte]string
 	// Identity is the client's identity for Exchange.Identity (nil: none);
-	// a SASL login the identity filter sees succeed replaces it.
+	// a SASL login the proxy's identity filter sees succeed replaces it.
 	Identity *Identity
 
-	scratch [2][]byte
-	state   map[any]any
+	side Side
 	// The caller's frames of the current exchange: never kept as scratch.
 	request, response []byte
 }
+
+var _ Conn = (*Standalone)(nil)
 
 // Exchange returns an exchange for one message: request is the request
 // frame without its size prefix; response, if not nil, the response frame
@@ -23,17 +27,16 @@ type Standalone struct {
 // within them.
 func (s *Standalone) Exchange(apiKey, version int16, request []byte, headerLen int, response []byte, respHeaderLen int) *Exchange {
 	s.request, s.response = request, response
-	return &Exchange{
+	x := &Exchange{
 		APIKey:        apiKey,
 		APIVersion:    version,
 		HeaderLen:     headerLen,
 		Request:       request,
 		Response:      response,
 		RespHeaderLen: respHeaderLen,
-		scratch:       &s.scratch,
-		state:         &s.state,
-		standalone:    s,
 	}
+	s.side.Bind(x, s)
+	return x
 }
 
 // Done ends an exchange: the buffers its filters built are kept for the
@@ -41,15 +44,27 @@ func (s *Standalone) Exchange(apiKey, version int16, request []byte, headerLen i
 // not be used afterwards.
 func (s *Standalone) Done(x *Exchange) {
 	if !aliases(x.Request, s.request) {
-		keepScratch(&s.scratch, nil, x.Request)
+		s.side.Keep(x.Request, nil)
 	}
 	if !aliases(x.Response, s.response) {
-		keepScratch(&s.scratch, nil, x.Response)
+		s.side.Keep(x.Response, nil)
 	}
 	s.request, s.response = nil, nil
 }
 
-func (s *Standalone) topicName(id [16]byte) (string, bool) {
+// TopicName looks id up in Topics.
+func (s *Standalone) TopicName(_ context.Context, id [16]byte) (string, bool) {
 	n, ok := s.Topics[id]
 	return n, ok
+}
+
+// ClientIdentity is Identity.
+func (s *Standalone) ClientIdentity() *Identity { return s.Identity }
+
+// Upstream is a client whose methods fail with ErrNoUpstream.
+func (s *Standalone) Upstream() Upstream { return noUpstream{} }
+
+// NewestBatches fails with ErrNoUpstream.
+func (s *Standalone) NewestBatches(context.Context, string, TailVisitor) error {
+	return ErrNoUpstream
 }

@@ -1,0 +1,61 @@
+package filter
+
+// MaxKept bounds the buffers a Side keeps for later exchanges (and the
+// plumbing its read buffers): a larger one is dropped after use, so one
+// huge fetch does not pin memory.
+const MaxKept = 4 << 20
+
+// Side is what one side (requests or responses) of a client connection
+// keeps for the exchanges it runs: two scratch buffers, reused from
+// exchange to exchange (Exchange.Scratch), and the filters' per-connection
+// state (Exchange.ConnState). A proxy connection has one per side, a
+// Standalone one for both. Like a side's goroutine, it is not safe for
+// concurrent use.
+type Side struct {
+	scratch [2][]byte
+	state   map[any]any
+}
+
+// Bind makes x an exchange of c run by this side: from now on x's Scratch
+// buffers and ConnState are the side's. The plumbing binds an exchange to
+// its request side for the request filters, then to its response side for
+// the response filters.
+func (s *Side) Bind(x *Exchange, c Conn) {
+	x.conn = c
+	x.side = s
+}
+
+// Keep keeps b, a buffer a filter built, as one of the side's scratch
+// buffers for later exchanges, unless it is read (the plumbing's read
+// buffer, which b may be) or larger than MaxKept. The caller is done with
+// b.
+func (s *Side) Keep(b, read []byte) {
+	if cap(b) == 0 || cap(b) > MaxKept || aliases(b, read) {
+		return
+	}
+	for i := range s.scratch {
+		if aliases(b, s.scratch[i]) {
+			if cap(b) > cap(s.scratch[i]) {
+				s.scratch[i] = b[:0]
+			}
+			return
+		}
+	}
+	// A filter allocated a fresh buffer: keep it in place of the smaller slot.
+	i := 0
+	if cap(s.scratch[1]) < cap(s.scratch[0]) {
+		i = 1
+	}
+	if cap(b) > cap(s.scratch[i]) {
+		s.scratch[i] = b[:0]
+	}
+}
+
+// aliases reports whether a and b start at the same address (a buffer and
+// a slice of it from its start).
+func aliases(a, b []byte) bool {
+	if cap(a) == 0 || cap(b) == 0 {
+		return false
+	}
+	return &a[:1][0] == &b[:1][0]
+}
