@@ -17,7 +17,6 @@ import (
 	"github.com/kseal/kseal/internal/dek"
 	"github.com/kseal/kseal/internal/detkey"
 	"github.com/kseal/kseal/internal/filter"
-	"github.com/kseal/kseal/internal/frame"
 	"github.com/kseal/kseal/internal/kms"
 	"github.com/kseal/kseal/internal/policy"
 	"github.com/kseal/kseal/internal/recordcrypt"
@@ -251,19 +250,9 @@ func (f *Filter) refuseAll(x *filter.Exchange, st *produceState, code *kerr.Erro
 }
 
 func (f *Filter) localResponse(x *filter.Exchange, st *produceState, errorFor func(t *codec.ProduceTopic, p *codec.ProducePartition) int16) error {
-	msg, start := frame.StartResponse(x.Scratch(), x.CorrelationID, respHeaderVersion(x))
-	msg = codec.BuildProduceErrorResponse(msg, &st.req, errorFor)
-	if err := frame.FinishFrame(msg, start); err != nil {
-		return err
-	}
-	x.Response = msg[frame.SizeLen:]
-	x.Local = true
-	return nil
-}
-
-func respHeaderVersion(x *filter.Exchange) int8 {
-	v, _ := frame.ResponseHeaderVersion(x.APIKey, x.APIVersion)
-	return v
+	return x.Answer(func(dst []byte) []byte {
+		return codec.BuildProduceErrorResponse(dst, &st.req, errorFor)
+	})
 }
 
 // logRefusal logs a refused request: one line naming its first refused

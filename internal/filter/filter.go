@@ -10,8 +10,10 @@ package filter
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/kseal/kseal/internal/codec"
+	"github.com/kseal/kseal/internal/frame"
 )
 
 // An Exchange is one request and its response on a client connection, as
@@ -25,10 +27,10 @@ type Exchange struct {
 	HeaderLen int
 
 	// Request is the request frame to forward. A request filter may replace
-	// it (writing into Scratch) or answer locally by setting Response.
+	// it (writing into Scratch) or answer locally (Answer).
 	Request []byte
 	// Response is the response frame for the client. For a locally answered
-	// request a request filter sets it; for a forwarded one the
+	// request a request filter sets it (Answer); for a forwarded one the
 	// plumbing sets it when the broker answers, before the response filters
 	// run.
 	Response []byte
@@ -102,6 +104,28 @@ func (x *Exchange) RewriteResponse(fn func(dst, body []byte) ([]byte, bool, erro
 	if changed {
 		x.Response = out
 	}
+	return nil
+}
+
+// Answer answers the request locally, for a request filter: it builds the
+// response frame in a scratch buffer (the correlation id, the response
+// header version of the exchange's API key and version, then what body
+// appends to its argument), and sets Response, RespHeaderLen and Local. The
+// request is then not forwarded, and later request filters do not run.
+func (x *Exchange) Answer(body func(dst []byte) []byte) error {
+	hv, ok := frame.ResponseHeaderVersion(x.APIKey, x.APIVersion)
+	if !ok {
+		return fmt.Errorf("no response header version for API key %d v%d", x.APIKey, x.APIVersion)
+	}
+	msg, start := frame.StartResponse(x.Scratch(), x.CorrelationID, hv)
+	header := len(msg) - start - frame.SizeLen
+	msg = body(msg)
+	if err := frame.FinishFrame(msg, start); err != nil {
+		return err
+	}
+	x.Response = msg[start+frame.SizeLen:]
+	x.RespHeaderLen = header
+	x.Local = true
 	return nil
 }
 

@@ -2,12 +2,56 @@ package filter
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"slices"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kseal/kseal/internal/frame"
 )
+
+// Answer writes the response header of the exchange's API and version: v0
+// (correlation id only) for ApiVersions and non-flexible versions, v1 (an
+// empty tag section) for flexible ones, then the body, in a frame the
+// plumbing can write with its size prefix.
+func TestAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		key, version int16
+		headerLen    int
+	}{
+		{int16(kmsg.ApiVersions), 4, 4}, // flexible, but ApiVersions answers with header v0
+		{int16(kmsg.Produce), 7, 4},
+		{int16(kmsg.Produce), 9, 5},
+		{int16(kmsg.Fetch), 13, 5},
+	} {
+		var s Standalone
+		x := s.Exchange(tc.key, tc.version, []byte("request"), 7, nil, 0)
+		x.CorrelationID = 0x01020304
+		if err := x.Answer(func(dst []byte) []byte { return append(dst, "body"...) }); err != nil {
+			t.Fatal(err)
+		}
+		if !x.Local || x.RespHeaderLen != tc.headerLen {
+			t.Fatalf("key %d v%d: local %v, header %d, want %d", tc.key, tc.version, x.Local, x.RespHeaderLen, tc.headerLen)
+		}
+		if got := binary.BigEndian.Uint32(x.Response); got != 0x01020304 {
+			t.Fatalf("correlation id %x", got)
+		}
+		rh, err := frame.ParseResponseHeader(x.Response, tc.key, tc.version)
+		if err != nil || rh.Len != tc.headerLen {
+			t.Fatalf("key %d v%d: header %+v, %v", tc.key, tc.version, rh, err)
+		}
+		if string(x.Response[tc.headerLen:]) != "body" {
+			t.Fatalf("body %q", x.Response[tc.headerLen:])
+		}
+	}
+	var s Standalone
+	x := s.Exchange(-7, 0, nil, 0, nil, 0)
+	if err := x.Answer(func(dst []byte) []byte { return dst }); err == nil || x.Local {
+		t.Fatalf("unknown API key answered: %v", err)
+	}
+}
 
 // Scratch never hands out a buffer the exchange's request or response
 // lives in, and a buffer kept after one exchange serves the next.

@@ -8,7 +8,6 @@ import (
 
 	"github.com/kseal/kseal/internal/codec"
 	"github.com/kseal/kseal/internal/filter"
-	"github.com/kseal/kseal/internal/frame"
 )
 
 // builtinFilters are the filters every virtual cluster runs: broker address
@@ -69,14 +68,10 @@ func (apiVersionsFilter) OnRequest(_ context.Context, x *filter.Exchange) error 
 	}
 	// A version kseal cannot read the answer of: answer as a broker does,
 	// with UNSUPPORTED_VERSION and the versions to retry with.
-	msg, start := frame.StartResponse(x.Scratch(), x.CorrelationID, 0)
-	msg = codec.AppendApiVersionsUnsupported(msg, codec.ApiVersionsMaxVersion)
-	if err := frame.FinishFrame(msg, start); err != nil {
-		return err
-	}
-	x.Response = msg[frame.SizeLen:]
-	x.Local = true
-	return nil
+	// (Answer writes the header ApiVersions always has: v0, no tags.)
+	return x.Answer(func(dst []byte) []byte {
+		return codec.AppendApiVersionsUnsupported(dst, codec.ApiVersionsMaxVersion)
+	})
 }
 
 func (f apiVersionsFilter) OnResponse(_ context.Context, x *filter.Exchange) error {
