@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -133,79 +132,4 @@ func (f *addressFilter) OnResponse(_ context.Context, x *filter.Exchange) error 
 	return x.RewriteResponse(func(dst, body []byte) ([]byte, bool, error) {
 		return rewrite(dst, body, x.APIVersion, f.vc)
 	})
-}
-
-// refreshMetadata asks the upstream cluster for its brokers and records
-// them (binding their proxy ports) through MapBroker.
-func (vc *virtualCluster) refreshMetadata(ctx context.Context) error {
-	return vc.metadata(ctx, false)
-}
-
-// metadata asks the upstream cluster for its brokers (and, with
-// allTopics, every topic's id and name) and records what it learns. When
-// every bootstrap server fails, the error is an authentication outcome
-// (isSASLError) if any server gave one, so the caller can tell "log in
-// differently" from "cannot reach".
-func (vc *virtualCluster) metadata(ctx context.Context, allTopics bool) error {
-	select { // waiting for another refresh counts against ctx too
-	case vc.refreshSem <- struct{}{}:
-	case <-ctx.Done():
-		return fmt.Errorf("waiting for another metadata refresh: %w", ctx.Err())
-	}
-	defer func() { <-vc.refreshSem }()
-	var lastErr, saslErr error
-	for _, addr := range vc.cfg.Upstream.BootstrapServers {
-		err := vc.fetchMetadata(ctx, addr, allTopics)
-		if err == nil {
-			vc.reachedUpstream.Store(true)
-			vc.ownReached.Store(true)
-			vc.noteOwn(nil)
-			return nil
-		}
-		lastErr = err
-		if saslErr == nil && isSASLError(err) {
-			saslErr = err
-		}
-	}
-	if saslErr != nil {
-		lastErr = saslErr
-	}
-	vc.noteOwn(lastErr)
-	return lastErr
-}
-
-const metadataVersion = 12
-
-func (vc *virtualCluster) fetchMetadata(ctx context.Context, addr string, allTopics bool) error {
-	c, err := vc.ownConn(ctx, addr)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	req := kmsg.NewPtrMetadataRequest()
-	req.SetVersion(metadataVersion)
-	if !allTopics {
-		req.Topics = []kmsg.MetadataRequestTopic{} // brokers only; nil asks for all
-	}
-	corr := int32(100) // after any SASL exchange's ids
-	body, err := ownRoundTrip(c, int16(kmsg.Metadata), metadataVersion, corr, req, vc.cfg.Limits.MaxFrameBytes)
-	if err != nil {
-		// A SASL listener closes a connection whose first request is
-		// neither ApiVersions nor SaslHandshake: ask it whether that is
-		// why, so the log can say what to configure.
-		if vc.sasl == nil && closedByPeer(err) {
-			c.Close()
-			if req := vc.probeSASL(ctx, addr); req != nil {
-				return req
-			}
-		}
-		return fmt.Errorf("metadata exchange with %s: %w", addr, err)
-	}
-	if _, _, err := codec.RewriteMetadataResponse(nil, body, metadataVersion, vc); err != nil {
-		return fmt.Errorf("metadata response from %s: %w", addr, err)
-	}
-	if err := codec.WalkMetadataTopics(body, metadataVersion, vc.topics.learn); err != nil {
-		return fmt.Errorf("metadata response from %s: %w", addr, err)
-	}
-	return nil
 }
