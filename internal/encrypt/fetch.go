@@ -609,6 +609,10 @@ func (f *Filter) decryptRecord(ctx context.Context, cur *state, x *filter.Exchan
 	return nil
 }
 
+// reasonKMSDenied is the metric and log reason of a fetch failed because
+// the KMS refused kseal's access (kms.ErrAccessDenied).
+const reasonKMSDenied = "kms_access_denied"
+
 // decryptor returns the AEAD of env's DEK: the last one when the EDEK is
 // the same, else the DEK manager's (its cache, or the KMS).
 func (st *fetchWorker) decryptor(ctx context.Context, cur *state, offset int64, env recordcrypt.Envelope) (cipher.AEAD, *decryptError) {
@@ -623,6 +627,12 @@ func (st *fetchWorker) decryptor(ctx context.Context, cur *state, offset int64, 
 			e.code, e.reason = errKEKMissing, "kek_missing"
 		case dek.Retriable(err):
 			e.code, e.reason = errFetchKMS, "kms" // transient: consumers retry
+		case errors.Is(err, kms.ErrAccessDenied):
+			// kseal's credentials are refused: the records are intact and
+			// the key exists, so neither CORRUPT_MESSAGE nor
+			// RESOURCE_NOT_FOUND; consumers retry until an operator
+			// restores the access (the log line and the reason say so).
+			e.code, e.reason = errFetchKMS, reasonKMSDenied
 		default:
 			// The KMS refused the EDEK (altered, or not its key): the
 			// record is corrupt for every reader, retrying cannot help.
@@ -710,6 +720,8 @@ func (f *Filter) detKeyForRead(ctx context.Context, x *filter.Exchange, aadTopic
 	case dek.Retriable(err):
 		// Key topic unreachable, KMS down: consumers retry.
 		return fail(errFetchKMS, "det_key", err)
+	case errors.Is(err, kms.ErrAccessDenied):
+		return fail(errFetchKMS, reasonKMSDenied, err) // as for an envelope's DEK
 	}
 	// The KMS refused the key record's EDEK: as for an envelope's.
 	return fail(errTampered, "tampered", err)

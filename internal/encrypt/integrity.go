@@ -262,7 +262,11 @@ func (f *Filter) checkKEK(ctx context.Context, cur *state, w *fetchWorker, offse
 			}
 		}
 		if !allowed && retry != nil {
-			return &decryptError{code: errFetchKMS, reason: "kms", offset: offset, kek: info.KEK,
+			reason := "kms"
+			if errors.Is(retry, kms.ErrAccessDenied) {
+				reason = reasonKMSDenied
+			}
+			return &decryptError{code: errFetchKMS, reason: reason, offset: offset, kek: info.KEK,
 				err: fmt.Errorf("record at offset %d: resolving the KEKs the rule allows: %w", offset, retry)}
 		}
 	}

@@ -137,6 +137,9 @@ func (f *Filter) produce(ctx context.Context, x *filter.Exchange) error {
 	defer func() {
 		st.tick.end()
 		st.proc.SetLimit(0, nil)
+		// The budget no longer accounts the Processor's buffers: do not
+		// keep a large batch's for the connection.
+		st.proc.Trim()
 		if cap(st.out) > maxKeptOut {
 			st.out = nil
 		}

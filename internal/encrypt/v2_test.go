@@ -3,6 +3,7 @@ package encrypt
 import (
 	"bytes"
 	"context"
+	"crypto/cipher"
 	"crypto/sha256"
 	"crypto/sha512"
 	"errors"
@@ -438,6 +439,7 @@ func TestV2FetchErrors(t *testing.T) {
 		{"key topic unreachable", fmt.Errorf("%w: key topic: connection refused", dek.ErrUnavailable), kerr.KafkaStorageError},
 		{"KEK gone", fmt.Errorf("unwrap: %w", kms.ErrKeyNotFound), kerr.ResourceNotFound},
 		{"KMS refuses the key's EDEK", errors.New("unwrap: invalid ciphertext"), kerr.CorruptMessage},
+		{"KMS refuses kseal's access", fmt.Errorf("unwrap: %w: HTTP 403", kms.ErrAccessDenied), kerr.KafkaStorageError},
 		{"too many keys", fmt.Errorf("read: %w", detkey.ErrTooManyKeys), kerr.PolicyViolation},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -686,5 +688,32 @@ func BenchmarkFetchV2(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/record")
 		})
+	}
+}
+
+// deniedKeys answers every unwrap as a KMS refusing kseal's credentials.
+type deniedKeys struct{ Keys }
+
+func (deniedKeys) Decryptor(context.Context, []byte) (cipher.AEAD, error) {
+	return nil, fmt.Errorf("vault: decrypt: %w: HTTP 403 permission denied", kms.ErrAccessDenied)
+}
+
+// A KMS refusing kseal's access is neither a corrupt record nor a missing
+// key: the partition gets KAFKA_STORAGE_ERROR (retriable), counted and
+// logged as kms_access_denied. It was CORRUPT_MESSAGE (the default for a
+// KMS refusal), which told consumers their data was damaged.
+func TestFetchKMSAccessDenied(t *testing.T) {
+	recs := []testRecord{{key: []byte("k1"), value: []byte("a")}, {key: []byte("k2"), value: []byte("b")}}
+	for _, topic := range []string{"v", "enc-a"} {
+		f := newV2Filter(t, nil, nil)
+		set := encryptV2(t, f, topic, recs, records.CodecNone, 0)
+		g := newV2Filter(t, nil, func(o *Options) { o.Keys = deniedKeys{f.state.Load().keys} })
+		got, code := fetchRecords(t, g, topic, set)
+		if code != kerr.KafkaStorageError.Code || len(got) != 0 {
+			t.Errorf("%s: code %d, %d records; want KAFKA_STORAGE_ERROR (56), none", topic, code, len(got))
+		}
+		if n := counterValue(t, g.m.errors.WithLabelValues("fetch", reasonKMSDenied)); n != 1 {
+			t.Errorf("%s: kseal_encryption_errors_total{reason=%q} = %v, want 1", topic, reasonKMSDenied, n)
+		}
 	}
 }

@@ -26,6 +26,14 @@ var ErrKeyNotFound = errors.New("kms: key not found")
 // wraps at most one of ErrKeyNotFound and ErrKeyUnusable.
 var ErrKeyUnusable = errors.New("kms: key exists but is unusable")
 
+// ErrAccessDenied means the KMS refused kseal's credentials, or their
+// permissions for this key or operation (HTTP 401/403, AWS
+// AccessDeniedException, KMIP Permission Denied): neither the key nor the
+// data is at fault, and an operator must act. It is not retried. A KMS
+// that answers a refusal for a disabled key may wrap ErrKeyUnusable as
+// well: callers check ErrKeyNotFound and ErrKeyUnusable first.
+var ErrAccessDenied = errors.New("kms: access denied")
+
 // ErrUnavailable wraps transient failures (timeouts, 5xx, connection refused)
 // that are worth retrying.
 var ErrUnavailable = errors.New("kms: unavailable")

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"slices"
 
 	"github.com/klauspost/compress/gzip"
@@ -54,6 +55,8 @@ type Codecs struct {
 	lzw *lz4.Writer
 	zr  *zstd.Decoder
 	zw  *zstd.Encoder
+
+	zwin int // the window zr is limited to (its buffers hold about that)
 }
 
 // NewCodecs returns codec state that refuses to decompress past
@@ -71,10 +74,7 @@ func (c *Codecs) MaxDecompressed() int { return c.max }
 // Close releases the zstd decoder and encoder. The Codecs stays usable: they
 // are made again on next use.
 func (c *Codecs) Close() {
-	if c.zr != nil {
-		c.zr.Close()
-		c.zr = nil
-	}
+	c.dropZstd()
 	if c.zw != nil {
 		c.zw.Close()
 		c.zw = nil
@@ -99,7 +99,8 @@ func (c *Codecs) Decompress(dst, src []byte, codec Codec) ([]byte, error) {
 }
 
 // Reserve is called before a decompression buffer grows, with the number of
-// bytes the output may then reach (beyond where it started). Returning an
+// bytes the output may then reach (beyond where it started), plus for zstd
+// the decoder's own buffers. Returning an
 // error stops decompression; DecompressLimit returns it wrapped. It lets a
 // caller account memory (e.g. a process-wide budget) before it is allocated.
 type Reserve func(total int) error
@@ -107,10 +108,13 @@ type Reserve func(total int) error
 // DecompressLimit is Decompress with a bound of limit bytes (the Codecs'
 // own bound when limit <= 0 or above it) and a Reserve hook (nil: none)
 // called before the output buffer grows: every byte it appends was reserved
-// first, whatever the codec. A zstd frame whose size is not declared is
-// decoded into a buffer of a guessed size, doubled (and reserved again) as
-// long as it is too small and below limit, so a bomb costs at most limit
-// bytes and twice the decoding work.
+// first, whatever the codec. The output buffer starts at the declared size
+// (zstd, snappy) or a guess, and doubles (reserved again each time) while
+// the data lasts and the bound allows, so a bomb costs at most limit bytes
+// of output, and about as much again in the smaller buffers it outgrew
+// (garbage until collected). For zstd the reservation includes the
+// decoder's window (see unzstd), which the Codecs may keep for the next
+// batch.
 func (c *Codecs) DecompressLimit(dst, src []byte, codec Codec, limit int, reserve Reserve) ([]byte, error) {
 	if limit <= 0 || limit > c.max {
 		limit = c.max
@@ -143,7 +147,7 @@ func (c *Codecs) decompress(dst, src []byte, codec Codec, limit int, reserve Res
 		if err := c.gzr.Reset(&c.src); err != nil {
 			return dst, fmt.Errorf("%w: %w", ErrCorrupt, err)
 		}
-		return readBounded(dst, &c.gzr, limit, len(src), reserve)
+		return readBounded(dst, &c.gzr, limit, 4*len(src), 0, reserve)
 	case CodecSnappy:
 		return c.unsnappy(dst, src, limit, reserve)
 	case CodecLz4:
@@ -152,7 +156,7 @@ func (c *Codecs) decompress(dst, src []byte, codec Codec, limit int, reserve Res
 		}
 		c.src.Reset(src)
 		c.lzr.Reset(&c.src)
-		return readBounded(dst, c.lzr, limit, len(src), reserve)
+		return readBounded(dst, c.lzr, limit, 4*len(src), 0, reserve)
 	case CodecZstd:
 		return c.unzstd(dst, src, limit, reserve)
 	}
@@ -163,70 +167,120 @@ func (c *Codecs) decompress(dst, src []byte, codec Codec, limit int, reserve Res
 // size is first decoded into.
 const zstdFirstGuess = 256 << 10
 
-// unzstd decodes zstd into a buffer it sizes itself: DecodeAll is limited
-// to the buffer's capacity (WithDecodeAllCapLimit), so nothing is allocated
-// that was not reserved first.
+// zstdKeepWindow is the largest window the zstd decoder keeps its buffers
+// for between batches: the decoder is dropped after a batch whose window
+// was larger (Kafka's clients write windows of 2 MiB at the default level,
+// 8 MiB up to level 19), so one batch does not pin its memory in a pooled
+// Codecs forever.
+const zstdKeepWindow = 8 << 20
+
+// zstdRing is what the zstd decoder holds for a window of w bytes: the
+// window plus room for two blocks (its ring buffer), and the block
+// decoder's own buffers.
+func zstdRing(w int) int { return w + 4*(128<<10+64) }
+
+// unzstd decodes zstd as a stream into a buffer readBounded grows, so the
+// output never grows past what was reserved, and a frame that lies about
+// its size (or declares none) costs at most limit bytes of output. The
+// decoder keeps a window of history besides: its maximum is set per call
+// to the first frame's window (rounded up to a power of two, never below
+// what the decoder may already hold), and reserved with the output, so a
+// frame cannot make the decoder allocate more than was reserved.
+//
+// DecodeAll is not used: given too small a buffer, even with
+// WithDecodeAllCapLimit, it grows the buffer by appending past its
+// capacity (a whole copy, 1.25 times as large) before it notices, so a
+// bomb cost the reserved bytes plus about as much again, unreserved, for
+// each guess of the size.
 func (c *Codecs) unzstd(dst, src []byte, limit int, reserve Reserve) ([]byte, error) {
-	if c.zr == nil {
-		zr, err := zstd.NewReader(nil,
-			zstd.WithDecoderConcurrency(1),
-			zstd.WithDecoderMaxMemory(uint64(c.max)),
-			zstd.WithDecodeAllCapLimit(true),
-		)
-		if err != nil {
-			return dst, fmt.Errorf("create zstd decoder: %w", err)
-		}
-		c.zr = zr
-	}
-	want := min(limit, max(zstdFirstGuess, 8*len(src)))
 	var h zstd.Header
-	if err := h.Decode(src); err == nil && h.HasFCS {
+	if err := h.Decode(src); err != nil {
+		return dst, fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	first := min(limit, max(zstdFirstGuess, 8*len(src)))
+	if h.HasFCS {
 		if h.FrameContentSize > uint64(limit) {
 			return dst, ErrTooLarge
 		}
-		// Several frames may follow: the guess grows below if needed.
-		want = max(int(h.FrameContentSize), 1)
+		// One byte more than the frame holds, so the end is seen without
+		// growing the buffer; several frames may follow: it grows if so.
+		first = int(h.FrameContentSize) + 1
 	}
-	start := len(dst)
-	for {
-		if err := reserve(want); err != nil {
-			return dst[:start], err
-		}
-		dst = slices.Grow(dst[:start], want)
-		out, err := c.zr.DecodeAll(src, dst[:start:start+want])
-		if err == nil {
-			if len(out) > 0 && &out[:1][0] == &dst[:1][0] {
-				// Decoded in place: give the caller back the buffer's whole
-				// capacity, not the window DecodeAll was limited to.
-				return dst[:len(out)], nil
-			}
-			return out, nil
-		}
-		if !errors.Is(err, zstd.ErrDecoderSizeExceeded) && !errors.Is(err, zstd.ErrWindowSizeExceeded) {
-			return dst[:start], fmt.Errorf("%w: %w", ErrCorrupt, err)
-		}
-		if want >= limit || errors.Is(err, zstd.ErrWindowSizeExceeded) {
-			return dst[:start], fmt.Errorf("%w: %w", ErrTooLarge, err)
-		}
-		want = min(limit, 2*want)
+	window := max(h.WindowSize, zstd.MinWindowSize)
+	switch {
+	case h.SingleSegment:
+		window = max(h.FrameContentSize, zstd.MinWindowSize) // the frame is its own window
+	case h.Skippable:
+		window = uint64(c.max) // no Kafka client writes them: the frames after may need any window
+	}
+	if window > uint64(c.max) {
+		return dst, fmt.Errorf("%w: zstd window of %d bytes", ErrTooLarge, window)
+	}
+	window = min(max(uint64(c.zwin), 1<<bits.Len64(window-1)), uint64(c.max))
+	ring := zstdRing(int(window))
+	if err := reserve(ring); err != nil {
+		return dst, err
+	}
+	c.src.Reset(src)
+	var err error
+	switch {
+	case c.zr == nil:
+		c.zr, err = zstd.NewReader(&c.src,
+			zstd.WithDecoderConcurrency(1),
+			zstd.WithDecoderLowmem(true),
+			zstd.WithDecodeBuffersBelow(0),
+			// In a stream the decoder's "max memory" bounds every
+			// frame's window, single-segment frames' too, which the
+			// max window does not.
+			zstd.WithDecoderMaxMemory(window),
+		)
+	case int(window) != c.zwin:
+		err = c.zr.ResetWithOptions(&c.src, zstd.WithDecoderMaxMemory(window))
+	default:
+		err = c.zr.Reset(&c.src)
+	}
+	if err != nil {
+		c.dropZstd()
+		return dst, fmt.Errorf("zstd decoder: %w", err)
+	}
+	c.zwin = int(window)
+	out, err := readBounded(dst, c.zr, limit, first, ring, reserve)
+	c.src.Reset(nil)
+	if c.zwin > zstdKeepWindow {
+		c.dropZstd()
+	}
+	if errors.Is(err, zstd.ErrWindowSizeExceeded) || errors.Is(err, zstd.ErrDecoderSizeExceeded) {
+		return out, fmt.Errorf("%w: a later frame's zstd window is larger than the first's (%d bytes)", ErrTooLarge, window)
+	}
+	return out, err
+}
+
+// dropZstd closes the zstd decoder; the next zstd batch makes a new one.
+func (c *Codecs) dropZstd() {
+	if c.zr != nil {
+		c.zr.Close()
+		c.zr, c.zwin = nil, 0
 	}
 }
 
 // readBounded appends everything r yields to dst, failing with ErrTooLarge
-// once more than limit bytes were appended. srcLen guesses the first growth.
-// The output never uses a byte past start that was not reserved first.
-func readBounded(dst []byte, r io.Reader, limit, srcLen int, reserve Reserve) ([]byte, error) {
+// once more than limit bytes were appended. first is the size of the first
+// buffer (the output's expected size plus one, so that reading the end
+// does not grow it); it doubles from there. The output never uses a byte
+// past start that was not reserved first: reserve is called with extra
+// (memory the reader itself holds, 0 for none) plus the output's size.
+func readBounded(dst []byte, r io.Reader, limit, first, extra int, reserve Reserve) ([]byte, error) {
 	start := len(dst)
 	bound := limit + 1 // one byte past the bound tells "too large"
 	room := 0          // bytes past start reserved and within capacity
-	next := min(max(4*srcLen, 4096), bound)
+	next := min(max(first, 4096), bound)
 	zeroReads := 0
 	for {
 		if len(dst)-start == room {
-			if err := reserve(next); err != nil {
+			if err := reserve(extra + next); err != nil {
 				return dst[:start], err
 			}
-			dst = slices.Grow(dst, next-room)
+			dst = growExact(dst, start+next)
 			room = next
 			next = min(2*room+4096, bound)
 		}
@@ -248,6 +302,17 @@ func readBounded(dst []byte, r io.Reader, limit, srcLen int, reserve Reserve) ([
 			zeroReads = 0
 		}
 	}
+}
+
+// growExact returns b with a capacity of exactly n (when it has less): no
+// more than was reserved, where append's growth may round up by a quarter.
+func growExact(b []byte, n int) []byte {
+	if cap(b) >= n {
+		return b
+	}
+	nb := make([]byte, len(b), n)
+	copy(nb, b)
+	return nb
 }
 
 // unsnappy decodes xerial-framed or raw-block snappy.

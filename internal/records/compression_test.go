@@ -10,6 +10,7 @@ import (
 
 	"github.com/klauspost/compress/snappy"
 	"github.com/klauspost/compress/snappy/xerial"
+	"github.com/klauspost/compress/zstd"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -199,5 +200,126 @@ func TestZipBombInBatch(t *testing.T) {
 	}
 	if err := NewProcessor().Reset(&b); err != nil {
 		t.Fatalf("default bound: %v", err)
+	}
+}
+
+// zstdStream compresses n zero bytes as the Java client does: one streamed
+// frame with no declared size (window 8 MiB at this level).
+func zstdStream(tb testing.TB, n int, opts ...zstd.EOption) []byte {
+	tb.Helper()
+	var buf bytes.Buffer
+	zw, err := zstd.NewWriter(&buf, append([]zstd.EOption{zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedBestCompression)}, opts...)...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	zeros := make([]byte, 1<<20)
+	for left := n; left > 0; left -= len(zeros) {
+		if _, err := zw.Write(zeros[:min(left, len(zeros))]); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := zw.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestZstdBombAllocatesWhatItReserves is the hostile test's flaky RSS:
+// decompressing zstd bombs, over the bound and just under it, must not
+// allocate more than twice the most it reserved (the output buffer's
+// doublings add up to less than the last one). DecodeAll, given buffers of
+// guessed sizes, grew each by appending past its capacity before noticing
+// it was too small: an 80 MiB bomb under a 64 MiB bound allocated 297 MiB
+// with 64 MiB reserved.
+func TestZstdBombAllocatesWhatItReserves(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts differ under -race")
+	}
+	const limit = 16 << 20
+	c := NewCodecs(limit)
+	defer c.Close()
+	for _, tc := range []struct {
+		name string
+		size int
+		err  error
+	}{
+		{"over the bound", limit + 16<<20, ErrTooLarge},
+		{"under the bound", limit - 1<<20, nil},
+		{"at the bound", limit, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := zstdStream(t, tc.size)
+			reserved := 0
+			reserve := func(total int) error {
+				reserved = max(reserved, total)
+				return nil
+			}
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			out, err := c.DecompressLimit(nil, src, CodecZstd, 0, reserve)
+			runtime.ReadMemStats(&after)
+			if !errors.Is(err, tc.err) || (err == nil && len(out) != tc.size) {
+				t.Fatalf("DecompressLimit = %d bytes, %v; want %d bytes, %v", len(out), err, tc.size, tc.err)
+			}
+			if cap(out) > reserved {
+				t.Errorf("output capacity %d, more than the %d bytes reserved", cap(out), reserved)
+			}
+			grew := after.TotalAlloc - before.TotalAlloc
+			t.Logf("%d MiB of zeros in %d bytes: reserved %.1f MiB, allocated %.1f MiB", tc.size>>20, len(src), float64(reserved)/(1<<20), float64(grew)/(1<<20))
+			if grew > uint64(2*reserved+1<<20) {
+				t.Errorf("allocated %.1f MiB, more than twice the %.1f MiB reserved", float64(grew)/(1<<20), float64(reserved)/(1<<20))
+			}
+		})
+	}
+}
+
+// zstdRawFrame is a zstd frame with no declared size, the window
+// descriptor wd (window 2^(10+wd>>3), mantissa wd&7) and n zero bytes in one
+// raw block: encoders shrink the window of small content, a hostile client
+// need not.
+func zstdRawFrame(wd byte, n int) []byte {
+	f := []byte{0x28, 0xb5, 0x2f, 0xfd, 0, wd}
+	bh := uint32(1 | n<<3) // last block, raw, n bytes
+	f = append(f, byte(bh), byte(bh>>8), byte(bh>>16))
+	return append(f, make([]byte, n)...)
+}
+
+// TestZstdWindowReservedAndNotKept: a frame's window is the decoder's
+// memory, whatever the frame holds: it is reserved before decoding, a later
+// frame cannot need more than was reserved, and a window past what a
+// Codecs keeps is not kept.
+func TestZstdWindowReservedAndNotKept(t *testing.T) {
+	c := NewCodecs(64 << 20)
+	defer c.Close()
+	reserved := 0
+	reserve := func(total int) error { reserved = max(reserved, total); return nil }
+
+	big := zstdRawFrame(15<<3, 1000) // 1000 bytes, a 32 MiB window
+	out, err := c.DecompressLimit(nil, big, CodecZstd, 0, reserve)
+	if err != nil || len(out) != 1000 {
+		t.Fatalf("DecompressLimit = %d bytes, %v", len(out), err)
+	}
+	if reserved < 32<<20 {
+		t.Errorf("reserved %d bytes for a frame with a 32 MiB window", reserved)
+	}
+	if c.zr != nil {
+		t.Errorf("the decoder of a 32 MiB window was kept (zstdKeepWindow %d)", zstdKeepWindow)
+	}
+
+	// A small frame, then one with a larger window: refused, not decoded
+	// with memory that was not reserved.
+	small := zstdRawFrame(6<<3, 1000) // a 64 KiB window
+	reserved = 0
+	two := append(append([]byte{}, small...), big...)
+	if _, err := c.DecompressLimit(nil, two, CodecZstd, 0, reserve); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("a second frame with a larger window: %v, want ErrTooLarge", err)
+	}
+	if reserved >= 32<<20 {
+		t.Errorf("reserved %d bytes for a 64 KiB window", reserved)
+	}
+	// The same frames the other way round decode.
+	two = append(append([]byte{}, big...), small...)
+	if out, err := c.DecompressLimit(nil, two, CodecZstd, 0, reserve); err != nil || len(out) != 2000 {
+		t.Errorf("a large window, then a small: %d bytes, %v", len(out), err)
 	}
 }

@@ -151,6 +151,18 @@ func (p *Processor) Reset(b *Batch) error {
 	return nil
 }
 
+// Trim drops the scratch buffers larger than the Processor keeps between
+// batches, and the loaded batch with them (Reset loads the next). A caller
+// that accounts the buffers' memory per request calls it when the request
+// is done, so a large batch's memory is not kept, unaccounted, until the
+// next batch comes.
+func (p *Processor) Trim() {
+	if cap(p.dec) > retainLimit || cap(p.enc) > retainLimit {
+		p.dec, p.enc = nil, nil
+		p.loaded, p.data, p.b, p.rec = false, nil, Batch{}, Record{}
+	}
+}
+
 // Batch returns the loaded batch.
 func (p *Processor) Batch() *Batch { return &p.b }
 

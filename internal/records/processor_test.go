@@ -392,3 +392,40 @@ func TestResetRejectsNonV2(t *testing.T) {
 		t.Error("Rewrite after failed Reset succeeded")
 	}
 }
+
+// TestRefusedBombLeavesNoBuffer: a batch refused for its decompressed size
+// does not leave its buffer in the Processor (DecompressLimit gives back
+// the buffer it was given), and Trim drops a large batch's buffers (a pooled Processor would keep them, unaccounted, until
+// the connection's next batch).
+func TestRefusedBombLeavesNoBuffer(t *testing.T) {
+	const limit = 2 * retainLimit
+	p := NewProcessor(WithMaxDecompressed(limit))
+	defer p.Close()
+	load := func(value int) error {
+		recs := sampleRecords()[:1]
+		recs[0].Value = make([]byte, value)
+		raw := buildBatch(t, sampleHeader(), CodecGzip, recs)
+		b, _ := ParseBatch(raw)
+		return p.Reset(&b)
+	}
+	if err := load(limit + 1); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Reset = %v, want ErrTooLarge", err)
+	}
+	if cap(p.dec) > retainLimit {
+		t.Errorf("a refused batch left a %d MiB buffer behind", cap(p.dec)>>20)
+	}
+	if err := load(retainLimit + 1); err != nil {
+		t.Fatal(err)
+	}
+	p.Trim()
+	if cap(p.dec) > retainLimit || p.Next() || p.Records() != nil {
+		t.Errorf("after Trim: %d MiB buffer kept, batch still loaded %v", cap(p.dec)>>20, p.Records() != nil)
+	}
+	if err := load(1000); err != nil {
+		t.Fatal(err)
+	}
+	p.Trim()
+	if p.Records() == nil {
+		t.Error("Trim unloaded a batch whose buffers it keeps")
+	}
+}

@@ -10,8 +10,9 @@
 // kms.ErrKeyNotFound (missing keys or aliases, and for Decrypt disabled or
 // pending-deletion keys too), kms.ErrKeyUnusable (ResolveKEK and
 // GenerateDEK on a disabled or pending-deletion key) or kms.ErrUnavailable
-// (throttling, 5xx, network, timeouts); anything else, such as
-// AccessDenied, is a plain error.
+// (throttling, 5xx, network, timeouts) or kms.ErrAccessDenied
+// (AccessDenied, refused credentials); anything else, such as
+// InvalidCiphertext, is a plain error.
 //
 // This package must never log, print or put into an error a data key,
 // a secret access key or a session token.
@@ -288,10 +289,21 @@ func DescribeEDEK(edek []byte) (kms.EDEKInfo, error) {
 // errors, 500/502/503/504, throttling codes, request timeouts.
 var retryables = retry.IsErrorRetryables(retry.DefaultRetryables)
 
+// awsDenied are the error codes of a refused caller: its permissions, or
+// its credentials.
+var awsDenied = map[string]bool{
+	"AccessDeniedException":       true,
+	"UnrecognizedClientException": true,
+	"InvalidSignatureException":   true,
+	"ExpiredTokenException":       true,
+}
+
 // classify wraps an SDK error for op on key: missing keys in
 // kms.ErrKeyNotFound, disabled or pending-deletion ones in
-// kms.ErrKeyUnusable (kms.ErrKeyNotFound for Decrypt), transient failures in kms.ErrUnavailable, the rest
-// (AccessDenied, InvalidCiphertext, IncorrectKey, validation) as they are.
+// kms.ErrKeyUnusable (kms.ErrKeyNotFound for Decrypt), transient failures in kms.ErrUnavailable,
+// refused callers (AccessDenied, bad or expired credentials) in
+// kms.ErrAccessDenied, the rest (InvalidCiphertext, IncorrectKey,
+// validation) as they are.
 func classify(op, key string, err error) error {
 	var (
 		notFound    *types.NotFoundException
@@ -320,6 +332,8 @@ func classify(op, key string, err error) error {
 	case errors.As(err, &internal), errors.As(err, &depTimeout), errors.As(err, &unavailable),
 		errors.Is(err, context.DeadlineExceeded):
 		sentinel = kms.ErrUnavailable
+	case errors.As(err, &apiErr) && awsDenied[apiErr.ErrorCode()]:
+		sentinel = kms.ErrAccessDenied
 	case errors.Is(err, context.Canceled):
 		// The caller gave up; internal/dek treats that as transient itself.
 	case retryables.IsErrorRetryable(err) == awssdk.TrueTernary:

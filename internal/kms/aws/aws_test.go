@@ -184,7 +184,7 @@ func TestErrorClassification(t *testing.T) {
 		name    string
 		status  int
 		errType string
-		want    error // kms.ErrKeyNotFound, kms.ErrKeyUnusable, kms.ErrUnavailable or nil (plain)
+		want    error // kms.ErrKeyNotFound, kms.ErrKeyUnusable, kms.ErrUnavailable, kms.ErrAccessDenied or nil (plain)
 	}{
 		{"key not found", 400, "NotFoundException", kms.ErrKeyNotFound},
 		// A key that exists but is disabled or pending deletion is never
@@ -200,10 +200,11 @@ func TestErrorClassification(t *testing.T) {
 		{"bare 502", 502, "", kms.ErrUnavailable},
 		{"bare 503", 503, "", kms.ErrUnavailable},
 		{"bare 429", 429, "", kms.ErrUnavailable},
-		{"access denied", 400, "AccessDeniedException", nil},
-		{"access denied 403", 403, "AccessDeniedException", nil},
-		{"bad signature", 400, "InvalidSignatureException", nil},
-		{"unknown access key", 400, "UnrecognizedClientException", nil},
+		{"access denied", 400, "AccessDeniedException", kms.ErrAccessDenied},
+		{"access denied 403", 403, "AccessDeniedException", kms.ErrAccessDenied},
+		{"bad signature", 400, "InvalidSignatureException", kms.ErrAccessDenied},
+		{"unknown access key", 400, "UnrecognizedClientException", kms.ErrAccessDenied},
+		{"expired session token", 400, "ExpiredTokenException", kms.ErrAccessDenied},
 		{"tampered ciphertext", 400, "InvalidCiphertextException", nil},
 		{"wrong key for ciphertext", 400, "IncorrectKeyException", nil},
 		{"bare 403", 403, "", nil},
@@ -255,6 +256,9 @@ func TestErrorClassification(t *testing.T) {
 func checkClass(t *testing.T, err, want error) {
 	t.Helper()
 	nf, un, us := errors.Is(err, kms.ErrKeyNotFound), errors.Is(err, kms.ErrUnavailable), errors.Is(err, kms.ErrKeyUnusable)
+	if ad := errors.Is(err, kms.ErrAccessDenied); ad != (want == kms.ErrAccessDenied) {
+		t.Errorf("err = %v: ErrAccessDenied %v, want %v", err, ad, !ad)
+	}
 	switch want {
 	case kms.ErrKeyNotFound:
 		if !nf || un || us {

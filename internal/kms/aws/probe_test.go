@@ -21,8 +21,8 @@ func TestProbe(t *testing.T) {
 		{"throttled", 400, "ThrottlingException", false, kms.ErrUnavailable},
 		{"internal error", 500, "KMSInternalException", false, kms.ErrUnavailable},
 		{"bare 503", 503, "", false, kms.ErrUnavailable},
-		{"unknown access key", 400, "UnrecognizedClientException", false, nil},
-		{"bad signature", 400, "InvalidSignatureException", false, nil},
+		{"unknown access key", 400, "UnrecognizedClientException", false, kms.ErrAccessDenied},
+		{"bad signature", 400, "InvalidSignatureException", false, kms.ErrAccessDenied},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFakeKMS(t)

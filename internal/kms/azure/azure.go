@@ -433,7 +433,7 @@ type vaultError struct {
 // Classification: 404 is ErrKeyNotFound; 408, 429 and 5xx, timeouts and
 // connection failures are ErrUnavailable; 403 for a disabled key (or
 // ForbiddenByPolicy) is ErrKeyUnusable; other 403s (no permission,
-// firewall) and other 4xx are plain errors. A 401 that the vault sends
+// firewall) and 401s are ErrAccessDenied; other 4xx are plain errors. A 401 that the vault sends
 // with its challenge makes the SDK ask for a token again and resend once;
 // kseal's credential then fetches a fresh one (see vaultTransport), as
 // Azure's clients do for a revoked token; a second 401 is a plain error.
@@ -463,7 +463,9 @@ func (k *KMS) classify(err error, what string) error {
 			// operation): a refusal, never "no such key".
 			return fmt.Errorf("azure kms: %s: %w (HTTP 403%s)", what, kms.ErrKeyUnusable, detail)
 		case status == http.StatusUnauthorized:
-			return fmt.Errorf("azure kms: %s: access token refused: HTTP 401%s", what, detail)
+			return fmt.Errorf("azure kms: %s: %w: access token refused: HTTP 401%s", what, kms.ErrAccessDenied, detail)
+		case status == http.StatusForbidden:
+			return fmt.Errorf("azure kms: %s: %w: HTTP 403%s", what, kms.ErrAccessDenied, detail)
 		default:
 			return fmt.Errorf("azure kms: %s: HTTP %d%s", what, status, detail)
 		}

@@ -200,6 +200,7 @@ func TestErrorClassification(t *testing.T) {
 		plain class = iota
 		notFound
 		unavailable
+		denied
 	)
 	tests := []struct {
 		status int
@@ -212,8 +213,8 @@ func TestErrorClassification(t *testing.T) {
 		{503, "ServiceUnavailable", unavailable},
 		{429, "Throttled", unavailable},
 		{408, "", unavailable},
-		{403, "Forbidden", plain},
-		{401, "Unauthorized", plain},
+		{403, "Forbidden", denied},
+		{401, "Unauthorized", denied},
 		{400, "BadParameter", plain},
 		{409, "Conflict", plain},
 	}
@@ -238,6 +239,8 @@ func TestErrorClassification(t *testing.T) {
 				got = notFound
 			case errors.Is(err, kms.ErrUnavailable):
 				got = unavailable
+			case errors.Is(err, kms.ErrAccessDenied):
+				got = denied
 			}
 			if got != tt.want {
 				t.Errorf("%s with HTTP %d: %v (class %d, want %d)", op, tt.status, err, got, tt.want)

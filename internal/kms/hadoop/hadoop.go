@@ -370,9 +370,9 @@ func classifyStatus(status int, re *remoteException) error {
 	case status == http.StatusNotFound, (status == http.StatusBadRequest || status == http.StatusInternalServerError) && missing:
 		return fmt.Errorf("%w: %w", kms.ErrKeyNotFound, e)
 	case status == http.StatusUnauthorized:
-		return fmt.Errorf("%w (authentication refused: check auth and user)", e)
+		return fmt.Errorf("%w: %w (authentication refused: check auth and user)", kms.ErrAccessDenied, e)
 	case status == http.StatusForbidden:
-		return fmt.Errorf("%w (the KMS's ACLs do not grant this user this operation on this key)", e)
+		return fmt.Errorf("%w: %w (the KMS's ACLs do not grant this user this operation on this key)", kms.ErrAccessDenied, e)
 	case status == http.StatusTooManyRequests, status == http.StatusRequestTimeout, status >= 500:
 		return fmt.Errorf("%w: %w", kms.ErrUnavailable, e)
 	}

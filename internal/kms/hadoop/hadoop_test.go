@@ -150,7 +150,9 @@ func TestClassifyStatus(t *testing.T) {
 		{409, re("exists"), false, false, "409"},
 	} {
 		err := classifyStatus(tc.status, tc.re)
-		if errors.Is(err, kms.ErrKeyNotFound) != tc.notFound || errors.Is(err, kms.ErrUnavailable) != tc.retry || !strings.Contains(err.Error(), tc.contains) {
+		denied := tc.status == 401 || tc.status == 403
+		if errors.Is(err, kms.ErrKeyNotFound) != tc.notFound || errors.Is(err, kms.ErrUnavailable) != tc.retry ||
+			errors.Is(err, kms.ErrAccessDenied) != denied || !strings.Contains(err.Error(), tc.contains) {
 			t.Errorf("%d %v: %v (notFound %v, retry %v)", tc.status, tc.re.RemoteException, err, tc.notFound, tc.retry)
 		}
 	}

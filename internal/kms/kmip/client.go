@@ -60,6 +60,12 @@ type ServerError struct {
 	Message   string
 }
 
+// Is makes Permission Denied and Authentication Not Successful match
+// kms.ErrAccessDenied.
+func (e *ServerError) Is(target error) bool {
+	return target == kms.ErrAccessDenied && (e.Reason == reasonPermissionDenied || e.Reason == reasonAuthentication)
+}
+
 func (e *ServerError) Error() string {
 	msg := e.Message
 	if len(msg) > 200 {

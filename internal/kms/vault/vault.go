@@ -425,7 +425,7 @@ func classifyStatus(status int, msgs []string) error {
 		strings.Contains(joined, "disallowed by policy")):
 		return fmt.Errorf("%w: %w", kms.ErrKeyNotFound, e)
 	case status == http.StatusForbidden || status == http.StatusUnauthorized:
-		return fmt.Errorf("%w (token expired, revoked, or its policy lacks this path)", e)
+		return fmt.Errorf("%w: %w (token expired, revoked, or its policy lacks this path)", kms.ErrAccessDenied, e)
 	case status == http.StatusTooManyRequests, // rate limit quota
 		status == http.StatusPreconditionFailed, // Enterprise consistency: not yet replicated
 		status == 472, status == 473,            // DR / performance standby cannot serve

@@ -176,6 +176,7 @@ func TestErrorClassification(t *testing.T) {
 		plain class = iota
 		notFound
 		unavailable
+		denied
 	)
 	for _, tc := range []struct {
 		name   string
@@ -188,8 +189,8 @@ func TestErrorClassification(t *testing.T) {
 		{"400 version too new", 400, `{"errors":["invalid ciphertext: version is too new"]}`, notFound},
 		{"400 version too old", 400, `{"errors":["ciphertext or signature version is disallowed by policy (too old)"]}`, notFound},
 		{"404 no such mount", 404, `{"errors":["no handler for route \"nope/keys/k\". route entry not found."]}`, plain},
-		{"403 permission denied", 403, `{"errors":["permission denied"]}`, plain},
-		{"401", 401, ``, plain},
+		{"403 permission denied", 403, `{"errors":["permission denied"]}`, denied},
+		{"401", 401, ``, denied},
 		{"400 authentication failed", 400, `{"errors":["cipher: message authentication failed"]}`, plain},
 		{"429 rate limited", 429, `{"errors":["request path \"transit/decrypt/k\": rate limit quota exceeded"]}`, unavailable},
 		{"500", 500, `{"errors":["internal error"]}`, unavailable},
@@ -228,6 +229,8 @@ func TestErrorClassification(t *testing.T) {
 					got = notFound
 				case errors.Is(err, kms.ErrUnavailable):
 					got = unavailable
+				case errors.Is(err, kms.ErrAccessDenied):
+					got = denied
 				}
 				if got != tc.want {
 					t.Errorf("%s: class %d, want %d: %v", op, got, tc.want, err)
