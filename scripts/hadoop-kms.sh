@@ -150,7 +150,7 @@ EOF
   echo "$user" >"$dir/user"
   local addr="http://127.0.0.1:$port"
   # shellcheck disable=SC2086 # HADOOP_KMS_JVM_OPTS is a list of options
-  java $HADOOP_KMS_JVM_OPTS \
+  without_fds java $HADOOP_KMS_JVM_OPTS \
     -Dkms.config.dir="$dir/conf" -Dkms.log.dir="$dir/log" \
     -Dlog4j.configuration="file:$dir/conf/kms-log4j.properties" \
     -cp "$LIBS/*" org.apache.hadoop.crypto.key.kms.server.KMSWebServer </dev/null >>"$dir/kms.log" 2>&1 &

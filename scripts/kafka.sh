@@ -201,7 +201,7 @@ EOF
   local pids=""
   for ((i = 1; i <= n; i++)); do
     # shellcheck disable=SC2086
-    java $KAFKA_HEAP_OPTS $KAFKA_JVM_OPTS \
+    without_fds java $KAFKA_HEAP_OPTS $KAFKA_JVM_OPTS \
       -Dlog4j2.configurationFile="$KHOME/config/broker-log4j2.properties" \
       -cp "$LIBS/*" kafka.Kafka "$dir/node-$i/server.properties" \
       </dev/null >"$dir/node-$i.log" 2>&1 &

@@ -123,13 +123,27 @@ stop_process() {
   done
 }
 
+# without_fds CMD...: replaces the (background) shell with CMD after closing
+# every inherited descriptor above stderr, so a server or watcher started
+# with `without_fds ... &` does not hold what its caller passed down: a test's
+# output pipe (its Wait would block until the server exits) or the flock of
+# /tmp/kseal-it.lock (blocking every other integration run).
+without_fds() {
+  local fd
+  for fd in /proc/"$BASHPID"/fd/*; do
+    fd=${fd##*/}
+    if [ "$fd" -gt 2 ] 2>/dev/null; then eval "exec $fd>&-"; fi
+  done
+  exec "$@"
+}
+
 start_watcher() {
   local name=$1 owner=$2 dir=$3 envfile=$4
   # The watcher outlives the script: it polls the owner and, once the owner
   # is gone, replaces itself with `stop` (stop knows not to kill its
   # caller). It exits when the env file is gone (stopped by someone else).
   # shellcheck disable=SC2016 # expanded by the watcher's shell
-  nohup bash -c 'while kill -0 "$1" 2>/dev/null && [ -f "$2/$3" ]; do sleep 1; done; [ -f "$2/$3" ] && exec "$4" stop --dir "$2"' \
+  without_fds nohup bash -c 'while kill -0 "$1" 2>/dev/null && [ -f "$2/$3" ]; do sleep 1; done; [ -f "$2/$3" ] && exec "$4" stop --dir "$2"' \
     "$name" "$owner" "$dir" "$envfile" "$ROOT/scripts/$SCRIPT" </dev/null >"$dir/watcher.log" 2>&1 &
   echo $!
 }

@@ -65,7 +65,7 @@ cmd_start() {
   cmd_install
   [ -n "$port" ] || port=$(free_port)
 
-  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" </dev/null >"$dir/moto.log" 2>&1 &
+  without_fds "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" </dev/null >"$dir/moto.log" 2>&1 &
   local pid=$!
 
   cat >"$dir/moto.env" <<EOF

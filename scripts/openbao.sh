@@ -147,7 +147,7 @@ EOF
     export BAO_CACERT="$tlsdir/ca.crt" BAO_CLIENT_CERT="$tlsdir/client.crt" BAO_CLIENT_KEY="$tlsdir/client.key"
   fi
 
-  "$bin" server -config="$dir/bao.hcl" </dev/null >>"$dir/bao.log" 2>&1 &
+  without_fds "$bin" server -config="$dir/bao.hcl" </dev/null >>"$dir/bao.log" 2>&1 &
   local pid=$!
 
   (
