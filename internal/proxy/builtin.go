@@ -112,7 +112,7 @@ func (f *addressFilter) OnResponse(_ context.Context, x *filter.Exchange) error 
 		rewrite = codec.RewriteDescribeClusterResponse
 	case kmsg.Produce:
 		rewrite = func(dst, body []byte, v int16, m codec.AddressMapper) ([]byte, bool, error) {
-			return codec.RewriteProduceResponse(dst, body, v, m, nil)
+			return codec.RewriteProduceResponse(dst, body, v, m)
 		}
 	case kmsg.ShareAcknowledge:
 		rewrite = codec.RewriteShareAcknowledgeResponse
