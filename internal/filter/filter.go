@@ -12,7 +12,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/kseal/kseal/internal/codec"
 	"github.com/kseal/kseal/internal/frame"
 )
 
@@ -50,6 +49,13 @@ type Exchange struct {
 	conn Conn  // set by Side.Bind
 	side *Side // the side running the exchange's filters now
 	turn int   // the scratch buffer Scratch gave last
+
+	// The response as scanned (Partitions), in the storage of the side that
+	// did it.
+	scanned  bool
+	scanBody []byte // the response body scanned
+	scan     *Partitions
+	scanErr  error
 }
 
 // Filter transforms the messages of the API keys it registers for. Filters
@@ -184,13 +190,3 @@ func (x *Exchange) NewestBatches(ctx context.Context, topic string, visit TailVi
 	}
 	return x.conn.NewestBatches(ctx, topic, visit)
 }
-
-// KeepAddresses is the codec.AddressMapper for the walkers of extra filters
-// (proxy.ClusterOptions): it keeps every broker endpoint as the broker sent
-// it. Those filters see a response before the built-in address filter,
-// which then maps each endpoint to the proxy once; a walker with no mapper
-// would drop them instead, and the client would lose the KIP-951 leader
-// hints.
-var KeepAddresses codec.AddressMapper = codec.MapperFunc(func(_ int32, host string, port int32) (string, int32, bool) {
-	return host, port, true
-})
