@@ -350,7 +350,8 @@ func TestIntegrityPolicyValidation(t *testing.T) {
 
 var _ = errors.Is
 
-func codecProduceAcks(acks int16) (r codec.ProduceRequest) {
+func codecProduceAcks(acks int16) (r *codec.ProduceRequest) {
+	r = new(codec.ProduceRequest)
 	r.Acks = acks
 	return r
 }

@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/kseal/kseal/internal/codec"
 	"github.com/kseal/kseal/internal/frame"
 )
 
@@ -37,7 +38,8 @@ type Exchange struct {
 	// request is then not forwarded.
 	Local bool
 	// NoResponse marks a request the broker will not answer (Produce with
-	// acks=0); the plumbing then expects no response frame.
+	// acks=0, which the plumbing reads after the request filters, see
+	// Acks); the plumbing then expects no response frame.
 	NoResponse bool
 	// RespHeaderLen is the length of the response header within Response.
 	RespHeaderLen int
@@ -50,12 +52,16 @@ type Exchange struct {
 	side *Side // the side running the exchange's filters now
 	turn int   // the scratch buffer Scratch gave last
 
-	// The response as scanned (Partitions), in the storage of the side that
-	// did it.
-	scanned  bool
-	scanBody []byte // the response body scanned
-	scan     *Partitions
-	scanErr  error
+	// The Produce request as parsed (ProduceRequest) and the response as
+	// scanned (Partitions), in the storage of the side that did it.
+	produceParsed bool
+	produceBody   []byte // the request body parsed
+	produce       *codec.ProduceRequest
+	produceErr    error
+	scanned       bool
+	scanBody      []byte // the response body scanned
+	scan          *Partitions
+	scanErr       error
 }
 
 // Filter transforms the messages of the API keys it registers for. Filters

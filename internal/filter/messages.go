@@ -9,14 +9,58 @@ import (
 	"github.com/kseal/kseal/internal/codec"
 )
 
-// This file holds the messages an exchange scans once for every filter and
-// the plumbing: a Fetch or ShareFetch response (Partitions,
-// FinishResponse). Their storage is the side's, reused from one exchange to
-// the next.
+// This file holds the messages an exchange parses or scans once for every
+// filter and the plumbing: a Produce request (ProduceRequest, Acks) and a
+// Fetch or ShareFetch response (Partitions, FinishResponse). Their storage
+// is the side's, reused from one exchange to the next.
 
-// maxKeptPartitions bounds the partitions a side keeps scan storage for between exchanges: a message of very many partitions does not
+// maxKeptPartitions bounds the partitions a side keeps parse and scan
+// storage for between exchanges: a message of very many partitions does not
 // leave a connection holding its storage.
 const maxKeptPartitions = 4096
+
+// ProduceRequest returns the exchange's Produce request parsed, for request
+// filters. It is parsed once per exchange, into storage of the connection's
+// request side: every filter gets the same result (and the plumbing reads
+// acks from it instead of reading the request again). The result aliases
+// x.Request and is valid until the exchange's request side is done with it;
+// a filter that replaces x.Request ends it (the next call parses the new
+// request).
+func (x *Exchange) ProduceRequest() (*codec.ProduceRequest, error) {
+	if x.APIKey != int16(kmsg.Produce) {
+		return nil, fmt.Errorf("%w: API key %d is not Produce", errNotThisMessage, x.APIKey)
+	}
+	if x.side == nil {
+		return nil, errNoSide
+	}
+	body := x.Request[min(x.HeaderLen, len(x.Request)):]
+	if x.produceParsed && sameSlice(x.produceBody, body) {
+		return x.produce, x.produceErr
+	}
+	s := x.side
+	if s.produce == nil {
+		s.produce = new(codec.ProduceRequest)
+	}
+	s.parses++
+	x.produceParsed, x.produceBody = true, body
+	x.produce, x.produceErr = s.produce, s.produce.Parse(body, x.APIVersion)
+	if x.produceErr != nil {
+		x.produce = nil
+	}
+	return x.produce, x.produceErr
+}
+
+// Acks returns the acks field of the exchange's Produce request, for the
+// plumbing (acks=0: the broker sends no response). It comes from the parse
+// a filter made (ProduceRequest) when that is of the request as it is now;
+// otherwise only the fields before acks are read.
+func (x *Exchange) Acks() (int16, error) {
+	body := x.Request[min(x.HeaderLen, len(x.Request)):]
+	if x.produceParsed && x.produceErr == nil && sameSlice(x.produceBody, body) {
+		return x.produce.Acks, nil
+	}
+	return codec.ProduceAcks(body, x.APIVersion)
+}
 
 var (
 	errNotThisMessage = errors.New("not the message asked for")

@@ -9,6 +9,69 @@ import (
 	"github.com/kseal/kseal/internal/codec"
 )
 
+func produceBody(t *testing.T, acks int16) []byte {
+	t.Helper()
+	req := kmsg.NewPtrProduceRequest()
+	req.SetVersion(9)
+	req.Acks = acks
+	rt := kmsg.NewProduceRequestTopic()
+	rt.Topic = "t"
+	rp := kmsg.NewProduceRequestTopicPartition()
+	rp.Partition = 3
+	rp.Records = []byte("records")
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	return req.AppendTo(nil)
+}
+
+// A Produce request is parsed once per exchange: every filter that asks
+// gets the same parse, and the plumbing reads acks from it; without a
+// parse, acks are read from the fields before them, and a request a filter
+// replaced is never answered from the old parse.
+func TestProduceRequestParsedOnce(t *testing.T) {
+	var s Standalone
+	x := s.Exchange(int16(kmsg.Produce), 9, produceBody(t, 0), 0, nil, 0)
+	if acks, err := x.Acks(); err != nil || acks != 0 || s.side.parses != 0 {
+		t.Fatalf("acks %d, %v, %d parses; want 0 and no parse", acks, err, s.side.parses)
+	}
+	a, err := x.ProduceRequest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := x.ProduceRequest()
+	if acks, err := x.Acks(); a != b || err != nil || acks != 0 || s.side.parses != 1 {
+		t.Fatalf("same parse %v, acks %d, %v, %d parses; want one", a == b, acks, err, s.side.parses)
+	}
+	if len(a.Topics) != 1 || string(a.Topics[0].Name) != "t" || a.Topics[0].Partitions[0].Partition != 3 {
+		t.Fatalf("parsed %+v", a.Topics)
+	}
+	// A filter replaces the request (acks=1 now): the old parse is not used.
+	x.Request = produceBody(t, 1)
+	if acks, err := x.Acks(); err != nil || acks != 1 || s.side.parses != 1 {
+		t.Fatalf("acks %d, %v, %d parses after the request was replaced", acks, err, s.side.parses)
+	}
+	if r, err := x.ProduceRequest(); err != nil || r.Acks != 1 || s.side.parses != 2 {
+		t.Fatalf("parse of the new request: %v, %d parses", err, s.side.parses)
+	}
+	// The parse is the request side's: an exchange bound to another side
+	// does not reach it.
+	var other Side
+	other.Bind(x, &s)
+	if x.produceParsed || x.produce != nil {
+		t.Fatal("the parse followed the exchange to the other side")
+	}
+	if _, err := s.Exchange(int16(kmsg.Fetch), 4, nil, 0, nil, 0).ProduceRequest(); err == nil {
+		t.Fatal("a Fetch exchange parsed as Produce")
+	}
+	y := s.Exchange(int16(kmsg.Produce), 9, []byte{1, 2}, 0, nil, 0)
+	if _, err := y.ProduceRequest(); err == nil {
+		t.Fatal("a malformed request parsed")
+	}
+	if _, err := y.Acks(); err == nil {
+		t.Fatal("acks of a malformed request")
+	}
+}
+
 // fetchFrame is a Fetch response frame (header v1) of two partitions and a
 // KIP-951 node endpoint.
 func fetchFrame(version int16) ([]byte, int) {

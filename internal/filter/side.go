@@ -21,11 +21,12 @@ type Side struct {
 
 	scratch [2][]byte
 	state   map[any]any
-	// The storage of the message an exchange scans (Partitions), reused
-	// from exchange to exchange.
-	scan *Partitions
-	// scans counts them (tests check there is one per exchange).
-	scans int
+	// The storage of the message an exchange parses (ProduceRequest) or
+	// scans (Partitions), reused from exchange to exchange.
+	produce *codec.ProduceRequest
+	scan    *Partitions
+	// parses and scans count them (tests check there is one per exchange).
+	parses, scans int
 }
 
 // Bind makes x an exchange of c run by this side: from now on x's Scratch
@@ -34,6 +35,7 @@ type Side struct {
 // the response filters; what the other side parsed is then gone.
 func (s *Side) Bind(x *Exchange, c Conn) {
 	if x.side != s {
+		x.produceParsed, x.produceBody, x.produce, x.produceErr = false, nil, nil, nil
 		x.scanned, x.scanBody, x.scan, x.scanErr = false, nil, nil, nil
 	}
 	x.conn = c
@@ -42,9 +44,14 @@ func (s *Side) Bind(x *Exchange, c Conn) {
 
 // Done ends the side's part of an exchange: the plumbing calls it once the
 // message is written. The scan's references to the response are dropped,
-// and scan storage of more than maxKeptPartitions partitions is not kept
-// for the next exchange.
+// and parse or scan storage of more than maxKeptPartitions partitions is
+// not kept for the next exchange.
 func (s *Side) Done() {
+	if s.produce != nil {
+		if fwd, rej := s.produce.Counts(); fwd+rej > maxKeptPartitions {
+			s.produce = nil
+		}
+	}
 	if s.scan != nil {
 		if s.scan.cur != nil && s.scan.Len() > maxKeptPartitions {
 			s.scan = nil

@@ -10,26 +10,11 @@ import (
 )
 
 // builtinFilters are the filters every virtual cluster runs: ApiVersions
-// intersection, the acks of Produce requests, and the observation of
-// clients' SASL logins (identity.go). Broker addresses are not filters'
-// business: the plumbing rewrites them itself (addresses.go).
+// intersection and the observation of clients' SASL logins (identity.go).
+// Broker addresses and Produce acks are not filters' business: the
+// plumbing handles them itself (addresses.go, conn.go).
 func builtinFilters(vc *virtualCluster, caps map[int16]int16) []filter.Filter {
-	return []filter.Filter{apiVersionsFilter{caps: caps}, acksFilter{}, identityFilter{vc: vc}}
-}
-
-// acksFilter marks Produce requests with acks=0, which the broker never
-// answers, so the plumbing does not wait for (and mismatch) a response.
-type acksFilter struct{ filter.NopFilter }
-
-func (acksFilter) APIKeys() []int16 { return []int16{int16(kmsg.Produce)} }
-
-func (acksFilter) OnRequest(_ context.Context, x *filter.Exchange) error {
-	acks, err := codec.ProduceAcks(x.Request[x.HeaderLen:], x.APIVersion)
-	if err != nil {
-		return err
-	}
-	x.NoResponse = acks == 0
-	return nil
+	return []filter.Filter{apiVersionsFilter{caps: caps}, identityFilter{vc: vc}}
 }
 
 // refusedAPIs are known APIs kseal neither advertises nor forwards, because

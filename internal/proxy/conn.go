@@ -203,6 +203,16 @@ func (c *conn) requests(ctx context.Context) error {
 				break
 			}
 		}
+		if h.APIKey == int16(kmsg.Produce) && !x.Local {
+			// acks=0: the broker never answers, so no response is waited
+			// for (and mismatched). Read from the filters' parse if one
+			// parsed the request, else from the fields before acks.
+			acks, err := x.Acks()
+			if err != nil {
+				return fmt.Errorf("%s v%d request (correlation id %d): %w", apiName(h.APIKey), h.APIVersion, h.CorrelationID, err)
+			}
+			x.NoResponse = acks == 0
+		}
 		x.added = time.Since(start)
 		c.vc.srv.metrics.request(c.vc.name, h.APIKey, len(body))
 		if x.Local {
