@@ -70,6 +70,7 @@ type FetchScan struct {
 	partScan
 	version int16
 	mapper  AddressMapper
+	tagsAt  int // where the top-level tagged fields start (flexible versions)
 }
 
 // Scan walks body, a Fetch response body of the given version, recording
@@ -195,6 +196,7 @@ func (c *cursor) topLevelTags() {
 // decodes tag 0 as endpoints in every flexible version, so it is rewritten in
 // every flexible version here too, every copy of it.
 func (s *FetchScan) topLevelTags(cur *cursor) {
+	s.tagsAt = cur.off
 	c := &bodyReader{Reader: kbin.Reader{Src: cur.b}, body: s.body, flex: true}
 	defer func() {
 		if !c.Ok() {
