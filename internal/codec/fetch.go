@@ -151,11 +151,12 @@ func (s *FetchScan) Splice(dst []byte) (out []byte, changed bool) { return s.spl
 // to SetRecords.
 func (s *FetchScan) Reset() { s.drop() }
 
-// fill sets p to partition i's fields (the FetchWalker view).
-func (s *FetchScan) fill(p *FetchPartition, i int) {
+// fill sets p to partition i's fields (the FetchWalker view), with the
+// topic given (the caller reads it once per topic).
+func (s *FetchScan) fill(p *FetchPartition, i int, topic string, id [16]byte) {
 	sp := &s.parts[i]
 	*p = FetchPartition{
-		Topic: s.Topic(i), TopicID: s.TopicID(i), Partition: s.Partition(i), ErrorCode: s.errorCode(i),
+		Topic: topic, TopicID: id, Partition: s.int32At(sp.errAt - 4), ErrorCode: s.int16At(sp.errAt),
 		HighWatermark:    s.int64At(sp.errAt + 2),
 		LastStableOffset: -1, LogStartOffset: -1, PreferredReadReplica: -1,
 		Records: s.records(i),
@@ -319,8 +320,13 @@ func (w *FetchWalker) Walk(dst, body []byte, version int16, fn FetchFunc) (out [
 	sp := &s.sp
 	sp.start(dst, body)
 	p := &w.p
+	var topic string
+	var id [16]byte
 	for i := range s.parts {
-		s.fill(p, i)
+		if i == 0 || s.parts[i].topicAt != s.parts[i-1].topicAt {
+			topic, id = s.Topic(i), s.TopicID(i)
+		}
+		s.fill(p, i, topic, id)
 		if err := fn(p); err != nil {
 			sp.finish()
 			*p = FetchPartition{}

@@ -15,7 +15,7 @@ func scanViews(s *FetchScan, version int16, body []byte) []fetchView {
 	var out []fetchView
 	var p FetchPartition
 	for i := range s.Len() {
-		s.fill(&p, i)
+		s.fill(&p, i, s.Topic(i), s.TopicID(i))
 		if p.Topic != s.Topic(i) || p.TopicID != s.TopicID(i) || p.Partition != s.Partition(i) || p.ErrorCode != s.ErrorCode(i) {
 			panic("fill and the accessors disagree")
 		}

@@ -26,10 +26,13 @@ import (
 // through Metadata, as they did before KIP-951. A broker address is never
 // forwarded.
 //
-// Like FetchWalker it reads untrusted bytes with every count checked
-// against the bytes left. A malformed body is found only after part of it
-// has been forwarded: the caller must then close the client connection.
-// A FetchStream is reusable but not safe for concurrent use.
+// It reads the body through the same layout and cursor as FetchScan
+// (fetchLayout), so the two accept the same bodies, with every count checked
+// against the bytes left. What it has read goes to dst in bulk, before it
+// waits for more input, so a slow broker's bytes are not held back. A
+// malformed body is found only after part of it has been forwarded: the
+// caller must then close the client connection. A FetchStream is reusable
+// but not safe for concurrent use.
 type FetchStream struct {
 	// Mapper maps node endpoints; nil drops them all.
 	Mapper AddressMapper
@@ -176,7 +179,7 @@ func (f *FetchStream) rewriteTags(tail []byte) ([]byte, error) {
 		return nil, fmt.Errorf("tagged fields: %w", ErrMalformed)
 	}
 	// Tag 0 is the endpoints. A broker sends it at most once; should it
-	// come twice, every copy is rewritten, as FetchWalker does.
+	// come twice, every copy is rewritten, as FetchScan does.
 	type span struct{ tag, from, to int }
 	var spans [4]span
 	mapped := spans[:0]

@@ -24,7 +24,7 @@ func SkipTags(r *kbin.Reader) bool {
 }
 
 // tagCursor is what skipTagSection reads through: a kbin.Reader (kbinTags)
-// or a stream (streamTags). Its methods take and return the cursor by
+// or a stream's cursor (cursorTags). Its methods take and return the cursor by
 // value, so a reader on the caller's stack stays there (a method called
 // through an interface or a generic dictionary would move its receiver to
 // the heap).
@@ -37,7 +37,8 @@ type tagCursor[C any] interface {
 }
 
 // skipTagSection is the one tagged-field skipper of this package: buffered
-// bodies (bodyReader, SkipTags) and streams (streamer) use it. The frame
+// bodies (bodyReader, SkipTags, a buffered cursor) and streams (a
+// FetchStream's cursor) use it. The frame
 // package keeps its own for headers: it cannot import codec, which imports
 // it. Each tag takes at least two bytes (key and size), so a count larger
 // than half the bytes left is rejected before looping.
