@@ -83,6 +83,10 @@ func (s *FetchScan) Scan(body []byte, version int16, m AddressMapper) error {
 		s.drop()
 		return fmt.Errorf("fetch response v%d: %w", version, ErrUnknownVersion)
 	}
+	if tooLarge(body) {
+		s.drop()
+		return fmt.Errorf("fetch response v%d: %d bytes: %w", version, len(body), ErrMalformed)
+	}
 	flex := version >= fetchFirstFlexible
 	s.reset(body, flex)
 	s.version, s.mapper = version, m

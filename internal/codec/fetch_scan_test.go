@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"testing"
+	"unsafe"
 
 	"github.com/twmb/franz-go/pkg/kbin"
 )
@@ -371,5 +372,13 @@ func BenchmarkFetchScanSpliceReplaceOne(b *testing.B) {
 			b.Fatal("unchanged")
 		}
 		dst = out
+	}
+}
+
+// TestScannedPartSize keeps scannedPart's comment (and the bound on a
+// scan's storage it gives) true.
+func TestScannedPartSize(t *testing.T) {
+	if got := unsafe.Sizeof(scannedPart{}); got != 56 {
+		t.Fatalf("scannedPart takes %d bytes: update its comment", got)
 	}
 }

@@ -13,8 +13,10 @@ import (
 
 // scannedPart is one partition a scan recorded: where its fields lie in
 // the body, and the edits made to it. Values are read from the body when
-// asked for, so a partition costs a few words whatever its version; a
-// partition takes at least 18 bytes on the wire.
+// asked for, so a partition costs 56 bytes whatever its version; one takes
+// at least 18 bytes on the wire, so a scan's storage stays within about
+// three times the body it describes. Offsets are int32: a Kafka frame is
+// at most 2 GiB.
 type scannedPart struct {
 	topicAt   int32 // the topic's name or id
 	errAt     int32 // the error code (the partition index is the 4 bytes before it)
@@ -44,6 +46,10 @@ type partScan struct {
 	tmp     []byte // one rewrite in progress
 	sp      splicer
 }
+
+// tooLarge reports a body whose offsets would not fit in int32 (more than
+// a Kafka frame can hold).
+func tooLarge(body []byte) bool { return len(body) > 1<<31-1 }
 
 // reset starts a scan of body, dropping the last scan's references.
 func (s *partScan) reset(body []byte, flex bool) {

@@ -57,6 +57,10 @@ func (s *ShareFetchScan) Scan(body []byte, version int16, m AddressMapper) error
 		s.drop()
 		return fmt.Errorf("share fetch response v%d: %w", version, ErrUnknownVersion)
 	}
+	if tooLarge(body) {
+		s.drop()
+		return fmt.Errorf("share fetch response v%d: %d bytes: %w", version, len(body), ErrMalformed)
+	}
 	s.reset(body, true)
 	if err := s.scan(version, m); err != nil {
 		s.drop()
