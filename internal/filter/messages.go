@@ -139,8 +139,8 @@ func (x *Exchange) FinishResponse() error {
 // must stay valid until the response is finished (FinishResponse).
 type Partitions struct {
 	share bool
-	fetch fetchScan
-	sfs   shareFetchScan
+	fetch codec.FetchScan
+	sfs   codec.ShareFetchScan
 	cur   scanner
 }
 
