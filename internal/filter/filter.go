@@ -76,6 +76,25 @@ type Filter interface {
 	OnResponse(ctx context.Context, x *Exchange) error
 }
 
+// ResponseKeyer is implemented by a filter that sees the responses of
+// fewer API keys than it registers for (APIKeys), say one that only checks
+// Fetch requests. The plumbing reads a response whole, not streamed, when a
+// filter sees it: a filter that does not need a response should say so.
+// Without it a filter sees the responses of every key in APIKeys.
+type ResponseKeyer interface {
+	// ResponseAPIKeys lists the API keys whose responses the filter sees.
+	ResponseAPIKeys() []int16
+}
+
+// ResponseKeys returns the API keys whose responses f sees: its
+// ResponseAPIKeys if it has them, else its APIKeys.
+func ResponseKeys(f Filter) []int16 {
+	if r, ok := f.(ResponseKeyer); ok {
+		return r.ResponseAPIKeys()
+	}
+	return f.APIKeys()
+}
+
 // NopFilter can be embedded to implement only one side.
 type NopFilter struct{}
 

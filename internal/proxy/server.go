@@ -308,7 +308,7 @@ func newVirtualCluster(s *Server, cfg config.VirtualCluster, opts ClusterOptions
 		}
 	}
 	for _, f := range append(opts.Filters[:len(opts.Filters):len(opts.Filters)], builtin...) {
-		for _, k := range f.APIKeys() {
+		for _, k := range filter.ResponseKeys(f) {
 			vc.respFilters[k] = append(vc.respFilters[k], f)
 		}
 	}

@@ -362,3 +362,35 @@ func TestFetchEditedByAFilterIsBuffered(t *testing.T) {
 		t.Fatalf("the filter saw %d responses, want 2", n)
 	}
 }
+
+// fetchRequestOnly sees Fetch requests and no response.
+type fetchRequestOnly struct{ filter.NopFilter }
+
+func (fetchRequestOnly) APIKeys() []int16         { return []int16{int16(kmsg.Fetch)} }
+func (fetchRequestOnly) ResponseAPIKeys() []int16 { return nil }
+
+// How a response travels follows from the hooks it needs, whatever the
+// filters' types: a filter that sees only Fetch requests leaves Fetch
+// responses streamed (endpoints rewritten on the way); one that sees the
+// responses has them buffered; responses with broker addresses are
+// buffered for the plumbing's rewrite, others stream untouched.
+func TestResponseModeFollowsHooks(t *testing.T) {
+	b := startFetchBroker(t)
+	p := startLimitsProxy(t, []string{b.ln.Addr().String()}, "{}", fetchRequestOnly{})
+	vc := p.srv.clusters[0]
+	for key, want := range map[kmsg.Key]streamMode{
+		kmsg.Fetch: streamFetch, kmsg.Metadata: buffered, kmsg.ShareFetch: buffered, kmsg.Produce: buffered,
+		kmsg.ApiVersions: buffered, kmsg.ListOffsets: streamRaw, kmsg.OffsetCommit: streamRaw,
+	} {
+		if got := vc.responseMode(int16(key)); got != want {
+			t.Errorf("%s: mode %d, want %d", key.Name(), got, want)
+		}
+	}
+	if len(vc.reqFilters[int16(kmsg.Fetch)]) != 1 {
+		t.Fatal("the filter does not see Fetch requests")
+	}
+	q := startLimitsProxy(t, []string{b.ln.Addr().String()}, "{}", &recordsEditor{})
+	if got := q.srv.clusters[0].responseMode(int16(kmsg.Fetch)); got != buffered {
+		t.Fatalf("Fetch with a response filter: mode %d", got)
+	}
+}
