@@ -46,7 +46,8 @@ var benchMapper = MapperFunc(func(id int32, _ string, port int32) (string, int32
 })
 
 // BenchmarkFetchWalkManyPartitions walks 1000 small partitions with the
-// endpoint rewrite, replacing nothing (the address filter's walk).
+// endpoint rewrite, replacing nothing (what the plumbing's walk of a Fetch
+// response no filter edits used to cost).
 func BenchmarkFetchWalkManyPartitions(b *testing.B) {
 	body := benchManyPartitionsBody()
 	w := FetchWalker{Mapper: benchMapper}
