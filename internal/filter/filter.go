@@ -3,9 +3,14 @@
 // the Conn an exchange reaches its connection through (topic ids, the
 // client's identity, kseal's own upstream client), the per-side buffers and
 // state a connection keeps for its exchanges (Side), and Standalone, which
-// runs filters outside the proxy (in their own tests). The proxy plumbing
-// (internal/proxy) implements Conn and runs the filters; filters
-// (internal/encrypt) import this package, not the plumbing.
+// runs filters outside the proxy (in their own tests). An exchange parses
+// the messages filters edit once, for every filter and the plumbing: a
+// Produce request (ProduceRequest) and a Fetch or ShareFetch response
+// (Partitions, scanned with the broker endpoints mapped in the same walk
+// and spliced once after the last filter, FinishResponse). Filters never
+// see or rewrite broker addresses. The proxy plumbing (internal/proxy)
+// implements Conn and runs the filters; filters (internal/encrypt) import
+// this package, not the plumbing.
 package filter
 
 import (
