@@ -18,7 +18,7 @@ func fetchLayout(c *cursor, version int16) {
 	}
 	topics := c.count()
 	for t := 0; t < topics && c.ok(); t++ {
-		topicAt := c.off
+		topicAt := c.off()
 		if version >= fetchFirstTopicID {
 			c.fixed(16)
 		} else {
@@ -27,7 +27,7 @@ func fetchLayout(c *cursor, version int16) {
 		parts := c.count()
 		for i := 0; i < parts && c.ok(); i++ {
 			c.fixed(4) // partition
-			errAt := c.off
+			errAt := c.off()
 			c.fixed(2 + 8) // error code, high watermark
 			if version >= 4 {
 				c.fixed(8) // last stable offset
@@ -45,9 +45,9 @@ func fetchLayout(c *cursor, version int16) {
 			if version >= 11 {
 				c.fixed(4) // preferred read replica
 			}
-			recordsAt := c.off
+			recordsAt := c.off()
 			dataAt := c.nullableBytes()
-			end := c.off
+			end := c.off()
 			c.tags() // diverging epoch, current leader, snapshot id: no addresses
 			c.partition(topicAt, errAt, recordsAt, dataAt, end)
 		}
@@ -90,7 +90,7 @@ func (s *FetchScan) Scan(body []byte, version int16, m AddressMapper) error {
 	flex := version >= fetchFirstFlexible
 	s.reset(body, flex)
 	s.version, s.mapper = version, m
-	c := cursor{b: body, flex: flex, scan: s}
+	c := cursor{b: body, end: len(body), flex: flex, scan: s}
 	fetchLayout(&c, version)
 	err, left := c.err, len(c.b)
 	s.mapper = nil
@@ -201,14 +201,14 @@ func (c *cursor) topLevelTags() {
 // decodes tag 0 as endpoints in every flexible version, so it is rewritten in
 // every flexible version here too, every copy of it.
 func (s *FetchScan) topLevelTags(cur *cursor) {
-	s.tagsAt = cur.off
+	s.tagsAt = cur.off()
 	c := &bodyReader{Reader: kbin.Reader{Src: cur.b}, body: s.body, flex: true}
 	defer func() {
 		if !c.Ok() {
 			cur.fail(fmt.Errorf("tagged fields: %w", ErrMalformed))
 			return
 		}
-		cur.advance(c.off() - cur.off)
+		cur.advance(c.off() - cur.off())
 	}()
 	n := c.Uvarint()
 	if !c.Ok() || int64(n) > int64(len(c.Src))/2 { // a tag takes two bytes or more
