@@ -37,9 +37,10 @@ type FetchStream struct {
 	// Mapper maps node endpoints; nil drops them all.
 	Mapper AddressMapper
 
-	// The stream side of the cursor: src's buffered bytes from win[0],
-	// which is at offset winAt of the body; the cursor has read up to its
-	// off, and everything before off has been (or is being) written to dst.
+	// The stream side of the cursor: win is src's buffered bytes from
+	// offset winAt of the body. Bytes before winAt have been written to dst
+	// and discarded from src; those from winAt to the cursor's off have
+	// been read and go to dst at the next flush.
 	src   *bufio.Reader
 	dst   io.Writer
 	size  int
