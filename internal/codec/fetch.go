@@ -159,12 +159,13 @@ func (s *FetchScan) Reset() { s.drop() }
 // topic given (the caller reads it once per topic).
 func (s *FetchScan) fill(p *FetchPartition, i int, topic string, id [16]byte) {
 	sp := &s.parts[i]
-	*p = FetchPartition{
-		Topic: topic, TopicID: id, Partition: s.int32At(sp.errAt - 4), ErrorCode: s.int16At(sp.errAt),
-		HighWatermark:    s.int64At(sp.errAt + 2),
-		LastStableOffset: -1, LogStartOffset: -1, PreferredReadReplica: -1,
-		Records: s.records(i),
-	}
+	// Field by field: a composite literal would be copied in with a
+	// runtime call (the struct holds pointers).
+	p.Topic, p.TopicID = topic, id
+	p.Partition = s.int32At(sp.errAt - 4)
+	p.ErrorCode = s.int16At(sp.errAt)
+	p.HighWatermark = s.int64At(sp.errAt + 2)
+	p.LastStableOffset, p.LogStartOffset, p.PreferredReadReplica = -1, -1, -1
 	if s.version >= 4 {
 		p.LastStableOffset = s.int64At(sp.errAt + 10)
 	}
@@ -174,6 +175,8 @@ func (s *FetchScan) fill(p *FetchPartition, i int, topic string, id [16]byte) {
 	if s.version >= 11 {
 		p.PreferredReadReplica = s.int32At(sp.recordsAt - 4)
 	}
+	p.Records = s.records(i)
+	p.newRecords, p.setRecords, p.setError = nil, false, false
 }
 
 // partition records a partition into the scan, if any.
@@ -337,13 +340,7 @@ func (w *FetchWalker) Walk(dst, body []byte, version int16, fn FetchFunc) (out [
 			s.Reset()
 			return dst, false, fmt.Errorf("fetch response v%d partition entry %d: %w", version, i, err)
 		}
-		if p.setError {
-			s.setErrorCode(i, p.newError)
-		}
-		if p.setRecords {
-			s.setRecords(i, p.newRecords)
-		}
-		s.splicePart(sp, i) // copies the new records now
+		s.spliceEdits(sp, i, p.setError, p.newError, p.setRecords, p.newRecords) // copies the records now
 	}
 	s.spliceRepls(sp)
 	out, changed = sp.finish()
