@@ -19,7 +19,7 @@ import (
 // After a failure every read is a no-op and ok reports false.
 type cursor struct {
 	b    []byte
-	off  int // offset in the message of b[0]
+	end  int // offset in the message just past b
 	err  error
 	flex bool
 	st   *FetchStream // nil for a buffer
@@ -28,10 +28,14 @@ type cursor struct {
 
 func (c *cursor) ok() bool { return c.err == nil }
 
+// off is the offset in the message of the next byte to read.
+func (c *cursor) off() int { return c.end - len(c.b) }
+
 func (c *cursor) fail(err error) {
 	if c.err == nil {
 		c.err = err
 	}
+	c.end -= len(c.b)
 	c.b = nil
 }
 
@@ -40,7 +44,7 @@ func (c *cursor) left() int {
 	if c.st == nil {
 		return len(c.b)
 	}
-	return c.st.size - c.off
+	return c.st.size - c.off()
 }
 
 // need makes the next n bytes available in b.
@@ -62,7 +66,6 @@ func (c *cursor) more(n int) bool {
 
 func (c *cursor) advance(n int) {
 	c.b = c.b[n:]
-	c.off += n
 }
 
 // fixed passes over n bytes of fixed-size fields. n is at most 16, the
@@ -164,7 +167,7 @@ func (c *cursor) nullableBytes() int {
 	if c.err != nil || n < 0 {
 		return -1
 	}
-	at := c.off
+	at := c.off()
 	c.skip(int(n))
 	return at
 }

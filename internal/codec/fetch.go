@@ -18,7 +18,7 @@ func fetchLayout(c *cursor, version int16) {
 	}
 	topics := c.count()
 	for t := 0; t < topics && c.ok(); t++ {
-		topicAt := c.off
+		topicAt := c.off()
 		if version >= fetchFirstTopicID {
 			c.fixed(16)
 		} else {
@@ -27,7 +27,7 @@ func fetchLayout(c *cursor, version int16) {
 		parts := c.count()
 		for i := 0; i < parts && c.ok(); i++ {
 			c.fixed(4) // partition
-			errAt := c.off
+			errAt := c.off()
 			c.fixed(2 + 8) // error code, high watermark
 			if version >= 4 {
 				c.fixed(8) // last stable offset
@@ -45,9 +45,9 @@ func fetchLayout(c *cursor, version int16) {
 			if version >= 11 {
 				c.fixed(4) // preferred read replica
 			}
-			recordsAt := c.off
+			recordsAt := c.off()
 			dataAt := c.nullableBytes()
-			end := c.off
+			end := c.off()
 			c.tags() // diverging epoch, current leader, snapshot id: no addresses
 			c.partition(topicAt, errAt, recordsAt, dataAt, end)
 		}
@@ -90,7 +90,7 @@ func (s *FetchScan) Scan(body []byte, version int16, m AddressMapper) error {
 	flex := version >= fetchFirstFlexible
 	s.reset(body, flex)
 	s.version, s.mapper = version, m
-	c := cursor{b: body, flex: flex, scan: s}
+	c := cursor{b: body, end: len(body), flex: flex, scan: s}
 	fetchLayout(&c, version)
 	err, left := c.err, len(c.b)
 	s.mapper = nil
@@ -159,12 +159,13 @@ func (s *FetchScan) Reset() { s.drop() }
 // topic given (the caller reads it once per topic).
 func (s *FetchScan) fill(p *FetchPartition, i int, topic string, id [16]byte) {
 	sp := &s.parts[i]
-	*p = FetchPartition{
-		Topic: topic, TopicID: id, Partition: s.int32At(sp.errAt - 4), ErrorCode: s.int16At(sp.errAt),
-		HighWatermark:    s.int64At(sp.errAt + 2),
-		LastStableOffset: -1, LogStartOffset: -1, PreferredReadReplica: -1,
-		Records: s.records(i),
-	}
+	// Field by field: a composite literal would be copied in with a
+	// runtime call (the struct holds pointers).
+	p.Topic, p.TopicID = topic, id
+	p.Partition = s.int32At(sp.errAt - 4)
+	p.ErrorCode = s.int16At(sp.errAt)
+	p.HighWatermark = s.int64At(sp.errAt + 2)
+	p.LastStableOffset, p.LogStartOffset, p.PreferredReadReplica = -1, -1, -1
 	if s.version >= 4 {
 		p.LastStableOffset = s.int64At(sp.errAt + 10)
 	}
@@ -174,6 +175,8 @@ func (s *FetchScan) fill(p *FetchPartition, i int, topic string, id [16]byte) {
 	if s.version >= 11 {
 		p.PreferredReadReplica = s.int32At(sp.recordsAt - 4)
 	}
+	p.Records = s.records(i)
+	p.newRecords, p.setRecords, p.setError = nil, false, false
 }
 
 // partition records a partition into the scan, if any.
@@ -201,14 +204,14 @@ func (c *cursor) topLevelTags() {
 // decodes tag 0 as endpoints in every flexible version, so it is rewritten in
 // every flexible version here too, every copy of it.
 func (s *FetchScan) topLevelTags(cur *cursor) {
-	s.tagsAt = cur.off
+	s.tagsAt = cur.off()
 	c := &bodyReader{Reader: kbin.Reader{Src: cur.b}, body: s.body, flex: true}
 	defer func() {
 		if !c.Ok() {
 			cur.fail(fmt.Errorf("tagged fields: %w", ErrMalformed))
 			return
 		}
-		cur.advance(c.off() - cur.off)
+		cur.advance(c.off() - cur.off())
 	}()
 	n := c.Uvarint()
 	if !c.Ok() || int64(n) > int64(len(c.Src))/2 { // a tag takes two bytes or more
@@ -337,13 +340,7 @@ func (w *FetchWalker) Walk(dst, body []byte, version int16, fn FetchFunc) (out [
 			s.Reset()
 			return dst, false, fmt.Errorf("fetch response v%d partition entry %d: %w", version, i, err)
 		}
-		if p.setError {
-			s.setErrorCode(i, p.newError)
-		}
-		if p.setRecords {
-			s.setRecords(i, p.newRecords)
-		}
-		s.splicePart(sp, i) // copies the new records now
+		s.spliceEdits(sp, i, p.setError, p.newError, p.setRecords, p.newRecords) // copies the records now
 	}
 	s.spliceRepls(sp)
 	out, changed = sp.finish()

@@ -37,9 +37,10 @@ type FetchStream struct {
 	// Mapper maps node endpoints; nil drops them all.
 	Mapper AddressMapper
 
-	// The stream side of the cursor: src's buffered bytes from win[0],
-	// which is at offset winAt of the body; the cursor has read up to its
-	// off, and everything before off has been (or is being) written to dst.
+	// The stream side of the cursor: win is src's buffered bytes from
+	// offset winAt of the body. Bytes before winAt have been written to dst
+	// and discarded from src; those from winAt to the cursor's off have
+	// been read and go to dst at the next flush.
 	src   *bufio.Reader
 	dst   io.Writer
 	size  int
@@ -86,7 +87,7 @@ func (f *FetchStream) Forward(dst io.Writer, src *bufio.Reader, size int, versio
 // flush writes what the cursor has read of the window and drops it from
 // src.
 func (f *FetchStream) flush(c *cursor) {
-	k := c.off - f.winAt
+	k := c.off() - f.winAt
 	if k <= 0 || c.err != nil {
 		return
 	}
@@ -95,7 +96,7 @@ func (f *FetchStream) flush(c *cursor) {
 		return
 	}
 	f.src.Discard(k) // buffered: cannot fail
-	f.win, f.winAt = f.win[k:], c.off
+	f.win, f.winAt = f.win[k:], c.off()
 }
 
 // refill makes n more bytes (within the body) available to the cursor:
@@ -110,7 +111,7 @@ func (f *FetchStream) refill(c *cursor, n int) bool {
 		return false
 	}
 	f.win, _ = f.src.Peek(min(f.src.Buffered(), c.left()))
-	c.b = f.win
+	c.b, c.end = f.win, f.winAt+len(f.win)
 	return true
 }
 
@@ -121,12 +122,13 @@ func (f *FetchStream) forward(c *cursor, n int) {
 	if c.err != nil {
 		return
 	}
+	at := c.off()
 	if err := frame.Forward(f.dst, f.src, n); err != nil {
 		c.fail(err)
 		return
 	}
-	c.off += n
-	f.win, f.winAt, c.b = nil, c.off, nil
+	f.win, f.winAt = nil, at+n
+	c.b, c.end = nil, at+n
 }
 
 // skipTags passes a tagged-field section through the stream's cursor.
@@ -156,8 +158,9 @@ func (f *FetchStream) topLevelTags(c *cursor) {
 		f.src.Discard(k)
 		n -= k
 	}
-	c.off += len(f.tail)
-	f.win, f.winAt, c.b = nil, c.off, nil
+	end := c.off() + len(f.tail)
+	f.win, f.winAt = nil, end
+	c.b, c.end = nil, end
 	out, err := f.rewriteTags(f.tail)
 	if err != nil {
 		c.fail(err)

@@ -113,13 +113,21 @@ func (s *partScan) setErrorCode(i int, code int16) {
 // splicePart writes partition i's edits through sp (partitions in order).
 func (s *partScan) splicePart(sp *splicer, i int) {
 	p := &s.parts[i]
-	if p.setError && p.newError != s.int16At(p.errAt) {
-		sp.replace(int(p.errAt), int(p.errAt)+2, 2)
-		sp.out = kbin.AppendInt16(sp.out, p.newError)
+	if p.setError || p.setRecords {
+		s.spliceEdits(sp, i, p.setError, p.newError, p.setRecords, p.newRecords)
 	}
-	if p.setRecords {
-		sp.replace(int(p.recordsAt), int(p.end), len(p.newRecords)+5)
-		sp.out = appendNullableBytes(sp.out, p.newRecords, s.flex)
+}
+
+// spliceEdits writes edits of partition i through sp.
+func (s *partScan) spliceEdits(sp *splicer, i int, setError bool, code int16, setRecords bool, records []byte) {
+	p := &s.parts[i]
+	if setError && code != s.int16At(p.errAt) {
+		sp.replace(int(p.errAt), int(p.errAt)+2, 2)
+		sp.out = kbin.AppendInt16(sp.out, code)
+	}
+	if setRecords {
+		sp.replace(int(p.recordsAt), int(p.end), len(records)+5)
+		sp.out = appendNullableBytes(sp.out, records, s.flex)
 	}
 }
 

@@ -217,13 +217,7 @@ func (w *ShareFetchWalker) Walk(dst, body []byte, version int16, fn ShareFetchFu
 			s.Reset()
 			return dst, false, fmt.Errorf("share fetch response v%d partition entry %d: %w", version, i, err)
 		}
-		if p.setError {
-			s.setErrorCode(i, p.newError)
-		}
-		if p.setRecords {
-			s.setRecords(i, p.newRecords)
-		}
-		s.splicePart(sp, i) // copies the new records now
+		s.spliceEdits(sp, i, p.setError, p.newError, p.setRecords, p.newRecords) // copies the records now
 	}
 	s.spliceRepls(sp)
 	out, changed = sp.finish()
