@@ -2,15 +2,254 @@ package codec
 
 import (
 	"fmt"
-	"slices"
 
 	"github.com/twmb/franz-go/pkg/kbin"
 )
 
-// FetchPartition is one partition of a Fetch response as the walker sees it.
-// The walker reuses one FetchPartition for every partition: its fields, and
-// the memory Topic and Records point into, are valid only during the
-// callback. Copy what must outlive it.
+// fetchLayout is the Fetch response body (api key 1, versions 0 to
+// FetchMaxVersion), written once for buffers (FetchScan) and streams
+// (FetchStream) alike. The caller checks c.ok() and that no byte is left.
+func fetchLayout(c *cursor, version int16) {
+	if version >= 1 {
+		c.fixed(4) // throttle
+	}
+	if version >= 7 {
+		c.fixed(2 + 4) // error code, session id
+	}
+	topics := c.count()
+	for t := 0; t < topics && c.ok(); t++ {
+		topicAt := c.off()
+		if version >= fetchFirstTopicID {
+			c.fixed(16)
+		} else {
+			c.str()
+		}
+		parts := c.count()
+		for i := 0; i < parts && c.ok(); i++ {
+			c.fixed(4) // partition
+			errAt := c.off()
+			c.fixed(2 + 8) // error code, high watermark
+			if version >= 4 {
+				c.fixed(8) // last stable offset
+			}
+			if version >= 5 {
+				c.fixed(8) // log start offset
+			}
+			if version >= 4 {
+				aborted := c.count()
+				for j := 0; j < aborted && c.ok(); j++ {
+					c.fixed(8 + 8) // producer id, first offset
+					c.tags()
+				}
+			}
+			if version >= 11 {
+				c.fixed(4) // preferred read replica
+			}
+			recordsAt := c.off()
+			dataAt := c.nullableBytes()
+			end := c.off()
+			c.tags() // diverging epoch, current leader, snapshot id: no addresses
+			c.partition(topicAt, errAt, recordsAt, dataAt, end)
+		}
+		c.tags()
+	}
+	if version >= fetchFirstFlexible && c.ok() {
+		c.topLevelTags()
+	}
+}
+
+// FetchScan is a Fetch response body (api key 1, versions 0 to
+// FetchMaxVersion) walked once: Scan records where every partition lies
+// and rewrites the node endpoints; callers then edit partitions by index
+// and Splice builds the new body in one copy pass.
+//
+// It records positions, not copies: what it returns aliases the body, which
+// must stay unchanged until the next Scan or Reset. Its storage is reused,
+// so a steady state allocates nothing. Not safe for concurrent use.
+type FetchScan struct {
+	partScan
+	version int16
+	mapper  AddressMapper
+	tagsAt  int // where the top-level tagged fields start (flexible versions)
+}
+
+// Scan walks body, a Fetch response body of the given version, recording
+// its partitions in wire order and rewriting the KIP-951 node endpoints
+// (top-level tag 0, in every flexible version, as kmsg decodes it) through
+// m; endpoints m does not know are dropped, a nil m drops them all. On error
+// the scan is empty.
+func (s *FetchScan) Scan(body []byte, version int16, m AddressMapper) error {
+	if version < 0 || version > FetchMaxVersion {
+		s.drop()
+		return fmt.Errorf("fetch response v%d: %w", version, ErrUnknownVersion)
+	}
+	if tooLarge(body) {
+		s.drop()
+		return fmt.Errorf("fetch response v%d: %d bytes: %w", version, len(body), ErrMalformed)
+	}
+	flex := version >= fetchFirstFlexible
+	s.reset(body, flex)
+	s.version, s.mapper = version, m
+	c := cursor{b: body, end: len(body), flex: flex, scan: s}
+	fetchLayout(&c, version)
+	err, left := c.err, len(c.b)
+	s.mapper = nil
+	switch {
+	case err != nil:
+		s.drop()
+		return fmt.Errorf("fetch response v%d: %w", version, err)
+	case left != 0:
+		s.drop()
+		return fmt.Errorf("fetch response v%d: %d bytes after the message: %w", version, left, ErrMalformed)
+	}
+	return nil
+}
+
+// Len is the number of partitions scanned.
+func (s *FetchScan) Len() int { return len(s.parts) }
+
+// Topic is partition i's topic name (versions 0-12; "" from 13). It aliases
+// the body.
+func (s *FetchScan) Topic(i int) string {
+	if s.version >= fetchFirstTopicID {
+		return ""
+	}
+	return s.strAt(s.parts[i].topicAt)
+}
+
+// TopicID is partition i's topic id (versions 13+; zero before).
+func (s *FetchScan) TopicID(i int) [16]byte {
+	if s.version < fetchFirstTopicID {
+		return [16]byte{}
+	}
+	return s.uuidAt(s.parts[i].topicAt)
+}
+
+// Partition is partition i's partition index.
+func (s *FetchScan) Partition(i int) int32 { return s.int32At(s.parts[i].errAt - 4) }
+
+// ErrorCode is partition i's error code as the broker sent it.
+func (s *FetchScan) ErrorCode(i int) int16 { return s.errorCode(i) }
+
+// Records is partition i's record batches as the broker sent them (nil when
+// null). The last batch may be partial: brokers cut the response at the
+// requested byte limit.
+func (s *FetchScan) Records(i int) []byte { return s.records(i) }
+
+// SetRecords makes Splice write b (nil writes a null array, an empty
+// non-nil slice an empty one) in place of partition i's records. b must
+// stay valid until Splice has run.
+func (s *FetchScan) SetRecords(i int, b []byte) { s.setRecords(i, b) }
+
+// SetErrorCode makes Splice write code as partition i's error code, for
+// example RESOURCE_NOT_FOUND (91) together with SetRecords(i, []byte{}).
+func (s *FetchScan) SetErrorCode(i int, code int16) { s.setErrorCode(i, code) }
+
+// Splice appends the edited body to dst in one pass: unchanged stretches of
+// the body are copied in bulk, only replaced fields are encoded. If nothing
+// changed (no edit that differs, endpoints as they were), changed is false
+// and out is dst: forward the original.
+func (s *FetchScan) Splice(dst []byte) (out []byte, changed bool) { return s.splice(dst) }
+
+// Reset drops the scan's references to the body and to the records given
+// to SetRecords.
+func (s *FetchScan) Reset() { s.drop() }
+
+// fill sets p to partition i's fields (the FetchWalker view), with the
+// topic given (the caller reads it once per topic).
+func (s *FetchScan) fill(p *FetchPartition, i int, topic string, id [16]byte) {
+	sp := &s.parts[i]
+	// Field by field: a composite literal would be copied in with a
+	// runtime call (the struct holds pointers).
+	p.Topic, p.TopicID = topic, id
+	p.Partition = s.int32At(sp.errAt - 4)
+	p.ErrorCode = s.int16At(sp.errAt)
+	p.HighWatermark = s.int64At(sp.errAt + 2)
+	p.LastStableOffset, p.LogStartOffset, p.PreferredReadReplica = -1, -1, -1
+	if s.version >= 4 {
+		p.LastStableOffset = s.int64At(sp.errAt + 10)
+	}
+	if s.version >= 5 {
+		p.LogStartOffset = s.int64At(sp.errAt + 18)
+	}
+	if s.version >= 11 {
+		p.PreferredReadReplica = s.int32At(sp.recordsAt - 4)
+	}
+	p.Records = s.records(i)
+	p.newRecords, p.setRecords, p.setError = nil, false, false
+}
+
+// partition records a partition into the scan, if any.
+func (c *cursor) partition(topicAt, errAt, recordsAt, dataAt, end int) {
+	if c.scan != nil && c.err == nil {
+		c.scan.add(scannedPart{topicAt: int32(topicAt), errAt: int32(errAt), recordsAt: int32(recordsAt), dataAt: int32(dataAt), end: int32(end)})
+	}
+}
+
+// topLevelTags reads a Fetch response's own tagged fields, rewriting the
+// node endpoints (tag 0): a scan records the rewrite, a stream writes it.
+func (c *cursor) topLevelTags() {
+	switch {
+	case c.st != nil:
+		c.st.topLevelTags(c)
+	case c.scan != nil:
+		c.scan.topLevelTags(c)
+	default:
+		c.tags()
+	}
+}
+
+// topLevelTags reads the response's tagged fields and rewrites tag 0, the
+// node endpoints (KIP-951, v16+: node id, host, port, rack, tags). kmsg
+// decodes tag 0 as endpoints in every flexible version, so it is rewritten in
+// every flexible version here too, every copy of it.
+func (s *FetchScan) topLevelTags(cur *cursor) {
+	s.tagsAt = cur.off()
+	c := &bodyReader{Reader: kbin.Reader{Src: cur.b}, body: s.body, flex: true}
+	defer func() {
+		if !c.Ok() {
+			cur.fail(fmt.Errorf("tagged fields: %w", ErrMalformed))
+			return
+		}
+		cur.advance(c.off() - cur.off())
+	}()
+	n := c.Uvarint()
+	if !c.Ok() || int64(n) > int64(len(c.Src))/2 { // a tag takes two bytes or more
+		c.fail()
+		return
+	}
+	for ; n > 0 && c.Ok(); n-- {
+		key := c.Uvarint()
+		sizeAt := c.off()
+		size := c.Uvarint()
+		if !c.Ok() || int64(size) > int64(len(c.Src)) {
+			c.fail()
+			return
+		}
+		data := c.Span(int(size))
+		if key != 0 {
+			continue
+		}
+		sub := newBodyReader(data, true)
+		var changed bool
+		s.tmp, changed = rewriteEndpoints(s.tmp[:0], &sub, s.mapper, endpointLayout{rack: true})
+		if !sub.Ok() || len(sub.Src) != 0 {
+			c.fail()
+			return
+		}
+		if changed {
+			at := len(s.scratch)
+			s.scratch = kbin.AppendUvarint(s.scratch, uint32(len(s.tmp)))
+			s.scratch = append(s.scratch, s.tmp...)
+			s.repls = append(s.repls, bodyRepl{int32(sizeAt), int32(c.off()), int32(at), int32(len(s.scratch) - at)})
+		}
+	}
+}
+
+// FetchPartition is one partition of a Fetch response as FetchWalker's
+// callback sees it. The walker reuses one FetchPartition for every
+// partition: its fields, and the memory Topic and Records point into, are
+// valid only during the callback. Copy what must outlive it.
 type FetchPartition struct {
 	Topic   string   // topic name, versions 0-12; aliases the body
 	TopicID [16]byte // topic id, versions 13+
@@ -52,7 +291,8 @@ type FetchFunc func(p *FetchPartition) error
 
 // FetchWalker walks Fetch response bodies (api key 1, versions 0 to
 // FetchMaxVersion), lets a callback replace records and error codes, and
-// rewrites the KIP-951 node endpoints (top-level tag 0) through Mapper.
+// rewrites the KIP-951 node endpoints (top-level tag 0) through Mapper. It
+// is a FetchScan with a callback per partition; new code uses FetchScan.
 //
 // A FetchWalker is reusable but not safe for concurrent use; with one walker
 // per connection, an unchanged response costs no allocation.
@@ -60,9 +300,8 @@ type FetchWalker struct {
 	// Mapper maps node endpoints; nil drops them all.
 	Mapper AddressMapper
 
-	p       FetchPartition
-	sp      splicer
-	scratch []byte
+	p    FetchPartition
+	scan FetchScan
 }
 
 // Walk reads the Fetch response body of the given version and calls fn (which
@@ -73,184 +312,39 @@ type FetchWalker struct {
 // unchanged stretches of body are copied in bulk, only replaced fields are
 // encoded. Node endpoints the mapper does not know are dropped.
 //
-// On error out is dst and fn may already have seen some partitions.
+// A malformed body is found before fn is called. On error out is dst; on an
+// error from fn, fn has seen the partitions before it.
 func (w *FetchWalker) Walk(dst, body []byte, version int16, fn FetchFunc) (out []byte, changed bool, err error) {
-	if version < 0 || version > FetchMaxVersion {
-		return dst, false, fmt.Errorf("fetch response v%d: %w", version, ErrUnknownVersion)
-	}
-	w.sp.start(dst, body)
-	err = w.walk(body, version, fn)
-	out, changed = w.sp.finish()
-	w.p = FetchPartition{} // drop references to body and records
-	if err != nil {
+	s := &w.scan
+	if err := s.Scan(body, version, w.Mapper); err != nil {
 		return dst, false, err
 	}
-	return out, changed, nil
-}
-
-func (w *FetchWalker) walk(body []byte, version int16, fn FetchFunc) error {
-	r := newBodyReader(body, version >= fetchFirstFlexible)
-	if version >= 1 {
-		r.Int32() // throttle
-	}
-	if version >= 7 {
-		r.Int16() // error code
-		r.Int32() // session id
-	}
-	topics, _ := r.arrayLen()
-	p := &w.p
-	for t := 0; t < topics && r.Ok(); t++ {
-		if version >= fetchFirstTopicID {
-			p.Topic, p.TopicID = "", r.Uuid()
-		} else {
-			p.Topic, p.TopicID = bytesString(r.str()), [16]byte{}
-		}
-		parts, _ := r.arrayLen()
-		for i := 0; i < parts && r.Ok(); i++ {
-			if err := w.partition(&r, version, fn); err != nil {
-				return fmt.Errorf("fetch response v%d topic %d partition %d: %w", version, t, i, err)
-			}
-		}
-		r.skipTags()
-	}
-	if !r.Ok() {
-		return fmt.Errorf("fetch response v%d: topics: %w", version, ErrMalformed)
-	}
-	if r.flex {
-		w.topLevelTags(&r)
-		if !r.Ok() {
-			return fmt.Errorf("fetch response v%d: tagged fields: %w", version, ErrMalformed)
-		}
-	}
-	if len(r.Src) != 0 {
-		return fmt.Errorf("fetch response v%d: %d bytes after the message: %w", version, len(r.Src), ErrMalformed)
-	}
-	return nil
-}
-
-// partition reads one partition, calls fn and applies what it set.
-func (w *FetchWalker) partition(r *bodyReader, version int16, fn FetchFunc) error {
-	p := &w.p
-	p.Partition = r.Int32()
-	errAt := r.off()
-	p.ErrorCode = r.Int16()
-	p.HighWatermark = r.Int64()
-	p.LastStableOffset, p.LogStartOffset, p.PreferredReadReplica = -1, -1, -1
-	if version >= 4 {
-		p.LastStableOffset = r.Int64()
-	}
-	if version >= 5 {
-		p.LogStartOffset = r.Int64()
-	}
-	if version >= 4 {
-		aborted, _ := r.arrayLen()
-		for j := 0; j < aborted && r.Ok(); j++ {
-			r.Int64() // producer id
-			r.Int64() // first offset
-			r.skipTags()
-		}
-	}
-	if version >= 11 {
-		p.PreferredReadReplica = r.Int32()
-	}
-	recordsAt := r.off()
-	p.Records = r.nullableBytes()
-	recordsEnd := r.off()
-	r.skipTags() // diverging epoch, current leader, snapshot id: no addresses
-	if !r.Ok() {
-		return ErrMalformed
-	}
-	p.setRecords, p.setError, p.newRecords = false, false, nil
 	if fn == nil {
-		return nil
+		out, changed = s.Splice(dst)
+		s.Reset()
+		return out, changed, nil
 	}
-	if err := fn(p); err != nil {
-		return err
-	}
-	if p.setError && p.newError != p.ErrorCode {
-		w.sp.replace(errAt, errAt+2, 2)
-		w.sp.out = kbin.AppendInt16(w.sp.out, p.newError)
-	}
-	if p.setRecords {
-		w.sp.replace(recordsAt, recordsEnd, len(p.newRecords)+5)
-		w.sp.out = appendNullableBytes(w.sp.out, p.newRecords, r.flex)
-	}
-	p.Records, p.newRecords = nil, nil
-	return nil
-}
-
-// topLevelTags reads the response's tagged fields and rewrites tag 0, the
-// node endpoints (KIP-951, v16+: node id, host, port, rack, tags). kmsg
-// decodes tag 0 as endpoints in every flexible version, so it is rewritten in
-// every flexible version here too.
-func (w *FetchWalker) topLevelTags(r *bodyReader) {
-	n := r.Uvarint()
-	if !r.Ok() || int64(n) > int64(len(r.Src))/2 { // a tag takes two bytes or more
-		r.fail()
-		return
-	}
-	for ; n > 0 && r.Ok(); n-- {
-		key := r.Uvarint()
-		sizeAt := r.off()
-		size := r.Uvarint()
-		if !r.Ok() || int64(size) > int64(len(r.Src)) {
-			r.fail()
-			return
+	sp := &s.sp
+	sp.start(dst, body)
+	p := &w.p
+	var topic string
+	var id [16]byte
+	for i := range s.parts {
+		if i == 0 || s.parts[i].topicAt != s.parts[i-1].topicAt {
+			topic, id = s.Topic(i), s.TopicID(i)
 		}
-		data := r.Span(int(size))
-		if key != 0 {
-			continue
+		s.fill(p, i, topic, id)
+		if err := fn(p); err != nil {
+			sp.finish()
+			*p = FetchPartition{}
+			s.Reset()
+			return dst, false, fmt.Errorf("fetch response v%d partition entry %d: %w", version, i, err)
 		}
-		sub := newBodyReader(data, true)
-		var changed bool
-		w.scratch, changed = rewriteEndpoints(w.scratch[:0], &sub, w.Mapper, endpointLayout{rack: true})
-		if !sub.Ok() || len(sub.Src) != 0 {
-			r.fail()
-			return
-		}
-		if changed {
-			w.sp.replace(sizeAt, r.off(), len(w.scratch)+5)
-			w.sp.out = kbin.AppendUvarint(w.sp.out, uint32(len(w.scratch)))
-			w.sp.out = append(w.sp.out, w.scratch...)
-		}
+		s.spliceEdits(sp, i, p.setError, p.newError, p.setRecords, p.newRecords) // copies the records now
 	}
-}
-
-// splicer builds a changed body lazily: nothing is copied until the first
-// replacement, and then every unchanged stretch of the original is copied in
-// one append.
-type splicer struct {
-	body   []byte
-	dst    []byte // the caller's buffer, returned when nothing changed
-	out    []byte
-	copied int // body[:copied] is already in out or replaced
-	dirty  bool
-}
-
-func (s *splicer) start(dst, body []byte) {
-	*s = splicer{body: body, dst: dst, out: dst}
-}
-
-// replace copies the body up to from, then skips the original body[from:to];
-// the caller appends a replacement of about n bytes to s.out. The first
-// replacement sizes out for the whole new body as if it were the only one,
-// so a caller's reused buffer is not reallocated in steady state.
-func (s *splicer) replace(from, to, n int) {
-	if !s.dirty {
-		s.dirty = true
-		s.out = slices.Grow(s.out, len(s.body)-(to-from)+n)
-	}
-	s.out = append(s.out, s.body[s.copied:from]...)
-	s.copied = to
-}
-
-// finish returns the new body appended to dst, or dst and false when
-// nothing was replaced. It drops the splicer's references.
-func (s *splicer) finish() ([]byte, bool) {
-	out, dirty := s.dst, s.dirty
-	if dirty {
-		out = append(s.out, s.body[s.copied:]...)
-	}
-	*s = splicer{}
-	return out, dirty
+	s.spliceRepls(sp)
+	out, changed = sp.finish()
+	*p = FetchPartition{} // drop references to body and records
+	s.Reset()
+	return out, changed, nil
 }

@@ -2,7 +2,6 @@ package codec
 
 import (
 	"bufio"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -27,15 +26,28 @@ import (
 // through Metadata, as they did before KIP-951. A broker address is never
 // forwarded.
 //
-// Like FetchWalker it reads untrusted bytes with every count checked
-// against the bytes left. A malformed body is found only after part of it
-// has been forwarded: the caller must then close the client connection.
-// A FetchStream is reusable but not safe for concurrent use.
+// It reads the body through the same layout and cursor as FetchScan
+// (fetchLayout), so the two accept the same bodies, with every count checked
+// against the bytes left. What it has read goes to dst in bulk, before it
+// waits for more input, so a slow broker's bytes are not held back. A
+// malformed body is found only after part of it has been forwarded: the
+// caller must then close the client connection. A FetchStream is reusable
+// but not safe for concurrent use.
 type FetchStream struct {
 	// Mapper maps node endpoints; nil drops them all.
 	Mapper AddressMapper
 
-	s       streamer
+	// The stream side of the cursor: win is src's buffered bytes from
+	// offset winAt of the body. Bytes before winAt have been written to dst
+	// and discarded from src; those from winAt to the cursor's off have
+	// been read and go to dst at the next flush.
+	src   *bufio.Reader
+	dst   io.Writer
+	size  int
+	win   []byte
+	winAt int
+	cur   cursor
+
 	tail    []byte
 	scratch []byte
 	tags    []Tag
@@ -49,87 +61,114 @@ var ErrTagsNoFit = errors.New("rewritten tagged fields do not fit their original
 // Forward copies a Fetch response body of size bytes (the frame after the
 // response header) of the given version from src to dst, rewriting the node
 // endpoints in place. It writes exactly size bytes when it succeeds; on
-// error an unknown prefix has been written.
+// error an unknown prefix has been written. It reads the body through the
+// same layout as FetchScan.
 func (f *FetchStream) Forward(dst io.Writer, src *bufio.Reader, size int, version int16) error {
 	if version < 0 || version > FetchMaxVersion {
 		return fmt.Errorf("fetch response v%d: %w", version, ErrUnknownVersion)
 	}
-	s := &f.s
-	*s = streamer{src: src, dst: dst, left: size}
-	flex := version >= fetchFirstFlexible
-	if version >= 1 {
-		s.copy(4) // throttle
+	f.src, f.dst, f.size, f.win, f.winAt = src, dst, size, nil, 0
+	c := &f.cur
+	*c = cursor{flex: version >= fetchFirstFlexible, st: f}
+	fetchLayout(c, version)
+	f.flush(c)
+	if c.err == nil && c.left() != 0 {
+		c.fail(fmt.Errorf("%d bytes after the message: %w", c.left(), ErrMalformed))
 	}
-	if version >= 7 {
-		s.copy(6) // error code, session id
-	}
-	topics := s.arrayLen(flex)
-	for t := 0; t < topics && s.err == nil; t++ {
-		if version >= fetchFirstTopicID {
-			s.copy(16)
-		} else {
-			s.skipString(flex)
-		}
-		parts := s.arrayLen(flex)
-		for i := 0; i < parts && s.err == nil; i++ {
-			s.copy(4 + 2 + 8) // partition, error code, high watermark
-			if version >= 4 {
-				s.copy(8) // last stable offset
-			}
-			if version >= 5 {
-				s.copy(8) // log start offset
-			}
-			if version >= 4 {
-				aborted := s.arrayLen(flex)
-				for j := 0; j < aborted && s.err == nil; j++ {
-					s.copy(16) // producer id, first offset
-					if flex {
-						s.skipTags()
-					}
-				}
-			}
-			if version >= 11 {
-				s.copy(4) // preferred read replica
-			}
-			s.skipBytes(flex) // the records, streamed
-			if flex {
-				s.skipTags() // diverging epoch, current leader, snapshot id: no addresses
-			}
-		}
-		if flex {
-			s.skipTags()
-		}
-	}
-	if s.err == nil && flex {
-		f.forwardTopLevelTags()
-	}
-	if s.err == nil && s.left != 0 {
-		s.fail(fmt.Errorf("%d bytes after the message: %w", s.left, ErrMalformed))
-	}
-	if s.err != nil {
-		err := s.err
-		*s = streamer{}
+	err := c.err
+	*c = cursor{}
+	f.src, f.dst, f.win = nil, nil, nil
+	if err != nil {
 		return fmt.Errorf("fetch response v%d: %w", version, err)
 	}
-	*s = streamer{}
 	return nil
 }
 
-// forwardTopLevelTags reads the rest of the body (the top-level tagged
-// fields) and writes it with the node endpoints (tag 0) rewritten, at the
-// same length.
-func (f *FetchStream) forwardTopLevelTags() {
-	s := &f.s
-	f.tail = s.read(f.tail[:0], s.left)
-	if s.err != nil {
+// flush writes what the cursor has read of the window and drops it from
+// src.
+func (f *FetchStream) flush(c *cursor) {
+	k := c.off() - f.winAt
+	if k <= 0 || c.err != nil {
 		return
 	}
+	if _, err := f.dst.Write(f.win[:k]); err != nil {
+		c.fail(&frame.WriteError{Err: err})
+		return
+	}
+	f.src.Discard(k) // buffered: cannot fail
+	f.win, f.winAt = f.win[k:], c.off()
+}
+
+// refill makes n more bytes (within the body) available to the cursor:
+// it flushes what was read, waits for n bytes and takes what src holds.
+func (f *FetchStream) refill(c *cursor, n int) bool {
+	f.flush(c)
+	if c.err != nil {
+		return false
+	}
+	if _, err := f.src.Peek(n); err != nil {
+		c.fail(frame.NoEOF(err))
+		return false
+	}
+	f.win, _ = f.src.Peek(min(f.src.Buffered(), c.left()))
+	c.b, c.end = f.win, f.winAt+len(f.win)
+	return true
+}
+
+// forward passes n bytes of a large field (more than the window holds)
+// from src to dst in chunks of at most src's buffer size.
+func (f *FetchStream) forward(c *cursor, n int) {
+	f.flush(c)
+	if c.err != nil {
+		return
+	}
+	at := c.off()
+	if err := frame.Forward(f.dst, f.src, n); err != nil {
+		c.fail(err)
+		return
+	}
+	f.win, f.winAt = nil, at+n
+	c.b, c.end = nil, at+n
+}
+
+// skipTags passes a tagged-field section through the stream's cursor.
+func (f *FetchStream) skipTags() {
+	if _, ok := skipTagSection(cursorTags{&f.cur}); !ok {
+		f.cur.fail(fmt.Errorf("tagged fields: %w", ErrMalformed))
+	}
+}
+
+// topLevelTags reads the rest of the body (the top-level tagged fields)
+// and writes it with the node endpoints (tag 0) rewritten, at the same
+// length.
+func (f *FetchStream) topLevelTags(c *cursor) {
+	f.flush(c)
+	if c.err != nil {
+		return
+	}
+	f.tail = f.tail[:0]
+	for n := c.left(); n > 0 && c.err == nil; {
+		k := min(n, f.src.Size())
+		b, err := f.src.Peek(k)
+		if err != nil {
+			c.fail(frame.NoEOF(err))
+			return
+		}
+		f.tail = append(f.tail, b...)
+		f.src.Discard(k)
+		n -= k
+	}
+	end := c.off() + len(f.tail)
+	f.win, f.winAt = nil, end
+	c.b, c.end = nil, end
 	out, err := f.rewriteTags(f.tail)
 	if err != nil {
-		s.fail(err)
+		c.fail(err)
 		return
 	}
-	s.write(out)
+	if _, err := f.dst.Write(out); err != nil {
+		c.fail(&frame.WriteError{Err: err})
+	}
 }
 
 // rewriteTags returns tail (a whole tagged-field section) with tag 0's
@@ -143,7 +182,7 @@ func (f *FetchStream) rewriteTags(tail []byte) ([]byte, error) {
 		return nil, fmt.Errorf("tagged fields: %w", ErrMalformed)
 	}
 	// Tag 0 is the endpoints. A broker sends it at most once; should it
-	// come twice, every copy is rewritten, as FetchWalker does.
+	// come twice, every copy is rewritten, as FetchScan does.
 	type span struct{ tag, from, to int }
 	var spans [4]span
 	mapped := spans[:0]
@@ -233,191 +272,4 @@ func padTags(dst []byte, tags []Tag, size int) ([]byte, bool) {
 		return dst, true
 	}
 	return dst[:base], false
-}
-
-// streamer reads a message from src field by field, bounded by the bytes
-// left in its frame, and copies what it reads to dst. Fixed-size fields and
-// lengths go through src's buffer; large byte fields are copied in chunks
-// of at most src's buffer size, so nothing is buffered beyond that.
-type streamer struct {
-	src  *bufio.Reader
-	dst  io.Writer
-	left int
-	err  error
-}
-
-func (s *streamer) fail(err error) {
-	if s.err == nil {
-		s.err = err
-	}
-}
-
-// peek returns the next n bytes (n at most src's buffer size) without
-// consuming them.
-func (s *streamer) peek(n int) []byte {
-	if s.err != nil {
-		return nil
-	}
-	if n > s.left {
-		s.fail(fmt.Errorf("%d bytes needed, %d left: %w", n, s.left, ErrMalformed))
-		return nil
-	}
-	b, err := s.src.Peek(n)
-	if err != nil {
-		s.fail(frame.NoEOF(err))
-		return nil
-	}
-	return b
-}
-
-// copy forwards the next n bytes (n small).
-func (s *streamer) copy(n int) {
-	if b := s.peek(n); b != nil {
-		s.write(b)
-		s.consume(n)
-	}
-}
-
-func (s *streamer) consume(n int) {
-	if s.err != nil {
-		return
-	}
-	if _, err := s.src.Discard(n); err != nil {
-		s.fail(frame.NoEOF(err))
-		return
-	}
-	s.left -= n
-}
-
-func (s *streamer) write(b []byte) {
-	if s.err != nil {
-		return
-	}
-	if _, err := s.dst.Write(b); err != nil {
-		s.fail(&frame.WriteError{Err: err})
-	}
-}
-
-// stream forwards the next n bytes in chunks.
-func (s *streamer) stream(n int) {
-	if s.err == nil && n > s.left {
-		s.fail(fmt.Errorf("field of %d bytes, %d left: %w", n, s.left, ErrMalformed))
-	}
-	if s.err != nil {
-		return
-	}
-	if err := frame.Forward(s.dst, s.src, n); err != nil {
-		s.fail(err)
-		return
-	}
-	s.left -= n
-}
-
-// read appends the next n bytes to dst (consuming, not forwarding them).
-func (s *streamer) read(dst []byte, n int) []byte {
-	if s.err == nil && n > s.left {
-		s.fail(fmt.Errorf("field of %d bytes, %d left: %w", n, s.left, ErrMalformed))
-	}
-	for n > 0 && s.err == nil {
-		k := min(n, s.src.Size())
-		dst = append(dst, s.peek(k)...)
-		s.consume(k)
-		n -= k
-	}
-	return dst
-}
-
-// uvarint forwards an unsigned varint and returns its value.
-func (s *streamer) uvarint() uint32 {
-	b := s.peek(min(5, s.left))
-	if s.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(b)
-	if n <= 0 || v > 1<<32-1 {
-		s.fail(fmt.Errorf("bad varint: %w", ErrMalformed))
-		return 0
-	}
-	s.copy(n)
-	return uint32(v)
-}
-
-func (s *streamer) int16() int16 {
-	b := s.peek(2)
-	if b == nil {
-		return 0
-	}
-	v := int16(binary.BigEndian.Uint16(b))
-	s.copy(2)
-	return v
-}
-
-func (s *streamer) int32() int32 {
-	b := s.peek(4)
-	if b == nil {
-		return 0
-	}
-	v := int32(binary.BigEndian.Uint32(b))
-	s.copy(4)
-	return v
-}
-
-// arrayLen forwards an array length and returns the count (0 for null). A
-// count that cannot fit in the bytes left is malformed.
-func (s *streamer) arrayLen(flex bool) int {
-	var n int64
-	if flex {
-		n = int64(s.uvarint()) - 1
-	} else {
-		n = int64(s.int32())
-	}
-	if s.err != nil || n == -1 || n == 0 { // -1: null
-		return 0
-	}
-	if n < 0 || n > int64(s.left) {
-		s.fail(fmt.Errorf("array of %d with %d bytes left: %w", n, s.left, ErrMalformed))
-		return 0
-	}
-	return int(n)
-}
-
-// skipString forwards a (non-null) string.
-func (s *streamer) skipString(flex bool) {
-	var n int64
-	if flex {
-		n = int64(s.uvarint()) - 1
-	} else {
-		n = int64(s.int16())
-	}
-	if s.err == nil && n < 0 {
-		s.fail(fmt.Errorf("null or negative string length: %w", ErrMalformed))
-		return
-	}
-	s.stream(int(n))
-}
-
-// skipBytes forwards nullable bytes.
-func (s *streamer) skipBytes(flex bool) {
-	var n int64
-	if flex {
-		n = int64(s.uvarint()) - 1
-	} else {
-		n = int64(s.int32())
-	}
-	if s.err != nil || n < 0 { // null: -1, or any negative length, as Kafka reads it
-		return
-	}
-	s.stream(int(n))
-}
-
-// skipTags forwards a tagged-field section.
-func (s *streamer) skipTags() {
-	n := s.uvarint()
-	if s.err == nil && int64(n) > int64(s.left)/2 { // a tag takes two bytes or more
-		s.fail(fmt.Errorf("%d tags with %d bytes left: %w", n, s.left, ErrMalformed))
-	}
-	for ; n > 0 && s.err == nil; n-- {
-		s.uvarint() // key
-		s.stream(int(s.uvarint()))
-	}
 }

@@ -13,6 +13,15 @@ import "fmt"
 // When nothing changes, changed is false and out is dst unchanged: forward
 // the original bytes.
 func RewriteMetadataResponse(dst, body []byte, version int16, m AddressMapper) (out []byte, changed bool, err error) {
+	return RewriteMetadata(dst, body, version, m, nil)
+}
+
+// RewriteMetadata is RewriteMetadataResponse and WalkMetadataTopics in one
+// walk: it rewrites the brokers through m and, when topics is not nil, calls
+// it for every topic with a name and a non-zero id (versions 10 and later;
+// earlier versions carry no ids and their topics are not read). A malformed
+// topics section is an error only when topics is not nil.
+func RewriteMetadata(dst, body []byte, version int16, m AddressMapper, topics MetadataTopicsFunc) (out []byte, changed bool, err error) {
 	if version < 0 || version > MetadataMaxVersion {
 		return dst, false, fmt.Errorf("metadata response v%d: %w", version, ErrUnknownVersion)
 	}
@@ -29,8 +38,14 @@ func RewriteMetadataResponse(dst, body []byte, version int16, m AddressMapper) (
 	if !r.Ok() {
 		return dst, false, fmt.Errorf("metadata response v%d: brokers array: %w", version, ErrMalformed)
 	}
+	rest := r.Src
+	if topics != nil && version >= 10 {
+		if err := walkMetadataTopics(&r, version, topics); err != nil {
+			return dst, false, err
+		}
+	}
 	if !changed {
 		return dst, false, nil
 	}
-	return append(out, r.Src...), true, nil
+	return append(out, rest...), true, nil
 }

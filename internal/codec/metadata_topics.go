@@ -10,7 +10,9 @@ type MetadataTopicsFunc func(name []byte, id [16]byte)
 // 10 to MetadataMaxVersion, the ones carrying topic ids) and calls fn for
 // each topic with a name and a non-zero id. Earlier versions have no ids
 // and are skipped without reading. It is how kseal learns topic names for
-// the messages that name topics only by id (ShareFetch).
+// the messages that name topics only by id (ShareFetch). RewriteMetadata
+// does this and the broker rewrite in one walk; this one stays for
+// internal/proxy until it switches.
 func WalkMetadataTopics(body []byte, version int16, fn MetadataTopicsFunc) error {
 	if version < 10 {
 		return nil
@@ -28,9 +30,16 @@ func WalkMetadataTopics(body []byte, version int16, fn MetadataTopicsFunc) error
 		r.nullableStr()
 		r.skipTags()
 	}
+	return walkMetadataTopics(&r, version, fn)
+}
+
+// walkMetadataTopics reads the rest of a Metadata response body (v10+) from
+// r, positioned after the brokers, calling fn for each topic with a name and
+// a non-zero id.
+func walkMetadataTopics(r *bodyReader, version int16, fn MetadataTopicsFunc) error {
 	r.nullableStr() // cluster id
 	r.Int32()       // controller id
-	n, _ = r.arrayLen()
+	n, _ := r.arrayLen()
 	for i := 0; i < n && r.Ok(); i++ {
 		r.Int16() // error code
 		name, null := r.nullableStr()
@@ -38,13 +47,13 @@ func WalkMetadataTopics(body []byte, version int16, fn MetadataTopicsFunc) error
 		r.Bool() // is internal
 		parts, _ := r.arrayLen()
 		for j := 0; j < parts && r.Ok(); j++ {
-			r.Int16()      // error code
-			r.Int32()      // partition index
-			r.Int32()      // leader id
-			r.Int32()      // leader epoch (v7+)
-			skipInt32s(&r) // replica nodes
-			skipInt32s(&r) // isr nodes
-			skipInt32s(&r) // offline replicas (v5+)
+			r.Int16()     // error code
+			r.Int32()     // partition index
+			r.Int32()     // leader id
+			r.Int32()     // leader epoch (v7+)
+			skipInt32s(r) // replica nodes
+			skipInt32s(r) // isr nodes
+			skipInt32s(r) // offline replicas (v5+)
 			r.skipTags()
 		}
 		r.Int32() // topic authorized operations (v8+)

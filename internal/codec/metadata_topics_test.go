@@ -1,6 +1,8 @@
 package codec
 
 import (
+	"bytes"
+	"reflect"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -57,5 +59,59 @@ func FuzzWalkMetadataTopics(f *testing.F) {
 		if n > len(body) {
 			t.Fatalf("%d topics from %d bytes", n, len(body))
 		}
+	})
+}
+
+// metadataOneWalk checks RewriteMetadata against RewriteMetadataResponse
+// followed by WalkMetadataTopics: the same body out, the same topics seen,
+// an error exactly when either of the two fails.
+func metadataOneWalk(t *testing.T, body []byte, v int16, m AddressMapper) {
+	t.Helper()
+	type topic struct {
+		name string
+		id   [16]byte
+	}
+	var one, two []topic
+	out, changed, err := RewriteMetadata([]byte("x"), body, v, m, func(name []byte, id [16]byte) {
+		one = append(one, topic{string(name), id})
+	})
+	wantOut, wantChanged, err1 := RewriteMetadataResponse([]byte("x"), body, v, m)
+	err2 := WalkMetadataTopics(body, v, func(name []byte, id [16]byte) { two = append(two, topic{string(name), id}) })
+	if (err != nil) != (err1 != nil || err2 != nil) {
+		t.Fatalf("v%d: one walk err=%v, two walks %v, %v", v, err, err1, err2)
+	}
+	if err != nil {
+		if string(out) != "x" || changed {
+			t.Fatalf("v%d: failed walk changed dst: %q", v, out)
+		}
+		return
+	}
+	if !bytes.Equal(out, wantOut) || changed != wantChanged || !reflect.DeepEqual(one, two) {
+		t.Fatalf("v%d: one walk (changed=%v, topics %v) differs from two (changed=%v, topics %v)", v, changed, one, wantChanged, two)
+	}
+}
+
+func TestRewriteMetadataOneWalk(t *testing.T) {
+	for _, seed := range metadataSeeds() {
+		for _, m := range []AddressMapper{rwFuzzMapper, rwIdentity, nil} {
+			metadataOneWalk(t, seed.body, seed.version, m)
+			for cut := 0; cut < len(seed.body); cut += 7 {
+				metadataOneWalk(t, seed.body[:cut], seed.version, m)
+			}
+		}
+	}
+	// Without a callback the topics are not read, as before.
+	body := metadataSeeds()["v12"].body
+	if _, _, err := RewriteMetadata(nil, append(bytes.Clone(body[:len(body)-1]), 0xff), 12, rwFuzzMapper, nil); err != nil {
+		t.Fatalf("topics read without a callback: %v", err)
+	}
+}
+
+func FuzzRewriteMetadata(f *testing.F) {
+	for _, s := range metadataSeeds() {
+		f.Add(uint8(s.version), s.body)
+	}
+	f.Fuzz(func(t *testing.T, version uint8, body []byte) {
+		metadataOneWalk(t, body, int16(version)%(MetadataMaxVersion+1), rwFuzzMapper)
 	})
 }

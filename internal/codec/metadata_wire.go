@@ -134,8 +134,8 @@ func (r *bodyReader) arrayLen() (n int, null bool) {
 
 // skipTags skips a tagged-field section in flexible versions.
 func (r *bodyReader) skipTags() {
-	if r.flex && !SkipTags(&r.Reader) {
-		r.fail()
+	if r.flex {
+		SkipTags(&r.Reader)
 	}
 }
 

@@ -1,10 +1,8 @@
 package codec
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/twmb/franz-go/pkg/kbin"
 )
@@ -46,9 +44,10 @@ func ProduceLegacyVersion(version int16) bool {
 // steady state allocates nothing.
 //
 // After Parse, a caller may Replace the records of partitions and Reject
-// partitions (answer them locally with an error), then AppendTo builds the
-// body to forward and RewriteProduceResponse merges the rejected partitions
-// into the broker's answer.
+// partitions (leave them out of the forwarded request), then AppendTo builds
+// the body to forward. The caller answers rejected partitions itself:
+// BuildProduceErrorResponse builds a response when the whole request is
+// refused.
 type ProduceRequest struct {
 	Version int16
 	// TransactionalID is nil when null (and always before v3).
@@ -59,9 +58,8 @@ type ProduceRequest struct {
 
 	body      []byte
 	parts     []ProducePartition
-	topicsAt  int     // offset of the topics array length
-	topicsEnd int     // offset after the topics array (top-level tags follow)
-	order     []int32 // topic indexes sorted by topic, for response merging
+	topicsAt  int // offset of the topics array length
+	topicsEnd int // offset after the topics array (top-level tags follow)
 }
 
 // ProduceTopic is one topic entry of a Produce request.
@@ -77,7 +75,6 @@ type ProduceTopic struct {
 	partsEnd int // offset after the partitions array (topic tags follow)
 	end      int
 	from, to int // range of the request's partitions
-	match    int // response topic the rejections merge into, -1 for none
 }
 
 // ProducePartition is one partition entry of a Produce request.
@@ -103,8 +100,8 @@ func (p *ProducePartition) Replace(records []byte) {
 	p.replaced = true
 }
 
-// Reject removes the partition from the forwarded request and makes it
-// answer with code (and message, v8+; empty means null) in the response.
+// Reject removes the partition from the forwarded request and notes code
+// and message (Rejected returns them) for the caller's own answer.
 func (p *ProducePartition) Reject(code int16, message string) {
 	p.rejected = true
 	p.errCode = code
@@ -124,7 +121,6 @@ func (r *ProduceRequest) Parse(body []byte, version int16) error {
 		Version: version,
 		Topics:  r.Topics[:0],
 		parts:   r.parts[:0],
-		order:   r.order[:0],
 		body:    body,
 	}
 	if version < 0 || version > ProduceMaxVersion {
@@ -159,7 +155,7 @@ func (r *ProduceRequest) parse() error {
 		return fmt.Errorf("topics array: %w", ErrMalformed)
 	}
 	for i := 0; i < n; i++ {
-		t := ProduceTopic{start: br.off(), match: -1}
+		t := ProduceTopic{start: br.off()}
 		if r.Version >= produceFirstTopicID {
 			t.ID = br.Uuid()
 		} else {
@@ -219,8 +215,8 @@ func (r *ProduceRequest) Changed() bool {
 }
 
 // Counts returns how many partitions will be forwarded and how many were
-// rejected. A request with nothing left to forward should be answered with
-// AppendRejectedResponse alone (unless acks is 0).
+// rejected. A request with nothing left to forward must be answered locally
+// (unless acks is 0), e.g. with BuildProduceErrorResponse.
 func (r *ProduceRequest) Counts() (forwarded, rejected int) {
 	for i := range r.parts {
 		if r.parts[i].rejected {
@@ -300,50 +296,9 @@ func (t *ProduceTopic) countForwarded() int {
 	return n
 }
 
-func (t *ProduceTopic) countRejected() int {
-	return len(t.Partitions) - t.countForwarded()
-}
-
-// key is what identifies the topic in responses: its id from v13, its name
-// before.
-func (t *ProduceTopic) key(version int16) []byte {
-	if version >= produceFirstTopicID {
-		return t.ID[:]
-	}
-	return t.Name
-}
-
 func appendArrayLen(dst []byte, n int, flex bool) []byte {
 	if flex {
 		return kbin.AppendCompactArrayLen(dst, n)
 	}
 	return kbin.AppendArrayLen(dst, n)
-}
-
-// sortRejectedTopics fills r.order with the indexes of topics holding
-// rejected partitions, sorted by topic key, for binary search.
-func (r *ProduceRequest) sortRejectedTopics() {
-	r.order = r.order[:0]
-	for i := range r.Topics {
-		r.Topics[i].match = -1
-		if r.Topics[i].countRejected() > 0 {
-			r.order = append(r.order, int32(i))
-		}
-	}
-	slices.SortStableFunc(r.order, func(a, b int32) int {
-		return bytes.Compare(r.Topics[a].key(r.Version), r.Topics[b].key(r.Version))
-	})
-}
-
-// rejectedTopics returns the indexes (into r.Topics) of the topics with
-// rejected partitions whose key is key. r.order must be sorted.
-func (r *ProduceRequest) rejectedTopics(key []byte) []int32 {
-	lo, _ := slices.BinarySearchFunc(r.order, key, func(i int32, k []byte) int {
-		return bytes.Compare(r.Topics[i].key(r.Version), k)
-	})
-	hi := lo
-	for hi < len(r.order) && bytes.Equal(r.Topics[r.order[hi]].key(r.Version), key) {
-		hi++
-	}
-	return r.order[lo:hi]
 }

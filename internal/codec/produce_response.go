@@ -25,16 +25,6 @@ func BuildProduceErrorResponse(dst []byte, req *ProduceRequest, errorFor func(t 
 	})
 }
 
-// AppendRejectedResponse appends a Produce response body holding only the
-// partitions rejected with ProducePartition.Reject. It is the whole answer
-// when every partition was rejected; otherwise RewriteProduceResponse merges
-// the same entries into the broker's response.
-func (r *ProduceRequest) AppendRejectedResponse(dst []byte) []byte {
-	return r.appendResponse(dst, func(_ *ProduceTopic, p *ProducePartition) (int16, string, bool) {
-		return p.errCode, p.errMsg, p.rejected
-	})
-}
-
 // appendResponse encodes a response for the partitions pick selects, in
 // request order, one topic entry per request topic entry with a selection.
 func (r *ProduceRequest) appendResponse(dst []byte, pick func(*ProduceTopic, *ProducePartition) (int16, string, bool)) []byte {
@@ -117,40 +107,25 @@ func appendProducePartitionError(dst []byte, version int16, partition int32, cod
 }
 
 // RewriteProduceResponse rewrites a Produce response body from the broker
-// and appends the result to dst:
-//
-//   - from v10, the node endpoints (top-level tag 0) go through m; nodes m
-//     cannot map are dropped (a nil m drops them all);
-//   - when req is not nil, the partitions rejected in req are merged in:
-//     into the broker's entry for the same topic (by name, or id from v13)
-//     or as new topic entries.
+// and appends the result to dst: from v10, the node endpoints (top-level tag
+// 0) go through m; nodes m cannot map are dropped (a nil m drops them all).
 //
 // Every other byte (partition tags such as the current leader, unknown tags,
 // throttle) is copied as it came. When there is nothing to do, changed is
 // false, out is dst unchanged and nothing was allocated: forward the original
-// bytes. req must be the request the response answers (same version).
-func RewriteProduceResponse(dst, body []byte, version int16, m AddressMapper, req *ProduceRequest) (out []byte, changed bool, err error) {
+// bytes.
+func RewriteProduceResponse(dst, body []byte, version int16, m AddressMapper) (out []byte, changed bool, err error) {
 	if version < 0 || version > ProduceMaxVersion {
 		return dst, false, fmt.Errorf("produce response v%d: %w", version, ErrUnknownVersion)
 	}
-	w := produceResponseWalker{body: body, version: version, m: m}
-	if req != nil {
-		if req.Version != version {
-			return dst, false, fmt.Errorf("produce response v%d merged with request v%d: %w", version, req.Version, ErrUnknownVersion)
-		}
-		if _, rejected := req.Counts(); rejected > 0 {
-			req.sortRejectedTopics()
-			w.req = req
-		}
-	}
-	endpoints, err := w.scan()
+	tagsAt, endpoints, err := scanProduceResponse(body, version)
 	if err != nil {
 		return dst, false, fmt.Errorf("produce response v%d: %w", version, err)
 	}
-	if w.req == nil && !endpoints {
+	if !endpoints {
 		return dst, false, nil
 	}
-	out, changed, err = w.emit(dst)
+	out, changed, err = appendProduceResponseTags(append(dst, body[:tagsAt]...), body[tagsAt:], version, m)
 	if err != nil {
 		return dst, false, fmt.Errorf("produce response v%d: %w", version, err)
 	}
@@ -160,46 +135,68 @@ func RewriteProduceResponse(dst, body []byte, version int16, m AddressMapper, re
 	return out, true, nil
 }
 
-type produceResponseWalker struct {
-	body    []byte
-	version int16
-	m       AddressMapper
-	req     *ProduceRequest // nil when nothing is merged
-}
-
-// topic is where one response topic entry lies in the body.
-type produceRespTopic struct {
-	start, partsAt, partsStart, partsEnd, end int
-	key                                       []byte
-	parts                                     int
-}
-
-// readTopic reads one topic entry, leaving r invalid on bad input.
-func (w *produceResponseWalker) readTopic(r *bodyReader) (t produceRespTopic, ok bool) {
-	t.start = r.off()
-	if w.version >= produceFirstTopicID {
-		t.key = r.Span(16)
-	} else {
-		t.key = r.str()
-	}
-	t.partsAt = r.off()
+// scanProduceResponse validates a Produce response body and returns the
+// offset of its top-level tagged fields (the body's length before v9) and
+// whether they hold node endpoints.
+func scanProduceResponse(body []byte, version int16) (tagsAt int, endpoints bool, err error) {
+	flex := version >= produceFirstFlexible
+	r := newBodyReader(body, flex)
 	n, null := r.arrayLen()
 	if !r.Ok() || null {
-		return t, false
+		return 0, false, fmt.Errorf("topics array: %w", ErrMalformed)
 	}
-	t.parts = n
-	t.partsStart = r.off()
+	for i := 0; i < n; i++ {
+		if !skipProduceResponseTopic(&r, version) {
+			return 0, false, fmt.Errorf("topic entry %d: %w", i, ErrMalformed)
+		}
+	}
+	if version >= 1 {
+		r.Int32() // throttle
+	}
+	tagsAt = r.off()
+	if flex {
+		nt := r.Uvarint()
+		if !r.Ok() || int64(nt) > int64(len(r.Src))/2 {
+			return 0, false, fmt.Errorf("tagged fields: %w", ErrMalformed)
+		}
+		for ; nt > 0 && r.Ok(); nt-- {
+			key := r.Uvarint()
+			size := r.Uvarint()
+			r.Span(int(size))
+			if key == nodeEndpointsTag && version >= produceFirstNodeEndpoints {
+				endpoints = true
+			}
+		}
+	}
+	if !r.Ok() || len(r.Src) != 0 {
+		return 0, false, fmt.Errorf("after topics: %w", ErrMalformed)
+	}
+	return tagsAt, endpoints, nil
+}
+
+// skipProduceResponseTopic reads one topic entry, leaving r invalid on bad
+// input.
+func skipProduceResponseTopic(r *bodyReader, version int16) bool {
+	if version >= produceFirstTopicID {
+		r.Span(16)
+	} else {
+		r.str()
+	}
+	n, null := r.arrayLen()
+	if !r.Ok() || null {
+		return false
+	}
 	for j := 0; j < n && r.Ok(); j++ {
 		r.Int32() // partition
 		r.Int16() // error code
 		r.Int64() // base offset
-		if w.version >= 2 {
+		if version >= 2 {
 			r.Int64() // log append time
 		}
-		if w.version >= 5 {
+		if version >= 5 {
 			r.Int64() // log start offset
 		}
-		if w.version >= 8 {
+		if version >= 8 {
 			ne, _ := r.arrayLen() // record errors
 			for k := 0; k < ne && r.Ok(); k++ {
 				r.Int32()
@@ -210,154 +207,34 @@ func (w *produceResponseWalker) readTopic(r *bodyReader) (t produceRespTopic, ok
 		}
 		r.skipTags() // current leader (tag 0) and unknown tags
 	}
-	t.partsEnd = r.off()
 	r.skipTags()
-	t.end = r.off()
-	return t, r.Ok()
+	return r.Ok()
 }
 
-// scan validates the body, matches rejected request topics to response
-// topics, and reports whether node endpoints are present.
-func (w *produceResponseWalker) scan() (endpoints bool, err error) {
-	flex := w.version >= produceFirstFlexible
-	r := newBodyReader(w.body, flex)
-	n, null := r.arrayLen()
-	if !r.Ok() || null {
-		return false, fmt.Errorf("topics array: %w", ErrMalformed)
-	}
-	for i := 0; i < n; i++ {
-		t, ok := w.readTopic(&r)
-		if !ok {
-			return false, fmt.Errorf("topic entry %d: %w", i, ErrMalformed)
-		}
-		if w.req != nil {
-			for _, l := range w.req.rejectedTopics(t.key) {
-				if lt := &w.req.Topics[l]; lt.match < 0 {
-					lt.match = i
-				}
-			}
-		}
-	}
-	if w.version >= 1 {
-		r.Int32() // throttle
-	}
-	if flex {
-		nt := r.Uvarint()
-		if !r.Ok() || int64(nt) > int64(len(r.Src))/2 {
-			return false, fmt.Errorf("tagged fields: %w", ErrMalformed)
-		}
-		for ; nt > 0 && r.Ok(); nt-- {
-			key := r.Uvarint()
-			size := r.Uvarint()
-			r.Span(int(size))
-			if key == nodeEndpointsTag && w.version >= produceFirstNodeEndpoints {
-				endpoints = true
-			}
-		}
-	}
-	if !r.Ok() || len(r.Src) != 0 {
-		return false, fmt.Errorf("after topics: %w", ErrMalformed)
-	}
-	return endpoints, nil
-}
-
-// emit writes the rewritten body. scan must have succeeded first.
-func (w *produceResponseWalker) emit(dst []byte) (out []byte, changed bool, err error) {
-	flex := w.version >= produceFirstFlexible
-	body := w.body
-	r := newBodyReader(body, flex)
-	n, _ := r.arrayLen()
-	out = dst
-	unmatched := 0
-	if w.req != nil {
-		changed = true
-		for _, l := range w.req.order {
-			if w.req.Topics[l].match < 0 {
-				unmatched++
-			}
-		}
-	}
-	out = appendArrayLen(out, n+unmatched, flex)
-	for i := 0; i < n; i++ {
-		t, ok := w.readTopic(&r)
-		if !ok {
-			return dst, false, fmt.Errorf("topic entry %d: %w", i, ErrMalformed)
-		}
-		if w.req == nil {
-			out = append(out, body[t.start:t.end]...)
-			continue
-		}
-		locals := w.req.rejectedTopics(t.key)
-		extra := 0
-		for _, l := range locals {
-			if lt := &w.req.Topics[l]; lt.match == i {
-				extra += lt.countRejected()
-			}
-		}
-		if extra == 0 {
-			out = append(out, body[t.start:t.end]...)
-			continue
-		}
-		out = append(out, body[t.start:t.partsAt]...)
-		out = appendArrayLen(out, t.parts+extra, flex)
-		out = append(out, body[t.partsStart:t.partsEnd]...)
-		for _, l := range locals {
-			if lt := &w.req.Topics[l]; lt.match == i {
-				out = appendRejectedPartitions(out, lt, w.version)
-			}
-		}
-		out = append(out, body[t.partsEnd:t.end]...)
-	}
-	if w.req != nil {
-		for _, l := range w.req.order {
-			lt := &w.req.Topics[l]
-			if lt.match >= 0 {
-				continue
-			}
-			out = appendProduceTopicKey(out, lt, w.version)
-			out = appendArrayLen(out, lt.countRejected(), flex)
-			out = appendRejectedPartitions(out, lt, w.version)
-			if flex {
-				out = append(out, 0)
-			}
-		}
-	}
-	if !flex {
-		return append(out, r.Src...), changed, nil
-	}
-	throttleAt := r.off()
-	if w.version >= 1 {
-		r.Int32()
-	}
-	out = append(out, body[throttleAt:r.off()]...)
+// appendProduceResponseTags appends the top-level tagged-field section tags
+// (validated by scanProduceResponse) with the node endpoints rewritten
+// through m.
+func appendProduceResponseTags(dst, tags []byte, version int16, m AddressMapper) (out []byte, changed bool, err error) {
+	r := newBodyReader(tags, true)
 	nt := r.Uvarint()
-	out = kbin.AppendUvarint(out, nt)
+	out = kbin.AppendUvarint(dst, nt)
 	for ; nt > 0; nt-- {
 		key := r.Uvarint()
 		data := r.Span(int(r.Uvarint()))
-		if key != nodeEndpointsTag || w.version < produceFirstNodeEndpoints {
+		if key != nodeEndpointsTag || version < produceFirstNodeEndpoints {
 			out = kbin.AppendUvarint(out, key)
 			out = kbin.AppendUvarint(out, uint32(len(data)))
 			out = append(out, data...)
 			continue
 		}
 		var ch bool
-		out, ch, err = appendNodeEndpointsTag(out, data, w.m)
+		out, ch, err = appendNodeEndpointsTag(out, data, m)
 		if err != nil {
 			return dst, false, err
 		}
 		changed = changed || ch
 	}
 	return out, changed, nil
-}
-
-func appendRejectedPartitions(dst []byte, t *ProduceTopic, version int16) []byte {
-	for j := range t.Partitions {
-		if p := &t.Partitions[j]; p.rejected {
-			dst = appendProducePartitionError(dst, version, p.Partition, p.errCode, p.errMsg)
-		}
-	}
-	return dst
 }
 
 // appendNodeEndpointsTag appends tag 0 holding the node endpoints in data

@@ -283,32 +283,8 @@ func TestBuildProduceErrorResponseEveryVersion(t *testing.T) {
 			t.Fatalf("v%d:\n got %x\nwant %x", v, got, w)
 		}
 		// The locally built response is a valid response to rewrite.
-		if _, changed, err := RewriteProduceResponse(nil, got, v, nil, nil); err != nil || changed {
+		if _, changed, err := RewriteProduceResponse(nil, got, v, nil); err != nil || changed {
 			t.Fatalf("v%d: rewriting the built response: changed %v, %v", v, changed, err)
-		}
-	}
-}
-
-func TestAppendRejectedResponse(t *testing.T) {
-	for _, v := range []int16{3, 8, 9, 13} {
-		var req ProduceRequest
-		if err := req.Parse(produceFixture(v).AppendTo(nil), v); err != nil {
-			t.Fatal(err)
-		}
-		req.Topics[1].Partitions[2].Reject(87, "encryption policy")
-		got := req.AppendRejectedResponse(nil)
-		want := kmsg.NewPtrProduceResponse()
-		want.Version = v
-		rt := kmsg.NewProduceResponseTopic()
-		rt.Topic, rt.TopicID = "payments", pTopicID(16)
-		var msg *string
-		if v >= 8 {
-			msg = pStr("encryption policy")
-		}
-		rt.Partitions = append(rt.Partitions, kmsgErrorPartition(14, 87, msg))
-		want.Topics = append(want.Topics, rt)
-		if w := want.AppendTo(nil); !bytes.Equal(got, w) {
-			t.Fatalf("v%d:\n got %x\nwant %x", v, got, w)
 		}
 	}
 }
@@ -372,15 +348,11 @@ func TestRewriteProduceResponseEveryVersion(t *testing.T) {
 	mapped := []kmsg.ProduceResponseBroker{{NodeID: 2, Host: "proxy-2", Port: 9002, Rack: pStr("r1")}}
 	for v := int16(0); v <= ProduceMaxVersion; v++ {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
-			var req ProduceRequest
-			if err := req.Parse(produceFixture(v).AppendTo(nil), v); err != nil {
-				t.Fatal(err)
-			}
 			plain := brokerResponse(v, nil).AppendTo(nil)
 
 			// Nothing to do: unchanged, no allocation.
 			allocs := testing.AllocsPerRun(50, func() {
-				out, changed, err := RewriteProduceResponse(nil, plain, v, produceMapper, &req)
+				out, changed, err := RewriteProduceResponse(nil, plain, v, produceMapper)
 				if err != nil || changed || out != nil {
 					t.Fatalf("plain response: changed %v, %v", changed, err)
 				}
@@ -391,45 +363,16 @@ func TestRewriteProduceResponseEveryVersion(t *testing.T) {
 
 			// Node endpoints only.
 			withNodes := brokerResponse(v, nodes).AppendTo(nil)
-			out, changed, err := RewriteProduceResponse(nil, withNodes, v, produceMapper, nil)
+			out, changed, err := RewriteProduceResponse([]byte("pre"), withNodes, v, produceMapper)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if v < 10 {
-				if changed {
+				if changed || string(out) != "pre" {
 					t.Fatal("changed a response without node endpoints")
 				}
-			} else if want := brokerResponse(v, mapped).AppendTo(nil); !changed || !bytes.Equal(out, want) {
+			} else if want := brokerResponse(v, mapped).AppendTo([]byte("pre")); !changed || !bytes.Equal(out, want) {
 				t.Fatalf("endpoints: changed %v\n got %x\nwant %x", changed, out, want)
-			}
-
-			// Merge: one partition of topic 0 (present in the response)
-			// and all of topic 2 (absent) rejected locally.
-			req.Topics[0].Partitions[1].Reject(87, "no kek")
-			for j := range req.Topics[2].Partitions {
-				req.Topics[2].Partitions[j].Reject(91, "")
-			}
-			out, changed, err = RewriteProduceResponse([]byte("pre"), withNodes, v, produceMapper, &req)
-			if err != nil || !changed {
-				t.Fatalf("merge: changed %v, %v", changed, err)
-			}
-			wantResp := brokerResponse(v, mapped)
-			if v < 10 {
-				wantResp = brokerResponse(v, nil)
-			}
-			var msg *string
-			if v >= 8 {
-				msg = pStr("no kek")
-			}
-			wantResp.Topics[0].Partitions = append(wantResp.Topics[0].Partitions, kmsgErrorPartition(7, 87, msg))
-			audit := kmsg.NewProduceResponseTopic()
-			audit.Topic, audit.TopicID = "audit", pTopicID(32)
-			for _, p := range []int32{0, 7, 14} {
-				audit.Partitions = append(audit.Partitions, kmsgErrorPartition(p, 91, nil))
-			}
-			wantResp.Topics = append(wantResp.Topics, audit)
-			if w := wantResp.AppendTo([]byte("pre")); !bytes.Equal(out, w) {
-				t.Fatalf("merge:\n got %x\nwant %x", out, w)
 			}
 		})
 	}
@@ -437,30 +380,23 @@ func TestRewriteProduceResponseEveryVersion(t *testing.T) {
 
 func TestRewriteProduceResponseErrors(t *testing.T) {
 	good := brokerResponse(10, []kmsg.ProduceResponseBroker{{NodeID: 2, Host: "h", Port: 1}}).AppendTo(nil)
-	var req ProduceRequest
-	if err := req.Parse(produceFixture(9).AppendTo(nil), 9); err != nil {
-		t.Fatal(err)
-	}
-	req.Topics[0].Partitions[0].Reject(87, "")
 	tests := []struct {
 		name    string
 		body    []byte
 		version int16
-		req     *ProduceRequest
 		wantErr error
 	}{
-		{"unknown version", good, 14, nil, ErrUnknownVersion},
-		{"version mismatch", good, 10, &req, ErrUnknownVersion},
-		{"truncated", good[:len(good)-1], 10, nil, ErrMalformed},
-		{"trailing", append(append([]byte{}, good...), 0), 10, nil, ErrMalformed},
-		{"huge tag count", append([]byte{1, 0, 0, 0, 0}, kbin.AppendUvarint(nil, 0xffffffff)...), 10, nil, ErrMalformed},
+		{"unknown version", good, 14, ErrUnknownVersion},
+		{"truncated", good[:len(good)-1], 10, ErrMalformed},
+		{"trailing", append(append([]byte{}, good...), 0), 10, ErrMalformed},
+		{"huge tag count", append([]byte{1, 0, 0, 0, 0}, kbin.AppendUvarint(nil, 0xffffffff)...), 10, ErrMalformed},
 		// topics: none; throttle; one tag 0 of 2 bytes holding an endpoint
 		// array that claims one entry and ends.
-		{"bad endpoints", []byte{1, 0, 0, 0, 0, 1, 0, 2, 2, 0}, 10, nil, ErrMalformed},
+		{"bad endpoints", []byte{1, 0, 0, 0, 0, 1, 0, 2, 2, 0}, 10, ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out, changed, err := RewriteProduceResponse([]byte("x"), tt.body, tt.version, produceMapper, tt.req)
+			out, changed, err := RewriteProduceResponse([]byte("x"), tt.body, tt.version, produceMapper)
 			if !errors.Is(err, tt.wantErr) || changed || string(out) != "x" {
 				t.Fatalf("err = %v (want %v), changed %v, out %q", err, tt.wantErr, changed, out)
 			}
@@ -494,7 +430,7 @@ func FuzzProduceRequest(f *testing.F) {
 			t.Fatalf("identity rebuild differs:\n got %x\nwant %x", out, body)
 		}
 		// Rejecting every other partition leaves a valid request with the
-		// others, and a valid response for the rejected ones.
+		// others, and refusing the request gives a valid response.
 		n := 0
 		for i := range req.Topics {
 			for j := range req.Topics[i].Partitions {
@@ -511,8 +447,12 @@ func FuzzProduceRequest(f *testing.F) {
 		if got, _ := again.Counts(); got != fwd {
 			t.Fatalf("rebuilt request has %d partitions, want %d", got, fwd)
 		}
-		if _, _, err := RewriteProduceResponse(nil, req.AppendRejectedResponse(nil), version, nil, nil); err != nil {
-			t.Fatalf("rejected response (%d partitions) does not walk: %v", rej, err)
+		resp := BuildProduceErrorResponse(nil, &req, func(_ *ProduceTopic, p *ProducePartition) int16 {
+			code, _, _ := p.Rejected()
+			return code
+		})
+		if _, _, err := RewriteProduceResponse(nil, resp, version, nil); err != nil {
+			t.Fatalf("refusal of a request with %d rejected partitions does not walk: %v", rej, err)
 		}
 	})
 }
@@ -523,7 +463,7 @@ func FuzzProduceResponse(f *testing.F) {
 		f.Add(brokerResponse(v, nodes).AppendTo(nil), v)
 	}
 	f.Fuzz(func(t *testing.T, body []byte, version int16) {
-		out, changed, err := RewriteProduceResponse(nil, body, version, produceMapper, nil)
+		out, changed, err := RewriteProduceResponse(nil, body, version, produceMapper)
 		if err != nil {
 			return
 		}
@@ -536,7 +476,7 @@ func FuzzProduceResponse(f *testing.F) {
 		// Mapping is idempotent: the rewritten response only holds proxy
 		// addresses, which map to themselves.
 		idem := MapperFunc(func(id int32, host string, port int32) (string, int32, bool) { return host, port, true })
-		again, changed, err := RewriteProduceResponse(nil, out, version, idem, nil)
+		again, changed, err := RewriteProduceResponse(nil, out, version, idem)
 		if err != nil || changed || again != nil {
 			t.Fatalf("rewritten response: changed %v, %v", changed, err)
 		}
@@ -598,7 +538,7 @@ func BenchmarkProduceResponseUnchanged(b *testing.B) {
 	body := brokerResponse(11, nil).AppendTo(nil)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, changed, err := RewriteProduceResponse(nil, body, 11, produceMapper, nil); err != nil || changed {
+		if _, changed, err := RewriteProduceResponse(nil, body, 11, produceMapper); err != nil || changed {
 			b.Fatal(changed, err)
 		}
 	}

@@ -110,9 +110,9 @@ func (f *Filter) fetchAccess(x *filter.Exchange, a *policy.Access, topic string,
 
 // denyPartition answers a fetched partition with TOPIC_AUTHORIZATION_FAILED
 // and no records (already counted and logged by fetchAccess).
-func denyPartition(p partitionSetter) {
-	p.SetErrorCode(errAccessDenied.Code)
-	p.SetRecords([]byte{})
+func denyPartition(parts *filter.Partitions, i int) {
+	parts.SetErrorCode(i, errAccessDenied.Code)
+	parts.SetRecords(i, []byte{})
 }
 
 // accessMetrics is kseal_access_denied_total, its topic label bounded like

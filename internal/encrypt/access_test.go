@@ -91,7 +91,7 @@ func fetchAs(t *testing.T, f *Filter, id *filter.Identity, topic string, set []b
 		fr, hl := responseFrame(int16(kmsg.ShareFetch), 1, sf.AppendTo(nil))
 		s := filter.Standalone{Topics: map[[16]byte]string{{7}: topic}, Identity: id}
 		x := s.Exchange(int16(kmsg.ShareFetch), 1, nil, 0, fr, hl)
-		if err := f.OnResponse(context.Background(), x); err != nil {
+		if err := s.Respond(context.Background(), x, f); err != nil {
 			t.Fatal(err)
 		}
 		out := kmsg.NewPtrShareFetchResponse()
@@ -105,7 +105,7 @@ func fetchAs(t *testing.T, f *Filter, id *filter.Identity, topic string, set []b
 	fr, hl := fetchResponse([]fetchPart{{topic: topic, set: set}})
 	s := filter.Standalone{Identity: id}
 	x := s.Exchange(int16(kmsg.Fetch), fetchVersion, nil, 0, fr, hl)
-	if err := f.OnResponse(context.Background(), x); err != nil {
+	if err := s.Respond(context.Background(), x, f); err != nil {
 		t.Fatal(err)
 	}
 	resp := kmsg.NewPtrFetchResponse()
@@ -260,7 +260,7 @@ func TestAccessDeniedFetchAllocs(t *testing.T) {
 		s := filter.Standalone{Identity: bob}
 		run := func() {
 			x := s.Exchange(int16(kmsg.Fetch), fetchVersion, nil, 0, fr, hl)
-			if err := f.OnResponse(ctx, x); err != nil {
+			if err := s.Respond(ctx, x, f); err != nil {
 				t.Fatal(err)
 			}
 			s.Done(x)

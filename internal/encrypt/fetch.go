@@ -17,7 +17,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kseal/kseal/internal/audit"
-	"github.com/kseal/kseal/internal/codec"
 	"github.com/kseal/kseal/internal/dek"
 	"github.com/kseal/kseal/internal/detkey"
 	"github.com/kseal/kseal/internal/filter"
@@ -29,15 +28,12 @@ import (
 
 // fetchState is one connection's reusable fetch-side state.
 type fetchState struct {
-	walker codec.FetchWalker
-	share  codec.ShareFetchWalker
-	tasks  []fetchTask
+	tasks []fetchTask
 	// outs[i] is task i's output buffer, kept for the connection's next
-	// fetch (each task needs its own: all results are spliced in at the end).
+	// fetch (each task needs its own: all results are spliced in at the end,
+	// once the exchange's response is finished).
 	outs    [][]byte
 	workers []*fetchWorker
-	// ordinal counts partitions during a walk.
-	ordinal int
 	// x is the exchange being handled: the deterministic-key store reads
 	// the key topic through it.
 	x *filter.Exchange
@@ -45,7 +41,7 @@ type fetchState struct {
 
 // fetchTask is one partition whose records need decrypting.
 type fetchTask struct {
-	ordinal   int // the partition's position in the response
+	index     int // the partition's index in the response (filter.Partitions)
 	topic     string
 	partition int32
 	set       []byte
@@ -88,10 +84,7 @@ type fetchWorker struct {
 var fetchStateKey = new(int)
 
 func (f *Filter) fetchState(x *filter.Exchange) *fetchState {
-	return x.ConnState(fetchStateKey, func() any {
-		// Endpoints are the address filter's, which runs after this one.
-		return &fetchState{walker: codec.FetchWalker{Mapper: filter.KeepAddresses}, share: codec.ShareFetchWalker{Mapper: filter.KeepAddresses}}
-	}).(*fetchState)
+	return x.ConnState(fetchStateKey, func() any { return &fetchState{} }).(*fetchState)
 }
 
 func (f *Filter) worker(st *fetchState, i int) *fetchWorker {
@@ -126,11 +119,14 @@ func (e *decryptError) Error() string { return e.err.Error() }
 
 var errNoTopicName = errors.New("topic id not found in the cluster's metadata")
 
-// fetch decrypts a Fetch or ShareFetch response in three steps: a walk
-// that finds the partitions holding encrypted records, their decryption
-// (in parallel when there are several and the response is large: a
-// consumer waits for the whole response, so the time spent here is latency
-// it sees), and a walk that splices the results in.
+// fetch decrypts a Fetch or ShareFetch response in three steps, on the
+// exchange's one scan of it (filter.Exchange.Partitions): the partitions
+// holding encrypted records are picked from the scan, decrypted (in
+// parallel when there are several and the response is large: a consumer
+// waits for the whole response, so the time spent here is latency it sees),
+// and their new records and error codes set by index. The plumbing splices
+// them in, with the broker endpoints the scan rewrote, in one copy pass once
+// the response filters have run.
 func (f *Filter) fetch(ctx context.Context, x *filter.Exchange) error {
 	st := f.fetchState(x)
 	st.x = x
@@ -139,15 +135,17 @@ func (f *Filter) fetch(ctx context.Context, x *filter.Exchange) error {
 	ctx, cancel := context.WithTimeout(ctx, f.opts.KMSTimeout)
 	defer cancel()
 	share := x.APIKey == int16(kmsg.ShareFetch)
-	body := x.Response[x.RespHeaderLen:]
+	parts, err := x.Partitions()
+	if err != nil {
+		return err
+	}
 
 	st.tasks = st.tasks[:0]
-	collect := func(errorCode int16, topic string, id [16]byte, partition int32, set []byte) {
-		st.ordinal++
+	collect := func(index int, errorCode int16, topic string, id [16]byte, partition int32, set []byte) {
 		if errorCode != 0 || len(set) == 0 {
 			return
 		}
-		t := fetchTask{ordinal: st.ordinal, topic: topic, partition: partition, set: set}
+		t := fetchTask{index: index, topic: topic, partition: partition, set: set}
 		if topic == "" { // ShareFetch, and Fetch v13+, name topics by id
 			name, ok := x.TopicName(ctx, id)
 			if !ok {
@@ -204,57 +202,30 @@ func (f *Filter) fetch(ctx context.Context, x *filter.Exchange) error {
 		}
 		st.tasks = append(st.tasks, t)
 	}
-	st.ordinal = 0
-	var err error
-	if share {
-		_, _, err = st.share.Walk(nil, body, x.APIVersion, func(p *codec.ShareFetchPartition) error {
-			collect(p.ErrorCode, "", p.TopicID, p.Partition, p.Records)
-			return nil
-		})
-	} else {
-		_, _, err = st.walker.Walk(nil, body, x.APIVersion, func(p *codec.FetchPartition) error {
-			collect(p.ErrorCode, p.Topic, p.TopicID, p.Partition, p.Records)
-			return nil
-		})
+	for i, n := 0, parts.Len(); i < n; i++ {
+		collect(i, parts.ErrorCode(i), parts.Topic(i), parts.TopicID(i), parts.Partition(i), parts.Records(i))
 	}
-	if err != nil || len(st.tasks) == 0 {
-		return err
+	if len(st.tasks) == 0 {
+		return nil
 	}
 
 	f.decryptTasks(ctx, cur, st)
 
-	next := 0
-	apply := func(p partitionSetter) {
-		st.ordinal++
-		if next >= len(st.tasks) || st.tasks[next].ordinal != st.ordinal {
-			return
-		}
-		t := &st.tasks[next]
-		next++
+	for i := range st.tasks {
+		t := &st.tasks[i]
 		switch {
 		case t.err != nil:
-			f.failPartition(p, t.topic, t.partition, t.err)
+			f.failPartition(parts, t.index, t.topic, t.partition, t.err)
 		case t.changed:
 			f.m.decryptedBatches.Add(float64(t.rebuilt))
-			p.SetRecords(t.out)
+			parts.SetRecords(t.index, t.out)
 		}
 	}
-	st.ordinal = 0
-	defer f.keepOutputs(st)
-	if share {
-		return x.RewriteResponse(func(dst, body []byte) ([]byte, bool, error) {
-			return st.share.Walk(dst, body, x.APIVersion, func(p *codec.ShareFetchPartition) error {
-				apply(p)
-				return nil
-			})
-		})
-	}
-	return x.RewriteResponse(func(dst, body []byte) ([]byte, bool, error) {
-		return st.walker.Walk(dst, body, x.APIVersion, func(p *codec.FetchPartition) error {
-			apply(p)
-			return nil
-		})
-	})
+	// The outputs are kept for the next fetch, whose decryption is the
+	// first to write them again: they stay valid until the plumbing has
+	// spliced them into this response.
+	f.keepOutputs(st)
+	return nil
 }
 
 // parallelMinBytes is the response size below which partitions are
@@ -334,7 +305,7 @@ func (f *Filter) decryptTask(ctx context.Context, cur *state, st *fetchState, wi
 }
 
 // keepOutputs keeps the tasks' output buffers for the next fetch (unless
-// huge), once the walk has copied them into the response.
+// huge).
 func (f *Filter) keepOutputs(st *fetchState) {
 	kept := 0
 	for i := range st.tasks {
@@ -359,13 +330,6 @@ const (
 	maxKeptBuffer  = 4 << 20
 	maxKeptBuffers = 16 << 20
 )
-
-// partitionSetter is the part of codec.FetchPartition and
-// codec.ShareFetchPartition the decrypt stage changes.
-type partitionSetter interface {
-	SetRecords([]byte)
-	SetErrorCode(int16)
-}
 
 // mayHoldMarker is the cheap test that lets partitions without encrypted
 // records through untouched: the marker's bytes appear in every record set
@@ -493,13 +457,15 @@ func anyCompressed(set []byte) bool {
 	return false
 }
 
-func (f *Filter) failPartition(p partitionSetter, topic string, partition int32, e *decryptError) {
+// failPartition answers partition i of parts with e's error code and no
+// records.
+func (f *Filter) failPartition(parts *filter.Partitions, i int, topic string, partition int32, e *decryptError) {
 	if e.reason == reasonAccessDenied {
-		denyPartition(p) // counted and logged by fetchAccess
+		denyPartition(parts, i) // counted and logged by fetchAccess
 		return
 	}
-	p.SetErrorCode(e.code.Code)
-	p.SetRecords([]byte{})
+	parts.SetErrorCode(i, e.code.Code)
+	parts.SetRecords(i, []byte{})
 	f.m.errors.WithLabelValues("fetch", e.reason).Inc()
 	// A consumer stuck on a bad record fetches it again and again: log each
 	// topic-partition at most once per logEvery, with the count since.

@@ -136,7 +136,7 @@ func TestFetchEDEKCacheLastsOneResponse(t *testing.T) {
 	var s filter.Standalone
 	for i := range 3 {
 		x := s.Exchange(1, fetchVersion, nil, 0, bytes.Clone(frame), hlen)
-		if err := f.OnResponse(context.Background(), x); err != nil {
+		if err := s.Respond(context.Background(), x, f); err != nil {
 			t.Fatal(err)
 		}
 		s.Done(x)
@@ -148,7 +148,7 @@ func TestFetchEDEKCacheLastsOneResponse(t *testing.T) {
 	k2 := &countingKeys{Keys: cur.keys}
 	f.Swap(cur.policy, k2)
 	x := s.Exchange(1, fetchVersion, nil, 0, bytes.Clone(frame), hlen)
-	if err := f.OnResponse(context.Background(), x); err != nil {
+	if err := s.Respond(context.Background(), x, f); err != nil {
 		t.Fatal(err)
 	}
 	if k2.calls.Load() != 1 {

@@ -203,7 +203,7 @@ func fetchThrough(t *testing.T, f *Filter, parts []fetchPart) *kmsg.FetchRespons
 	frame, hlen := fetchResponse(parts)
 	var s filter.Standalone
 	x := s.Exchange(int16(kmsg.Fetch), fetchVersion, nil, 0, frame, hlen)
-	if err := f.OnResponse(context.Background(), x); err != nil {
+	if err := s.Respond(context.Background(), x, f); err != nil {
 		t.Fatal(err)
 	}
 	resp := kmsg.NewPtrFetchResponse()
@@ -401,7 +401,7 @@ func BenchmarkFetchDecrypt(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				x := s.Exchange(int16(kmsg.Fetch), fetchVersion, nil, 0, frame, hlen)
-				if err := f.OnResponse(ctx, x); err != nil {
+				if err := s.Respond(ctx, x, f); err != nil {
 					b.Fatal(err)
 				}
 				s.Done(x)

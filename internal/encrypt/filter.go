@@ -240,6 +240,16 @@ func (f *Filter) APIKeys() []int16 {
 	return []int16{int16(kmsg.Produce), int16(kmsg.Fetch), int16(kmsg.ShareFetch)}
 }
 
+// ResponseAPIKeys implements filter.ResponseKeyer: Fetch and ShareFetch
+// responses, and Produce responses only when first encrypted offsets are
+// noted (integrity.go).
+func (f *Filter) ResponseAPIKeys() []int16 {
+	if f.opts.FirstOffsets == nil {
+		return []int16{int16(kmsg.Fetch), int16(kmsg.ShareFetch)}
+	}
+	return f.APIKeys()
+}
+
 // OnRequest implements filter.Filter.
 func (f *Filter) OnRequest(ctx context.Context, x *filter.Exchange) error {
 	if x.APIKey != int16(kmsg.Produce) {

@@ -283,7 +283,7 @@ func FuzzFetchFilter(f *testing.F) {
 		for _, flt := range []*Filter{flt, flt2} {
 			resp, hlen := responseFrame(key, version, body)
 			x := s.Exchange(key, version, nil, 0, resp, hlen)
-			if err := flt.OnResponse(context.Background(), x); err != nil {
+			if err := s.Respond(context.Background(), x, flt); err != nil {
 				s.Done(x)
 				continue
 			}

@@ -350,7 +350,8 @@ func TestIntegrityPolicyValidation(t *testing.T) {
 
 var _ = errors.Is
 
-func codecProduceAcks(acks int16) (r codec.ProduceRequest) {
+func codecProduceAcks(acks int16) (r *codec.ProduceRequest) {
+	r = new(codec.ProduceRequest)
 	r.Acks = acks
 	return r
 }
@@ -387,7 +388,7 @@ func TestIntegrityShareFetch(t *testing.T) {
 		frame := resp.AppendTo([]byte{0, 0, 0, 1, 0})
 		s := filter.Standalone{Topics: map[[16]byte]string{id: "enc-a"}}
 		x := s.Exchange(int16(kmsg.ShareFetch), 1, nil, 0, frame, 5)
-		if err := f.OnResponse(context.Background(), x); err != nil {
+		if err := s.Respond(context.Background(), x, f); err != nil {
 			t.Fatal(err)
 		}
 		out := kmsg.NewPtrShareFetchResponse()

@@ -35,7 +35,7 @@ func TestParallelDecryptPanicFailsPartitions(t *testing.T) {
 	frame, hlen := fetchResponse(parts)
 	var s filter.Standalone
 	x := s.Exchange(int16(kmsg.Fetch), fetchVersion, nil, 0, frame, hlen)
-	if err := f.OnResponse(context.Background(), x); err != nil {
+	if err := s.Respond(context.Background(), x, f); err != nil {
 		t.Fatalf("OnResponse: %v", err)
 	}
 	if got := counterValue(t, f.m.errors.WithLabelValues("fetch", "panic")); got != 4 {

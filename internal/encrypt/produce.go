@@ -27,7 +27,9 @@ var marker = []byte{recordcrypt.Version1}
 
 // produceState is one connection's reusable produce-side state.
 type produceState struct {
-	req   codec.ProduceRequest
+	// req is the exchange's request as parsed (filter.Exchange.
+	// ProduceRequest: the connection's one parse, whose storage it keeps).
+	req   *codec.ProduceRequest
 	iter  records.BatchIter
 	proc  *records.Processor
 	out   []byte // every rewritten partition's record set, back to back
@@ -82,7 +84,7 @@ func (f *Filter) produceState(x *filter.Exchange) *produceState {
 }
 
 // maxKeptOut bounds the rewrite buffer a connection keeps between requests,
-// maxKeptPartitions the partitions its parse storage is kept for.
+// maxKeptPartitions the partitions its duplicate check is kept for.
 const (
 	maxKeptOut        = 4 << 20
 	maxKeptPartitions = 4096
@@ -111,16 +113,19 @@ func (f *Filter) produce(ctx context.Context, x *filter.Exchange) error {
 		return fmt.Errorf("produce v%d (legacy message format) refused", x.APIVersion)
 	}
 	defer func() {
-		// A request of very many partitions leaves its parse storage and
-		// duplicate check behind: do not keep them for the connection.
-		if fwd, rej := st.req.Counts(); fwd+rej > maxKeptPartitions || len(st.dups) > maxKeptPartitions {
-			st.req, st.dups = codec.ProduceRequest{}, nil
+		// A request of very many partitions leaves its duplicate check
+		// behind: do not keep it for the connection (nor the parse storage:
+		// filter.Side.Done).
+		if len(st.dups) > maxKeptPartitions {
+			st.dups = nil
 		}
+		st.req = nil
 	}()
-	if err := st.req.Parse(x.Request[x.HeaderLen:], x.APIVersion); err != nil {
-		st.req = codec.ProduceRequest{}
+	req, err := x.ProduceRequest()
+	if err != nil {
 		return err
 	}
+	st.req = req
 	if tp, dup := st.duplicate(); dup {
 		// Kafka answers one partition once: a request naming a partition
 		// twice cannot be answered partition by partition, and would let one
@@ -254,7 +259,7 @@ func (f *Filter) refuseAll(x *filter.Exchange, st *produceState, code *kerr.Erro
 
 func (f *Filter) localResponse(x *filter.Exchange, st *produceState, errorFor func(t *codec.ProduceTopic, p *codec.ProducePartition) int16) error {
 	return x.Answer(func(dst []byte) []byte {
-		return codec.BuildProduceErrorResponse(dst, &st.req, errorFor)
+		return codec.BuildProduceErrorResponse(dst, st.req, errorFor)
 	})
 }
 

@@ -466,3 +466,28 @@ func TestBudgetMetrics(t *testing.T) {
 	}
 	b.release(1000)
 }
+
+// The filter encrypts on the exchange's one parse of the request (the one
+// another filter asking for it, or the plumbing reading acks, gets too),
+// not on a parse of its own.
+func TestProduceUsesTheExchangeParse(t *testing.T) {
+	f := newMixedFilter(t, nil)
+	frame, hlen := produceFrame(0, []producePart{{"enc-a", 0, plainBatch([][]byte{[]byte("x")})}})
+	var s filter.Standalone
+	x := s.Exchange(int16(kmsg.Produce), produceVersion, frame, hlen, nil, 0)
+	req, err := x.ProduceRequest() // a filter before encryption asked
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.OnRequest(context.Background(), x); err != nil || x.Local {
+		t.Fatalf("refused: %v", err)
+	}
+	// The records were replaced on that parse: encryption did not parse its
+	// own copy.
+	if !req.Changed() || req.Acks != 0 {
+		t.Fatalf("the exchange's parse was not the one encrypted (changed %v)", req.Changed())
+	}
+	if acks, err := x.Acks(); err != nil || acks != 0 {
+		t.Fatalf("acks %d, %v", acks, err)
+	}
+}

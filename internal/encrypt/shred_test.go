@@ -418,7 +418,7 @@ func TestEntityAllocsDoNotGrowWithRecords(t *testing.T) {
 		rframe, rhlen := fetchResponse([]fetchPart{{topic: topic, set: set}})
 		fetch := func() {
 			x := s.Exchange(int16(kmsg.Fetch), fetchVersion, nil, 0, bytes.Clone(rframe), rhlen)
-			if err := f.OnResponse(context.Background(), x); err != nil {
+			if err := s.Respond(context.Background(), x, f); err != nil {
 				t.Fatal(err)
 			}
 			s.Done(x)
@@ -508,7 +508,7 @@ func FuzzShreddedFetch(f *testing.F) {
 		resp, hlen := responseFrame(int16(kmsg.Fetch), fetchVersion, body)
 		x := s.Exchange(int16(kmsg.Fetch), fetchVersion, nil, 0, resp, hlen)
 		defer s.Done(x)
-		if err := reader.OnResponse(ctx, x); err != nil {
+		if err := s.Respond(ctx, x, reader); err != nil {
 			return
 		}
 		out := x.Response[x.RespHeaderLen:]

@@ -556,7 +556,7 @@ func TestV2FetchAllocsDoNotGrowWithRecords(t *testing.T) {
 		var s filter.Standalone
 		run := func() {
 			x := s.Exchange(int16(kmsg.Fetch), fetchVersion, nil, 0, bytes.Clone(frame), hlen)
-			if err := f.OnResponse(context.Background(), x); err != nil {
+			if err := s.Respond(context.Background(), x, f); err != nil {
 				t.Fatal(err)
 			}
 			s.Done(x)
@@ -592,7 +592,7 @@ func TestV2ShareFetch(t *testing.T) {
 	frame, hlen := responseFrame(int16(kmsg.ShareFetch), 1, sf.AppendTo(nil))
 	s := filter.Standalone{Topics: map[[16]byte]string{{9}: "vkh"}}
 	x := s.Exchange(int16(kmsg.ShareFetch), 1, nil, 0, frame, hlen)
-	if err := f.OnResponse(context.Background(), x); err != nil {
+	if err := s.Respond(context.Background(), x, f); err != nil {
 		t.Fatal(err)
 	}
 	out := kmsg.NewPtrShareFetchResponse()
@@ -681,7 +681,7 @@ func BenchmarkFetchV2(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				x := s.Exchange(int16(kmsg.Fetch), fetchVersion, nil, 0, frame, hlen)
-				if err := f.OnResponse(ctx, x); err != nil {
+				if err := s.Respond(ctx, x, f); err != nil {
 					b.Fatal(err)
 				}
 				s.Done(x)

@@ -3,9 +3,14 @@
 // the Conn an exchange reaches its connection through (topic ids, the
 // client's identity, kseal's own upstream client), the per-side buffers and
 // state a connection keeps for its exchanges (Side), and Standalone, which
-// runs filters outside the proxy (in their own tests). The proxy plumbing
-// (internal/proxy) implements Conn and runs the filters; filters
-// (internal/encrypt) import this package, not the plumbing.
+// runs filters outside the proxy (in their own tests). An exchange parses
+// the messages filters edit once, for every filter and the plumbing: a
+// Produce request (ProduceRequest) and a Fetch or ShareFetch response
+// (Partitions, scanned with the broker endpoints mapped in the same walk
+// and spliced once after the last filter, FinishResponse). Filters never
+// see or rewrite broker addresses. The proxy plumbing (internal/proxy)
+// implements Conn and runs the filters; filters (internal/encrypt) import
+// this package, not the plumbing.
 package filter
 
 import (
@@ -38,7 +43,8 @@ type Exchange struct {
 	// request is then not forwarded.
 	Local bool
 	// NoResponse marks a request the broker will not answer (Produce with
-	// acks=0); the plumbing then expects no response frame.
+	// acks=0, which the plumbing reads after the request filters, see
+	// Acks); the plumbing then expects no response frame.
 	NoResponse bool
 	// RespHeaderLen is the length of the response header within Response.
 	RespHeaderLen int
@@ -50,6 +56,17 @@ type Exchange struct {
 	conn Conn  // set by Side.Bind
 	side *Side // the side running the exchange's filters now
 	turn int   // the scratch buffer Scratch gave last
+
+	// The Produce request as parsed (ProduceRequest) and the response as
+	// scanned (Partitions), in the storage of the side that did it.
+	produceParsed bool
+	produceBody   []byte // the request body parsed
+	produce       *codec.ProduceRequest
+	produceErr    error
+	scanned       bool
+	scanBody      []byte // the response body scanned
+	scan          *Partitions
+	scanErr       error
 }
 
 // Filter transforms the messages of the API keys it registers for. Filters
@@ -62,6 +79,25 @@ type Filter interface {
 	OnRequest(ctx context.Context, x *Exchange) error
 	// OnResponse runs before the response is written to the client.
 	OnResponse(ctx context.Context, x *Exchange) error
+}
+
+// ResponseKeyer is implemented by a filter that sees the responses of
+// fewer API keys than it registers for (APIKeys), say one that only checks
+// Fetch requests. The plumbing reads a response whole, not streamed, when a
+// filter sees it: a filter that does not need a response should say so.
+// Without it a filter sees the responses of every key in APIKeys.
+type ResponseKeyer interface {
+	// ResponseAPIKeys lists the API keys whose responses the filter sees.
+	ResponseAPIKeys() []int16
+}
+
+// ResponseKeys returns the API keys whose responses f sees: its
+// ResponseAPIKeys if it has them, else its APIKeys.
+func ResponseKeys(f Filter) []int16 {
+	if r, ok := f.(ResponseKeyer); ok {
+		return r.ResponseAPIKeys()
+	}
+	return f.APIKeys()
 }
 
 // NopFilter can be embedded to implement only one side.
@@ -184,13 +220,3 @@ func (x *Exchange) NewestBatches(ctx context.Context, topic string, visit TailVi
 	}
 	return x.conn.NewestBatches(ctx, topic, visit)
 }
-
-// KeepAddresses is the codec.AddressMapper for the walkers of extra filters
-// (proxy.ClusterOptions): it keeps every broker endpoint as the broker sent
-// it. Those filters see a response before the built-in address filter,
-// which then maps each endpoint to the proxy once; a walker with no mapper
-// would drop them instead, and the client would lose the KIP-951 leader
-// hints.
-var KeepAddresses codec.AddressMapper = codec.MapperFunc(func(_ int32, host string, port int32) (string, int32, bool) {
-	return host, port, true
-})

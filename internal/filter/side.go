@@ -1,5 +1,7 @@
 package filter
 
+import "github.com/kseal/kseal/internal/codec"
+
 // MaxKept bounds the buffers a Side keeps for later exchanges (and the
 // plumbing its read buffers): a larger one is dropped after use, so one
 // huge fetch does not pin memory.
@@ -12,17 +14,51 @@ const MaxKept = 4 << 20
 // Standalone one for both. Like a side's goroutine, it is not safe for
 // concurrent use.
 type Side struct {
+	// Addresses maps the broker endpoints of the responses this side scans
+	// (Exchange.Partitions): the plumbing's mapper to the proxy's
+	// addresses. Nil drops every endpoint.
+	Addresses codec.AddressMapper
+
 	scratch [2][]byte
 	state   map[any]any
+	// The storage of the message an exchange parses (ProduceRequest) or
+	// scans (Partitions), reused from exchange to exchange.
+	produce *codec.ProduceRequest
+	scan    *Partitions
+	// parses and scans count them (tests check there is one per exchange).
+	parses, scans int
 }
 
 // Bind makes x an exchange of c run by this side: from now on x's Scratch
 // buffers and ConnState are the side's. The plumbing binds an exchange to
 // its request side for the request filters, then to its response side for
-// the response filters.
+// the response filters; what the other side parsed is then gone.
 func (s *Side) Bind(x *Exchange, c Conn) {
+	if x.side != s {
+		x.produceParsed, x.produceBody, x.produce, x.produceErr = false, nil, nil, nil
+		x.scanned, x.scanBody, x.scan, x.scanErr = false, nil, nil, nil
+	}
 	x.conn = c
 	x.side = s
+}
+
+// Done ends the side's part of an exchange: the plumbing calls it once the
+// message is written. The scan's references to the response are dropped,
+// and parse or scan storage of more than maxKeptPartitions partitions is
+// not kept for the next exchange.
+func (s *Side) Done() {
+	if s.produce != nil {
+		if fwd, rej := s.produce.Counts(); fwd+rej > maxKeptPartitions {
+			s.produce = nil
+		}
+	}
+	if s.scan != nil {
+		if s.scan.cur != nil && s.scan.Len() > maxKeptPartitions {
+			s.scan = nil
+		} else {
+			s.scan.reset()
+		}
+	}
 }
 
 // Keep keeps b, a buffer a filter built, as one of the side's scratch

@@ -1,6 +1,10 @@
 package filter
 
-import "context"
+import (
+	"context"
+
+	"github.com/kseal/kseal/internal/codec"
+)
 
 // Standalone is the Conn and Side of filters run outside the proxy, in
 // their own tests: it owns what a client connection gives its exchanges
@@ -23,10 +27,14 @@ var _ Conn = (*Standalone)(nil)
 
 // Exchange returns an exchange for one message: request is the request
 // frame without its size prefix; response, if not nil, the response frame
-// (for OnResponse). headerLen and respHeaderLen are the header lengths
+// (for Respond). headerLen and respHeaderLen are the header lengths
 // within them.
 func (s *Standalone) Exchange(apiKey, version int16, request []byte, headerLen int, response []byte, respHeaderLen int) *Exchange {
 	s.request, s.response = request, response
+	if s.side.Addresses == nil {
+		// No proxy to map broker endpoints to: they stay as they are.
+		s.side.Addresses = keepEndpoints
+	}
 	x := &Exchange{
 		APIKey:        apiKey,
 		APIVersion:    version,
@@ -37,6 +45,19 @@ func (s *Standalone) Exchange(apiKey, version int16, request []byte, headerLen i
 	}
 	s.side.Bind(x, s)
 	return x
+}
+
+// Respond runs the response filters fs on x, in order, and finishes the
+// response as the plumbing does (Exchange.FinishResponse: the edits made to
+// a scanned Fetch or ShareFetch response written in one pass; broker
+// endpoints are kept as they are).
+func (s *Standalone) Respond(ctx context.Context, x *Exchange, fs ...Filter) error {
+	for _, f := range fs {
+		if err := f.OnResponse(ctx, x); err != nil {
+			return err
+		}
+	}
+	return x.FinishResponse()
 }
 
 // Done ends an exchange: the buffers its filters built are kept for the
@@ -50,7 +71,13 @@ func (s *Standalone) Done(x *Exchange) {
 		s.side.Keep(x.Response, nil)
 	}
 	s.request, s.response = nil, nil
+	s.side.Done()
 }
+
+// keepEndpoints maps every broker endpoint to itself.
+var keepEndpoints codec.AddressMapper = codec.MapperFunc(func(_ int32, host string, port int32) (string, int32, bool) {
+	return host, port, true
+})
 
 // TopicName looks id up in Topics.
 func (s *Standalone) TopicName(_ context.Context, id [16]byte) (string, bool) {

@@ -134,7 +134,9 @@ func ParseResponseHeader(msg []byte, apiKey, apiVersion int16) (ResponseHeader, 
 
 // skipTags skips the tagged-field section starting at msg[off:] and returns
 // the offset after it. Every tag takes at least two bytes (key and size), so a
-// count above half the bytes left is rejected before looping.
+// count above half the bytes left is rejected before looping. It is the one
+// tag skipper outside internal/codec (codec's skipTagSection serves every
+// message body): frame cannot import codec, which imports frame.
 func skipTags(msg []byte, off int) (int, bool) {
 	n, ok := uvarint(msg, &off)
 	if !ok || uint64(n) > uint64(len(msg)-off)/2 {

@@ -9,26 +9,12 @@ import (
 	"github.com/kseal/kseal/internal/filter"
 )
 
-// builtinFilters are the filters every virtual cluster runs: broker address
-// rewriting, ApiVersions intersection, and the observation of clients' SASL
-// logins (identity.go).
+// builtinFilters are the filters every virtual cluster runs: ApiVersions
+// intersection and the observation of clients' SASL logins (identity.go).
+// Broker addresses and Produce acks are not filters' business: the
+// plumbing handles them itself (addresses.go, conn.go).
 func builtinFilters(vc *virtualCluster, caps map[int16]int16) []filter.Filter {
-	return []filter.Filter{apiVersionsFilter{caps: caps}, acksFilter{}, &addressFilter{vc: vc}, identityFilter{vc: vc}}
-}
-
-// acksFilter marks Produce requests with acks=0, which the broker never
-// answers, so the plumbing does not wait for (and mismatch) a response.
-type acksFilter struct{ filter.NopFilter }
-
-func (acksFilter) APIKeys() []int16 { return []int16{int16(kmsg.Produce)} }
-
-func (acksFilter) OnRequest(_ context.Context, x *filter.Exchange) error {
-	acks, err := codec.ProduceAcks(x.Request[x.HeaderLen:], x.APIVersion)
-	if err != nil {
-		return err
-	}
-	x.NoResponse = acks == 0
-	return nil
+	return []filter.Filter{apiVersionsFilter{caps: caps}, identityFilter{vc: vc}}
 }
 
 // refusedAPIs are known APIs kseal neither advertises nor forwards, because
@@ -76,60 +62,5 @@ func (apiVersionsFilter) OnRequest(_ context.Context, x *filter.Exchange) error 
 func (f apiVersionsFilter) OnResponse(_ context.Context, x *filter.Exchange) error {
 	return x.RewriteResponse(func(dst, body []byte) ([]byte, bool, error) {
 		return codec.RewriteApiVersionsResponse(dst, body, x.APIVersion, f.limit)
-	})
-}
-
-// addressFilter rewrites every broker address in responses to the proxy's,
-// so clients never learn (or use) a real broker address.
-type addressFilter struct {
-	filter.NopFilter
-	vc *virtualCluster
-}
-
-func (f *addressFilter) APIKeys() []int16 {
-	return []int16{
-		int16(kmsg.Produce), int16(kmsg.Metadata), int16(kmsg.FindCoordinator), int16(kmsg.DescribeCluster),
-		int16(kmsg.Fetch), int16(kmsg.ShareFetch), int16(kmsg.ShareAcknowledge),
-	}
-}
-
-type rewriteFunc func(dst, body []byte, version int16, m codec.AddressMapper) ([]byte, bool, error)
-
-var fetchWalkerKey, shareFetchWalkerKey = new(int), new(int)
-
-func (f *addressFilter) OnResponse(_ context.Context, x *filter.Exchange) error {
-	var rewrite rewriteFunc
-	switch kmsg.Key(x.APIKey) {
-	case kmsg.Metadata:
-		// Learn topic ids on the way: ShareFetch names topics only by id.
-		if err := codec.WalkMetadataTopics(x.Response[x.RespHeaderLen:], x.APIVersion, f.vc.topics.learn); err != nil {
-			return err
-		}
-		rewrite = codec.RewriteMetadataResponse
-	case kmsg.FindCoordinator:
-		rewrite = codec.RewriteFindCoordinatorResponse
-	case kmsg.DescribeCluster:
-		rewrite = codec.RewriteDescribeClusterResponse
-	case kmsg.Produce:
-		rewrite = func(dst, body []byte, v int16, m codec.AddressMapper) ([]byte, bool, error) {
-			return codec.RewriteProduceResponse(dst, body, v, m, nil)
-		}
-	case kmsg.ShareAcknowledge:
-		rewrite = codec.RewriteShareAcknowledgeResponse
-	case kmsg.Fetch:
-		w := x.ConnState(fetchWalkerKey, func() any { return &codec.FetchWalker{Mapper: f.vc} }).(*codec.FetchWalker)
-		rewrite = func(dst, body []byte, v int16, _ codec.AddressMapper) ([]byte, bool, error) {
-			return w.Walk(dst, body, v, nil)
-		}
-	case kmsg.ShareFetch:
-		w := x.ConnState(shareFetchWalkerKey, func() any { return &codec.ShareFetchWalker{Mapper: f.vc} }).(*codec.ShareFetchWalker)
-		rewrite = func(dst, body []byte, v int16, _ codec.AddressMapper) ([]byte, bool, error) {
-			return w.Walk(dst, body, v, nil)
-		}
-	default:
-		return nil
-	}
-	return x.RewriteResponse(func(dst, body []byte) ([]byte, bool, error) {
-		return rewrite(dst, body, x.APIVersion, f.vc)
 	})
 }

@@ -203,6 +203,16 @@ func (c *conn) requests(ctx context.Context) error {
 				break
 			}
 		}
+		if h.APIKey == int16(kmsg.Produce) && !x.Local {
+			// acks=0: the broker never answers, so no response is waited
+			// for (and mismatched). Read from the filters' parse if one
+			// parsed the request, else from the fields before acks.
+			acks, err := x.Acks()
+			if err != nil {
+				return fmt.Errorf("%s v%d request (correlation id %d): %w", apiName(h.APIKey), h.APIVersion, h.CorrelationID, err)
+			}
+			x.NoResponse = acks == 0
+		}
 		x.added = time.Since(start)
 		c.vc.srv.metrics.request(c.vc.name, h.APIKey, len(body))
 		if x.Local {
@@ -231,6 +241,7 @@ func (c *conn) requests(ctx context.Context) error {
 			}
 		}
 		c.reqSide.Keep(req, c.reqs.Storage())
+		c.reqSide.Done()
 	}
 }
 
@@ -241,6 +252,7 @@ func (c *conn) responses(ctx context.Context) error {
 	// it is empty whenever the buffered path writes to w directly.
 	bw := bufio.NewWriterSize(w, 64<<10)
 	c.fetchStream.Mapper = c.vc
+	c.respSide.Addresses = c.vc
 	var sizeBuf [4]byte
 	for x := range c.inflight {
 		read := time.Now() // a local answer's own time starts when it is dequeued
@@ -279,7 +291,8 @@ func (c *conn) responses(ctx context.Context) error {
 			x.Response = body
 			c.respSide.Bind(&x.Exchange, c)
 			filters := c.vc.respFilters[x.APIKey]
-			if len(filters) > 0 {
+			addresses := carriesAddresses(x.APIKey)
+			if len(filters) > 0 || addresses {
 				rh, err := frame.ParseResponseHeader(body, x.APIKey, x.APIVersion)
 				if err != nil {
 					return fmt.Errorf("%s v%d response: %w", apiName(x.APIKey), x.APIVersion, err)
@@ -288,6 +301,12 @@ func (c *conn) responses(ctx context.Context) error {
 			}
 			for _, f := range filters {
 				if err := f.OnResponse(ctx, &x.Exchange); err != nil {
+					return fmt.Errorf("%s v%d response (correlation id %d): %w", apiName(x.APIKey), x.APIVersion, x.CorrelationID, err)
+				}
+			}
+			if addresses {
+				// After the filters, in the one walk of the response.
+				if err := c.rewriteAddresses(&x.Exchange); err != nil {
 					return fmt.Errorf("%s v%d response (correlation id %d): %w", apiName(x.APIKey), x.APIVersion, x.CorrelationID, err)
 				}
 			}
@@ -300,6 +319,7 @@ func (c *conn) responses(ctx context.Context) error {
 		c.vc.srv.metrics.response(c.vc.name, x.APIKey, len(x.Response), time.Since(x.started))
 		c.vc.added.observe(x.APIKey, x.added+time.Since(read))
 		c.respSide.Keep(x.Response, c.respBuf)
+		c.respSide.Done()
 		x.Response = nil
 	}
 	return nil

@@ -121,10 +121,8 @@ func (vc *virtualCluster) fetchMetadata(ctx context.Context, addr string, allTop
 		}
 		return fmt.Errorf("metadata exchange with %s: %w", addr, err)
 	}
-	if _, _, err := codec.RewriteMetadataResponse(nil, body, metadataVersion, vc); err != nil {
-		return fmt.Errorf("metadata response from %s: %w", addr, err)
-	}
-	if err := codec.WalkMetadataTopics(body, metadataVersion, vc.topics.learn); err != nil {
+	// Brokers (through MapBroker) and topic ids learned in one walk.
+	if _, _, err := codec.RewriteMetadata(nil, body, metadataVersion, vc, vc.topics.learn); err != nil {
 		return fmt.Errorf("metadata response from %s: %w", addr, err)
 	}
 	return nil

@@ -38,9 +38,9 @@ func (s *metadataSpy) OnResponse(_ context.Context, x *filter.Exchange) error {
 	return nil
 }
 
-// Extra filters see a response before the built-in address filter (with
-// the brokers' own addresses), and the client gets what the address
-// filter makes of their output: every address is rewritten once, last.
+// Extra filters see a response before the plumbing rewrites its broker
+// addresses (they see the brokers' own), and the client gets what the
+// plumbing makes of their output: every address is rewritten once, last.
 func TestExtraFiltersSeeResponsesBeforeAddressRewriting(t *testing.T) {
 	fake := newFake(t)
 	spy := &metadataSpy{ports: map[int32]bool{}}

@@ -44,11 +44,11 @@ type Server struct {
 
 // ClusterOptions are what the caller adds to a virtual cluster besides its
 // config: extra filters (encryption) run after the built-in ones on
-// requests and before them on responses. So the built-in address filter
-// is the last to see a response: it rewrites every broker address in what
-// the extra filters leave, once. An extra filter that re-encodes a
-// response holding broker endpoints must keep them as they are (a codec
-// walker with Mapper filter.KeepAddresses), not drop or map them.
+// requests and before them on responses. No filter sees a broker address
+// rewritten: the plumbing rewrites every one after the response filters
+// ran (addresses.go), in the same walk as the filters' edits of a Fetch or
+// ShareFetch response (filter.Exchange.Partitions). A filter that replaces
+// a response holding broker endpoints must keep them as they are.
 type ClusterOptions struct {
 	Filters []filter.Filter
 	// VersionCaps lowers the highest version ApiVersions advertises for
@@ -308,7 +308,7 @@ func newVirtualCluster(s *Server, cfg config.VirtualCluster, opts ClusterOptions
 		}
 	}
 	for _, f := range append(opts.Filters[:len(opts.Filters):len(opts.Filters)], builtin...) {
-		for _, k := range f.APIKeys() {
+		for _, k := range filter.ResponseKeys(f) {
 			vc.respFilters[k] = append(vc.respFilters[k], f)
 		}
 	}

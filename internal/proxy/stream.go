@@ -15,31 +15,33 @@ import (
 type streamMode uint8
 
 const (
-	// buffered: read whole, filtered, then written.
+	// buffered: read whole, filtered, broker addresses rewritten, then
+	// written.
 	buffered streamMode = iota
-	// streamRaw: no filter looks at the response; it is written while it
-	// arrives.
+	// streamRaw: nothing in the response needs a hook; it is written while
+	// it arrives.
 	streamRaw
-	// streamFetch: only the address filter looks at this Fetch response;
-	// codec.FetchStream forwards it while it arrives, rewriting the node
-	// endpoints in place.
+	// streamFetch: a Fetch response no filter edits: codec.FetchStream
+	// forwards it while it arrives, rewriting the node endpoints in place.
 	streamFetch
 )
 
-// responseMode tells how responses to key are forwarded. Streaming saves a
-// consumer the time kseal would take to read a whole fetch before sending
-// its first byte, and keeps large responses out of kseal's buffers.
+// responseMode tells how responses to key are forwarded, by the hooks they
+// need: the plumbing's endpoint rewrite (carriesAddresses) and the response
+// filters registered for key, which may edit anything (a Fetch response's
+// records, say) and so see it whole. Streaming saves a consumer the time
+// kseal would take to read a whole fetch before sending its first byte, and
+// keeps large responses out of kseal's buffers.
 func (vc *virtualCluster) responseMode(key int16) streamMode {
-	fs := vc.respFilters[key]
-	if len(fs) == 0 {
-		return streamRaw
+	switch {
+	case len(vc.respFilters[key]) > 0:
+		return buffered
+	case key == int16(kmsg.Fetch):
+		return streamFetch // endpoints rewritten while streaming
+	case carriesAddresses(key):
+		return buffered
 	}
-	if key == int16(kmsg.Fetch) && len(fs) == 1 {
-		if _, ok := fs[0].(*addressFilter); ok {
-			return streamFetch
-		}
-	}
-	return buffered
+	return streamRaw
 }
 
 // stream forwards x's response from r to w while it arrives. It returns

@@ -2,17 +2,21 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kseal/kseal/internal/config"
+	"github.com/kseal/kseal/internal/filter"
 	"github.com/kseal/kseal/internal/frame"
 )
 
@@ -287,5 +291,106 @@ func TestFetchFirstBytesArriveBeforeTheLast(t *testing.T) {
 	size := int(binary.BigEndian.Uint32(head))
 	if _, err := io.CopyN(io.Discard, c, int64(size+4-len(head))); err != nil {
 		t.Fatalf("rest of the response: %v", err)
+	}
+}
+
+// recordsEditor edits the records of every Fetch response partition through
+// the exchange's one scan, asking for it twice.
+type recordsEditor struct {
+	filter.NopFilter
+	scans atomic.Int32
+}
+
+func (*recordsEditor) APIKeys() []int16 { return []int16{int16(kmsg.Fetch)} }
+
+func (e *recordsEditor) OnResponse(_ context.Context, x *filter.Exchange) error {
+	p, err := x.Partitions()
+	if err != nil {
+		return err
+	}
+	if q, _ := x.Partitions(); q != p {
+		return errors.New("scanned twice")
+	}
+	e.scans.Add(1)
+	for i := range p.Len() {
+		p.SetRecords(i, []byte("edited"))
+	}
+	return nil
+}
+
+// A Fetch response a filter edits is buffered: the filter's edits and the
+// endpoints the plumbing maps (in the same scan) reach the client, in one
+// response. What decides is the hook the response needs, not which filter
+// asks: with no filter, the same response streams (see above).
+func TestFetchEditedByAFilterIsBuffered(t *testing.T) {
+	b := startFetchBroker(t)
+	ed := &recordsEditor{}
+	p := startLimitsProxy(t, []string{b.ln.Addr().String()}, "{maxFrameBytes: 8388608}", ed)
+	if mode := p.srv.clusters[0].responseMode(int16(kmsg.Fetch)); mode != buffered {
+		t.Fatalf("response mode %d with a Fetch filter", mode)
+	}
+	for _, v := range []int16{11, 16} {
+		msg := fetchThroughProxy(t, p.bootstrap, v)
+		hdr := 4
+		if v >= 12 {
+			hdr++
+		}
+		resp := kmsg.NewPtrFetchResponse()
+		resp.SetVersion(v)
+		if err := resp.ReadFrom(msg[hdr:]); err != nil {
+			t.Fatalf("v%d: %v", v, err)
+		}
+		if got := resp.Topics[0].Partitions[0].RecordBatches; string(got) != "edited" {
+			t.Fatalf("v%d: %d record bytes, not the filter's", v, len(got))
+		}
+		if bytes.Contains(msg, []byte(strangerHost)) {
+			t.Fatalf("v%d: a broker's address reached the client", v)
+		}
+		if v < 16 {
+			continue
+		}
+		if len(resp.Brokers) != 2 {
+			t.Fatalf("v%d: node endpoints %+v, want nodes 1 and 7", v, resp.Brokers)
+		}
+		for _, be := range resp.Brokers {
+			if be.Host != "127.0.0.1" || be.Port == b.port || be.Port == 9092 {
+				t.Fatalf("v%d: node %d at %s:%d, not at the proxy", v, be.NodeID, be.Host, be.Port)
+			}
+		}
+	}
+	if n := ed.scans.Load(); n != 2 {
+		t.Fatalf("the filter saw %d responses, want 2", n)
+	}
+}
+
+// fetchRequestOnly sees Fetch requests and no response.
+type fetchRequestOnly struct{ filter.NopFilter }
+
+func (fetchRequestOnly) APIKeys() []int16         { return []int16{int16(kmsg.Fetch)} }
+func (fetchRequestOnly) ResponseAPIKeys() []int16 { return nil }
+
+// How a response travels follows from the hooks it needs, whatever the
+// filters' types: a filter that sees only Fetch requests leaves Fetch
+// responses streamed (endpoints rewritten on the way); one that sees the
+// responses has them buffered; responses with broker addresses are
+// buffered for the plumbing's rewrite, others stream untouched.
+func TestResponseModeFollowsHooks(t *testing.T) {
+	b := startFetchBroker(t)
+	p := startLimitsProxy(t, []string{b.ln.Addr().String()}, "{}", fetchRequestOnly{})
+	vc := p.srv.clusters[0]
+	for key, want := range map[kmsg.Key]streamMode{
+		kmsg.Fetch: streamFetch, kmsg.Metadata: buffered, kmsg.ShareFetch: buffered, kmsg.Produce: buffered,
+		kmsg.ApiVersions: buffered, kmsg.ListOffsets: streamRaw, kmsg.OffsetCommit: streamRaw,
+	} {
+		if got := vc.responseMode(int16(key)); got != want {
+			t.Errorf("%s: mode %d, want %d", key.Name(), got, want)
+		}
+	}
+	if len(vc.reqFilters[int16(kmsg.Fetch)]) != 1 {
+		t.Fatal("the filter does not see Fetch requests")
+	}
+	q := startLimitsProxy(t, []string{b.ln.Addr().String()}, "{}", &recordsEditor{})
+	if got := q.srv.clusters[0].responseMode(int16(kmsg.Fetch)); got != buffered {
+		t.Fatalf("Fetch with a response filter: mode %d", got)
 	}
 }
