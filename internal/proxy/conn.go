@@ -207,7 +207,7 @@ func (c *conn) requests(ctx context.Context) error {
 			}
 		}
 		x.added = time.Since(start)
-		c.vc.srv.metrics.request(c.vc.name, h.APIKey, len(body))
+		c.vc.api.request(h.APIKey, len(body))
 		if x.Local {
 			// A local answer was built in a request-side scratch buffer that
 			// the next request reuses: the queued copy must be its own.
@@ -246,7 +246,10 @@ func (c *conn) responses(ctx context.Context) error {
 	c.fetchStream.Mapper = c.vc
 	var sizeBuf [4]byte
 	for x := range c.inflight {
-		read := time.Now() // a local answer's own time starts when it is dequeued
+		var read time.Time
+		if x.Local {
+			read = time.Now() // a local answer's own time starts when it is dequeued
+		}
 		if mode := c.vc.responseMode(x.APIKey); mode != buffered && !x.Local {
 			size, ok, err := c.stream(r, bw, x, mode)
 			if err != nil {
@@ -256,11 +259,11 @@ func (c *conn) responses(ctx context.Context) error {
 				return err
 			}
 			if ok {
-				c.answered()
-				c.vc.srv.metrics.response(c.vc.name, x.APIKey, size, time.Since(x.started))
+				now := time.Now()
+				c.answered(now)
 				// Forwarding overlaps the broker's sending: only the
 				// request side's time is kseal's own.
-				c.vc.added.observe(x.APIKey, x.added)
+				c.vc.api.response(x.APIKey, size, now.Sub(x.started), x.added)
 				continue
 			}
 		}
@@ -300,9 +303,9 @@ func (c *conn) responses(ctx context.Context) error {
 		if _, err := (&net.Buffers{sizeBuf[:], x.Response}).WriteTo(w); err != nil {
 			return fmt.Errorf("write to client: %w", err)
 		}
-		c.answered()
-		c.vc.srv.metrics.response(c.vc.name, x.APIKey, len(x.Response), time.Since(x.started))
-		c.vc.added.observe(x.APIKey, x.added+time.Since(read))
+		now := time.Now()
+		c.answered(now)
+		c.vc.api.response(x.APIKey, len(x.Response), now.Sub(x.started), x.added+now.Sub(read))
 		c.reclaim(&c.respBuf, &c.scratchResp, x.Response)
 		x.Response = nil
 	}
@@ -310,8 +313,8 @@ func (c *conn) responses(ctx context.Context) error {
 }
 
 // answered notes a response written to the client (for the idle timeout).
-func (c *conn) answered() {
-	c.lastActive.Store(time.Now().UnixNano())
+func (c *conn) answered(now time.Time) {
+	c.lastActive.Store(now.UnixNano())
 	c.pending.Add(-1)
 }
 
