@@ -153,8 +153,8 @@ func isClosed(err error) bool {
 const requestReadBuffer = 32 << 10
 
 func (c *conn) requests(ctx context.Context) error {
-	c.reqs = frame.NewReader(c.client, requestReadBuffer, maxRetainedBuffer, frame.MinRequestSize, c.vc.cfg.Limits.MaxFrameBytes)
-	w := c.upstream
+	c.reqs = frame.NewReader(socketIO(c.client), requestReadBuffer, maxRetainedBuffer, frame.MinRequestSize, c.vc.cfg.Limits.MaxFrameBytes)
+	w := socketIO(c.upstream)
 	var sizeBuf [4]byte
 	for {
 		body, err := c.reqs.Next()
@@ -228,8 +228,7 @@ func (c *conn) requests(ctx context.Context) error {
 		// x belongs to the response side once queued: only the copies above
 		// are used from here on.
 		if !local {
-			binary.BigEndian.PutUint32(sizeBuf[:], uint32(len(req)))
-			if _, err := (&net.Buffers{sizeBuf[:], req}).WriteTo(w); err != nil {
+			if err := writeFrame(w, &sizeBuf, req); err != nil {
 				return fmt.Errorf("write upstream: %w", err)
 			}
 		}
@@ -238,8 +237,8 @@ func (c *conn) requests(ctx context.Context) error {
 }
 
 func (c *conn) responses(ctx context.Context) error {
-	r := bufio.NewReaderSize(c.upstream, 64<<10)
-	w := c.client
+	r := bufio.NewReaderSize(socketIO(c.upstream), 64<<10)
+	w := socketIO(c.client)
 	// Streamed responses go through bw, flushed at the end of each frame, so
 	// it is empty whenever the buffered path writes to w directly.
 	bw := bufio.NewWriterSize(w, 64<<10)
@@ -299,8 +298,7 @@ func (c *conn) responses(ctx context.Context) error {
 				}
 			}
 		}
-		binary.BigEndian.PutUint32(sizeBuf[:], uint32(len(x.Response)))
-		if _, err := (&net.Buffers{sizeBuf[:], x.Response}).WriteTo(w); err != nil {
+		if err := writeFrame(w, &sizeBuf, x.Response); err != nil {
 			return fmt.Errorf("write to client: %w", err)
 		}
 		now := time.Now()

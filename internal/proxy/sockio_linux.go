@@ -1,0 +1,163 @@
+package proxy
+
+import (
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"unsafe"
+)
+
+// sockIO reads and writes a plaintext TCP connection with raw system calls
+// on its socket, which Go's net package always makes non-blocking, and
+// waits for readiness through the same netpoller as net.Conn (so read
+// deadlines, Close and drain work as for the net.Conn).
+//
+// Why: a system call through package syscall tells Go's scheduler it may
+// block (entersyscall). On a busy proxy with few cores that costs more than
+// the read or write itself: it wakes the sysmon thread whenever the process
+// was idle a moment before, which then polls every 20 us for a while, and a
+// write that runs long (a 46 KiB produce request over loopback) has its P
+// handed to another thread and must win one back. bench/profiles has the
+// before and after. A non-blocking read or write never blocks, so the raw
+// call is safe; it keeps the P for the few microseconds it runs.
+//
+// One goroutine reads and one writes (the request and response sides of a
+// conn); the functions handed to syscall.RawConn are made once, so a read
+// or write allocates nothing.
+type sockIO struct {
+	net.Conn
+	rc syscall.RawConn
+
+	// Read side.
+	rbuf   []byte
+	rn     int
+	rerrno syscall.Errno
+	readFn func(fd uintptr) bool
+
+	// Write side: the pending iovecs of one write.
+	iov     [2]syscall.Iovec
+	wbufs   [2][]byte
+	wn      int // bytes of wbufs still to write
+	werrno  syscall.Errno
+	writeFn func(fd uintptr) bool
+}
+
+// socketIO returns c itself unless it is a plaintext TCP connection, and
+// then a sockIO over it. TLS connections keep Go's own I/O.
+func socketIO(c net.Conn) net.Conn {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return c
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return c
+	}
+	s := &sockIO{Conn: c, rc: rc}
+	s.readFn = s.doRead
+	s.writeFn = s.doWrite
+	return s
+}
+
+func (s *sockIO) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	s.rbuf, s.rn, s.rerrno = p, 0, 0
+	err := s.rc.Read(s.readFn)
+	s.rbuf = nil
+	if err != nil {
+		return 0, err
+	}
+	if s.rerrno != 0 {
+		return 0, os.NewSyscallError("read", s.rerrno)
+	}
+	if s.rn == 0 {
+		return 0, io.EOF
+	}
+	return s.rn, nil
+}
+
+// doRead is one read attempt: false when the socket has nothing yet (the
+// caller then waits in the netpoller and tries again).
+func (s *sockIO) doRead(fd uintptr) bool {
+	for {
+		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&s.rbuf[0])), uintptr(len(s.rbuf)))
+		switch e {
+		case 0:
+			s.rn = int(n)
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		default:
+			s.rerrno = e
+			return true
+		}
+	}
+}
+
+func (s *sockIO) Write(p []byte) (int, error) {
+	return s.Writev(p, nil)
+}
+
+// Writev writes a then b (either may be empty) with as few system calls as
+// the socket allows: one, unless its send buffer fills. It returns the
+// bytes written.
+func (s *sockIO) Writev(a, b []byte) (int, error) {
+	total := len(a) + len(b)
+	if total == 0 {
+		return 0, nil
+	}
+	s.wbufs[0], s.wbufs[1], s.wn, s.werrno = a, b, total, 0
+	err := s.rc.Write(s.writeFn)
+	s.wbufs[0], s.wbufs[1] = nil, nil
+	done := total - s.wn
+	if err != nil {
+		return done, err
+	}
+	if s.werrno != 0 {
+		return done, os.NewSyscallError("writev", s.werrno)
+	}
+	return done, nil
+}
+
+// doWrite writes what is pending until it is all written (true), the
+// socket's buffer is full (false: the caller waits until it is writable),
+// or an error (true, with werrno set).
+func (s *sockIO) doWrite(fd uintptr) bool {
+	for s.wn > 0 {
+		n := 0
+		for _, b := range s.wbufs {
+			if len(b) > 0 {
+				s.iov[n].Base = &b[0]
+				s.iov[n].SetLen(len(b))
+				n++
+			}
+		}
+		w, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&s.iov[0])), uintptr(n))
+		s.iov[0].Base, s.iov[1].Base = nil, nil
+		switch e {
+		case 0:
+			if w == 0 {
+				return false // nothing taken: wait until writable
+			}
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		default:
+			s.werrno = e
+			return true
+		}
+		s.wn -= int(w)
+		for i := range s.wbufs {
+			k := min(int(w), len(s.wbufs[i]))
+			s.wbufs[i] = s.wbufs[i][k:]
+			w -= uintptr(k)
+		}
+	}
+	return true
+}
