@@ -241,7 +241,7 @@ func (c *conn) responses(ctx context.Context) error {
 	w := socketIO(c.client)
 	// Streamed responses go through bw, flushed at the end of each frame, so
 	// it is empty whenever the buffered path writes to w directly.
-	bw := bufio.NewWriterSize(w, 64<<10)
+	bw := newStreamWriter(w, 64<<10, c.client, c.upstream)
 	c.fetchStream.Mapper = c.vc
 	var sizeBuf [4]byte
 	for x := range c.inflight {

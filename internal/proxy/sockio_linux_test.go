@@ -1,14 +1,18 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/rand"
 	"errors"
 	"io"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/kseal/kseal/internal/frame"
 )
 
 // tcpPair is a connected pair of loopback TCP connections.
@@ -144,5 +148,80 @@ func TestSockIOAllocs(t *testing.T) {
 	})
 	if n != 0 {
 		t.Errorf("%.1f allocations per frame, want 0", n)
+	}
+}
+
+// A streamWriter between two plaintext TCP connections splices long runs:
+// the bytes arrive in order after what was buffered before them, and the
+// bytes after the run stay readable from the source.
+func TestStreamWriterSplices(t *testing.T) {
+	upPeer, up := tcpPair(t)    // the broker writes to upPeer
+	client, cPeer := tcpPair(t) // the client reads from cPeer
+	data := make([]byte, 3<<20)
+	rand.Read(data)
+	go func() {
+		upPeer.Write(data)
+	}()
+	src := bufio.NewReaderSize(socketIO(up), 64<<10)
+	w := newStreamWriter(socketIO(client), 64<<10, client, up)
+	if w.client == nil {
+		t.Fatal("no splicing between two TCP connections")
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		b := make([]byte, len(data)-1000)
+		io.ReadFull(cPeer, b)
+		got <- b
+	}()
+	// A header through the buffer, then a long run (some of it already in
+	// src's buffer), then the rest is left in src.
+	head, _ := src.Peek(100)
+	w.Write(head)
+	src.Discard(100)
+	if _, err := src.Peek(10); err != nil {
+		t.Fatal(err)
+	}
+	if err := frame.Forward(w, src, len(data)-1100); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if b := <-got; !bytes.Equal(b, data[:len(data)-1000]) {
+		t.Fatal("the client got different bytes")
+	}
+	rest := make([]byte, 1000)
+	if _, err := io.ReadFull(src, rest); err != nil || !bytes.Equal(rest, data[len(data)-1000:]) {
+		t.Fatalf("the bytes after the run: %v", err)
+	}
+}
+
+// A broker stream that ends inside a spliced run is io.ErrUnexpectedEOF; a
+// client gone is a write error.
+func TestStreamWriterSpliceErrors(t *testing.T) {
+	upPeer, up := tcpPair(t)
+	client, cPeer := tcpPair(t)
+	go func() {
+		upPeer.Write(make([]byte, 200<<10))
+		upPeer.Close()
+	}()
+	go io.Copy(io.Discard, cPeer)
+	w := newStreamWriter(socketIO(client), 64<<10, client, up)
+	src := bufio.NewReaderSize(socketIO(up), 64<<10)
+	if err := frame.Forward(w, src, 300<<10); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("short broker stream: %v, want io.ErrUnexpectedEOF", err)
+	}
+
+	upPeer2, up2 := tcpPair(t)
+	client2, cPeer2 := tcpPair(t)
+	cPeer2.(*net.TCPConn).SetLinger(0)
+	cPeer2.Close()
+	time.Sleep(50 * time.Millisecond)
+	go upPeer2.Write(make([]byte, 4<<20))
+	w = newStreamWriter(socketIO(client2), 64<<10, client2, up2)
+	src = bufio.NewReaderSize(socketIO(up2), 64<<10)
+	err := frame.Forward(w, src, 4<<20)
+	if err == nil || !strings.Contains(err.Error(), "splice") {
+		t.Fatalf("forwarding to a closed client: %v, want a splice error", err)
 	}
 }

@@ -5,6 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"syscall"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -46,7 +49,7 @@ func (vc *virtualCluster) responseMode(key int16) streamMode {
 // false, having read nothing, when the response should take the buffered
 // path instead (a Fetch response header with tagged fields, which no broker
 // sends today); it returns the frame's size otherwise.
-func (c *conn) stream(r *bufio.Reader, w *bufio.Writer, x *Exchange, mode streamMode) (size int, ok bool, err error) {
+func (c *conn) stream(r *bufio.Reader, w *streamWriter, x *Exchange, mode streamMode) (size int, ok bool, err error) {
 	b, err := r.Peek(frame.SizeLen)
 	if err != nil {
 		return 0, false, err
@@ -95,4 +98,66 @@ func (c *conn) stream(r *bufio.Reader, w *bufio.Writer, x *Exchange, mode stream
 		return 0, false, fmt.Errorf("%s v%d response (correlation id %d), forwarded in part: %w", apiName(x.APIKey), x.APIVersion, x.CorrelationID, frame.NoEOF(err))
 	}
 	return size, true, nil
+}
+
+// spliceMin is the shortest run of bytes a streamWriter splices: below it,
+// a copy through the buffers costs less than the pipe's two system calls.
+const spliceMin = 64 << 10
+
+// streamWriter is the buffered writer of streamed responses. When the
+// client and broker connections are both plaintext TCP it is also a
+// frame.Forwarder: long runs of bytes (a partition's records) then go from
+// the broker's socket to the client's with splice(2) through a pipe, never
+// copied through kseal's memory. Everything else is buffered and copied as
+// by a bufio.Writer.
+type streamWriter struct {
+	*bufio.Writer
+	client, upstream *net.TCPConn // nil: copy only
+	lr               io.LimitedReader
+}
+
+func newStreamWriter(w io.Writer, size int, client, upstream net.Conn) *streamWriter {
+	sw := &streamWriter{Writer: bufio.NewWriterSize(w, size)}
+	c, ok1 := client.(*net.TCPConn)
+	u, ok2 := upstream.(*net.TCPConn)
+	if ok1 && ok2 {
+		sw.client, sw.upstream = c, u
+	}
+	return sw
+}
+
+// ForwardFrom implements frame.Forwarder: the bytes src has buffered are
+// copied, the buffered output is written, and the rest goes socket to
+// socket (net.TCPConn.ReadFrom splices a LimitedReader over a TCPConn).
+func (w *streamWriter) ForwardFrom(src *bufio.Reader, n int) (bool, error) {
+	if w.client == nil || n < spliceMin {
+		return false, nil
+	}
+	if k := min(src.Buffered(), n); k > 0 {
+		b, _ := src.Peek(k)
+		if _, err := w.Write(b); err != nil {
+			return true, &frame.WriteError{Err: err}
+		}
+		src.Discard(k)
+		n -= k
+	}
+	if err := w.Flush(); err != nil {
+		return true, &frame.WriteError{Err: err}
+	}
+	w.lr = io.LimitedReader{R: w.upstream, N: int64(n)}
+	_, err := w.client.ReadFrom(&w.lr)
+	left := w.lr.N
+	w.lr.R = nil
+	switch {
+	case errors.Is(err, syscall.EPIPE):
+		// Only writing to the client fails with EPIPE.
+		return true, &frame.WriteError{Err: err}
+	case err != nil:
+		// Either socket may have failed (a reset reads as ECONNRESET on
+		// both sides).
+		return true, fmt.Errorf("splice from broker to client: %w", err)
+	case left > 0:
+		return true, io.ErrUnexpectedEOF // the broker's stream ended
+	}
+	return true, nil
 }
