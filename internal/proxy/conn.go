@@ -237,11 +237,13 @@ func (c *conn) requests(ctx context.Context) error {
 }
 
 func (c *conn) responses(ctx context.Context) error {
-	r := bufio.NewReaderSize(socketIO(c.upstream), 64<<10)
+	up := socketIO(c.upstream)
+	r := bufio.NewReaderSize(up, 64<<10)
 	w := socketIO(c.client)
 	// Streamed responses go through bw, flushed at the end of each frame, so
 	// it is empty whenever the buffered path writes to w directly.
-	bw := newStreamWriter(w, 64<<10, c.client, c.upstream)
+	bw := newStreamWriter(w, up, 64<<10)
+	defer bw.Close()
 	c.fetchStream.Mapper = c.vc
 	var sizeBuf [4]byte
 	for x := range c.inflight {

@@ -6,6 +6,8 @@ import (
 	"os"
 	"syscall"
 	"unsafe"
+
+	"github.com/kseal/kseal/internal/frame"
 )
 
 // sockIO reads and writes a plaintext TCP connection with raw system calls
@@ -161,3 +163,149 @@ func (s *sockIO) doWrite(fd uintptr) bool {
 	}
 	return true
 }
+
+// pipeSize is the capacity asked for a splicer's pipe (the kernel may
+// grant less: /proc/sys/fs/pipe-max-size).
+const pipeSize = 1 << 20
+
+// splicer moves bytes from one socket to another with splice(2) through a
+// pipe, never through user memory, with raw system calls like sockIO. The
+// pipe is made on first use and kept until Close.
+type splicer struct {
+	src, dst *sockIO
+	pr, pw   int // the pipe's ends; -1: none yet
+	size     int // its capacity
+	inPipe   int // bytes in the pipe
+	want     int // bytes still to take from src
+	eof      bool
+	errno    syscall.Errno
+	drainFn  func(fd uintptr) bool
+	pumpFn   func(fd uintptr) bool
+}
+
+// newSplicer returns a splicer from src to dst when both are sockIOs
+// (plaintext TCP), else nil.
+func newSplicer(src, dst net.Conn) *splicer {
+	a, ok1 := src.(*sockIO)
+	b, ok2 := dst.(*sockIO)
+	if !ok1 || !ok2 {
+		return nil
+	}
+	s := &splicer{src: a, dst: b, pr: -1, pw: -1}
+	s.drainFn, s.pumpFn = s.drain, s.pump
+	return s
+}
+
+// open makes the pipe unless it exists.
+func (s *splicer) open() error {
+	if s.pr >= 0 {
+		return nil
+	}
+	var p [2]int
+	if err := syscall.Pipe2(p[:], syscall.O_NONBLOCK|syscall.O_CLOEXEC); err != nil {
+		return err
+	}
+	size, _, e := syscall.Syscall(syscall.SYS_FCNTL, uintptr(p[0]), syscall.F_SETPIPE_SZ, pipeSize)
+	if e != 0 {
+		if size, _, e = syscall.Syscall(syscall.SYS_FCNTL, uintptr(p[0]), syscall.F_GETPIPE_SZ, 0); e != 0 {
+			syscall.Close(p[0])
+			syscall.Close(p[1])
+			return e
+		}
+	}
+	s.pr, s.pw, s.size, s.inPipe = p[0], p[1], int(size), 0
+	return nil
+}
+
+// Close closes the pipe (a splicer can be used again: it makes a new one).
+func (s *splicer) Close() {
+	if s.pr >= 0 {
+		syscall.Close(s.pr)
+		syscall.Close(s.pw)
+		s.pr, s.pw = -1, -1
+	}
+}
+
+// splice moves n bytes from src to dst. A failure to read src (or its end
+// before n bytes: io.ErrUnexpectedEOF) is returned as is, a failure to
+// write dst as a *frame.WriteError.
+func (s *splicer) splice(n int) error {
+	if err := s.open(); err != nil {
+		return err
+	}
+	s.want, s.eof = n, false
+	for s.want > 0 {
+		s.errno = 0
+		if err := s.src.rc.Read(s.drainFn); err != nil {
+			s.Close() // bytes may be left in the pipe
+			return err
+		}
+		if s.errno != 0 {
+			s.Close()
+			return os.NewSyscallError("splice", s.errno)
+		}
+		if s.eof {
+			s.Close()
+			return io.ErrUnexpectedEOF
+		}
+		if err := s.dst.rc.Write(s.pumpFn); err != nil {
+			s.Close()
+			return &frame.WriteError{Err: err}
+		}
+		if s.errno != 0 {
+			s.Close()
+			return &frame.WriteError{Err: os.NewSyscallError("splice", s.errno)}
+		}
+	}
+	return nil
+}
+
+// drain moves what src has (up to what is wanted and fits) into the empty
+// pipe: false when src has nothing yet.
+func (s *splicer) drain(fd uintptr) bool {
+	for {
+		k, _, e := syscall.RawSyscall6(syscall.SYS_SPLICE, fd, 0, uintptr(s.pw), 0,
+			uintptr(min(s.want, s.size)), spliceFlags)
+		switch e {
+		case 0:
+			if k == 0 {
+				s.eof = true
+			}
+			s.inPipe += int(k)
+			s.want -= int(k)
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		default:
+			s.errno = e
+			return true
+		}
+	}
+}
+
+// pump moves everything in the pipe to dst: false when dst's buffer is
+// full.
+func (s *splicer) pump(fd uintptr) bool {
+	for s.inPipe > 0 {
+		k, _, e := syscall.RawSyscall6(syscall.SYS_SPLICE, uintptr(s.pr), 0, fd, 0, uintptr(s.inPipe), spliceFlags)
+		switch e {
+		case 0:
+			if k == 0 {
+				s.errno = syscall.EIO // no progress: never loop on it
+				return true
+			}
+			s.inPipe -= int(k)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			s.errno = e
+			return true
+		}
+	}
+	return true
+}
+
+const spliceFlags = 0x1 | 0x2 // SPLICE_F_MOVE | SPLICE_F_NONBLOCK

@@ -5,9 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"syscall"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -112,25 +110,25 @@ const spliceMin = 64 << 10
 // by a bufio.Writer.
 type streamWriter struct {
 	*bufio.Writer
-	client, upstream *net.TCPConn // nil: copy only
-	lr               io.LimitedReader
+	sp *splicer // nil: copy only
 }
 
-func newStreamWriter(w io.Writer, size int, client, upstream net.Conn) *streamWriter {
-	sw := &streamWriter{Writer: bufio.NewWriterSize(w, size)}
-	c, ok1 := client.(*net.TCPConn)
-	u, ok2 := upstream.(*net.TCPConn)
-	if ok1 && ok2 {
-		sw.client, sw.upstream = c, u
-	}
-	return sw
+// newStreamWriter writes to client; it splices from upstream to client when
+// both are plaintext TCP (socketIO).
+func newStreamWriter(client, upstream net.Conn, size int) *streamWriter {
+	return &streamWriter{Writer: bufio.NewWriterSize(client, size), sp: newSplicer(upstream, client)}
 }
 
 // ForwardFrom implements frame.Forwarder: the bytes src has buffered are
-// copied, the buffered output is written, and the rest goes socket to
-// socket (net.TCPConn.ReadFrom splices a LimitedReader over a TCPConn).
+// copied, the buffered output is written, and the rest is spliced.
 func (w *streamWriter) ForwardFrom(src *bufio.Reader, n int) (bool, error) {
-	if w.client == nil || n < spliceMin {
+	if w.sp == nil || n < spliceMin {
+		return false, nil
+	}
+	if err := w.sp.open(); err != nil {
+		// No pipe (e.g. out of file descriptors): copy, on this
+		// connection from now on.
+		w.sp = nil
 		return false, nil
 	}
 	if k := min(src.Buffered(), n); k > 0 {
@@ -144,20 +142,12 @@ func (w *streamWriter) ForwardFrom(src *bufio.Reader, n int) (bool, error) {
 	if err := w.Flush(); err != nil {
 		return true, &frame.WriteError{Err: err}
 	}
-	w.lr = io.LimitedReader{R: w.upstream, N: int64(n)}
-	_, err := w.client.ReadFrom(&w.lr)
-	left := w.lr.N
-	w.lr.R = nil
-	switch {
-	case errors.Is(err, syscall.EPIPE):
-		// Only writing to the client fails with EPIPE.
-		return true, &frame.WriteError{Err: err}
-	case err != nil:
-		// Either socket may have failed (a reset reads as ECONNRESET on
-		// both sides).
-		return true, fmt.Errorf("splice from broker to client: %w", err)
-	case left > 0:
-		return true, io.ErrUnexpectedEOF // the broker's stream ended
+	return true, w.sp.splice(n)
+}
+
+// Close releases the splicing pipe, if any.
+func (w *streamWriter) Close() {
+	if w.sp != nil {
+		w.sp.Close()
 	}
-	return true, nil
 }
