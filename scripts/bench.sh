@@ -17,8 +17,15 @@
 #   scripts/bench.sh            (or: make bench)
 #
 # It rewrites the results section of BENCHMARKS.md (between the
-# bench:results markers) and leaves the rest of that file alone. It stops
-# everything it started (broker, OpenBao, proxies) on exit, failure or Ctrl-C.
+# bench:results markers; an unpinned run, BENCH_PIN=0, between the
+# bench:results-unpinned markers, so a pinned and an unpinned table sit side
+# by side) and leaves the rest of that file alone. Each case's table gives
+# the proxy's CPU per record (utime+stime from /proc over the client run)
+# and the MB/s one proxy core carries at that cost. It stops everything it
+# started (broker, OpenBao, proxies) on exit, failure or Ctrl-C.
+#
+#   BENCH_PIN=0 scripts/bench.sh     (the unpinned run: everything shares
+#                                     every core)
 #
 # Knobs (environment):
 #   BENCH_REPS=3           runs per case and workload
@@ -41,7 +48,9 @@
 #                          cores): BENCH_CPU_BROKER=0 (broker and OpenBao),
 #                          BENCH_CPU_CLIENT=0 (perf tools, kcat),
 #                          BENCH_CPU_PROXY=1 (kseal, Kroxylicious); any
-#                          taskset -c list. BENCH_PIN=0: no pinning.
+#                          taskset -c list. BENCH_PIN=0: no pinning; the
+#                          results then go to their own section
+#                          (bench:results-unpinned) of BENCH_OUT.
 #   BENCH_KROXY_JVM="-Xmx512m"  Kroxylicious' JVM flags (Temurin JDK)
 #   BENCH_BENCHTIME=200ms  go test -benchtime for the micro-benchmarks
 #   BENCH_MICRO_PKGS="./internal/records ./internal/recordcrypt ./internal/codec ./internal/encrypt"
@@ -49,7 +58,11 @@
 #   BENCH_QUIET_WAIT=0     before the micro-benchmarks and before each run, wait
 #                          up to this many seconds for the machine to be mostly
 #                          idle (a shared box: other jobs make the numbers noisy)
-#   BENCH_OUT=BENCHMARKS.md  BENCH_KEEP=1 (keep the work dir for inspection)
+#   BENCH_OUT=BENCHMARKS.md  the file whose section is rewritten (created if
+#                          missing; e.g. a temporary file for a smoke run)
+#   BENCH_SECTION          results (pinned) or results-unpinned; default by
+#                          whether the run was pinned
+#   BENCH_KEEP=1           keep the work dir for inspection
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -89,6 +102,7 @@ for tool in go java python3 kcat timeout curl; do
 done
 case $REPS in '' | *[!0-9]* | 0) die "BENCH_REPS must be a positive integer" ;; esac
 [ ${#WORKLOADS[@]} -gt 0 ] || die "BENCH_WORKLOADS is empty"
+case ${BENCH_SECTION:-results} in results | results-unpinned) ;; *) die "BENCH_SECTION must be results or results-unpinned" ;; esac
 [ ${#CASES[@]} -gt 0 ] || die "BENCH_CASES is empty"
 for w in "${WORKLOADS[@]}"; do
   case ${w%%:*} in '' | *[!0-9]*) die "BENCH_WORKLOADS: bad record size in '$w' (want SIZE:CODEC)" ;; esac
@@ -688,7 +702,12 @@ client_flags=$(jvm_flags java "$CPU_CLIENT" $CLIENT_JVM)
 kroxy_flags=""
 # shellcheck disable=SC2086
 if [ "$NEED_KROXY" != 0 ]; then kroxy_flags=$(jvm_flags "$KX_JAVA" "$CPU_PROXY" $KROXY_JVM); fi
+SECTION=${BENCH_SECTION:-}
+if [ -z "$SECTION" ]; then
+  if [ "$PIN" = 1 ]; then SECTION=results; else SECTION=results-unpinned; fi
+fi
 cat >"$WORK/meta.env" <<EOF
+section=$SECTION
 command=${knobs}scripts/bench.sh
 date=$(date -u '+%Y-%m-%d %H:%M UTC')
 nproc=$NPROC

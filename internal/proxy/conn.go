@@ -150,8 +150,8 @@ func isClosed(err error) bool {
 const requestReadBuffer = 32 << 10
 
 func (c *conn) requests(ctx context.Context) error {
-	c.reqs = frame.NewReader(c.client, requestReadBuffer, maxRetainedBuffer, frame.MinRequestSize, c.vc.cfg.Limits.MaxFrameBytes)
-	w := c.upstream
+	c.reqs = frame.NewReader(socketIO(c.client), requestReadBuffer, maxRetainedBuffer, frame.MinRequestSize, c.vc.cfg.Limits.MaxFrameBytes)
+	w := socketIO(c.upstream)
 	var sizeBuf [4]byte
 	for {
 		body, err := c.reqs.Next()
@@ -214,7 +214,7 @@ func (c *conn) requests(ctx context.Context) error {
 			x.NoResponse = acks == 0
 		}
 		x.added = time.Since(start)
-		c.vc.srv.metrics.request(c.vc.name, h.APIKey, len(body))
+		c.vc.api.request(h.APIKey, len(body))
 		if x.Local {
 			// A local answer was built in a request-side scratch buffer that
 			// the next request reuses: the queued copy must be its own.
@@ -235,8 +235,7 @@ func (c *conn) requests(ctx context.Context) error {
 		// x belongs to the response side once queued: only the copies above
 		// are used from here on.
 		if !local {
-			binary.BigEndian.PutUint32(sizeBuf[:], uint32(len(req)))
-			if _, err := (&net.Buffers{sizeBuf[:], req}).WriteTo(w); err != nil {
+			if err := writeFrame(w, &sizeBuf, req); err != nil {
 				return fmt.Errorf("write upstream: %w", err)
 			}
 		}
@@ -246,16 +245,21 @@ func (c *conn) requests(ctx context.Context) error {
 }
 
 func (c *conn) responses(ctx context.Context) error {
-	r := bufio.NewReaderSize(c.upstream, 64<<10)
-	w := c.client
+	up := socketIO(c.upstream)
+	r := bufio.NewReaderSize(up, 64<<10)
+	w := socketIO(c.client)
 	// Streamed responses go through bw, flushed at the end of each frame, so
 	// it is empty whenever the buffered path writes to w directly.
-	bw := bufio.NewWriterSize(w, 64<<10)
+	bw := newStreamWriter(w, up, 64<<10)
+	defer bw.Close()
 	c.fetchStream.Mapper = c.vc
 	c.respSide.Addresses = c.vc
 	var sizeBuf [4]byte
 	for x := range c.inflight {
-		read := time.Now() // a local answer's own time starts when it is dequeued
+		var read time.Time
+		if x.Local {
+			read = time.Now() // a local answer's own time starts when it is dequeued
+		}
 		if mode := c.vc.responseMode(x.APIKey); mode != buffered && !x.Local {
 			size, ok, err := c.stream(r, bw, x, mode)
 			if err != nil {
@@ -265,11 +269,11 @@ func (c *conn) responses(ctx context.Context) error {
 				return err
 			}
 			if ok {
-				c.answered()
-				c.vc.srv.metrics.response(c.vc.name, x.APIKey, size, time.Since(x.started))
+				now := time.Now()
+				c.answered(now)
 				// Forwarding overlaps the broker's sending: only the
 				// request side's time is kseal's own.
-				c.vc.added.observe(x.APIKey, x.added)
+				c.vc.api.response(x.APIKey, size, now.Sub(x.started), x.added)
 				continue
 			}
 		}
@@ -311,13 +315,12 @@ func (c *conn) responses(ctx context.Context) error {
 				}
 			}
 		}
-		binary.BigEndian.PutUint32(sizeBuf[:], uint32(len(x.Response)))
-		if _, err := (&net.Buffers{sizeBuf[:], x.Response}).WriteTo(w); err != nil {
+		if err := writeFrame(w, &sizeBuf, x.Response); err != nil {
 			return fmt.Errorf("write to client: %w", err)
 		}
-		c.answered()
-		c.vc.srv.metrics.response(c.vc.name, x.APIKey, len(x.Response), time.Since(x.started))
-		c.vc.added.observe(x.APIKey, x.added+time.Since(read))
+		now := time.Now()
+		c.answered(now)
+		c.vc.api.response(x.APIKey, len(x.Response), now.Sub(x.started), x.added+now.Sub(read))
 		c.respSide.Keep(x.Response, c.respBuf)
 		c.respSide.Done()
 		x.Response = nil
@@ -326,8 +329,8 @@ func (c *conn) responses(ctx context.Context) error {
 }
 
 // answered notes a response written to the client (for the idle timeout).
-func (c *conn) answered() {
-	c.lastActive.Store(time.Now().UnixNano())
+func (c *conn) answered(now time.Time) {
+	c.lastActive.Store(now.UnixNano())
 	c.pending.Add(-1)
 }
 

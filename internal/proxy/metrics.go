@@ -81,26 +81,21 @@ func (m *Metrics) connOpened(vc string) {
 
 func (m *Metrics) connClosed(vc string) { m.connections.WithLabelValues(vc).Dec() }
 
-func (m *Metrics) request(vc string, key int16, n int) {
-	api := apiName(key)
-	m.requests.WithLabelValues(vc, api).Inc()
-	m.reqBytes.WithLabelValues(vc, api).Add(float64(n))
+// apiMetrics are one virtual cluster's series of the per-exchange metrics
+// for one API key.
+type apiMetrics struct {
+	requests, reqBytes, respBytes prometheus.Counter
+	latency, added                prometheus.Observer
 }
 
-func (m *Metrics) response(vc string, key int16, n int, d time.Duration) {
-	api := apiName(key)
-	m.respBytes.WithLabelValues(vc, api).Add(float64(n))
-	m.latency.WithLabelValues(vc, api).Observe(d.Seconds())
-}
-
-// apiObservers is one virtual cluster's series of a histogram, one per API
-// key, looked up in the Vec once and then cached: observing on the hot path
-// neither hashes label values nor allocates. A series is made on first use,
-// so only the APIs a cluster sees are exported.
-type apiObservers struct {
-	vec *prometheus.HistogramVec
-	vc  string
-	obs [apiKeySlots]atomic.Pointer[observer]
+// apiSeries caches a virtual cluster's per-API series, looked up in the Vecs
+// once and then kept: counting an exchange neither hashes label values nor
+// takes the Vecs' locks nor allocates. A key's series are made on first
+// use, so only the APIs a cluster sees are exported.
+type apiSeries struct {
+	m    *Metrics
+	vc   string
+	keys [apiKeySlots]atomic.Pointer[apiMetrics]
 }
 
 // apiKeySlots covers every API key kseal serves (unknown keys close the
@@ -108,24 +103,46 @@ type apiObservers struct {
 // each time.
 const apiKeySlots = 128
 
-type observer struct{ prometheus.Observer }
-
-func newAPIObservers(vec *prometheus.HistogramVec, vc string) *apiObservers {
-	return &apiObservers{vec: vec, vc: vc}
+func newAPISeries(m *Metrics, vc string) *apiSeries {
+	return &apiSeries{m: m, vc: vc}
 }
 
-func (a *apiObservers) observe(key int16, d time.Duration) {
-	if key < 0 || int(key) >= len(a.obs) {
-		a.vec.WithLabelValues(a.vc, apiName(key)).Observe(d.Seconds())
-		return
+// of returns key's series.
+func (a *apiSeries) of(key int16) *apiMetrics {
+	if key >= 0 && int(key) < len(a.keys) {
+		if s := a.keys[key].Load(); s != nil {
+			return s
+		}
 	}
-	o := a.obs[key].Load()
-	if o == nil {
-		// Concurrent first uses get the same series from the Vec.
-		o = &observer{a.vec.WithLabelValues(a.vc, apiName(key))}
-		a.obs[key].Store(o)
+	api := apiName(key)
+	s := &apiMetrics{
+		requests:  a.m.requests.WithLabelValues(a.vc, api),
+		reqBytes:  a.m.reqBytes.WithLabelValues(a.vc, api),
+		respBytes: a.m.respBytes.WithLabelValues(a.vc, api),
+		latency:   a.m.latency.WithLabelValues(a.vc, api),
+		added:     a.m.added.WithLabelValues(a.vc, api),
 	}
-	o.Observe(d.Seconds())
+	if key >= 0 && int(key) < len(a.keys) {
+		// Concurrent first uses get the same series from the Vecs.
+		a.keys[key].Store(s)
+	}
+	return s
+}
+
+// request counts a request of n bytes.
+func (a *apiSeries) request(key int16, n int) {
+	s := a.of(key)
+	s.requests.Inc()
+	s.reqBytes.Add(float64(n))
+}
+
+// response counts a response of n bytes written d after its request was
+// read, of which kseal's own time was added.
+func (a *apiSeries) response(key int16, n int, d, added time.Duration) {
+	s := a.of(key)
+	s.respBytes.Add(float64(n))
+	s.latency.Observe(d.Seconds())
+	s.added.Observe(added.Seconds())
 }
 
 // apiNames caches names so the hot path does not format strings.

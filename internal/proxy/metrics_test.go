@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -139,17 +140,38 @@ virtualClusters:
 	}
 }
 
-// Observing the added latency of a known API costs no allocation once its
-// series exists.
-func TestProxyAddedLatencyObserveAllocs(t *testing.T) {
+// Counting an exchange of a known API costs no allocation once its series
+// exist.
+func TestProxyAPISeriesAllocs(t *testing.T) {
 	m := NewMetrics(prometheus.NewRegistry())
-	o := newAPIObservers(m.added, "test")
-	o.observe(int16(kmsg.Produce), time.Millisecond)
-	if n := testing.AllocsPerRun(1000, func() { o.observe(int16(kmsg.Produce), time.Millisecond) }); n != 0 {
-		t.Errorf("observe allocates %.1f times per call, want 0", n)
+	a := newAPISeries(m, "test")
+	count := func() {
+		a.request(int16(kmsg.Produce), 100)
+		a.response(int16(kmsg.Produce), 50, 2*time.Millisecond, time.Millisecond)
+	}
+	count()
+	if n := testing.AllocsPerRun(1000, count); n != 0 {
+		t.Errorf("counting an exchange allocates %.1f times, want 0", n)
 	}
 	if got := sampleCount(t, m.added, "test", "Produce"); got != 1002 { // AllocsPerRun runs it once more to warm up
 		t.Errorf("%d samples, want 1002", got)
+	}
+	if got := sampleCount(t, m.latency, "test", "Produce"); got != 1002 {
+		t.Errorf("%d latency samples, want 1002", got)
+	}
+	if got := testutil.ToFloat64(m.reqBytes.WithLabelValues("test", "Produce")); got != 100*1002 {
+		t.Errorf("request bytes %v, want %v", got, 100*1002)
+	}
+}
+
+// BenchmarkAPISeries is the metrics work of one exchange.
+func BenchmarkAPISeries(b *testing.B) {
+	m := NewMetrics(prometheus.NewRegistry())
+	a := newAPISeries(m, "test")
+	b.ReportAllocs()
+	for b.Loop() {
+		a.request(int16(kmsg.Produce), 100)
+		a.response(int16(kmsg.Produce), 50, 2*time.Millisecond, time.Millisecond)
 	}
 }
 

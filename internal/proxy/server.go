@@ -240,8 +240,9 @@ type virtualCluster struct {
 	// reqFilters and respFilters are the filters of each API key in the
 	// order they run on requests and on responses (see ClusterOptions).
 	reqFilters, respFilters map[int16][]filter.Filter
-	// added observes kseal_proxy_added_latency_seconds by API.
-	added *apiObservers
+	// api counts exchanges by API (kseal_requests_total and the other
+	// per-API series).
+	api *apiSeries
 
 	bootstrapAddr string
 	nextBootstrap atomic.Uint32
@@ -300,7 +301,7 @@ func newVirtualCluster(s *Server, cfg config.VirtualCluster, opts ClusterOptions
 
 		audit: opts.Audit,
 	}
-	vc.added = newAPIObservers(s.metrics.added, cfg.Name)
+	vc.api = newAPISeries(s.metrics, cfg.Name)
 	builtin := builtinFilters(vc, opts.VersionCaps)
 	for _, f := range append(builtin[:len(builtin):len(builtin)], opts.Filters...) {
 		for _, k := range f.APIKeys() {

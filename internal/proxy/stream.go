@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -48,7 +49,7 @@ func (vc *virtualCluster) responseMode(key int16) streamMode {
 // false, having read nothing, when the response should take the buffered
 // path instead (a Fetch response header with tagged fields, which no broker
 // sends today); it returns the frame's size otherwise.
-func (c *conn) stream(r *bufio.Reader, w *bufio.Writer, x *exchange, mode streamMode) (size int, ok bool, err error) {
+func (c *conn) stream(r *bufio.Reader, w *streamWriter, x *exchange, mode streamMode) (size int, ok bool, err error) {
 	b, err := r.Peek(frame.SizeLen)
 	if err != nil {
 		return 0, false, err
@@ -97,4 +98,58 @@ func (c *conn) stream(r *bufio.Reader, w *bufio.Writer, x *exchange, mode stream
 		return 0, false, fmt.Errorf("%s v%d response (correlation id %d), forwarded in part: %w", apiName(x.APIKey), x.APIVersion, x.CorrelationID, frame.NoEOF(err))
 	}
 	return size, true, nil
+}
+
+// spliceMin is the shortest run of bytes a streamWriter splices: below it,
+// a copy through the buffers costs less than the pipe's two system calls.
+const spliceMin = 64 << 10
+
+// streamWriter is the buffered writer of streamed responses. When the
+// client and broker connections are both plaintext TCP it is also a
+// frame.Forwarder: long runs of bytes (a partition's records) then go from
+// the broker's socket to the client's with splice(2) through a pipe, never
+// copied through kseal's memory. Everything else is buffered and copied as
+// by a bufio.Writer.
+type streamWriter struct {
+	*bufio.Writer
+	sp *splicer // nil: copy only
+}
+
+// newStreamWriter writes to client; it splices from upstream to client when
+// both are plaintext TCP (socketIO).
+func newStreamWriter(client, upstream net.Conn, size int) *streamWriter {
+	return &streamWriter{Writer: bufio.NewWriterSize(client, size), sp: newSplicer(upstream, client)}
+}
+
+// ForwardFrom implements frame.Forwarder: the bytes src has buffered are
+// copied, the buffered output is written, and the rest is spliced.
+func (w *streamWriter) ForwardFrom(src *bufio.Reader, n int) (bool, error) {
+	if w.sp == nil || n < spliceMin {
+		return false, nil
+	}
+	if err := w.sp.open(); err != nil {
+		// No pipe (e.g. out of file descriptors): copy, on this
+		// connection from now on.
+		w.sp = nil
+		return false, nil
+	}
+	if k := min(src.Buffered(), n); k > 0 {
+		b, _ := src.Peek(k)
+		if _, err := w.Write(b); err != nil {
+			return true, &frame.WriteError{Err: err}
+		}
+		src.Discard(k)
+		n -= k
+	}
+	if err := w.Flush(); err != nil {
+		return true, &frame.WriteError{Err: err}
+	}
+	return true, w.sp.splice(n)
+}
+
+// Close releases the splicing pipe, if any.
+func (w *streamWriter) Close() {
+	if w.sp != nil {
+		w.sp.Close()
+	}
 }
