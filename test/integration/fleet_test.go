@@ -24,9 +24,11 @@ import (
 // TestFleet is the fleet run of BENCHMARKS.md ("Fleet: several kseal
 // replicas, one cluster"): kseal replicas in front of the shared 3-broker
 // cluster, a KEK per topic, clients spread over the replicas. It measures
-// throughput and proxy CPU with 1, 2, ... replicas serving clients, counts
-// the KMS calls of the whole fleet, and checks that every replica decrypts
-// what any other encrypted. It is a benchmark, not part of `make test`:
+// throughput and proxy CPU with 1, 2, ... replicas serving clients (one
+// producer each), then with one replica serving as many producers as the
+// last step had; it counts the requests the fleet served (by API, with
+// their sizes) and the KMS calls of the whole fleet, and checks that every
+// replica decrypts what any other encrypted. It is a benchmark, not part of `make test`:
 // scripts/fleet.sh (make fleet) runs it with KSEAL_FLEET=1 and writes its
 // table into BENCHMARKS.md.
 //
@@ -85,45 +87,87 @@ func TestFleet(t *testing.T) {
 		}
 		return sum
 	}
-	fleetCPU := func() time.Duration {
-		var sum time.Duration
-		for _, r := range fleet {
-			sum += fleetProcCPU(t, r.pid)
-		}
-		return sum
-	}
 
 	value := bytes.Repeat([]byte("fleet-plaintext-"), size/16+1)[:size]
-	var out strings.Builder
-	fmt.Fprintf(&out, "| replicas serving clients | records/s | MB/s | proxy CPU per record (all replicas) | MB/s per proxy core | generate_dek calls/s (fleet) | bound: serving replicas x %d KEKs / %s |\n|---|---|---|---|---|---|---|\n", nTopics, refresh)
+	// The steps: 1, 2, 4, ... replicas serving, one producer per serving
+	// replica; then a control step with one replica serving as many
+	// producers as the last step had. It separates the two things that
+	// change from step to step: the number of kseal processes sharing the
+	// cores, and the number of producers the same load is split over
+	// (smaller Produce requests).
+	type fleetStep struct{ replicas, producers int }
+	var steps []fleetStep
 	for n := 1; n <= replicas; n *= 2 {
+		steps = append(steps, fleetStep{n, n})
+	}
+	if last := steps[len(steps)-1].producers; last > 1 {
+		steps = append(steps, fleetStep{1, last})
+	}
+	var out, reqs strings.Builder
+	fmt.Fprintf(&out, "| replicas serving clients | producers | records/s | MB/s | proxy CPU per record (all replicas) | MB/s per proxy core | generate_dek calls/s (fleet) | bound: serving replicas x %d KEKs / %s |\n|---|---|---|---|---|---|---|---|\n", nTopics, refresh)
+	fmt.Fprintf(&reqs, "| replicas serving clients | producers | Produce requests/s | Fetch requests/s | other requests/s | records per Produce request | batches per Produce request (client side) | KiB per Produce request | proxy CPU per request | of it, idle replicas | kseal added latency per Produce (mean) | client connections (open mid-step) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, st := range steps {
+		serving := fleet[:st.replicas]
+		bootstraps := make([]string, st.producers)
+		for i := range bootstraps {
+			bootstraps[i] = serving[i%len(serving)].p.Bootstrap
+		}
 		// Warm up: every serving replica gets a DEK for every KEK before
 		// the step is measured.
-		fleetProduce(t, fleetBootstraps(fleet[:n], func(r replica) string { return r.p.Bootstrap }), topics, value, 2*nTopics)
-		gen0, cpu0, t0 := kmsCalls("generate_dek"), fleetCPU(), time.Now()
-		counts := fleetProduceFor(t, fleetBootstraps(fleet[:n], func(r replica) string { return r.p.Bootstrap }), topics, value, step)
+		fleetProduce(t, fleetBootstraps(serving, func(r replica) string { return r.p.Bootstrap }), topics, value, 2*nTopics)
+		// Scrape before reading the CPU at the start and after reading it
+		// at the end: the scrapes are not in the measured CPU.
+		m0 := fleetSnap(t, fleetBootstraps(fleet, func(r replica) string { return r.admin }))
+		cpu0, t0 := fleetCPUs(t, fleet, func(r replica) int { return r.pid }), time.Now()
+		var conns float64
+		sampled := make(chan struct{})
+		mid := time.AfterFunc(step/2, func() {
+			defer close(sampled)
+			for _, r := range fleet {
+				conns += e2eMetric(t, r.admin, "kseal_client_connections", nil)
+			}
+		})
+		counts, client := fleetProduceFor(t, bootstraps, topics, value, step)
 		elapsed := time.Since(t0)
-		gen, cpu := kmsCalls("generate_dek")-gen0, fleetCPU()-cpu0
+		cpus := fleetCPUs(t, fleet, func(r replica) int { return r.pid })
+		if !mid.Stop() {
+			<-sampled
+		}
+		m := fleetSnap(t, fleetBootstraps(fleet, func(r replica) string { return r.admin })).minus(m0)
+		var cpu, idle time.Duration
+		for i := range cpus {
+			cpu += cpus[i] - cpu0[i]
+			if i >= st.replicas {
+				idle += cpus[i] - cpu0[i]
+			}
+		}
 		var total int64
 		for _, c := range counts {
 			total += c
 		}
+		if total == 0 || m.produce == 0 {
+			t.Fatalf("%+v: nothing produced", st)
+		}
 		secs := elapsed.Seconds()
-		perRec := time.Duration(float64(cpu) / float64(total))
+		us := func(d time.Duration, n float64) float64 { return float64(d.Nanoseconds()) / 1000 / n }
 		mbPerCore := float64(total) * float64(size) / 1e6 / cpu.Seconds()
-		bound := float64(n*nTopics) / refresh.Seconds()
-		fmt.Fprintf(&out, "| %d | %.0f | %.1f | %.2f us | %.0f | %.1f | %.1f |\n", n, float64(total)/secs,
-			float64(total)*float64(size)/1e6/secs, float64(perRec.Nanoseconds())/1000, mbPerCore, gen/secs, bound)
+		bound := float64(st.replicas*nTopics) / refresh.Seconds()
+		fmt.Fprintf(&out, "| %d | %d | %.0f | %.1f | %.2f us | %.0f | %.1f | %.1f |\n", st.replicas, st.producers, float64(total)/secs,
+			float64(total)*float64(size)/1e6/secs, us(cpu, float64(total)), mbPerCore, m.generate/secs, bound)
+		fmt.Fprintf(&reqs, "| %d | %d | %.0f | %.0f | %.1f | %.1f | %.1f | %.1f | %.0f us | %.0f us | %.0f us | %.0f |\n", st.replicas, st.producers,
+			m.produce/secs, m.fetch/secs, (m.all-m.produce-m.fetch)/secs, float64(total)/m.produce,
+			float64(client.batches.Load())/float64(client.requests.Load()), m.produceBytes/m.produce/1024,
+			us(cpu, m.all), us(idle, m.all), 1e6*m.addedSum/m.addedCount, conns)
+		t.Logf("%+v: %d records in %v, %v proxy CPU (idle replicas %v), requests %+v, client side %d Produce requests, %d batches, %d records",
+			st, total, elapsed, cpu, idle, m, client.requests.Load(), client.batches.Load(), client.records.Load())
 		// No KMS call per record or per request: the fleet's DEK requests
 		// are bounded by replicas x KEKs per refresh period (plus one
 		// round for the DEKs that were current when the step began).
-		if max := float64(n*nTopics) * (secs/refresh.Seconds() + 1); gen > max {
-			t.Errorf("%d replicas: %v generate_dek calls in %v, more than %v (replicas x KEKs per refresh period)", n, gen, elapsed, max)
-		}
-		if total == 0 {
-			t.Fatalf("%d replicas: nothing produced", n)
+		if max := float64(st.replicas*nTopics) * (secs/refresh.Seconds() + 1); m.generate > max {
+			t.Errorf("%+v: %v generate_dek calls in %v, more than %v (replicas x KEKs per refresh period)", st, m.generate, elapsed, max)
 		}
 	}
+	fmt.Fprintf(&out, "\nThe same steps, counted in requests (each replica's kseal_requests_total, kseal_request_bytes_total and kseal_proxy_added_latency_seconds by API, summed over the fleet; batches per request from the producers' franz-go hooks; nothing consumes during a step):\n\n%s", reqs.String())
 	dec0 := kmsCalls("decrypt_dek")
 
 	// Any replica decrypts what any other produced: read a sample of topics
@@ -173,6 +217,59 @@ func fleetBootstraps[R any](rs []R, addr func(R) string) []string {
 	return out
 }
 
+// fleetCounts is what the fleet's /metrics count, summed over replicas.
+type fleetCounts struct {
+	produce, fetch, all, produceBytes, addedSum, addedCount, generate float64
+}
+
+func (a fleetCounts) minus(b fleetCounts) fleetCounts {
+	return fleetCounts{a.produce - b.produce, a.fetch - b.fetch, a.all - b.all, a.produceBytes - b.produceBytes,
+		a.addedSum - b.addedSum, a.addedCount - b.addedCount, a.generate - b.generate}
+}
+
+// fleetSnap scrapes the request counters and generate_dek calls of the
+// replicas whose admin addresses are given.
+func fleetSnap(t *testing.T, admins []string) fleetCounts {
+	t.Helper()
+	var c fleetCounts
+	produce := map[string]string{"api": "Produce"}
+	for _, a := range admins {
+		c.produce += e2eMetric(t, a, "kseal_requests_total", produce)
+		c.fetch += e2eMetric(t, a, "kseal_requests_total", map[string]string{"api": "Fetch"})
+		c.all += e2eMetric(t, a, "kseal_requests_total", nil)
+		c.produceBytes += e2eMetric(t, a, "kseal_request_bytes_total", produce)
+		c.addedSum += e2eMetric(t, a, "kseal_proxy_added_latency_seconds_sum", produce)
+		c.addedCount += e2eMetric(t, a, "kseal_proxy_added_latency_seconds_count", produce)
+		c.generate += e2eMetric(t, a, "kseal_kms_operations_total", map[string]string{"operation": "generate_dek"})
+	}
+	return c
+}
+
+// fleetCPUs is the CPU time each replica has used.
+func fleetCPUs[R any](t *testing.T, rs []R, pid func(R) int) []time.Duration {
+	t.Helper()
+	out := make([]time.Duration, len(rs))
+	for i, r := range rs {
+		out[i] = fleetProcCPU(t, pid(r))
+	}
+	return out
+}
+
+// fleetClientHook counts, on the producers' side, the Produce requests
+// written and the batches and records they carried.
+type fleetClientHook struct{ requests, batches, records atomic.Int64 }
+
+func (h *fleetClientHook) OnBrokerWrite(_ kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, err error) {
+	if key == 0 && err == nil {
+		h.requests.Add(1)
+	}
+}
+
+func (h *fleetClientHook) OnProduceBatchWritten(_ kgo.BrokerMetadata, _ string, _ int32, m kgo.ProduceBatchMetrics) {
+	h.batches.Add(1)
+	h.records.Add(int64(m.NumRecords))
+}
+
 // fleetCreateTopics creates topics (3 partitions each) directly on the
 // cluster in one request, and waits until every broker knows them.
 func fleetCreateTopics(t *testing.T, topics []string) {
@@ -204,6 +301,7 @@ func fleetProduce(t *testing.T, bootstraps []string, topics []string, value []by
 	var wg sync.WaitGroup
 	for _, b := range bootstraps {
 		cl := testenv.Kgo(t, []string{b})
+		defer cl.Close()
 		for i := range n {
 			wg.Add(1)
 			cl.Produce(context.Background(), &kgo.Record{Topic: topics[i%len(topics)], Value: value}, func(_ *kgo.Record, err error) {
@@ -218,17 +316,19 @@ func fleetProduce(t *testing.T, bootstraps []string, topics []string, value []by
 }
 
 // fleetProduceFor produces through every bootstrap at full speed (one
-// client each, default settings) for d, and returns how many records each
-// got acknowledged.
-func fleetProduceFor(t *testing.T, bootstraps []string, topics []string, value []byte, d time.Duration) []int64 {
+// client each, default settings, closed when done) for d, and returns how
+// many records each got acknowledged and what the clients counted.
+func fleetProduceFor(t *testing.T, bootstraps []string, topics []string, value []byte, d time.Duration) ([]int64, *fleetClientHook) {
 	t.Helper()
+	hook := new(fleetClientHook)
 	counts := make([]int64, len(bootstraps))
 	var wg sync.WaitGroup
 	for i, b := range bootstraps {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cl := testenv.Kgo(t, []string{b})
+			cl := testenv.Kgo(t, []string{b}, kgo.WithHooks(hook))
+			defer cl.Close()
 			var acked atomic.Int64
 			var failed atomic.Value
 			stop := time.Now().Add(d)
@@ -251,7 +351,7 @@ func fleetProduceFor(t *testing.T, bootstraps []string, topics []string, value [
 		}()
 	}
 	wg.Wait()
-	return counts
+	return counts, hook
 }
 
 // fleetReadAll reads topics from the start through bootstrap up to their
