@@ -9,6 +9,8 @@
 #
 # Knobs (environment): FLEET_REPLICAS=4 FLEET_TOPICS=100 FLEET_SECONDS=15
 # FLEET_RECORD_BYTES=1024 FLEET_REFRESH=10s BENCH_OUT=BENCHMARKS.md
+# FLEET_PROFILES=dir (a CPU profile of each serving replica per step; see
+# TestFleet)
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh

@@ -6,6 +6,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -34,7 +36,10 @@ import (
 //
 // Knobs: FLEET_REPLICAS (4), FLEET_TOPICS (100), FLEET_SECONDS per step
 // (15), FLEET_RECORD_BYTES (1024), FLEET_REFRESH (DEK refreshAfterWrite,
-// 10s), FLEET_OUT (a file for the markdown table).
+// 10s), FLEET_OUT (a file for the markdown table), FLEET_PROFILES (a
+// directory: a CPU profile of each serving replica per step is written
+// there, fleet-<replicas>r-<producers>p-replica<i>.pprof; the replicas
+// serve /debug/pprof only then).
 func TestFleet(t *testing.T) {
 	if os.Getenv("KSEAL_FLEET") != "1" {
 		t.Skip("the fleet run is a benchmark: scripts/fleet.sh (make fleet) runs it")
@@ -44,6 +49,7 @@ func TestFleet(t *testing.T) {
 	nTopics := fleetInt(t, "FLEET_TOPICS", 100)
 	step := time.Duration(fleetInt(t, "FLEET_SECONDS", 15)) * time.Second
 	size := fleetInt(t, "FLEET_RECORD_BYTES", 1024)
+	profiles := os.Getenv("FLEET_PROFILES")
 	refresh, err := time.ParseDuration(fleetEnv("FLEET_REFRESH", "10s"))
 	if err != nil {
 		t.Fatalf("FLEET_REFRESH: %v", err)
@@ -77,7 +83,7 @@ func TestFleet(t *testing.T) {
 			t.Fatal(err)
 		}
 		admin := fmt.Sprintf("127.0.0.1:%d", e2eFreePort(t))
-		p := e2eStartKseal(t, fmt.Sprintf("admin: {listen: %q}\n", admin)+testenv.KsealConfig(cluster.Bootstrap, gw, enc))
+		p := e2eStartKseal(t, fmt.Sprintf("admin: {listen: %q, profiling: %v}\n", admin, profiles != "")+testenv.KsealConfig(cluster.Bootstrap, gw, enc))
 		fleet[i] = replica{p: p, pid: p.pid(t), admin: admin}
 	}
 	kmsCalls := func(op string) float64 {
@@ -105,7 +111,7 @@ func TestFleet(t *testing.T) {
 	}
 	var out, reqs strings.Builder
 	fmt.Fprintf(&out, "| replicas serving clients | producers | records/s | MB/s | proxy CPU per record (all replicas) | MB/s per proxy core | generate_dek calls/s (fleet) | bound: serving replicas x %d KEKs / %s |\n|---|---|---|---|---|---|---|---|\n", nTopics, refresh)
-	fmt.Fprintf(&reqs, "| replicas serving clients | producers | Produce requests/s | Fetch requests/s | other requests/s | records per Produce request | batches per Produce request (client side) | KiB per Produce request | proxy CPU per request | of it, idle replicas | kseal added latency per Produce (mean) | client connections (open mid-step) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&reqs, "| replicas serving clients | producers | Produce requests/s | Fetch requests/s | other requests/s | records per Produce request | batches per Produce request (client side) | KiB per Produce request | proxy CPU per request | of it, idle replicas | kseal added latency per Produce (mean) | client connections (open mid-step) | load average (1 min) at step end |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, st := range steps {
 		serving := fleet[:st.replicas]
 		bootstraps := make([]string, st.producers)
@@ -127,12 +133,23 @@ func TestFleet(t *testing.T) {
 				conns += e2eMetric(t, r.admin, "kseal_client_connections", nil)
 			}
 		})
+		var profiled sync.WaitGroup
+		if profiles != "" {
+			for i, r := range serving {
+				profiled.Add(1)
+				go func() {
+					defer profiled.Done()
+					fleetProfile(t, r.admin, step-time.Second, filepath.Join(profiles, fmt.Sprintf("fleet-%dr-%dp-replica%d.pprof", st.replicas, st.producers, i)))
+				}()
+			}
+		}
 		counts, client := fleetProduceFor(t, bootstraps, topics, value, step)
 		elapsed := time.Since(t0)
 		cpus := fleetCPUs(t, fleet, func(r replica) int { return r.pid })
 		if !mid.Stop() {
 			<-sampled
 		}
+		profiled.Wait()
 		m := fleetSnap(t, fleetBootstraps(fleet, func(r replica) string { return r.admin })).minus(m0)
 		var cpu, idle time.Duration
 		for i := range cpus {
@@ -154,10 +171,10 @@ func TestFleet(t *testing.T) {
 		bound := float64(st.replicas*nTopics) / refresh.Seconds()
 		fmt.Fprintf(&out, "| %d | %d | %.0f | %.1f | %.2f us | %.0f | %.1f | %.1f |\n", st.replicas, st.producers, float64(total)/secs,
 			float64(total)*float64(size)/1e6/secs, us(cpu, float64(total)), mbPerCore, m.generate/secs, bound)
-		fmt.Fprintf(&reqs, "| %d | %d | %.0f | %.0f | %.1f | %.1f | %.1f | %.1f | %.0f us | %.0f us | %.0f us | %.0f |\n", st.replicas, st.producers,
+		fmt.Fprintf(&reqs, "| %d | %d | %.0f | %.0f | %.1f | %.1f | %.1f | %.1f | %.0f us | %.0f us | %.0f us | %.0f | %s |\n", st.replicas, st.producers,
 			m.produce/secs, m.fetch/secs, (m.all-m.produce-m.fetch)/secs, float64(total)/m.produce,
 			float64(client.batches.Load())/float64(client.requests.Load()), m.produceBytes/m.produce/1024,
-			us(cpu, m.all), us(idle, m.all), 1e6*m.addedSum/m.addedCount, conns)
+			us(cpu, m.all), us(idle, m.all), 1e6*m.addedSum/m.addedCount, conns, fleetLoad())
 		t.Logf("%+v: %d records in %v, %v proxy CPU (idle replicas %v), requests %+v, client side %d Produce requests, %d batches, %d records",
 			st, total, elapsed, cpu, idle, m, client.requests.Load(), client.batches.Load(), client.records.Load())
 		// No KMS call per record or per request: the fleet's DEK requests
@@ -243,6 +260,34 @@ func fleetSnap(t *testing.T, admins []string) fleetCounts {
 		c.generate += e2eMetric(t, a, "kseal_kms_operations_total", map[string]string{"operation": "generate_dek"})
 	}
 	return c
+}
+
+// fleetProfile writes a CPU profile of d taken from the replica whose
+// admin listener is admin (profiling on) to path.
+func fleetProfile(t *testing.T, admin string, d time.Duration, path string) {
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", admin, int(d.Seconds())))
+	if err != nil {
+		t.Errorf("profile %s: %v", admin, err)
+		return
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("profile %s: HTTP %d, %v", admin, resp.StatusCode, err)
+		return
+	}
+	if err := os.WriteFile(path, body, 0o644); err != nil {
+		t.Error(err)
+	}
+}
+
+// fleetLoad is the machine's 1-minute load average ("?" if unknown).
+func fleetLoad() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
 
 // fleetCPUs is the CPU time each replica has used.
