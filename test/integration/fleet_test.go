@@ -111,7 +111,7 @@ func TestFleet(t *testing.T) {
 	}
 	var out, reqs strings.Builder
 	fmt.Fprintf(&out, "| replicas serving clients | producers | records/s | MB/s | proxy CPU per record (all replicas) | MB/s per proxy core | generate_dek calls/s (fleet) | bound: serving replicas x %d KEKs / %s |\n|---|---|---|---|---|---|---|---|\n", nTopics, refresh)
-	fmt.Fprintf(&reqs, "| replicas serving clients | producers | Produce requests/s | Fetch requests/s | other requests/s | records per Produce request | batches per Produce request (client side) | KiB per Produce request | proxy CPU per request | of it, idle replicas | kseal added latency per Produce (mean) | client connections (open mid-step) | load average (1 min) at step end |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&reqs, "| replicas serving clients | producers | Produce requests/s | Fetch requests/s | other requests/s | records per Produce request | batches per Produce request (client side) | KiB per Produce request | proxy CPU per request | of it, idle replicas | kseal added latency per Produce (mean) | client connections (open mid-step) | KiB allocated per Produce request | GC cycles/s | page faults per Produce request | context switches per Produce request | load average (1 min) at step end |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, st := range steps {
 		serving := fleet[:st.replicas]
 		bootstraps := make([]string, st.producers)
@@ -124,7 +124,7 @@ func TestFleet(t *testing.T) {
 		// Scrape before reading the CPU at the start and after reading it
 		// at the end: the scrapes are not in the measured CPU.
 		m0 := fleetSnap(t, fleetBootstraps(fleet, func(r replica) string { return r.admin }))
-		cpu0, t0 := fleetCPUs(t, fleet, func(r replica) int { return r.pid }), time.Now()
+		proc0, t0 := fleetProcs(t, fleet, func(r replica) int { return r.pid }), time.Now()
 		var conns float64
 		sampled := make(chan struct{})
 		mid := time.AfterFunc(step/2, func() {
@@ -145,17 +145,19 @@ func TestFleet(t *testing.T) {
 		}
 		counts, client := fleetProduceFor(t, bootstraps, topics, value, step)
 		elapsed := time.Since(t0)
-		cpus := fleetCPUs(t, fleet, func(r replica) int { return r.pid })
+		procs := fleetProcs(t, fleet, func(r replica) int { return r.pid })
 		if !mid.Stop() {
 			<-sampled
 		}
 		profiled.Wait()
 		m := fleetSnap(t, fleetBootstraps(fleet, func(r replica) string { return r.admin })).minus(m0)
 		var cpu, idle time.Duration
-		for i := range cpus {
-			cpu += cpus[i] - cpu0[i]
+		var faults, switchs int64
+		for i := range procs {
+			d := procs[i].minus(proc0[i])
+			cpu, faults, switchs = cpu+d.cpu, faults+d.faults, switchs+d.switchs
 			if i >= st.replicas {
-				idle += cpus[i] - cpu0[i]
+				idle += d.cpu
 			}
 		}
 		var total int64
@@ -171,12 +173,13 @@ func TestFleet(t *testing.T) {
 		bound := float64(st.replicas*nTopics) / refresh.Seconds()
 		fmt.Fprintf(&out, "| %d | %d | %.0f | %.1f | %.2f us | %.0f | %.1f | %.1f |\n", st.replicas, st.producers, float64(total)/secs,
 			float64(total)*float64(size)/1e6/secs, us(cpu, float64(total)), mbPerCore, m.generate/secs, bound)
-		fmt.Fprintf(&reqs, "| %d | %d | %.0f | %.0f | %.1f | %.1f | %.1f | %.1f | %.0f us | %.0f us | %.0f us | %.0f | %s |\n", st.replicas, st.producers,
+		fmt.Fprintf(&reqs, "| %d | %d | %.0f | %.0f | %.1f | %.1f | %.1f | %.1f | %.0f us | %.0f us | %.0f us | %.0f | %.0f | %.1f | %.0f | %.0f | %s |\n", st.replicas, st.producers,
 			m.produce/secs, m.fetch/secs, (m.all-m.produce-m.fetch)/secs, float64(total)/m.produce,
 			float64(client.batches.Load())/float64(client.requests.Load()), m.produceBytes/m.produce/1024,
-			us(cpu, m.all), us(idle, m.all), 1e6*m.addedSum/m.addedCount, conns, fleetLoad())
-		t.Logf("%+v: %d records in %v, %v proxy CPU (idle replicas %v), requests %+v, client side %d Produce requests, %d batches, %d records",
-			st, total, elapsed, cpu, idle, m, client.requests.Load(), client.batches.Load(), client.records.Load())
+			us(cpu, m.all), us(idle, m.all), 1e6*m.addedSum/m.addedCount, conns,
+			m.allocated/m.produce/1024, m.gcs/secs, float64(faults)/m.produce, float64(switchs)/m.produce, fleetLoad())
+		t.Logf("%+v: %d records in %v, %v proxy CPU (idle replicas %v), %d page faults, %d context switches, requests %+v, client side %d Produce requests, %d batches, %d records",
+			st, total, elapsed, cpu, idle, faults, switchs, m, client.requests.Load(), client.batches.Load(), client.records.Load())
 		// No KMS call per record or per request: the fleet's DEK requests
 		// are bounded by replicas x KEKs per refresh period (plus one
 		// round for the DEKs that were current when the step began).
@@ -184,7 +187,7 @@ func TestFleet(t *testing.T) {
 			t.Errorf("%+v: %v generate_dek calls in %v, more than %v (replicas x KEKs per refresh period)", st, m.generate, elapsed, max)
 		}
 	}
-	fmt.Fprintf(&out, "\nThe same steps, counted in requests (each replica's kseal_requests_total, kseal_request_bytes_total and kseal_proxy_added_latency_seconds by API, summed over the fleet; batches per request from the producers' franz-go hooks; nothing consumes during a step):\n\n%s", reqs.String())
+	fmt.Fprintf(&out, "\nThe same steps, counted in requests (each replica's kseal_requests_total, kseal_request_bytes_total and kseal_proxy_added_latency_seconds by API, go_memstats_alloc_bytes_total, go_gc_duration_seconds_count, minor page faults and context switches from /proc, summed over the fleet; batches per request from the producers' franz-go hooks; nothing consumes during a step):\n\n%s", reqs.String())
 	dec0 := kmsCalls("decrypt_dek")
 
 	// Any replica decrypts what any other produced: read a sample of topics
@@ -237,11 +240,13 @@ func fleetBootstraps[R any](rs []R, addr func(R) string) []string {
 // fleetCounts is what the fleet's /metrics count, summed over replicas.
 type fleetCounts struct {
 	produce, fetch, all, produceBytes, addedSum, addedCount, generate float64
+	allocated, gcs                                                    float64
 }
 
 func (a fleetCounts) minus(b fleetCounts) fleetCounts {
 	return fleetCounts{a.produce - b.produce, a.fetch - b.fetch, a.all - b.all, a.produceBytes - b.produceBytes,
-		a.addedSum - b.addedSum, a.addedCount - b.addedCount, a.generate - b.generate}
+		a.addedSum - b.addedSum, a.addedCount - b.addedCount, a.generate - b.generate,
+		a.allocated - b.allocated, a.gcs - b.gcs}
 }
 
 // fleetSnap scrapes the request counters and generate_dek calls of the
@@ -258,6 +263,8 @@ func fleetSnap(t *testing.T, admins []string) fleetCounts {
 		c.addedSum += e2eMetric(t, a, "kseal_proxy_added_latency_seconds_sum", produce)
 		c.addedCount += e2eMetric(t, a, "kseal_proxy_added_latency_seconds_count", produce)
 		c.generate += e2eMetric(t, a, "kseal_kms_operations_total", map[string]string{"operation": "generate_dek"})
+		c.allocated += e2eMetric(t, a, "go_memstats_alloc_bytes_total", nil)
+		c.gcs += e2eMetric(t, a, "go_gc_duration_seconds_count", nil)
 	}
 	return c
 }
@@ -290,12 +297,12 @@ func fleetLoad() string {
 	return "?"
 }
 
-// fleetCPUs is the CPU time each replica has used.
-func fleetCPUs[R any](t *testing.T, rs []R, pid func(R) int) []time.Duration {
+// fleetProcs reads each replica's fleetProc.
+func fleetProcs[R any](t *testing.T, rs []R, pid func(R) int) []fleetProcStat {
 	t.Helper()
-	out := make([]time.Duration, len(rs))
+	out := make([]fleetProcStat, len(rs))
 	for i, r := range rs {
-		out[i] = fleetProcCPU(t, pid(r))
+		out[i] = fleetProc(t, pid(r))
 	}
 	return out
 }
@@ -428,17 +435,42 @@ func fleetReadAll(t *testing.T, bootstrap string, topics []string, value []byte)
 	return n, bad
 }
 
-// fleetProcCPU is the user+system CPU time process pid has used.
-func fleetProcCPU(t *testing.T, pid int) time.Duration {
+// fleetProcStat is what the kernel counts for a process: CPU time, minor
+// page faults and context switches.
+type fleetProcStat struct {
+	cpu             time.Duration
+	faults, switchs int64
+}
+
+func (a fleetProcStat) minus(b fleetProcStat) fleetProcStat {
+	return fleetProcStat{a.cpu - b.cpu, a.faults - b.faults, a.switchs - b.switchs}
+}
+
+// fleetProc reads process pid's user+system CPU time, minor page faults
+// and (voluntary and involuntary) context switches.
+func fleetProc(t *testing.T, pid int) fleetProcStat {
 	t.Helper()
-	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	dir := filepath.Join("/proc", strconv.Itoa(pid))
+	stat, err := os.ReadFile(filepath.Join(dir, "stat"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-	// After the command: state(0) ppid ... utime(11) stime(12), in clock
-	// ticks (USER_HZ, 100 on Linux).
+	// After the command: state(0) ppid ... minflt(7) ... utime(11)
+	// stime(12), times in clock ticks (USER_HZ, 100 on Linux).
+	minflt, _ := strconv.ParseInt(f[7], 10, 64)
 	utime, _ := strconv.ParseInt(f[11], 10, 64)
 	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * 10 * time.Millisecond
+	st := fleetProcStat{cpu: time.Duration(utime+stime) * 10 * time.Millisecond, faults: minflt}
+	status, err := os.ReadFile(filepath.Join(dir, "status"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.HasSuffix(k, "ctxt_switches") {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			st.switchs += n
+		}
+	}
+	return st
 }
