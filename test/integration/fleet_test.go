@@ -111,7 +111,7 @@ func TestFleet(t *testing.T) {
 	}
 	var out, reqs strings.Builder
 	fmt.Fprintf(&out, "| replicas serving clients | producers | records/s | MB/s | proxy CPU per record (all replicas) | MB/s per proxy core | generate_dek calls/s (fleet) | bound: serving replicas x %d KEKs / %s |\n|---|---|---|---|---|---|---|---|\n", nTopics, refresh)
-	fmt.Fprintf(&reqs, "| replicas serving clients | producers | Produce requests/s | Fetch requests/s | other requests/s | records per Produce request | batches per Produce request (client side) | KiB per Produce request | proxy CPU per request | of it, idle replicas | kseal added latency per Produce (mean) | client connections (open mid-step) | KiB allocated per Produce request | GC cycles/s | page faults per Produce request | context switches per Produce request | load average (1 min) at step end |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&reqs, "| replicas serving clients | producers | Produce requests/s | Fetch requests/s | other requests/s | records per Produce request | batches per Produce request (client side) | KiB per Produce request | proxy CPU per request | of it, idle replicas | kseal added latency per Produce (mean) | client connections (open mid-step; accepted during the step) | KiB allocated per Produce request | GC cycles/s | page faults per Produce request | context switches per Produce request | load average (1 min) at step end |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, st := range steps {
 		serving := fleet[:st.replicas]
 		bootstraps := make([]string, st.producers)
@@ -173,10 +173,10 @@ func TestFleet(t *testing.T) {
 		bound := float64(st.replicas*nTopics) / refresh.Seconds()
 		fmt.Fprintf(&out, "| %d | %d | %.0f | %.1f | %.2f us | %.0f | %.1f | %.1f |\n", st.replicas, st.producers, float64(total)/secs,
 			float64(total)*float64(size)/1e6/secs, us(cpu, float64(total)), mbPerCore, m.generate/secs, bound)
-		fmt.Fprintf(&reqs, "| %d | %d | %.0f | %.0f | %.1f | %.1f | %.1f | %.1f | %.0f us | %.0f us | %.0f us | %.0f | %.0f | %.1f | %.0f | %.0f | %s |\n", st.replicas, st.producers,
+		fmt.Fprintf(&reqs, "| %d | %d | %.0f | %.0f | %.1f | %.1f | %.1f | %.1f | %.0f us | %.0f us | %.0f us | %.0f; %.0f | %.0f | %.1f | %.0f | %.0f | %s |\n", st.replicas, st.producers,
 			m.produce/secs, m.fetch/secs, (m.all-m.produce-m.fetch)/secs, float64(total)/m.produce,
 			float64(client.batches.Load())/float64(client.requests.Load()), m.produceBytes/m.produce/1024,
-			us(cpu, m.all), us(idle, m.all), 1e6*m.addedSum/m.addedCount, conns,
+			us(cpu, m.all), us(idle, m.all), 1e6*m.addedSum/m.addedCount, conns, m.accepted,
 			m.allocated/m.produce/1024, m.gcs/secs, float64(faults)/m.produce, float64(switchs)/m.produce, fleetLoad())
 		t.Logf("%+v: %d records in %v, %v proxy CPU (idle replicas %v), %d page faults, %d context switches, requests %+v, client side %d Produce requests, %d batches, %d records",
 			st, total, elapsed, cpu, idle, faults, switchs, m, client.requests.Load(), client.batches.Load(), client.records.Load())
@@ -240,13 +240,13 @@ func fleetBootstraps[R any](rs []R, addr func(R) string) []string {
 // fleetCounts is what the fleet's /metrics count, summed over replicas.
 type fleetCounts struct {
 	produce, fetch, all, produceBytes, addedSum, addedCount, generate float64
-	allocated, gcs                                                    float64
+	allocated, gcs, accepted                                          float64
 }
 
 func (a fleetCounts) minus(b fleetCounts) fleetCounts {
 	return fleetCounts{a.produce - b.produce, a.fetch - b.fetch, a.all - b.all, a.produceBytes - b.produceBytes,
 		a.addedSum - b.addedSum, a.addedCount - b.addedCount, a.generate - b.generate,
-		a.allocated - b.allocated, a.gcs - b.gcs}
+		a.allocated - b.allocated, a.gcs - b.gcs, a.accepted - b.accepted}
 }
 
 // fleetSnap scrapes the request counters and generate_dek calls of the
@@ -265,6 +265,7 @@ func fleetSnap(t *testing.T, admins []string) fleetCounts {
 		c.generate += e2eMetric(t, a, "kseal_kms_operations_total", map[string]string{"operation": "generate_dek"})
 		c.allocated += e2eMetric(t, a, "go_memstats_alloc_bytes_total", nil)
 		c.gcs += e2eMetric(t, a, "go_gc_duration_seconds_count", nil)
+		c.accepted += e2eMetric(t, a, "kseal_client_connections_total", nil)
 	}
 	return c
 }
