@@ -99,8 +99,8 @@ func TestFleet(t *testing.T) {
 	// replica; then a control step with one replica serving as many
 	// producers as the last step had. It separates the two things that
 	// change from step to step: the number of kseal processes sharing the
-	// cores, and the number of producers the same load is split over
-	// (smaller Produce requests).
+	// cores, and the number of producers the same load is split over (which
+	// could make Produce requests smaller; the request table tells).
 	type fleetStep struct{ replicas, producers int }
 	var steps []fleetStep
 	for n := 1; n <= replicas; n *= 2 {
