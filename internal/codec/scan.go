@@ -45,6 +45,7 @@ type partScan struct {
 	scratch []byte // bytes of repls
 	tmp     []byte // one rewrite in progress
 	sp      splicer
+	edited  bool // SetRecords was called: parts hold references to clear
 }
 
 // tooLarge reports a body whose offsets would not fit in int32 (more than
@@ -53,7 +54,10 @@ func tooLarge(body []byte) bool { return len(body) > 1<<31-1 }
 
 // reset starts a scan of body, dropping the last scan's references.
 func (s *partScan) reset(body []byte, flex bool) {
-	clear(s.parts)
+	if s.edited { // only edits leave references in parts
+		clear(s.parts)
+		s.edited = false
+	}
 	s.parts, s.repls, s.scratch = s.parts[:0], s.repls[:0], s.scratch[:0]
 	s.body, s.flex = body, flex
 }
@@ -103,6 +107,7 @@ func (s *partScan) strAt(at int32) string {
 func (s *partScan) setRecords(i int, b []byte) {
 	p := &s.parts[i]
 	p.newRecords, p.setRecords = b, true
+	s.edited = true
 }
 
 func (s *partScan) setErrorCode(i int, code int16) {
