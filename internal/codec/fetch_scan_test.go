@@ -378,7 +378,10 @@ func BenchmarkFetchScanSpliceReplaceOne(b *testing.B) {
 // TestScannedPartSize keeps scannedPart's comment (and the bound on a
 // scan's storage it gives) true.
 func TestScannedPartSize(t *testing.T) {
-	if got := unsafe.Sizeof(scannedPart{}); got != 56 {
+	if got := unsafe.Sizeof(scannedPart{}); got != 24 {
 		t.Fatalf("scannedPart takes %d bytes: update its comment", got)
+	}
+	if got := unsafe.Sizeof(partEdit{}); got != 32 {
+		t.Fatalf("partEdit takes %d bytes: update scannedPart's comment", got)
 	}
 }

@@ -12,11 +12,11 @@ import (
 // make to them, and the one copy pass that builds the edited body.
 
 // scannedPart is one partition a scan recorded: where its fields lie in
-// the body, and the edits made to it. Values are read from the body when
-// asked for, so a partition costs 56 bytes whatever its version; one takes
-// at least 18 bytes on the wire, so a scan's storage stays within about
-// three times the body it describes. Offsets are int32: a Kafka frame is
-// at most 2 GiB.
+// the body. Values are read from the body when asked for, so a partition
+// costs 24 pointer-free bytes whatever its version, and 32 more (partEdit)
+// once any partition of the scan is edited; one takes at least 18 bytes on
+// the wire, so a scan's storage stays within about three times the body it
+// describes. Offsets are int32: a Kafka frame is at most 2 GiB.
 type scannedPart struct {
 	topicAt   int32 // the topic's name or id
 	errAt     int32 // the error code (the partition index is the 4 bytes before it)
@@ -24,7 +24,10 @@ type scannedPart struct {
 	recordsAt int32 // the records' length prefix
 	dataAt    int32 // the records' bytes, -1 when null
 	end       int32 // after the records
+}
 
+// partEdit is what a caller set on one partition.
+type partEdit struct {
 	newError   int16
 	setError   bool
 	setRecords bool
@@ -45,6 +48,11 @@ type partScan struct {
 	scratch []byte // bytes of repls
 	tmp     []byte // one rewrite in progress
 	sp      splicer
+	// edits[i] is partition i's edits; sized to the partitions on the
+	// first edit of a scan (edited), so a scan nobody edits never
+	// touches it.
+	edits  []partEdit
+	edited bool
 }
 
 // tooLarge reports a body whose offsets would not fit in int32 (more than
@@ -53,7 +61,10 @@ func tooLarge(body []byte) bool { return len(body) > 1<<31-1 }
 
 // reset starts a scan of body, dropping the last scan's references.
 func (s *partScan) reset(body []byte, flex bool) {
-	clear(s.parts)
+	if s.edited {
+		clear(s.edits) // drop references to the records set
+		s.edits, s.edited = s.edits[:0], false
+	}
 	s.parts, s.repls, s.scratch = s.parts[:0], s.repls[:0], s.scratch[:0]
 	s.body, s.flex = body, flex
 }
@@ -100,22 +111,25 @@ func (s *partScan) strAt(at int32) string {
 	return bytesString(r.str())
 }
 
+// edit returns partition i's edits, sizing the edits to the scan first.
+func (s *partScan) edit(i int) *partEdit {
+	_ = s.parts[i] // an index past the scan panics like one past parts
+	if !s.edited {
+		s.edits = slices.Grow(s.edits[:0], len(s.parts))[:len(s.parts)]
+		clear(s.edits)
+		s.edited = true
+	}
+	return &s.edits[i]
+}
+
 func (s *partScan) setRecords(i int, b []byte) {
-	p := &s.parts[i]
-	p.newRecords, p.setRecords = b, true
+	e := s.edit(i)
+	e.newRecords, e.setRecords = b, true
 }
 
 func (s *partScan) setErrorCode(i int, code int16) {
-	p := &s.parts[i]
-	p.newError, p.setError = code, true
-}
-
-// splicePart writes partition i's edits through sp (partitions in order).
-func (s *partScan) splicePart(sp *splicer, i int) {
-	p := &s.parts[i]
-	if p.setError || p.setRecords {
-		s.spliceEdits(sp, i, p.setError, p.newError, p.setRecords, p.newRecords)
-	}
+	e := s.edit(i)
+	e.newError, e.setError = code, true
 }
 
 // spliceEdits writes edits of partition i through sp.
@@ -143,8 +157,10 @@ func (s *partScan) spliceRepls(sp *splicer) {
 // splice builds the edited body: see FetchScan.Splice.
 func (s *partScan) splice(dst []byte) ([]byte, bool) {
 	s.sp.start(dst, s.body)
-	for i := range s.parts {
-		s.splicePart(&s.sp, i)
+	for i := 0; s.edited && i < len(s.edits); i++ {
+		if e := &s.edits[i]; e.setError || e.setRecords {
+			s.spliceEdits(&s.sp, i, e.setError, e.newError, e.setRecords, e.newRecords)
+		}
 	}
 	s.spliceRepls(&s.sp)
 	return s.sp.finish()
