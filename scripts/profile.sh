@@ -104,7 +104,7 @@ measure() {
   log "$name run $rep: $us us of kseal CPU per record ($(( t1 - t0 )) ticks, ${secs} s, load $(cut -d' ' -f1 /proc/loadavg))"
   echo "$us" >> "$W/$name.us"
   [ -z "$cp" ] || wait "$cp"
-  echo "$(tail -n 1 "$W/$name.$rep.client.log")" >> "$W/$name.results"
+  tail -n 1 "$W/$name.$rep.client.log" >> "$W/$name.results"
 }
 summary() { # NAME
   local name=$1

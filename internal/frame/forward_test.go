@@ -35,3 +35,37 @@ func TestForward(t *testing.T) {
 		t.Fatalf("failing writer: %v", err)
 	}
 }
+
+// fwd is a Forwarder that takes runs of at least min bytes itself.
+type fwd struct {
+	bytes.Buffer
+	min, took int
+}
+
+func (f *fwd) ForwardFrom(src *bufio.Reader, n int) (bool, error) {
+	if n < f.min {
+		return false, nil
+	}
+	f.took += n
+	_, err := io.CopyN(&f.Buffer, src, int64(n))
+	return true, NoEOF(err)
+}
+
+// A Forwarder moves the runs it takes itself; the others are copied.
+func TestForwardToForwarder(t *testing.T) {
+	data := bytes.Repeat([]byte("0123456789"), 100)
+	src := bufio.NewReaderSize(bytes.NewReader(data), 16)
+	dst := &fwd{min: 100}
+	if err := Forward(dst, src, 50); err != nil || dst.took != 0 {
+		t.Fatalf("short run: err %v, forwarder took %d bytes", err, dst.took)
+	}
+	if err := Forward(dst, src, 950); err != nil || dst.took != 950 {
+		t.Fatalf("long run: err %v, forwarder took %d bytes", err, dst.took)
+	}
+	if !bytes.Equal(dst.Bytes(), data) {
+		t.Fatal("bytes differ")
+	}
+	if err := Forward(&fwd{min: 1}, bufio.NewReader(strings.NewReader("abc")), 10); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("forwarder's error: %v", err)
+	}
+}
