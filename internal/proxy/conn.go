@@ -250,7 +250,7 @@ func (c *conn) responses(ctx context.Context) error {
 	w := socketIO(c.client)
 	// Streamed responses go through bw, flushed at the end of each frame, so
 	// it is empty whenever the buffered path writes to w directly.
-	bw := newStreamWriter(w, up, 64<<10)
+	bw := newStreamWriter(w, up, 64<<10, c.vc.srv.metrics.spliced.WithLabelValues(c.vc.name))
 	defer bw.Close()
 	c.fetchStream.Mapper = c.vc
 	c.respSide.Addresses = c.vc

@@ -22,6 +22,7 @@ type Metrics struct {
 	idleClosed  *prometheus.CounterVec
 	panics      *prometheus.CounterVec
 	identities  *prometheus.CounterVec
+	spliced     *prometheus.CounterVec
 }
 
 // NewMetrics creates the plumbing metrics and registers them with reg
@@ -65,11 +66,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "kseal_panics_total",
 			Help: "Panics recovered (each is a bug, logged with its stack), by where: request and response (the connection is closed), setup (TLS handshake, routing, broker dial), accept, discovery.",
 		}, []string{"virtual_cluster", "side"}),
+		spliced: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kseal_spliced_bytes_total",
+			Help: "Bytes of streamed Fetch responses (a partition's records) moved from a broker's socket to the client's with splice(2), never copied through kseal's memory (plaintext TCP on both sides, Linux).",
+		}, []string{"virtual_cluster"}),
 	}
 	m.identities = newIdentityMetric()
 	if reg != nil {
 		reg.MustRegister(m.connections, m.connTotal, m.requests, m.reqBytes, m.respBytes, m.latency, m.added,
-			m.refused, m.idleClosed, m.panics, m.identities)
+			m.refused, m.idleClosed, m.panics, m.identities, m.spliced)
 	}
 	return m
 }

@@ -176,6 +176,7 @@ type splicer struct {
 	pr, pw   int // the pipe's ends; -1: none yet
 	size     int // its capacity
 	inPipe   int // bytes in the pipe
+	out      int // bytes splice has moved to dst
 	want     int // bytes still to take from src
 	eof      bool
 	errno    syscall.Errno
@@ -226,38 +227,39 @@ func (s *splicer) Close() {
 	}
 }
 
-// splice moves n bytes from src to dst. A failure to read src (or its end
-// before n bytes: io.ErrUnexpectedEOF) is returned as is, a failure to
-// write dst as a *frame.WriteError.
-func (s *splicer) splice(n int) error {
+// splice moves n bytes from src to dst and returns how many reached dst
+// (n when it succeeds). A failure to read src (or its end before n bytes:
+// io.ErrUnexpectedEOF) is returned as is, a failure to write dst as a
+// *frame.WriteError.
+func (s *splicer) splice(n int) (int, error) {
 	if err := s.open(); err != nil {
-		return err
+		return 0, err
 	}
-	s.want, s.eof = n, false
+	s.want, s.eof, s.out = n, false, 0
 	for s.want > 0 {
 		s.errno = 0
 		if err := s.src.rc.Read(s.drainFn); err != nil {
 			s.Close() // bytes may be left in the pipe
-			return err
+			return s.out, err
 		}
 		if s.errno != 0 {
 			s.Close()
-			return os.NewSyscallError("splice", s.errno)
+			return s.out, os.NewSyscallError("splice", s.errno)
 		}
 		if s.eof {
 			s.Close()
-			return io.ErrUnexpectedEOF
+			return s.out, io.ErrUnexpectedEOF
 		}
 		if err := s.dst.rc.Write(s.pumpFn); err != nil {
 			s.Close()
-			return &frame.WriteError{Err: err}
+			return s.out, &frame.WriteError{Err: err}
 		}
 		if s.errno != 0 {
 			s.Close()
-			return &frame.WriteError{Err: os.NewSyscallError("splice", s.errno)}
+			return s.out, &frame.WriteError{Err: os.NewSyscallError("splice", s.errno)}
 		}
 	}
-	return nil
+	return s.out, nil
 }
 
 // drain moves what src has (up to what is wanted and fits) into the empty
@@ -297,6 +299,7 @@ func (s *splicer) pump(fd uintptr) bool {
 				return true
 			}
 			s.inPipe -= int(k)
+			s.out += int(k)
 		case syscall.EINTR:
 		case syscall.EAGAIN:
 			return false

@@ -14,6 +14,6 @@ func newSplicer(src, dst net.Conn) *splicer { return nil }
 
 func (*splicer) open() error { panic("splice(2) is Linux only") }
 
-func (*splicer) splice(n int) error { panic("splice(2) is Linux only") }
+func (*splicer) splice(n int) (int, error) { panic("splice(2) is Linux only") }
 
 func (*splicer) Close() {}

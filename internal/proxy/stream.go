@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kseal/kseal/internal/frame"
@@ -112,13 +113,15 @@ const spliceMin = 64 << 10
 // by a bufio.Writer.
 type streamWriter struct {
 	*bufio.Writer
-	sp *splicer // nil: copy only
+	sp      *splicer           // nil: copy only
+	spliced prometheus.Counter // bytes spliced to the client; may be nil
 }
 
 // newStreamWriter writes to client; it splices from upstream to client when
-// both are plaintext TCP (socketIO).
-func newStreamWriter(client, upstream net.Conn, size int) *streamWriter {
-	return &streamWriter{Writer: bufio.NewWriterSize(client, size), sp: newSplicer(upstream, client)}
+// both are plaintext TCP (socketIO), counting the bytes spliced in spliced
+// (nil: not counted).
+func newStreamWriter(client, upstream net.Conn, size int, spliced prometheus.Counter) *streamWriter {
+	return &streamWriter{Writer: bufio.NewWriterSize(client, size), sp: newSplicer(upstream, client), spliced: spliced}
 }
 
 // ForwardFrom implements frame.Forwarder: the bytes src has buffered are
@@ -144,7 +147,11 @@ func (w *streamWriter) ForwardFrom(src *bufio.Reader, n int) (bool, error) {
 	if err := w.Flush(); err != nil {
 		return true, &frame.WriteError{Err: err}
 	}
-	return true, w.sp.splice(n)
+	moved, err := w.sp.splice(n)
+	if w.spliced != nil && moved > 0 {
+		w.spliced.Add(float64(moved))
+	}
+	return true, err
 }
 
 // Close releases the splicing pipe, if any.

@@ -37,11 +37,18 @@ const strangerHost = "broker-7.internal.example"
 
 func startFetchBroker(t *testing.T) *fetchBroker {
 	t.Helper()
+	return startFetchBrokerSize(t, 3<<20)
+}
+
+// startFetchBrokerSize starts a fetchBroker whose Fetch responses carry n
+// bytes of records.
+func startFetchBrokerSize(t *testing.T, n int) *fetchBroker {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &fetchBroker{ln: ln, port: int32(ln.Addr().(*net.TCPAddr).Port), records: make([]byte, 3<<20)}
+	b := &fetchBroker{ln: ln, port: int32(ln.Addr().(*net.TCPAddr).Port), records: make([]byte, n)}
 	rand.Read(b.records)
 	t.Cleanup(func() { ln.Close() })
 	go func() {
