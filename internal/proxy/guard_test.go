@@ -243,11 +243,18 @@ func (f slowResponses) OnResponse(_ context.Context, x *filter.Exchange) error {
 }
 
 // A connection without traffic for limits.idleTimeout is closed and counted;
-// one that keeps sending requests, or waits for a response, is not.
+// one that keeps sending requests, or waits for a response, is not. The busy
+// client sends every 10ms against an 800ms timeout, so only a stall of the
+// whole machine longer than ~0.8s makes it look idle.
 func TestIdleTimeout(t *testing.T) {
 	fake := newFake(t)
-	const idle = 300 * time.Millisecond
-	p := startLimitsProxy(t, fake.ListenAddrs()[:1], "{idleTimeout: 300ms}", slowResponses{d: 3 * idle})
+	const (
+		idle = 800 * time.Millisecond
+		slow = idle + idle/4 // waiting's answer: later than one idle period
+		loop = idle + idle/2 // busy sends past quiet's close and waiting's answer
+		tick = 10 * time.Millisecond
+	)
+	p := startLimitsProxy(t, fake.ListenAddrs()[:1], "{idleTimeout: 800ms}", slowResponses{d: slow})
 
 	quiet, busy, waiting := rawConn(t, p.bootstrap), rawConn(t, p.bootstrap), rawConn(t, p.bootstrap)
 	for i, c := range []net.Conn{quiet, busy} {
@@ -256,21 +263,21 @@ func TestIdleTimeout(t *testing.T) {
 		}
 	}
 	start := time.Now()
-	// waiting's only request is answered after 3 idle periods: it is not
-	// idle meanwhile.
+	// waiting's only request is answered after more than an idle period:
+	// it is not idle meanwhile.
 	waited := make(chan error, 1)
 	go func() { waited <- apiVersions(waiting, 99) }()
-	for time.Since(start) < 4*idle {
+	for time.Since(start) < loop {
 		if err := apiVersions(busy, 5); err != nil {
 			t.Fatalf("busy connection: %v", err)
 		}
-		time.Sleep(idle / 3)
+		time.Sleep(tick)
 	}
 	if err := <-waited; err != nil {
 		t.Fatalf("connection waiting for a slow response: %v", err)
 	}
-	took := expectClosed(t, quiet, 3*time.Second)
-	if total := time.Since(start) - 4*idle + took; total > 4*idle+2*time.Second {
+	expectClosed(t, quiet, 3*time.Second)
+	if time.Since(start) > loop+2*time.Second {
 		t.Errorf("idle connection closed late")
 	}
 	expectClosed(t, waiting, 3*time.Second) // idle after its answer
