@@ -200,9 +200,10 @@ func (e *cannedEnv) produceEncrypted(tb testing.TB, values ...string) {
 const chainCanary = "CANARY-chain-5d2a"
 
 // Fetch, ShareFetch and Produce responses carrying encrypted records keep
-// their KIP-951 node endpoints, rewritten once to kseal's address (issue
-// 12 item 3: the encrypt filter's walkers used to drop them after the
-// address filter had rewritten them).
+// their KIP-951 node endpoints, rewritten once to kseal's address by the
+// plumbing after the response filters (for Fetch and ShareFetch, mapped in
+// the same scan whose partitions the encrypt filter edits). Issue 12 item 3:
+// the encrypt filter's own walkers once dropped them.
 func TestEncryptedResponsesKeepRewrittenEndpoints(t *testing.T) {
 	e := startCanned(t, "{}", "REJECT", testWriter{t})
 	e.produceEncrypted(t, chainCanary+"-0", chainCanary+"-1")

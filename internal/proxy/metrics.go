@@ -68,7 +68,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"virtual_cluster", "side"}),
 		spliced: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kseal_spliced_bytes_total",
-			Help: "Bytes of streamed Fetch responses (a partition's records) moved from a broker's socket to the client's with splice(2), never copied through kseal's memory (plaintext TCP on both sides, Linux).",
+			Help: "Bytes of streamed responses (a Fetch partition's records, any other streamed response's body) moved from a broker's socket to the client's with splice(2) in runs of 64 KiB or more, never copied through kseal's memory (Linux, plaintext TCP on both sides).",
 		}, []string{"virtual_cluster"}),
 	}
 	m.identities = newIdentityMetric()
