@@ -49,7 +49,7 @@ func metadataBroker(v int16, id int32, host string, port int32) kmsg.MetadataRes
 	return b
 }
 
-func TestRewriteMetadataResponseEveryVersion(t *testing.T) {
+func TestRewriteMetadataEveryVersion(t *testing.T) {
 	if got := (&kmsg.MetadataResponse{}).MaxVersion(); got != MetadataMaxVersion {
 		t.Fatalf("kmsg knows Metadata v%d, rewriter v%d: check the new layout", got, MetadataMaxVersion)
 	}
@@ -63,7 +63,7 @@ func TestRewriteMetadataResponseEveryVersion(t *testing.T) {
 			body := metadataFixture(v, upstream).AppendTo(nil)
 
 			m := &rwMapper{drop: map[int32]bool{3: true}}
-			out, changed, err := RewriteMetadataResponse(rwDst(), body, v, m)
+			out, changed, err := RewriteMetadata(rwDst(), body, v, m, nil)
 			if err != nil || !changed {
 				t.Fatalf("changed=%v err=%v", changed, err)
 			}
@@ -78,16 +78,16 @@ func TestRewriteMetadataResponseEveryVersion(t *testing.T) {
 			rwCheckAppended(t, out, metadataFixture(v, mapped).AppendTo(nil))
 
 			// Rewriting what the proxy sent changes nothing.
-			again, changed, err := RewriteMetadataResponse(nil, out[len(rwHdr):], v, &rwMapper{})
+			again, changed, err := RewriteMetadata(nil, out[len(rwHdr):], v, &rwMapper{}, nil)
 			if err != nil || changed || again != nil {
 				t.Fatalf("second rewrite: changed=%v err=%v", changed, err)
 			}
 
-			out, changed, err = RewriteMetadataResponse(rwDst(), body, v, rwIdentity)
+			out, changed, err = RewriteMetadata(rwDst(), body, v, rwIdentity, nil)
 			rwCheckUnchanged(t, out, changed, err)
 
 			// No mapper, no addresses.
-			out, _, err = RewriteMetadataResponse(rwDst(), body, v, nil)
+			out, _, err = RewriteMetadata(rwDst(), body, v, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -96,19 +96,19 @@ func TestRewriteMetadataResponseEveryVersion(t *testing.T) {
 	}
 }
 
-func TestRewriteMetadataResponseErrors(t *testing.T) {
+func TestRewriteMetadataErrors(t *testing.T) {
 	body := metadataFixture(12, []kmsg.MetadataResponseBroker{metadataBroker(12, 1, "h", 1)}).AppendTo(nil)
-	if _, _, err := RewriteMetadataResponse(nil, body, MetadataMaxVersion+1, rwIdentity); !errors.Is(err, ErrUnknownVersion) {
+	if _, _, err := RewriteMetadata(nil, body, MetadataMaxVersion+1, rwIdentity, nil); !errors.Is(err, ErrUnknownVersion) {
 		t.Fatalf("v%d: err=%v, want ErrUnknownVersion", MetadataMaxVersion+1, err)
 	}
-	if _, _, err := RewriteMetadataResponse(nil, body, -1, rwIdentity); !errors.Is(err, ErrUnknownVersion) {
+	if _, _, err := RewriteMetadata(nil, body, -1, rwIdentity, nil); !errors.Is(err, ErrUnknownVersion) {
 		t.Fatalf("v-1: err=%v, want ErrUnknownVersion", err)
 	}
 	// Every cut inside the throttle or brokers array is refused, and the
 	// caller's dst comes back untouched.
 	brokersEnd := len(body) - len(metadataFixture(12, nil).AppendTo(nil)) + 4 + 1 // + throttle, count
 	for i := 0; i < brokersEnd; i++ {
-		out, changed, err := RewriteMetadataResponse(rwDst(), body[:i], 12, &rwMapper{})
+		out, changed, err := RewriteMetadata(rwDst(), body[:i], 12, &rwMapper{}, nil)
 		if !errors.Is(err, ErrMalformed) || changed || string(out) != string(rwHdr) {
 			t.Fatalf("cut at %d: out=%q changed=%v err=%v", i, out, changed, err)
 		}
@@ -125,7 +125,7 @@ func TestMetadataHugeTagCountRejectedFast(t *testing.T) {
 	body = append(body, rwHugeTagCount...)
 	body = append(body, make([]byte, 64)...)
 	rwFastReject(t, body, func(b []byte) error {
-		_, _, err := RewriteMetadataResponse(nil, b, 12, rwIdentity)
+		_, _, err := RewriteMetadata(nil, b, 12, rwIdentity, nil)
 		return err
 	})
 }
@@ -152,11 +152,11 @@ func FuzzMetadataResponse(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, version uint8, body []byte) {
 		v := int16(version) % (MetadataMaxVersion + 1)
-		out, changed, err := RewriteMetadataResponse(nil, body, v, rwFuzzMapper)
+		out, changed, err := RewriteMetadata(nil, body, v, rwFuzzMapper, nil)
 		if err != nil || !changed {
 			return
 		}
-		again, changed, err := RewriteMetadataResponse(nil, out, v, rwFuzzMapper)
+		again, changed, err := RewriteMetadata(nil, out, v, rwFuzzMapper, nil)
 		if err != nil || changed {
 			t.Fatalf("rewritten body: changed=%v err=%v (%x)", changed, err, again)
 		}

@@ -6,33 +6,6 @@ import "fmt"
 // both a name and an id. name aliases the body: copy it to keep it.
 type MetadataTopicsFunc func(name []byte, id [16]byte)
 
-// WalkMetadataTopics reads the topics of a Metadata response body (versions
-// 10 to MetadataMaxVersion, the ones carrying topic ids) and calls fn for
-// each topic with a name and a non-zero id. Earlier versions have no ids
-// and are skipped without reading. It is how kseal learns topic names for
-// the messages that name topics only by id (ShareFetch). RewriteMetadata
-// does this and the broker rewrite in one walk; this one stays for
-// internal/proxy until it switches.
-func WalkMetadataTopics(body []byte, version int16, fn MetadataTopicsFunc) error {
-	if version < 10 {
-		return nil
-	}
-	if version > MetadataMaxVersion {
-		return fmt.Errorf("metadata response v%d: %w", version, ErrUnknownVersion)
-	}
-	r := newBodyReader(body, version >= metadataFirstFlexible)
-	r.Int32() // throttle
-	n, _ := r.arrayLen()
-	for i := 0; i < n && r.Ok(); i++ { // brokers
-		r.Int32()
-		r.str()
-		r.Int32()
-		r.nullableStr()
-		r.skipTags()
-	}
-	return walkMetadataTopics(&r, version, fn)
-}
-
 // walkMetadataTopics reads the rest of a Metadata response body (v10+) from
 // r, positioned after the brokers, calling fn for each topic with a name and
 // a non-zero id.
