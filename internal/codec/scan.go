@@ -95,7 +95,6 @@ func (s *partScan) records(i int) []byte {
 
 func (s *partScan) int16At(at int32) int16 { return int16(binary.BigEndian.Uint16(s.body[at:])) }
 func (s *partScan) int32At(at int32) int32 { return int32(binary.BigEndian.Uint32(s.body[at:])) }
-func (s *partScan) int64At(at int32) int64 { return int64(binary.BigEndian.Uint64(s.body[at:])) }
 
 func (s *partScan) errorCode(i int) int16 { return s.int16At(s.parts[i].errAt) }
 

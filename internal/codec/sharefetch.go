@@ -2,42 +2,6 @@ package codec
 
 import "fmt"
 
-// ShareFetchPartition is one partition of a ShareFetch response as the
-// walker sees it. Like FetchPartition it is reused: its fields and the memory
-// Records points into are valid only during the callback.
-type ShareFetchPartition struct {
-	TopicID [16]byte
-
-	Partition            int32
-	ErrorCode            int16
-	AcknowledgeErrorCode int16
-
-	// Records is the partition's record batches (nil when null). The
-	// acquired-records ranges that follow them are copied unchanged.
-	Records []byte
-
-	newRecords []byte
-	setRecords bool
-	newError   int16
-	setError   bool
-}
-
-// SetRecords replaces the partition's records with b (nil writes null). b is
-// copied before the walker moves on.
-func (p *ShareFetchPartition) SetRecords(b []byte) {
-	p.newRecords, p.setRecords = b, true
-}
-
-// SetErrorCode replaces the partition's error code; its error message is
-// kept.
-func (p *ShareFetchPartition) SetErrorCode(code int16) {
-	p.newError, p.setError = code, true
-}
-
-// ShareFetchFunc is called for every partition of a ShareFetch response, in
-// wire order. Returning an error stops the walk.
-type ShareFetchFunc func(p *ShareFetchPartition) error
-
 // ShareFetchScan is a ShareFetch response body (api key 78, versions 0 to
 // ShareFetchMaxVersion, all flexible) walked once, as FetchScan does for
 // Fetch: Scan records the partitions and rewrites the node endpoints (a
@@ -175,53 +139,3 @@ func (s *ShareFetchScan) Splice(dst []byte) (out []byte, changed bool) { return 
 // Reset drops the scan's references to the body and to the records given
 // to SetRecords.
 func (s *ShareFetchScan) Reset() { s.drop() }
-
-// ShareFetchWalker walks ShareFetch response bodies (api key 78, versions 0
-// to ShareFetchMaxVersion, all flexible) the way FetchWalker walks Fetch
-// responses. ShareFetch carries its node endpoints as a regular field after
-// the topics, not as a tag; they are rewritten through Mapper. It is a
-// ShareFetchScan with a callback per partition; new code uses the scan.
-//
-// A ShareFetchWalker is reusable but not safe for concurrent use.
-type ShareFetchWalker struct {
-	// Mapper maps node endpoints; nil drops them all.
-	Mapper AddressMapper
-
-	p    ShareFetchPartition
-	scan ShareFetchScan
-}
-
-// Walk reads the ShareFetch response body and calls fn (which may be nil)
-// for every partition. Results are as for FetchWalker.Walk: changed=false
-// means forward the original; otherwise the new body is appended to dst. A
-// malformed body is found before fn is called.
-func (w *ShareFetchWalker) Walk(dst, body []byte, version int16, fn ShareFetchFunc) (out []byte, changed bool, err error) {
-	s := &w.scan
-	if err := s.Scan(body, version, w.Mapper); err != nil {
-		return dst, false, err
-	}
-	sp := &s.sp
-	sp.start(dst, body)
-	p := &w.p
-	for i := range s.parts {
-		if fn == nil {
-			break
-		}
-		*p = ShareFetchPartition{
-			TopicID: s.TopicID(i), Partition: s.Partition(i), ErrorCode: s.errorCode(i),
-			AcknowledgeErrorCode: s.AcknowledgeErrorCode(i), Records: s.records(i),
-		}
-		if err := fn(p); err != nil {
-			sp.finish()
-			*p = ShareFetchPartition{}
-			s.Reset()
-			return dst, false, fmt.Errorf("share fetch response v%d partition entry %d: %w", version, i, err)
-		}
-		s.spliceEdits(sp, i, p.setError, p.newError, p.setRecords, p.newRecords) // copies the records now
-	}
-	s.spliceRepls(sp)
-	out, changed = sp.finish()
-	*p = ShareFetchPartition{}
-	s.Reset()
-	return out, changed, nil
-}
