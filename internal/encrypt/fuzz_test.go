@@ -352,17 +352,19 @@ func checkDelivered(t *testing.T, flt *Filter, key, version int16, body []byte) 
 	}
 	var err error
 	if key == int16(kmsg.ShareFetch) {
-		var w codec.ShareFetchWalker
-		_, _, err = w.Walk(nil, body, version, func(p *codec.ShareFetchPartition) error {
-			check("", p.TopicID, p.ErrorCode, p.Records)
-			return nil
-		})
+		var sc codec.ShareFetchScan
+		if err = sc.Scan(body, version, nil); err == nil {
+			for i := range sc.Len() {
+				check("", sc.TopicID(i), sc.ErrorCode(i), sc.Records(i))
+			}
+		}
 	} else {
-		var w codec.FetchWalker
-		_, _, err = w.Walk(nil, body, version, func(p *codec.FetchPartition) error {
-			check(p.Topic, p.TopicID, p.ErrorCode, p.Records)
-			return nil
-		})
+		var sc codec.FetchScan
+		if err = sc.Scan(body, version, nil); err == nil {
+			for i := range sc.Len() {
+				check(sc.Topic(i), sc.TopicID(i), sc.ErrorCode(i), sc.Records(i))
+			}
+		}
 	}
 	if err != nil {
 		t.Fatalf("the filter's response does not parse: %v", err)

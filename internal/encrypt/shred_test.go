@@ -513,12 +513,15 @@ func FuzzShreddedFetch(f *testing.F) {
 		}
 		out := x.Response[x.RespHeaderLen:]
 		checkDelivered(t, reader, int16(kmsg.Fetch), fetchVersion, out)
-		var w codec.FetchWalker
-		w.Walk(nil, out, fetchVersion, func(p *codec.FetchPartition) error {
-			if p.ErrorCode != 0 {
-				return nil
+		var sc codec.FetchScan
+		if sc.Scan(out, fetchVersion, nil) != nil {
+			return
+		}
+		for i := range sc.Len() {
+			if sc.ErrorCode(i) != 0 {
+				continue
 			}
-			it := records.NewBatchIter(p.Records)
+			it := records.NewBatchIter(sc.Records(i))
 			proc := records.NewProcessor(records.WithMaxDecompressed(fuzzMaxDecompressed))
 			for it.Next() {
 				if it.Batch().Kind != records.KindBatch || proc.Reset(it.Batch()) != nil {
@@ -528,13 +531,12 @@ func FuzzShreddedFetch(f *testing.F) {
 					r := proc.Record()
 					for _, h := range r.Headers {
 						if string(h.Key) == ShreddedHeader && r.Value != nil {
-							t.Fatalf("%s: a shredded record with a value", p.Topic)
+							t.Fatalf("%s: a shredded record with a value", sc.Topic(i))
 						}
 					}
 				}
 			}
-			return nil
-		})
+		}
 	})
 }
 
