@@ -659,6 +659,46 @@ func BenchmarkProduceV2(b *testing.B) {
 	}
 }
 
+// BenchmarkProduceLarge is the produce filter on requests of the fleet
+// test's shape (BENCHMARKS.md "Fleet"): franz-go's defaults, 75 partitions
+// of one snappy batch each, 1 KiB values that compress about 20 times
+// (their ciphertext does not), so the rebuilt request is 3-4 MB once
+// records pass about 3,300. Requests run in a row on one connection, so
+// B/op is what a request allocates once the connection's buffers are
+// grown; out-bytes is the forwarded request's size.
+func BenchmarkProduceLarge(b *testing.B) {
+	const parts = 75
+	val := bytes.Repeat([]byte("fleet-plaintext-"), 1024/16)
+	for _, n := range []int{1000, 3300, 3600, 6000} {
+		b.Run(fmt.Sprintf("%drec", n), func(b *testing.B) {
+			var pp []producePart
+			for p := range parts {
+				recs := make([]testRecord, n/parts+min(1, max(0, n%parts-p)))
+				for i := range recs {
+					recs[i] = testRecord{value: val}
+				}
+				pp = append(pp, producePart{"v", int32(p), recordBatch(recs, records.CodecSnappy)})
+			}
+			f := newV2Filter(b, nil, nil)
+			fr, hl := produceFrame(-1, pp)
+			var s filter.Standalone
+			ctx := context.Background()
+			var out int
+			b.ReportAllocs()
+			for b.Loop() {
+				x := s.Exchange(int16(kmsg.Produce), produceVersion, bytes.Clone(fr), hl, nil, 0)
+				if err := f.OnRequest(ctx, x); err != nil || x.Local {
+					b.Fatalf("refused: %v", err)
+				}
+				out = len(x.Request)
+				s.Done(x)
+			}
+			b.ReportMetric(float64(out), "out-bytes")
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/record")
+		})
+	}
+}
+
 // BenchmarkFetchV2 is the fetch filter per record for each parts
 // combination, format v1 as the baseline.
 func BenchmarkFetchV2(b *testing.B) {
