@@ -3,6 +3,7 @@ package codec
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/twmb/franz-go/pkg/kbin"
 )
@@ -242,10 +243,12 @@ func (r *ProduceRequest) ForwardedSize() int {
 // AppendTo appends the body to forward: the parsed body with replaced
 // records and without rejected partitions (and without topics left with no
 // partition). Every other byte, tagged fields included, is copied as it came.
+// dst grows at most once, by ForwardedSize.
 func (r *ProduceRequest) AppendTo(dst []byte) []byte {
 	if !r.Changed() {
 		return append(dst, r.body...)
 	}
+	dst = slices.Grow(dst, r.ForwardedSize())
 	flex := r.Version >= produceFirstFlexible
 	body := r.body
 	dst = append(dst, body[:r.topicsAt]...)

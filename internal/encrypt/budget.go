@@ -35,10 +35,23 @@ var (
 // before a Produce request's decompression, rewrite and rebuilt-request
 // buffers grow, and given back when the filter has finished with the
 // request. It is safe for concurrent use.
+//
+// It also pools the rewrite buffers of finished requests that were too
+// large for their connection to keep (over maxKeptOut), so the next large
+// request of any connection does not grow one from nothing: at most
+// poolBufs of them, together at most an eighth of the budget, reserved
+// from it while pooled (kseal_rewrite_buffer_pool_bytes) and dropped as
+// soon as a request needs the room.
 type Budget struct {
-	max  int64
-	used atomic.Int64
+	max    int64
+	used   atomic.Int64 // reserved, by requests and the pool
+	pooled atomic.Int64 // reserved by the pool
+	pool   chan []byte
+	put    func([]byte) // putBuf, as a func made once
 }
+
+// poolBufs is how many rewrite buffers a Budget pools at most.
+const poolBufs = 8
 
 // NewBudget returns a budget of max bytes (DefaultMaxRewriteBytes if <= 0)
 // and registers kseal_rewrite_budget_bytes and
@@ -47,17 +60,22 @@ func NewBudget(max int64, reg prometheus.Registerer) *Budget {
 	if max <= 0 {
 		max = DefaultMaxRewriteBytes
 	}
-	b := &Budget{max: max}
+	b := &Budget{max: max, pool: make(chan []byte, poolBufs)}
+	b.put = b.putBuf
 	if reg != nil {
 		reg.MustRegister(
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "kseal_rewrite_budget_bytes",
-				Help: "Bytes of the process-wide rewrite budget (limits.maxRewriteBytes) reserved by Produce requests being rewritten.",
+				Help: "Bytes of the process-wide rewrite budget (limits.maxRewriteBytes) reserved by Produce requests being rewritten and by pooled rewrite buffers (kseal_rewrite_buffer_pool_bytes).",
 			}, func() float64 { return float64(b.used.Load()) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "kseal_rewrite_budget_limit_bytes",
 				Help: "The process-wide rewrite budget, limits.maxRewriteBytes.",
 			}, func() float64 { return float64(b.max) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "kseal_rewrite_buffer_pool_bytes",
+				Help: "Bytes of the process-wide rewrite budget held by pooled rewrite buffers of finished Produce requests (at most an eighth of limits.maxRewriteBytes, given back when requests need the room).",
+			}, func() float64 { return float64(b.pooled.Load()) }),
 		)
 	}
 	return b
@@ -66,8 +84,73 @@ func NewBudget(max int64, reg prometheus.Registerer) *Budget {
 // defaultBudget is the budget of filters given none (tests, tools).
 var defaultBudget = NewBudget(DefaultMaxRewriteBytes, nil)
 
-// InUse returns the bytes reserved now.
-func (b *Budget) InUse() int64 { return b.used.Load() }
+// InUse returns the bytes requests reserve now (not the pool's).
+func (b *Budget) InUse() int64 { return b.used.Load() - b.pooled.Load() }
+
+// Pooled returns the bytes of the pooled buffers.
+func (b *Budget) Pooled() int64 { return b.pooled.Load() }
+
+// getBuf takes a pooled buffer of at least n bytes' capacity, or returns
+// nil. Its bytes are the caller's to account from then on. A pooled buffer
+// too small for n is dropped (the caller makes a larger one, which it may
+// pool in its place).
+func (b *Budget) getBuf(n int) []byte {
+	for range poolBufs {
+		select {
+		case buf := <-b.pool:
+			b.pooled.Add(-int64(cap(buf)))
+			b.release(int64(cap(buf)))
+			if cap(buf) >= n {
+				return buf[:0]
+			}
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+// putBuf pools buf, which its caller is done with, if the pool has room
+// for it and the budget for its bytes; otherwise buf is left to the
+// garbage collector.
+func (b *Budget) putBuf(buf []byte) {
+	c := int64(cap(buf))
+	for {
+		p := b.pooled.Load()
+		if c == 0 || p+c > b.max/8 {
+			return
+		}
+		if b.pooled.CompareAndSwap(p, p+c) {
+			break
+		}
+	}
+	if !b.tryAcquire(c) {
+		b.pooled.Add(-c)
+		return
+	}
+	select {
+	case b.pool <- buf[:0]:
+	default:
+		b.pooled.Add(-c)
+		b.release(c)
+	}
+}
+
+// drain drops every pooled buffer, giving its bytes back to the budget,
+// and reports whether there was any.
+func (b *Budget) drain() bool {
+	freed := false
+	for {
+		select {
+		case buf := <-b.pool:
+			b.pooled.Add(-int64(cap(buf)))
+			b.release(int64(cap(buf)))
+			freed = true
+		default:
+			return freed
+		}
+	}
+}
 
 func (b *Budget) tryAcquire(n int64) bool {
 	for {
@@ -86,6 +169,10 @@ func (b *Budget) acquire(ctx context.Context, n int64) bool {
 	if b.tryAcquire(n) {
 		return true
 	}
+	// Pooled buffers give way to requests.
+	if b.drain() && b.tryAcquire(n) {
+		return true
+	}
 	if n > b.max {
 		return false // it never fits
 	}
@@ -99,7 +186,7 @@ func (b *Budget) acquire(ctx context.Context, n int64) bool {
 			return false
 		case <-t.C:
 		}
-		if b.tryAcquire(n) {
+		if b.drain(); b.tryAcquire(n) {
 			return true
 		}
 		sleep = min(2*sleep, 20*time.Millisecond)
@@ -179,6 +266,16 @@ func (t *ticket) acquire(n int64) bool {
 		t.err = errProcessBudget
 		return false
 	}
+	return true
+}
+
+// tryReserve reserves n bytes from the process, as reserve does, if the
+// budget has room now; it never waits, and a failure is not a refusal.
+func (t *ticket) tryReserve(n int) bool {
+	if t.err != nil || t.held+int64(n) > t.b.max || !t.b.tryAcquire(int64(n)) {
+		return false
+	}
+	t.held += int64(n)
 	return true
 }
 

@@ -29,13 +29,17 @@ var marker = []byte{recordcrypt.Version1}
 type produceState struct {
 	// req is the exchange's request as parsed (filter.Exchange.
 	// ProduceRequest: the connection's one parse, whose storage it keeps).
-	req   *codec.ProduceRequest
-	iter  records.BatchIter
-	proc  *records.Processor
-	out   []byte // every rewritten partition's record set, back to back
-	value []byte // one sealed value
-	tick  ticket
-	dups  []topicPartition
+	req  *codec.ProduceRequest
+	iter records.BatchIter
+	proc *records.Processor
+	out  []byte // every rewritten partition's record set, back to back
+	// outAt is how many bytes of the request's rewritten record sets lie in
+	// buffers st.out replaced (room), lastOut how many the connection's
+	// previous request wrote: room sizes a new buffer for as many.
+	outAt, lastOut int
+	value          []byte // one sealed value
+	tick           ticket
+	dups           []topicPartition
 
 	// x is the exchange of the Produce being handled (set by
 	// produceState): kekMissing asks the cluster through it.
@@ -136,7 +140,7 @@ func (f *Filter) produce(ctx context.Context, x *filter.Exchange) error {
 	defer cancel()
 
 	cur := f.state.Load()
-	st.out = st.out[:0]
+	st.out, st.outAt = st.out[:0], 0
 	st.tick.begin(ctx, f.budget, f.opts.MaxProduceRewriteBytes)
 	st.proc.SetLimit(0, st.tick.reserveFn)
 	defer func() {
@@ -145,7 +149,12 @@ func (f *Filter) produce(ctx context.Context, x *filter.Exchange) error {
 		// The budget no longer accounts the Processor's buffers: do not
 		// keep a large batch's for the connection.
 		st.proc.Trim()
+		st.lastOut = st.outAt + len(st.out)
 		if cap(st.out) > maxKeptOut {
+			// Too large to keep for this connection: pooled for the next
+			// large request of any connection, if the budget has room.
+			// Nothing reads it any more: the rebuilt request is a copy.
+			f.budget.putBuf(st.out)
 			st.out = nil
 		}
 	}()
@@ -215,7 +224,33 @@ func (f *Filter) produce(ctx context.Context, x *filter.Exchange) error {
 			if err := st.tick.reserve(st.req.ForwardedSize()); err != nil {
 				return f.refuseAll(x, st, budgetCode(err), err)
 			}
-			out := append(x.Scratch(), x.Request[:x.HeaderLen]...)
+			// Sized once: AppendTo then never grows it. A request too
+			// large for the connection's scratch buffers is built in a
+			// pooled buffer, which goes back to the pool once written.
+			size := x.HeaderLen + st.req.ForwardedSize()
+			var out []byte
+			if size > filter.MaxKept {
+				// A pooled buffer's capacity past size is reserved too.
+				if out = f.budget.getBuf(size); out != nil && !st.tick.tryReserve(cap(out)-size) {
+					f.budget.putBuf(out)
+					out = nil
+				}
+				if out == nil {
+					// With a sixteenth to spare, so that the next request,
+					// a few bytes larger, can use it too.
+					c := size + size/16
+					if !st.tick.tryReserve(c - size) {
+						c = size
+					}
+					out = make([]byte, 0, c)
+				}
+				x.Lend(out, f.budget.put)
+			} else if out = x.Scratch(); cap(out) < size {
+				// A sixteenth to spare as above, but never past what the
+				// side keeps (append's growth could round it past that).
+				out = make([]byte, 0, min(size+size/16, filter.MaxKept))
+			}
+			out = append(out, x.Request[:x.HeaderLen]...)
 			x.Request = st.req.AppendTo(out)
 		}
 		f.noteProduce(x, st, cur)
@@ -418,6 +453,7 @@ func (f *Filter) sealPartition(ctx context.Context, cur *state, st *produceState
 			st.out = st.out[:start]
 			return budgetError(err)
 		}
+		start = st.room(start, bound)
 		before := len(st.out)
 		var sealErr, forged error
 		i := 0
@@ -480,6 +516,48 @@ func (f *Filter) sealPartition(ctx context.Context, cur *state, st *produceState
 		st.noteOffsets = true
 	}
 	return nil
+}
+
+// room makes st.out hold n more bytes (a batch's rewrite bound) without
+// growing, for the partition whose output began at start, and returns where
+// that output begins now: when st.out is too small, the partition's bytes so
+// far move to a new buffer, while the earlier partitions' stay where they
+// were written. The new buffer is a pooled one if the budget pools one large
+// enough, else one of twice the capacity, or as large as what the
+// connection's previous request still wrote from here on (the request is
+// likely to be like it: in a steady state a request sizes its buffer once).
+// Capacity past the n bytes the caller charged is reserved too (best
+// effort: without room in the budget the new buffer is only as large as
+// needed), so the rewrite buffers stay accounted.
+func (st *produceState) room(start, n int) int {
+	if cap(st.out)-len(st.out) >= n {
+		return start
+	}
+	part := st.out[start:]
+	need := len(part) + n
+	// What the previous request wrote from here on, room for this batch's
+	// bound past what it will write, and a sixteenth to spare (requests of
+	// the same shape differ by a few bytes).
+	like := st.lastOut - st.outAt - start + n
+	like += max(0, like/16)
+	c := max(need, 2*cap(st.out), like)
+	st.outAt += start
+	var buf []byte
+	if c > maxKeptOut {
+		buf = st.tick.b.getBuf(max(need, like))
+		if buf != nil && !st.tick.tryReserve(cap(buf)-need) {
+			st.tick.b.putBuf(buf)
+			buf = nil
+		}
+	}
+	if buf == nil {
+		if c > need && !st.tick.tryReserve(c-need) {
+			c = need
+		}
+		buf = make([]byte, 0, c)
+	}
+	st.out = append(buf, part...)
+	return 0
 }
 
 // sealRecord seals r under k in the format the policy writes, and reports
@@ -591,8 +669,9 @@ func rewriteBound(proc *records.Processor, edekLen int, v2 bool, parts policy.Pa
 	if proc.Batch().Codec() == records.CodecNone {
 		return 0, records.HeaderSize + recsOut
 	}
-	// Encrypted values do not compress; snappy's worst case is n/6 more.
-	return recsOut, records.HeaderSize + recsOut + recsOut/6 + 4096
+	// Encrypted values do not compress: the compressor's worst case, so
+	// that the output, sized to this bound (produceState.room), never grows.
+	return recsOut, records.HeaderSize + records.MaxCompressedLen(proc.Batch().Codec(), recsOut)
 }
 
 func budgetError(err error) *partitionError {

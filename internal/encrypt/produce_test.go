@@ -461,6 +461,9 @@ func TestBudgetMetrics(t *testing.T) {
 	for _, mf := range mfs {
 		got[mf.GetName()] = mf.GetMetric()[0].GetGauge().GetValue()
 	}
+	if _, ok := got["kseal_rewrite_buffer_pool_bytes"]; !ok {
+		t.Fatalf("no kseal_rewrite_buffer_pool_bytes in %v", got)
+	}
 	if got["kseal_rewrite_budget_bytes"] != 1000 || got["kseal_rewrite_budget_limit_bytes"] != 1<<20 {
 		t.Fatalf("gauges %v", got)
 	}
@@ -490,4 +493,32 @@ func TestProduceUsesTheExchangeParse(t *testing.T) {
 	if acks, err := x.Acks(); err != nil || acks != 0 {
 		t.Fatalf("acks %d, %v", acks, err)
 	}
+}
+
+// The budget pools large rewrite buffers within an eighth of itself,
+// reserved while pooled, hands out only one large enough, and gives the
+// pooled bytes up when a request needs them.
+func TestBudgetPool(t *testing.T) {
+	b := NewBudget(64<<20, nil)
+	b.putBuf(make([]byte, 0, 5<<20))
+	b.putBuf(make([]byte, 0, 4<<20)) // past an eighth with the first: not pooled
+	if b.Pooled() != 5<<20 || b.InUse() != 0 || b.used.Load() != 5<<20 {
+		t.Fatalf("pooled %d, in use %d, reserved %d", b.Pooled(), b.InUse(), b.used.Load())
+	}
+	if buf := b.getBuf(6 << 20); buf != nil || b.Pooled() != 0 || b.used.Load() != 0 {
+		t.Fatalf("asked 6 MiB of a pool of 5: got %d, pooled %d, reserved %d", cap(buf), b.Pooled(), b.used.Load())
+	}
+	b.putBuf(make([]byte, 10, 5<<20))
+	if buf := b.getBuf(1 << 20); cap(buf) != 5<<20 || len(buf) != 0 || b.used.Load() != 0 {
+		t.Fatalf("got %d/%d, reserved %d", len(buf), cap(buf), b.used.Load())
+	}
+	b.putBuf(make([]byte, 0, 5<<20))
+	if !b.acquire(context.Background(), 62<<20) || b.Pooled() != 0 || b.used.Load() != 62<<20 {
+		t.Fatalf("a request did not get the pooled bytes: pooled %d, reserved %d", b.Pooled(), b.used.Load())
+	}
+	b.putBuf(make([]byte, 0, 5<<20)) // no room in the budget: not pooled
+	if b.Pooled() != 0 || b.used.Load() != 62<<20 {
+		t.Fatalf("pooled %d, reserved %d", b.Pooled(), b.used.Load())
+	}
+	b.release(62 << 20)
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/sha512"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/kseal/kseal/internal/codec"
 	"github.com/kseal/kseal/internal/dek"
 	"github.com/kseal/kseal/internal/detkey"
 	"github.com/kseal/kseal/internal/filter"
@@ -656,6 +658,125 @@ func BenchmarkProduceV2(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/record")
 		})
+	}
+}
+
+// largeProduce is a Produce request of the fleet test's shape (BENCHMARKS.md
+// "Fleet"): franz-go's defaults, n records over 75 partitions of one snappy
+// batch each, 1 KiB values that compress about 20 times (their ciphertext
+// does not), so the rebuilt request is 3-4 MB at 3,300-3,600 records.
+func largeProduce(n int) []producePart {
+	const parts = 75
+	val := bytes.Repeat([]byte("fleet-plaintext-"), 1024/16)
+	var pp []producePart
+	for p := range parts {
+		recs := make([]testRecord, n/parts+min(1, max(0, n%parts-p)))
+		for i := range recs {
+			recs[i] = testRecord{value: val}
+		}
+		pp = append(pp, producePart{"v", int32(p), recordBatch(recs, records.CodecSnappy)})
+	}
+	return pp
+}
+
+// BenchmarkProduceLarge is the produce filter on requests of the fleet
+// test's shape (largeProduce), on both sides of the 4 MiB a connection
+// keeps its buffers up to. Requests run in a row on one connection, so B/op
+// is the request's copy (bytes.Clone) plus what the filter allocates once
+// the buffers have grown; out-bytes is the forwarded request's size.
+func BenchmarkProduceLarge(b *testing.B) {
+	for _, n := range []int{1000, 3300, 3600, 6000} {
+		b.Run(fmt.Sprintf("%drec", n), func(b *testing.B) {
+			f := newV2Filter(b, nil, nil)
+			fr, hl := produceFrame(-1, largeProduce(n))
+			var s filter.Standalone
+			ctx := context.Background()
+			var out int
+			b.ReportAllocs()
+			for b.Loop() {
+				x := s.Exchange(int16(kmsg.Produce), produceVersion, bytes.Clone(fr), hl, nil, 0)
+				if err := f.OnRequest(ctx, x); err != nil || x.Local {
+					b.Fatalf("refused: %v", err)
+				}
+				out = len(x.Request)
+				s.Done(x)
+			}
+			b.ReportMetric(float64(out), "out-bytes")
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/record")
+		})
+	}
+}
+
+// A connection sending Produce requests whose rewritten output is near or
+// past the 4 MiB a connection keeps (3.9 and 6.4 MB) allocates, once its
+// first requests have grown the buffers, far less than the output per
+// request: the rewrite buffers are sized from the rewrite bound, with room
+// for the next request, and pooled past 4 MiB. It allocated 11
+// to 14 times the output per request (43 MB for 3,600 records, 69 MB for
+// 6,000) when they were grown by appending and dropped after each request.
+// The last request's output still decrypts.
+func TestProduceLargeRequestAllocs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("encrypts 3,600 and 6,000 records per request")
+	}
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under -race")
+	}
+	for _, n := range []int{3600, 6000} {
+		budget := NewBudget(0, nil)
+		f := newV2Filter(t, nil, func(o *Options) { o.Budget = budget })
+		fr, hl := produceFrame(-1, largeProduce(n))
+		var s filter.Standalone
+		ctx := context.Background()
+		var last []byte
+		run := func(keep bool) {
+			x := s.Exchange(int16(kmsg.Produce), produceVersion, fr, hl, nil, 0)
+			if err := f.OnRequest(ctx, x); err != nil || x.Local {
+				t.Fatalf("refused: %v", err)
+			}
+			if keep {
+				last = bytes.Clone(x.Request)
+			}
+			s.Done(x)
+		}
+		for range 3 {
+			run(false)
+		}
+		var before, after runtime.MemStats
+		const runs = 5
+		runtime.ReadMemStats(&before)
+		for range runs {
+			run(false)
+		}
+		runtime.ReadMemStats(&after)
+		run(true)
+		per := (after.TotalAlloc - before.TotalAlloc) / runs
+		if per > uint64(len(last))/16 {
+			t.Errorf("%d records: %d bytes allocated per request, output %d", n, per, len(last))
+		}
+		if budget.InUse() != 0 || budget.Pooled() == 0 {
+			t.Errorf("%d records: budget %d in use, %d pooled after the requests", n, budget.InUse(), budget.Pooled())
+		}
+		var req codec.ProduceRequest
+		if err := req.Parse(last[hl:], produceVersion); err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for _, p := range req.Topics[0].Partitions {
+			recs, code := fetchRecords(t, f, "v", p.Records)
+			if code != 0 {
+				t.Fatalf("partition %d: code %d", p.Partition, code)
+			}
+			for _, r := range recs {
+				if !bytes.HasPrefix(r.Value, []byte("fleet-plaintext-")) || len(r.Value) != 1024 {
+					t.Fatalf("partition %d: value %q", p.Partition, r.Value)
+				}
+			}
+			got += len(recs)
+		}
+		if got != n {
+			t.Errorf("%d records produced, %d read back", n, got)
+		}
 	}
 }
 

@@ -128,6 +128,19 @@ func (x *Exchange) Scratch() []byte {
 	return nil
 }
 
+// Lend tells the exchange's side that b, a buffer of the filter's own
+// (not Scratch) that it builds x.Request or x.Response in, goes back to the
+// filter: once the plumbing is done with the message (it wrote it, Side.
+// Keep), release is called with it instead of the side keeping it as
+// scratch. A filter pools large buffers so; the side never keeps a buffer
+// over MaxKept. If the message is replaced by another buffer, or the
+// connection ends first, release is not called and b is left to the
+// garbage collector. One buffer per side at a time: a later Lend replaces
+// an earlier one.
+func (x *Exchange) Lend(b []byte, release func([]byte)) {
+	x.side.lent, x.side.release = b, release
+}
+
 // RewriteResponse runs fn over the response body with a scratch buffer
 // that already holds the response header; if fn reports a change, its
 // output becomes the response.

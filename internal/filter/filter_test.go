@@ -202,3 +202,31 @@ func TestPanics(t *testing.T) {
 	p.Repanic()
 	t.Fatal("Repanic did not panic")
 }
+
+// A buffer a filter lends goes back to it once the plumbing is done with the
+// message, not into the side's scratch buffers; one the message no longer
+// lives in is not handed back.
+func TestLend(t *testing.T) {
+	var s Standalone
+	x := s.Exchange(int16(kmsg.Produce), 7, []byte("req"), 3, nil, 0)
+	buf := make([]byte, 0, 64)
+	var back []byte
+	x.Request = append(buf, "rebuilt"...)
+	x.Lend(buf, func(b []byte) { back = b })
+	s.Done(x)
+	if !aliases(back, buf) {
+		t.Fatal("the lent buffer was not handed back")
+	}
+	if aliases(s.side.scratch[0], buf) || aliases(s.side.scratch[1], buf) {
+		t.Fatal("the lent buffer was kept as scratch")
+	}
+	back = nil
+	y := s.Exchange(int16(kmsg.Produce), 7, []byte("req"), 3, nil, 0)
+	y.Lend(buf, func(b []byte) { back = b })
+	y.Request = append(y.Scratch(), "replaced"...)
+	s.Done(y)
+	s.side.Keep(buf, nil)
+	if back != nil {
+		t.Fatal("a buffer the message no longer lived in was handed back")
+	}
+}

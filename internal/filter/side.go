@@ -21,6 +21,10 @@ type Side struct {
 
 	scratch [2][]byte
 	state   map[any]any
+	// lent is a buffer of a filter's own the exchange's message was built
+	// in (Exchange.Lend), handed to release when the plumbing is done.
+	lent    []byte
+	release func([]byte)
 	// The storage of the message an exchange parses (ProduceRequest) or
 	// scans (Partitions), reused from exchange to exchange.
 	produce *codec.ProduceRequest
@@ -47,6 +51,7 @@ func (s *Side) Bind(x *Exchange, c Conn) {
 // and parse or scan storage of more than maxKeptPartitions partitions is
 // not kept for the next exchange.
 func (s *Side) Done() {
+	s.lent, s.release = nil, nil
 	if s.produce != nil {
 		if fwd, rej := s.produce.Counts(); fwd+rej > maxKeptPartitions {
 			s.produce = nil
@@ -63,9 +68,16 @@ func (s *Side) Done() {
 
 // Keep keeps b, a buffer a filter built, as one of the side's scratch
 // buffers for later exchanges, unless it is read (the plumbing's read
-// buffer, which b may be) or larger than MaxKept. The caller is done with
+// buffer, which b may be) or larger than MaxKept. A buffer a filter lent
+// (Exchange.Lend) goes back to the filter instead. The caller is done with
 // b.
 func (s *Side) Keep(b, read []byte) {
+	if s.release != nil && aliases(b, s.lent) {
+		release := s.release
+		s.lent, s.release = nil, nil
+		release(b)
+		return
+	}
 	if cap(b) == 0 || cap(b) > MaxKept || aliases(b, read) {
 		return
 	}

@@ -456,6 +456,30 @@ func (c *Codecs) finishStream(w io.WriteCloser, src []byte) ([]byte, error) {
 	return out, err
 }
 
+// MaxCompressedLen bounds what Compress appends for n bytes of input with
+// codec: given a dst with that much room spare, Compress never grows it.
+// For snappy it is the xerial header plus each 32 KiB block's worst case
+// (s2.MaxEncodedLen) and length; gzip, lz4 and zstd store a block that does
+// not compress as it is, with a few bytes of framing per block of 16 KiB or
+// more, far less than the n/6 + 4 KiB allowed for them.
+func MaxCompressedLen(codec Codec, n int) int {
+	switch codec {
+	case CodecNone:
+		return n
+	case CodecSnappy:
+		if n == 0 {
+			return 1
+		}
+		full, rest := n/xerialBlockSize, n%xerialBlockSize
+		m := len(xerialHeader) + full*(4+s2.MaxEncodedLen(xerialBlockSize))
+		if rest > 0 {
+			m += 4 + s2.MaxEncodedLen(rest)
+		}
+		return m
+	}
+	return n + n/6 + 4096
+}
+
 // appendXerial appends src as a xerial-framed snappy stream. Empty input
 // becomes an empty raw block instead: a header-only stream is what
 // snappy-java writes, but franz-go mistakes it for a raw block and fails,
@@ -468,6 +492,7 @@ func appendXerial(dst, src []byte) []byte {
 	dst = append(dst, xerialHeader...)
 	for len(src) > 0 {
 		n := min(len(src), xerialBlockSize)
+		// A no-op when the caller made room for MaxCompressedLen.
 		dst = slices.Grow(dst, 4+s2.MaxEncodedLen(n))
 		at := len(dst)
 		// Encode in place after room for the length, then fill it in.

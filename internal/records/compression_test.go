@@ -2,6 +2,7 @@ package records
 
 import (
 	"bytes"
+	crand "crypto/rand"
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
@@ -321,5 +322,25 @@ func TestZstdWindowReservedAndNotKept(t *testing.T) {
 	two = append(append([]byte{}, big...), small...)
 	if out, err := c.DecompressLimit(nil, two, CodecZstd, 0, reserve); err != nil || len(out) != 2000 {
 		t.Errorf("a large window, then a small: %d bytes, %v", len(out), err)
+	}
+}
+
+// Compress never grows a dst with MaxCompressedLen bytes of room, even for
+// input that does not compress (a caller sizes its buffer once so).
+func TestMaxCompressedLen(t *testing.T) {
+	c := NewCodecs(0)
+	for _, codec := range []Codec{CodecNone, CodecGzip, CodecSnappy, CodecLz4, CodecZstd} {
+		for _, n := range []int{0, 1, 100, xerialBlockSize, xerialBlockSize + 1, 300 << 10} {
+			src := make([]byte, n)
+			crand.Read(src)
+			dst := make([]byte, 7, 7+MaxCompressedLen(codec, n))
+			out, err := c.Compress(dst, src, codec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if &out[:1][0] != &dst[:1][0] {
+				t.Errorf("%s, %d bytes: Compress grew the buffer past MaxCompressedLen %d to %d bytes", codec, n, MaxCompressedLen(codec, n), len(out)-7)
+			}
+		}
 	}
 }

@@ -277,14 +277,19 @@ func (p *Processor) Rewrite(dst []byte, fn EditFunc) ([]byte, error) {
 	start := len(dst)
 	codec := p.b.Codec()
 	dst = append(dst, raw[:HeaderSize]...)
-	var recs []byte
-	if codec == CodecNone {
-		recs = slices.Grow(dst, len(p.data)+len(p.data)/8)
-	} else {
+	// The records are rebuilt into dst (uncompressed) or the Processor's
+	// scratch; either grows, by an eighth more than the records, only when
+	// it cannot hold them as they are (a caller that made room for the
+	// rewritten batch has dst never grow here).
+	recs := dst
+	if codec != CodecNone {
 		if cap(p.enc) > retainLimit {
 			p.enc = nil
 		}
-		recs = slices.Grow(p.enc[:0], len(p.data)+len(p.data)/8)
+		recs = p.enc[:0]
+	}
+	if cap(recs)-len(recs) < len(p.data) {
+		recs = slices.Grow(recs, len(p.data)+len(p.data)/8)
 	}
 	pos := 0
 	for i := range p.b.NumRecords {
