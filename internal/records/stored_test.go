@@ -181,3 +181,51 @@ func FuzzStoredZstd(f *testing.F)   { fuzzStored(f, CodecZstd) }
 func FuzzStoredGzip(f *testing.F)   { fuzzStored(f, CodecGzip) }
 func FuzzStoredLz4(f *testing.F)    { fuzzStored(f, CodecLz4) }
 func FuzzStoredSnappy(f *testing.F) { fuzzStored(f, CodecSnappy) }
+
+// A stored rewrite keeps the batch's codec, its records, a valid CRC, and
+// franz-go reads it as a consumer would.
+func TestRewriteStoredKeepsCodec(t *testing.T) {
+	for _, codec := range storedCodecs {
+		h := sampleHeader()
+		recs := sampleRecords()
+		raw := buildBatch(t, h, codec, recs)
+		p := NewProcessor(WithStoredRewrite(true))
+		want := readAll(t, p, raw)
+		out, err := p.Rewrite(nil, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", codec, err)
+		}
+		b, err := ParseBatch(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.Codec() != codec {
+			t.Fatalf("codec %s, want %s", b.Codec(), codec)
+		}
+		if err := b.VerifyCRC(); err != nil {
+			t.Fatalf("%s: %v", codec, err)
+		}
+		section := out[HeaderSize:]
+		if len(section) != StoredLen(codec, p.RebuiltSize()) {
+			t.Fatalf("%s: records section of %d bytes is not stored (%d)", codec, len(section), StoredLen(codec, p.RebuiltSize()))
+		}
+		if codec == CodecZstd {
+			types, err := ZstdBlockTypes(section)
+			if err != nil || len(types) == 0 || types[0] != 0 {
+				t.Fatalf("zstd block types %v, %v", types, err)
+			}
+		}
+		got := readAll(t, NewProcessor(), out)
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d records, want %d", codec, len(got), len(want))
+		}
+		for i := range got {
+			if !sameRecord(got[i], want[i]) {
+				t.Fatalf("%s: record %d differs", codec, i)
+			}
+		}
+		if n := len(kgoDecode(t, out)); n != len(want) {
+			t.Fatalf("%s: franz-go reads %d records, want %d", codec, n, len(want))
+		}
+	}
+}
