@@ -1,0 +1,76 @@
+package encrypt
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+
+	"github.com/kseal/kseal/internal/policy"
+	"github.com/kseal/kseal/internal/records"
+)
+
+// forwardedSection returns the records section of the one batch forwarded
+// for topic, with its codec.
+func forwardedSection(t *testing.T, res produceResult, topic string) (records.Codec, []byte) {
+	t.Helper()
+	for _, rt := range res.forwarded.Topics {
+		if rt.Topic != topic {
+			continue
+		}
+		b, err := records.ParseBatch(rt.Partitions[0].Records)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.VerifyCRC(); err != nil {
+			t.Fatal(err)
+		}
+		return b.Codec(), b.Raw[records.HeaderSize:]
+	}
+	t.Fatalf("%s not forwarded", topic)
+	return 0, nil
+}
+
+// An encrypted zstd batch is forwarded with the zstd attribute and Raw
+// blocks (encryption.format.recompress: stored, the default), its records
+// sealed; a passthrough batch is forwarded as it came; with
+// recompress: compressed the encrypted batch is compressed again.
+func TestProduceEncryptedZstdStored(t *testing.T) {
+	vals := make([][]byte, 200)
+	for i := range vals {
+		vals[i] = fmt.Appendf(nil, "value %d %s", i, bytes.Repeat([]byte("a"), 1000))
+	}
+	plain := codecBatch(vals, records.CodecZstd)
+	for _, recompress := range []bool{false, true} {
+		f := newMixedFilter(t, func(o *Options) {
+			pol, err := policy.Compile(&policy.Config{Rules: mixedRules, UnresolvedKeyPolicy: policy.PassthroughUnencrypted, Recompress: recompress})
+			if err != nil {
+				t.Fatal(err)
+			}
+			o.Policy = pol
+		})
+		res := produceThrough(t, f, -1, []producePart{
+			{"enc-a", 0, codecBatch(vals, records.CodecZstd)},
+			{"plain-x", 0, plain},
+		})
+		if res.err != nil || res.local {
+			t.Fatalf("refused: %v %v", res.err, res.codes)
+		}
+		checkSealed(t, f, res.forwarded)
+		codec, section := forwardedSection(t, res, "enc-a")
+		if codec != records.CodecZstd {
+			t.Fatalf("recompress=%v: codec %s, want zstd", recompress, codec)
+		}
+		types, err := records.ZstdBlockTypes(section)
+		if err != nil || len(types) == 0 {
+			t.Fatalf("block types %v: %v", types, err)
+		}
+		for _, ty := range types {
+			if raw := ty == 0; raw == recompress {
+				t.Fatalf("recompress=%v: block types %v", recompress, types)
+			}
+		}
+		if _, got := forwardedSection(t, res, "plain-x"); !bytes.Equal(got, plain[records.HeaderSize:]) {
+			t.Fatalf("recompress=%v: passthrough batch changed", recompress)
+		}
+	}
+}
