@@ -76,6 +76,21 @@ func TestProduceEncryptedZstdStored(t *testing.T) {
 		if _, got := forwardedSection(t, res, "plain-x"); !bytes.Equal(got, plain[records.HeaderSize:]) {
 			t.Fatalf("recompress=%v: passthrough batch changed", recompress)
 		}
+
+		// A reload (Swap) to the other setting applies to the next request.
+		pol, err := policy.Compile(&policy.Config{Rules: mixedRules, UnresolvedKeyPolicy: policy.PassthroughUnencrypted, Recompress: !recompress})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Swap(pol, f.state.Load().keys)
+		res = produceThrough(t, f, -1, []producePart{{"enc-a", 0, codecBatch(vals, records.CodecZstd)}})
+		if res.err != nil || res.local {
+			t.Fatalf("refused: %v %v", res.err, res.codes)
+		}
+		_, section = forwardedSection(t, res, "enc-a")
+		if types, err = records.ZstdBlockTypes(section); err != nil || (types[0] == 0) == !recompress {
+			t.Fatalf("after reload to recompress=%v: block types %v, %v", !recompress, types, err)
+		}
 	}
 }
 
