@@ -160,6 +160,8 @@ func compile(vcIndex int, e *config.Encryption) (*Encryption, config.Errors) {
 		invalid = append(invalid, &config.Problem{Path: p + ".format.writeVersion",
 			Msg: fmt.Sprintf("%d is neither 1 nor 2", e.Format.WriteVersion)})
 	}
+	// Unset means stored (config.Validate reports other values).
+	pc.Recompress = e.Format.Recompress == config.RecompressCompressed
 	pol, err := policy.Compile(&pc)
 	invalid = append(invalid, config.Sub(p+".policy", err)...)
 	out.Policy = pol

@@ -182,11 +182,12 @@ drainTimeout: 30
 			{20, "virtualClusters[0].encryption.policy.rules[3].encrypt.headers[1]", `"a**" has '**'`},
 		}},
 		{"format version", vcHead + `      kms: {type: local, config: {keyStore: /k, masterKeyFile: /m}}
-      format: {writeVersion: 3, readVersion: 1}
+      format: {writeVersion: 3, readVersion: 1, recompress: zstd}
       policy: {rules: [{topics: [a], kek: K, encrypt: {key: true}}]}
 `, []wantProblem{
 			{7, "virtualClusters[0].encryption.format.writeVersion", "3 is neither 1 nor 2"},
-			{7, "virtualClusters[0].encryption.format.readVersion", "unknown key (this section has: writeVersion)"},
+			{7, "virtualClusters[0].encryption.format.readVersion", "unknown key (this section has: writeVersion, recompress)"},
+			{7, "virtualClusters[0].encryption.format.recompress", `"zstd" is neither "stored" nor "compressed"`},
 		}},
 		{"unknown provider", vcHead + `      kms: {type: vualt, config: {anything: 1}}
       policy: {rules: [{topicPrefix: o, kek: K}]}

@@ -245,7 +245,18 @@ type Format struct {
 	// WriteVersion is 1 (values only, the default) or 2 (values, keys and
 	// headers: docs/format.md "Version 2").
 	WriteVersion int `yaml:"writeVersion"`
+	// Recompress is how a compressed Produce batch whose records kseal
+	// encrypted is written back: RecompressStored (the default) keeps the
+	// producer's codec but writes stored (uncompressed) blocks of it,
+	// RecompressCompressed compresses it again.
+	Recompress string `yaml:"recompress"`
 }
+
+// Values of encryption.format.recompress.
+const (
+	RecompressStored     = "stored"
+	RecompressCompressed = "compressed"
+)
 
 // Record format versions encryption.format.writeVersion accepts.
 const (
@@ -447,6 +458,9 @@ func (c *Config) applyDefaults() {
 		if e := vc.Encryption; e != nil && e.Format.WriteVersion == 0 {
 			e.Format.WriteVersion = FormatV1
 		}
+		if e := vc.Encryption; e != nil && e.Format.Recompress == "" {
+			e.Format.Recompress = RecompressStored
+		}
 	}
 	if c.Limits.MaxRewriteBytes == 0 {
 		c.Limits.MaxRewriteBytes = DefaultMaxRewriteBytes
@@ -596,6 +610,9 @@ func (c *Config) Validate() error {
 		}
 		if e := vc.Encryption; e != nil && e.Format.WriteVersion != FormatV1 && e.Format.WriteVersion != FormatV2 {
 			add(p+".encryption.format.writeVersion", "%d is neither 1 nor 2", e.Format.WriteVersion)
+		}
+		if e := vc.Encryption; e != nil && e.Format.Recompress != "" && e.Format.Recompress != RecompressStored && e.Format.Recompress != RecompressCompressed {
+			add(p+".encryption.format.recompress", "%q is neither %q nor %q", e.Format.Recompress, RecompressStored, RecompressCompressed)
 		}
 	}
 	// Port ranges of different virtual clusters must not overlap.

@@ -458,6 +458,7 @@ func (f *Filter) sealPartition(ctx context.Context, cur *state, st *produceState
 		var sealErr, forged error
 		i := 0
 		var err error
+		st.proc.SetStoredRewrite(cur.policy.StoredRewrite())
 		st.out, err = st.proc.Rewrite(st.out, func(r *records.Record) error {
 			for j := range r.Headers {
 				if string(r.Headers[j].Key) == recordcrypt.HeaderKey {

@@ -60,6 +60,12 @@ type Config struct {
 	// section: the caller copies it in): the record format written, 1 (0
 	// means 1) or 2. Rules that encrypt keys or headers need 2.
 	WriteVersion int `yaml:"-"`
+
+	// Recompress is `encryption.format.recompress: compressed` (copied in
+	// by the caller too): compressed batches kseal encrypted are compressed
+	// again. False (the default, `stored`): they are written back as stored
+	// blocks of their codec.
+	Recompress bool `yaml:"-"`
 }
 
 // EncryptedTopicCheckConfig is `encryption.policy.encryptedTopicCheck`:
@@ -160,12 +166,18 @@ type Policy struct {
 	checkTTL   time.Duration
 	checkSize  int
 	version    int
+	stored     bool
 
 	maxKeksPerTopic, maxKeks int
 }
 
 // WriteVersion is the record format version written: 1 or 2.
 func (p *Policy) WriteVersion() int { return p.version }
+
+// StoredRewrite reports whether compressed batches kseal encrypted are
+// written as stored (uncompressed) blocks of their codec
+// (`encryption.format.recompress: stored`).
+func (p *Policy) StoredRewrite() bool { return p.stored }
 
 // EncryptedTopicCheck returns the encrypted-topic check's answer TTL and
 // cache bound (defaulted).
@@ -204,7 +216,7 @@ func (c *Config) Validate() error {
 func Compile(cfg *Config) (*Policy, error) {
 	var errs []error
 	bad := func(path string, err error) { errs = append(errs, fmt.Errorf("%s: %w", path, err)) }
-	p := &Policy{unresolved: cfg.UnresolvedKeyPolicy, version: cfg.WriteVersion}
+	p := &Policy{unresolved: cfg.UnresolvedKeyPolicy, version: cfg.WriteVersion, stored: !cfg.Recompress}
 	switch cfg.WriteVersion {
 	case 0:
 		p.version = WriteV1

@@ -103,11 +103,17 @@ func BenchmarkHasHeader(b *testing.B) {
 	}
 }
 
-func BenchmarkRewrite(b *testing.B) {
+func BenchmarkRewrite(b *testing.B) { benchmarkRewrite(b, false) }
+
+// BenchmarkRewriteStored is BenchmarkRewrite writing stored blocks
+// (SetStoredRewrite), as produce does for batches it encrypted.
+func BenchmarkRewriteStored(b *testing.B) { benchmarkRewrite(b, true) }
+
+func benchmarkRewrite(b *testing.B, stored bool) {
 	for _, c := range benchCodecs {
 		b.Run(c.String(), func(b *testing.B) {
 			batch, _ := benchBatch(b, c)
-			p := NewProcessor()
+			p := NewProcessor(WithStoredRewrite(stored))
 			s := &sealLike{}
 			fn := s.edit
 			var dst []byte
@@ -135,33 +141,35 @@ func TestSteadyStateAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("allocation counts are meaningless under -race (sync.Pool drops entries); make unit runs the allocation tests again without -race")
 	}
-	for _, c := range benchCodecs {
-		t.Run(c.String(), func(t *testing.T) {
-			batch, n := benchBatch(t, c)
-			p := NewProcessor()
-			fn := (&sealLike{}).edit
-			var dst []byte
-			run := func() {
-				if err := p.Reset(&batch); err != nil {
-					t.Fatal(err)
+	for _, stored := range []bool{false, true} {
+		for _, c := range benchCodecs {
+			t.Run(fmt.Sprintf("%s/stored=%v", c, stored), func(t *testing.T) {
+				batch, n := benchBatch(t, c)
+				p := NewProcessor(WithStoredRewrite(stored))
+				fn := (&sealLike{}).edit
+				var dst []byte
+				run := func() {
+					if err := p.Reset(&batch); err != nil {
+						t.Fatal(err)
+					}
+					for p.Next() {
+					}
+					if _, err := p.HasHeader("trace"); err != nil {
+						t.Fatal(err)
+					}
+					var err error
+					if dst, err = p.Rewrite(dst[:0], fn); err != nil {
+						t.Fatal(err)
+					}
 				}
-				for p.Next() {
+				run()
+				allocs := testing.AllocsPerRun(5, run)
+				// A handful per batch is codec internals; per record would
+				// be about n.
+				if allocs > 4 {
+					t.Errorf("%v allocations per batch of %d records", allocs, n)
 				}
-				if _, err := p.HasHeader("trace"); err != nil {
-					t.Fatal(err)
-				}
-				var err error
-				if dst, err = p.Rewrite(dst[:0], fn); err != nil {
-					t.Fatal(err)
-				}
-			}
-			run()
-			allocs := testing.AllocsPerRun(5, run)
-			// A handful per batch is codec internals; per record would
-			// be about n.
-			if allocs > 4 {
-				t.Errorf("%v allocations per batch of %d records", allocs, n)
-			}
-		})
+			})
+		}
 	}
 }

@@ -35,6 +35,11 @@ func WithVerifyCRC(on bool) Option {
 	return func(p *Processor) { p.verify = on }
 }
 
+// WithStoredRewrite sets SetStoredRewrite(on) from the start.
+func WithStoredRewrite(on bool) Option {
+	return func(p *Processor) { p.stored = on }
+}
+
 // EditFunc is called by Rewrite once per record, in order. It may change
 // r.Value, r.Key and r.Headers (in place, by reslicing, or by appending; up
 // to two appends reuse the Processor's room and allocate nothing). The bytes
@@ -51,6 +56,7 @@ type EditFunc func(r *Record) error
 type Processor struct {
 	codecs *Codecs
 	verify bool
+	stored bool // Rewrite writes compressed batches' records as stored blocks
 
 	// limit and reserve bound and account the next decompressions
 	// (SetLimit); zero and nil: the codecs' bound, no accounting.
@@ -86,6 +92,14 @@ func NewProcessor(opts ...Option) *Processor {
 // Codecs returns the Processor's codec state, to compress or decompress
 // other data with the same reusable instances.
 func (p *Processor) Codecs() *Codecs { return p.codecs }
+
+// SetStoredRewrite makes the next Rewrites write a compressed batch's
+// records as a stream of stored (uncompressed) blocks of the batch's codec
+// (AppendStored) instead of compressing them again. The codec attribute is
+// kept, so the batch stays valid for every reader and for a topic whose
+// compression.type is that codec. For batches whose values were encrypted:
+// ciphertext does not compress.
+func (p *Processor) SetStoredRewrite(on bool) { p.stored = on }
 
 // Close releases codec resources. The Processor stays usable.
 func (p *Processor) Close() { p.codecs.Close() }
@@ -260,7 +274,8 @@ func (p *Processor) RebuiltSize() int { return p.rebuilt }
 // partitionLeaderEpoch, attributes (codec, timestamp type, transactional,
 // control, delete horizon), lastOffsetDelta, both timestamps, producer id
 // and epoch, base sequence and record count; records are re-encoded,
-// compressed again with the same codec, and batchLength and CRC-32C are
+// compressed again with the same codec (or written as stored blocks of it,
+// see SetStoredRewrite), and batchLength and CRC-32C are
 // recomputed. Control batches and batches without records (and without
 // record bytes) are appended byte for byte without calling fn. fn nil rewrites records unchanged. dst must
 // not overlap the batch's bytes. On error dst is returned at its old length.
@@ -325,7 +340,12 @@ func (p *Processor) Rewrite(dst []byte, fn EditFunc) ([]byte, error) {
 	} else {
 		p.enc = recs
 		var err error
-		if dst, err = p.codecs.Compress(dst, recs, codec); err != nil {
+		if p.stored {
+			dst, err = AppendStored(dst, recs, codec)
+		} else {
+			dst, err = p.codecs.Compress(dst, recs, codec)
+		}
+		if err != nil {
 			return dst[:start], fmt.Errorf("batch at offset %d: %w", p.b.BaseOffset, err)
 		}
 	}

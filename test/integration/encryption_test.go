@@ -19,6 +19,7 @@ import (
 
 	"github.com/kseal/kseal/internal/kms/local"
 	"github.com/kseal/kseal/internal/recordcrypt"
+	"github.com/kseal/kseal/internal/records"
 	"github.com/kseal/kseal/internal/testenv"
 )
 
@@ -261,6 +262,14 @@ func testEncCodecs(t *testing.T, e *encEnv) {
 			if b.Codec != c.codec && b.Codec != javaCodec {
 				t.Errorf("partition %d (%s) offset %d: batch stored as %v", i, c.name, b.BaseOffset, b.Codec)
 			}
+			// Written as stored blocks of the codec
+			// (encryption.format.recompress: stored, the default),
+			// which the broker validated and kept as they came.
+			if dec, err := b.Decompressed(); err != nil {
+				t.Errorf("partition %d offset %d: %v", i, b.BaseOffset, err)
+			} else if len(b.Records) != records.StoredLen(b.Codec, len(dec)) {
+				t.Errorf("partition %d offset %d: %d bytes of %v for %d bytes of records: not stored blocks", i, b.BaseOffset, len(b.Records), b.Codec, len(dec))
+			}
 		}
 		if !seen {
 			t.Errorf("partition %d: no batch stored with %s", i, c.name)
@@ -272,6 +281,18 @@ func testEncCodecs(t *testing.T, e *encEnv) {
 	e2eAssertSealed(t, e2eRaw(t, len(want), topic), canary)
 	// GrepSegments also looks inside the decompressed batches.
 	e2eAssertNotOnDisk(t, canary)
+	// librdkafka and the Java client read the stored blocks too, straight
+	// from the brokers (through kseal they get batches compressed again).
+	direct := cluster.BootstrapString()
+	if got := bytes.Count(testenv.Kcat(t, "", "-C", "-b", direct, "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%p %o\n"), []byte("\n")); got != len(want) {
+		t.Errorf("kcat read %d records straight from the brokers, want %d", got, len(want))
+	}
+	javaOut := testenv.Java(t, cluster, "", testenv.JavaConsoleConsumer, "--bootstrap-server", direct, "--topic", topic,
+		"--max-messages", strconv.Itoa(len(want)), "--timeout-ms", "20000", "--from-beginning",
+		"--formatter-property", "print.offset=true", "--formatter-property", "print.value=false")
+	if got := strings.Count(javaOut, "Offset:"); got != len(want) {
+		t.Errorf("the Java consumer read %d records straight from the brokers, want %d:\n%s", got, len(want), javaOut)
+	}
 
 	var byFranz []testenv.Record
 	for _, r := range e2eMustConsume(t, "franz-go through kseal", p.Bootstrap, len(want), []string{topic}) {
