@@ -230,3 +230,16 @@ func TestRewriteStoredKeepsCodec(t *testing.T) {
 		}
 	}
 }
+
+// A stored rewrite fits the room the produce path reserves for a rewritten
+// batch (MaxCompressedLen), so the budget charged covers it and the
+// output buffer never grows past it.
+func TestStoredFitsMaxCompressedLen(t *testing.T) {
+	for _, codec := range []Codec{CodecGzip, CodecSnappy, CodecLz4, CodecZstd} {
+		for _, n := range []int{0, 1, 7, 1 << 10, 32<<10 - 1, 32 << 10, 32<<10 + 1, 64 << 10, 64<<10 + 1, 1 << 20, 64 << 20} {
+			if s, m := StoredLen(codec, n), MaxCompressedLen(codec, n); s > m {
+				t.Errorf("codec %d, %d bytes: stored %d > MaxCompressedLen %d", codec, n, s, m)
+			}
+		}
+	}
+}
