@@ -43,25 +43,7 @@ func WalkProduceOffsets(body []byte, version int16, visit func(ProducePartitionR
 			return fmt.Errorf("produce response v%d: topic entry %d: %w", version, i, ErrMalformed)
 		}
 		for j := 0; j < np; j++ {
-			p.Partition = r.Int32()
-			p.ErrorCode = r.Int16()
-			p.BaseOffset = r.Int64()
-			if version >= 2 {
-				r.Int64() // log append time
-			}
-			if version >= 5 {
-				r.Int64() // log start offset
-			}
-			if version >= 8 {
-				ne, _ := r.arrayLen() // record errors
-				for k := 0; k < ne && r.Ok(); k++ {
-					r.Int32()
-					r.nullableStr()
-					r.skipTags()
-				}
-				r.nullableStr() // error message
-			}
-			r.skipTags()
+			p.Partition, p.ErrorCode, p.BaseOffset = readProducePartition(&r, version)
 			if !r.Ok() {
 				return fmt.Errorf("produce response v%d: topic entry %d partition %d: %w", version, i, j, ErrMalformed)
 			}
@@ -80,4 +62,29 @@ func WalkProduceOffsets(body []byte, version int16, visit func(ProducePartitionR
 		return fmt.Errorf("produce response v%d: after topics: %w", version, ErrMalformed)
 	}
 	return nil
+}
+
+// readProducePartition reads one partition entry of a Produce response: the
+// layout both WalkProduceOffsets and the address rewrite walk.
+func readProducePartition(r *bodyReader, version int16) (partition int32, errorCode int16, baseOffset int64) {
+	partition = r.Int32()
+	errorCode = r.Int16()
+	baseOffset = r.Int64()
+	if version >= 2 {
+		r.Int64() // log append time
+	}
+	if version >= 5 {
+		r.Int64() // log start offset
+	}
+	if version >= 8 {
+		ne, _ := r.arrayLen() // record errors
+		for k := 0; k < ne && r.Ok(); k++ {
+			r.Int32()
+			r.nullableStr()
+			r.skipTags()
+		}
+		r.nullableStr() // error message
+	}
+	r.skipTags() // current leader (tag 0) and unknown tags
+	return partition, errorCode, baseOffset
 }

@@ -187,25 +187,7 @@ func skipProduceResponseTopic(r *bodyReader, version int16) bool {
 		return false
 	}
 	for j := 0; j < n && r.Ok(); j++ {
-		r.Int32() // partition
-		r.Int16() // error code
-		r.Int64() // base offset
-		if version >= 2 {
-			r.Int64() // log append time
-		}
-		if version >= 5 {
-			r.Int64() // log start offset
-		}
-		if version >= 8 {
-			ne, _ := r.arrayLen() // record errors
-			for k := 0; k < ne && r.Ok(); k++ {
-				r.Int32()
-				r.nullableStr()
-				r.skipTags()
-			}
-			r.nullableStr() // error message
-		}
-		r.skipTags() // current leader (tag 0) and unknown tags
+		readProducePartition(r, version)
 	}
 	r.skipTags()
 	return r.Ok()
