@@ -353,8 +353,14 @@ func TestFaultProxyRestart(t *testing.T) {
 	p := startEncProxy(t, newLocalKMS(t, kek), "it-fault", kek, "")
 	topic := newTopic(t, "fault-proxy", nil)
 	canary := newCanary(t, topic)
+	// The broker holds a JoinGroup until every member rejoins, for up to
+	// the rebalance timeout (franz-go's default: 60 s). A restart in the
+	// middle of the consumers' first rebalance stops the other member's
+	// rejoin at the draining kseal, and the held JoinGroup outlasted the
+	// drain timeout (5 s): kseal then exits 1, as it should, and the test
+	// failed. Keep the rebalance timeout under the drain timeout.
 	s := startStream(t, streamOpts{Bootstrap: p.Bootstrap, Topic: topic, Canary: canary,
-		Producers: 3, Consumers: 2, Rate: 300})
+		Producers: 3, Consumers: 2, Rate: 300, ConsumerOpts: []kgo.Opt{kgo.RebalanceTimeout(3 * time.Second)}})
 	s.waitAcks(500, 30*time.Second, "before the restart")
 	for r := 0; r < rounds; r++ {
 		start := time.Now()

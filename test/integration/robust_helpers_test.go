@@ -504,6 +504,8 @@ type streamOpts struct {
 	MinLen, MaxLen int
 	// ProducerOpts, if set, adds options to producer i's client.
 	ProducerOpts func(i int) []kgo.Opt
+	// ConsumerOpts adds options to every consumer's client.
+	ConsumerOpts []kgo.Opt
 }
 
 // stream runs idempotent acks=all producers and a consumer group until
@@ -533,8 +535,9 @@ func startStream(t *testing.T, o streamOpts) *stream {
 	s.ccan = ccan
 	group := uniq("it-robust-group")
 	for i := 0; i < o.Consumers; i++ {
-		cl := testenv.Kgo(t, []string{o.Bootstrap}, kgo.ConsumerGroup(group), kgo.ConsumeTopics(o.Topic),
-			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(500*time.Millisecond))
+		opts := append([]kgo.Opt{kgo.ConsumerGroup(group), kgo.ConsumeTopics(o.Topic),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(500 * time.Millisecond)}, o.ConsumerOpts...)
+		cl := testenv.Kgo(t, []string{o.Bootstrap}, opts...)
 		s.cwg.Add(1)
 		go s.consume(cctx, cl)
 	}
