@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kseal/kseal/internal/config"
 	"github.com/kseal/kseal/internal/frame"
@@ -317,18 +316,7 @@ func TestFetchRecordsSplicedThroughProxy(t *testing.T) {
 		before := testutil.ToFloat64(spliced)
 		msg := fetchThroughProxy(t, p.bootstrap, v)
 		moved := testutil.ToFloat64(spliced) - before
-		hdr := 4
-		if v >= 12 {
-			hdr++
-		}
-		resp := kmsg.NewPtrFetchResponse()
-		resp.SetVersion(v)
-		if err := resp.ReadFrom(msg[hdr:]); err != nil { // kseal's output in a test
-			t.Fatalf("v%d: %v", v, err)
-		}
-		if got := resp.Topics[0].Partitions[0].RecordBatches; !bytes.Equal(got, b.records) {
-			t.Fatalf("v%d: %d record bytes came through, not the broker's %d", v, len(got), len(b.records))
-		}
+		checkFetchedRecords(t, msg, v, b.records)
 		// The proxy's broker reader buffers 64 KiB: at most that much of
 		// the records is copied before the rest is spliced.
 		if moved < size-64<<10 || moved > size {

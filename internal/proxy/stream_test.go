@@ -180,18 +180,7 @@ func TestFetchResponsesStreamedWithEndpointsRewritten(t *testing.T) {
 		if got := int32(binary.BigEndian.Uint32(msg)); got != 42 {
 			t.Fatalf("v%d: correlation id %d", v, got)
 		}
-		hdr := 4
-		if v >= 12 {
-			hdr++
-		}
-		resp := kmsg.NewPtrFetchResponse()
-		resp.SetVersion(v)
-		if err := resp.ReadFrom(msg[hdr:]); err != nil { // kseal's output in a test
-			t.Fatalf("v%d: %v", v, err)
-		}
-		if got := resp.Topics[0].Partitions[0].RecordBatches; !bytes.Equal(got, b.records) {
-			t.Fatalf("v%d: %d record bytes came through, not the broker's %d", v, len(got), len(b.records))
-		}
+		resp := checkFetchedRecords(t, msg, v, b.records)
 		if bytes.Contains(msg, []byte(strangerHost)) {
 			t.Fatalf("v%d: a broker's address reached the client", v)
 		}
@@ -400,4 +389,24 @@ func TestResponseModeFollowsHooks(t *testing.T) {
 	if got := q.srv.clusters[0].responseMode(int16(kmsg.Fetch)); got != buffered {
 		t.Fatalf("Fetch with a response filter: mode %d", got)
 	}
+}
+
+// checkFetchedRecords decodes msg, a Fetch response frame of version v as
+// kseal sent it (without the size), and fails t unless its first
+// partition's records are want. It returns the decoded response.
+func checkFetchedRecords(t *testing.T, msg []byte, v int16, want []byte) *kmsg.FetchResponse {
+	t.Helper()
+	hdr := 4
+	if v >= 12 {
+		hdr++
+	}
+	resp := kmsg.NewPtrFetchResponse()
+	resp.SetVersion(v)
+	if err := resp.ReadFrom(msg[hdr:]); err != nil { // kseal's output in a test
+		t.Fatalf("v%d: %v", v, err)
+	}
+	if got := resp.Topics[0].Partitions[0].RecordBatches; !bytes.Equal(got, want) {
+		t.Fatalf("v%d: %d record bytes came through, not the broker's %d", v, len(got), len(want))
+	}
+	return resp
 }
